@@ -1,0 +1,2 @@
+//! The vt executor: config → graph → plan → trace/jail → fingerprint → store → replay.
+pub mod cache;

@@ -1,0 +1,1 @@
+//! The macos tracer fallback. Empty until issue 9 fills it; see README.md.

@@ -1,0 +1,1 @@
+//! Tracing and jailing of task process trees.

@@ -1,0 +1,1 @@
+//! Helpers shared by vt's end-to-end suites (see `tests/tests/`).
