@@ -1,1 +1,12 @@
 //! Tracing and jailing of task process trees.
+//!
+//! - [`access`]: the normalized [`AccessLog`] every tracer backend produces and the cache reads.
+//! - [`trace`]: watching a process tree (seccomp user-notify today; fanotify and ptrace are
+//!   the planned second source and fallback).
+//! - [`reaper`]: waiting for whole process trees, including orphaned grandchildren.
+
+pub mod access;
+pub mod reaper;
+pub mod trace;
+
+pub use access::{Access, AccessKind, AccessLog, Gap};

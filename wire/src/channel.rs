@@ -175,3 +175,14 @@ impl AsFd for Channel {
         self.fd.as_fd()
     }
 }
+
+/// Clears `FD_CLOEXEC` so `fd` survives `exec` in a child. Async-signal-safe (one `fcntl`),
+/// so spawners can call it from `pre_exec` on the task end of [`pair`]/`server::endpoints`.
+pub fn inherit_across_exec(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: F_SETFD with 0 only changes the descriptor flags of `fd`; an invalid fd
+    // returns EBADF, which we report.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

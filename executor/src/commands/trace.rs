@@ -1,0 +1,87 @@
+//! `vt trace -- CMD`: run a command traced and print its access log.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use sandbox::AccessLog;
+
+use crate::cli::TraceArgs;
+use crate::signals;
+
+pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    signals::install()?;
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    let mut command = Command::new(program);
+    command.args(rest);
+    let child = sandbox::trace::spawn(command)?;
+    signals::register_tree(child.id());
+    let pid = child.id();
+    let (status, log) = child.wait()?;
+    signals::unregister_tree(pid);
+
+    let rendered = if args.json {
+        render_json(&log, status)?
+    } else {
+        render_text(&log)
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("writing the access log to {}", path.display()))?,
+        None => std::io::stderr().write_all(rendered.as_bytes())?,
+    }
+    if !log.gaps.is_empty() {
+        eprintln!(
+            "vt trace: {} tracing gap(s): this run could not be fully observed",
+            log.gaps.len()
+        );
+    }
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(signal)) => ExitCode::from(128u8.wrapping_add(signal as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn render_text(log: &AccessLog) -> String {
+    let mut out = String::new();
+    let mut rows: Vec<_> = log.distinct().into_iter().collect();
+    rows.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    for (kind, path) in rows {
+        out.push_str(&format!("{:<11} {}\n", kind.as_str(), path.display()));
+    }
+    for gap in &log.gaps {
+        out.push_str(&format!(
+            "gap         pid {} {}: {}\n",
+            gap.pid, gap.syscall, gap.reason
+        ));
+    }
+    out.push_str(&format!(
+        "vt trace: {} distinct accesses, {} notifications, {} gaps ({} tracer)\n",
+        log.distinct().len(),
+        log.notifications,
+        log.gaps.len(),
+        log.tracer
+    ));
+    out
+}
+
+fn render_json(log: &AccessLog, status: std::process::ExitStatus) -> anyhow::Result<String> {
+    let value = serde_json::json!({
+        "tracer": log.tracer,
+        "exit_code": status.code(),
+        "signal": status.signal(),
+        "notifications": log.notifications,
+        "accesses": log.distinct().into_iter().map(|(kind, path)| serde_json::json!({
+            "kind": kind.as_str(),
+            "path": path.to_string_lossy(),
+        })).collect::<Vec<_>>(),
+        "gaps": log.gaps,
+    });
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
+}

@@ -1,0 +1,158 @@
+//! The BPF program that makes path syscalls stop for the supervisor.
+//!
+//! Built from [`syscalls::TRACED`] so the filter and the decoder share one table. Layout:
+//! refuse non-native ABIs (i386 via `int 0x80`, x32) whose numbers would dodge the table,
+//! refuse io_uring, then one small block per traced syscall that either returns `action` or
+//! lets an fd-only variant through, and finally allow everything else.
+
+use libc::sock_filter;
+
+use super::bpf::{self, OFFSET_ARCH, OFFSET_NR, offset_arg_high, offset_arg_low};
+use super::syscalls::{self, Exempt};
+
+/// `AUDIT_ARCH_X86_64` (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE).
+pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// Syscall numbers at or above this are the x32 ABI.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+pub const fn errno(code: i32) -> u32 {
+    libc::SECCOMP_RET_ERRNO | (code as u32 & libc::SECCOMP_RET_DATA)
+}
+
+/// The tracing filter; `action` is `SECCOMP_RET_USER_NOTIF` (or `SECCOMP_RET_TRACE` for a
+/// ptrace supervisor).
+pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
+    let enosys = errno(libc::ENOSYS);
+    let mut program = vec![
+        bpf::load(OFFSET_ARCH),
+        bpf::jump_eq(AUDIT_ARCH_X86_64, 1, 0),
+        bpf::ret(enosys),
+        bpf::load(OFFSET_NR),
+        bpf::jump_ge(X32_SYSCALL_BIT, 0, 1),
+        bpf::ret(enosys),
+    ];
+    for (nr, _) in syscalls::REFUSED {
+        program.push(bpf::jump_eq(*nr as u32, 0, 1));
+        program.push(bpf::ret(enosys));
+    }
+    for syscall in syscalls::TRACED {
+        // Every block ends in a return, so the accumulator still holds `nr` when a
+        // comparison falls through to the next block.
+        let block = match syscall.exempt {
+            None => vec![bpf::ret(action)],
+            Some(Exempt::FlagSet { arg, mask }) => vec![
+                bpf::load(offset_arg_low(arg)),
+                bpf::jump_set(mask, 0, 1),
+                bpf::ret(libc::SECCOMP_RET_ALLOW),
+                bpf::ret(action),
+            ],
+            Some(Exempt::NullPointer { arg }) => vec![
+                bpf::load(offset_arg_low(arg)),
+                bpf::jump_eq(0, 0, 3),
+                bpf::load(offset_arg_high(arg)),
+                bpf::jump_eq(0, 0, 1),
+                bpf::ret(libc::SECCOMP_RET_ALLOW),
+                bpf::ret(action),
+            ],
+        };
+        let skip = u8::try_from(block.len()).expect("filter blocks are a few instructions long");
+        program.push(bpf::jump_eq(syscall.nr as u32, 0, skip));
+        program.extend(block);
+    }
+    program.push(bpf::ret(libc::SECCOMP_RET_ALLOW));
+    program
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::bpf::{SeccompData, evaluate};
+
+    const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+
+    fn run(nr: i64, args: [u64; 6]) -> u32 {
+        let program = tracing_filter(NOTIFY);
+        evaluate(
+            &program,
+            &SeccompData {
+                nr: nr as i32,
+                arch: AUDIT_ARCH_X86_64,
+                instruction_pointer: 0,
+                args,
+            },
+        )
+        .expect("filter runs to a return")
+    }
+
+    #[test]
+    fn every_traced_syscall_notifies() {
+        for syscall in syscalls::TRACED {
+            assert_eq!(run(syscall.nr, [0; 6]), NOTIFY, "{}", syscall.name);
+        }
+    }
+
+    #[test]
+    fn syscalls_without_paths_pass() {
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_mmap,
+            libc::SYS_close,
+            libc::SYS_fstat,
+            libc::SYS_clone,
+            libc::SYS_fchdir,
+        ] {
+            assert_eq!(run(nr, [0; 6]), libc::SECCOMP_RET_ALLOW, "nr {nr}");
+        }
+    }
+
+    #[test]
+    fn fd_only_variants_pass_and_path_variants_notify() {
+        let empty_path = libc::AT_EMPTY_PATH as u64;
+        assert_eq!(
+            run(libc::SYS_newfstatat, [3, 0x1000, 0x2000, empty_path, 0, 0]),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(
+                libc::SYS_newfstatat,
+                [3, 0x1000, 0x2000, libc::AT_SYMLINK_NOFOLLOW as u64, 0, 0]
+            ),
+            NOTIFY
+        );
+        assert_eq!(
+            run(libc::SYS_statx, [3, 0x1000, empty_path, 0, 0, 0]),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(run(libc::SYS_statx, [3, 0x1000, 0, 0, 0, 0]), NOTIFY);
+        // utimensat(fd, NULL, …) is futimens; a pointer with only high bits set still notifies.
+        assert_eq!(
+            run(libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(libc::SYS_utimensat, [3, 0x7fff_0000_0000, 0, 0, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(run(libc::SYS_utimensat, [3, 0x1000, 0, 0, 0, 0]), NOTIFY);
+    }
+
+    #[test]
+    fn io_uring_and_foreign_abis_are_refused() {
+        assert_eq!(run(libc::SYS_io_uring_setup, [0; 6]), errno(libc::ENOSYS));
+        let x32_open = (X32_SYSCALL_BIT as i64) | libc::SYS_open;
+        assert_eq!(run(x32_open, [0; 6]), errno(libc::ENOSYS));
+        let program = tracing_filter(NOTIFY);
+        let i386 = SeccompData {
+            nr: 5,
+            arch: 0x4000_0003,
+            ..Default::default()
+        };
+        assert_eq!(evaluate(&program, &i386), Ok(errno(libc::ENOSYS)));
+    }
+
+    #[test]
+    fn program_fits_the_kernel_limit() {
+        assert!(tracing_filter(NOTIFY).len() < 4096, "BPF_MAXINSNS");
+    }
+}

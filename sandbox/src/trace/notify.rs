@@ -1,0 +1,252 @@
+//! The seccomp user-notification kernel interface: installing the filter in the child and
+//! the listener ioctls in the supervisor. Only syscalls live here.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use libc::{seccomp_notif, seccomp_notif_resp, sock_filter, sock_fprog};
+use nix::errno::Errno;
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (6.6+): wake the supervisor on the tracee's CPU.
+const SYNC_WAKE_UP: u64 = 1;
+
+/// Installs `program` with a new listener and returns the listener fd.
+///
+/// Runs in the forked child before `exec`, so it is async-signal-safe: no allocation, only
+/// syscalls. Requires `PR_SET_NO_NEW_PRIVS` (set here) unless the caller has CAP_SYS_ADMIN.
+pub fn install_listener(program: &[sock_filter]) -> io::Result<RawFd> {
+    let fprog = sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let with_killable =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    for flags in [with_killable, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER] {
+        // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &fprog as *const sock_fprog,
+            )
+        };
+        if fd >= 0 {
+            return Ok(fd as RawFd);
+        }
+        let err = io::Error::last_os_error();
+        // WAIT_KILLABLE_RECV is 5.19+; older kernels say EINVAL, so retry without it.
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// What the child reports before `exec`: the listener, or why there is none.
+pub enum Handover {
+    Listener(OwnedFd),
+    /// Installing the filter failed with this errno.
+    Failed(i32),
+}
+
+/// Sends the listener `fd` (with status 0) over `socket` with `SCM_RIGHTS`.
+/// Async-signal-safe (stack buffers only), for use in the child before `exec`.
+pub fn send_listener(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    send_status(socket, Some(fd), 0)
+}
+
+/// Reports that installing the filter failed with `errno` (no fd attached).
+pub fn send_failure(socket: RawFd, errno: i32) -> io::Result<()> {
+    send_status(socket, None, errno)
+}
+
+fn send_status(socket: RawFd, fd: Option<RawFd>, status: i32) -> io::Result<()> {
+    #[repr(C)]
+    struct Control {
+        header: libc::cmsghdr,
+        fd: RawFd,
+    }
+    let mut payload = status.to_ne_bytes();
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: all-zero is a valid `cmsghdr`/`msghdr` (plain integers and null pointers).
+    let mut control: Control = unsafe { std::mem::zeroed() };
+    // SAFETY: CMSG_LEN is a pure computation.
+    control.header.cmsg_len =
+        unsafe { libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) } as usize;
+    control.header.cmsg_level = libc::SOL_SOCKET;
+    control.header.cmsg_type = libc::SCM_RIGHTS;
+    // SAFETY: as above.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        control.fd = fd;
+        message.msg_control = (&mut control as *mut Control).cast();
+        // SAFETY: CMSG_SPACE is a pure computation.
+        message.msg_controllen =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    }
+    loop {
+        // SAFETY: `message` points at live stack buffers for the duration of the call.
+        let sent = unsafe { libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL) };
+        if sent >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives the child's [`Handover`]; `Ok(None)` if it closed without sending (its exec
+/// setup failed before the filter step).
+pub fn recv_handover(socket: RawFd) -> io::Result<Option<Handover>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut payload = [0u8; 4];
+    let mut cmsg = nix::cmsg_space!(RawFd);
+    loop {
+        let mut iov = [io::IoSliceMut::new(&mut payload)];
+        match recvmsg::<()>(
+            socket,
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => {
+                let bytes = message.bytes;
+                let mut listener = None;
+                for control in message.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(fds) = control {
+                        for raw in fds {
+                            // SAFETY: the kernel installed these fds in our table for us.
+                            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                            listener.get_or_insert(fd);
+                        }
+                    }
+                }
+                if bytes == 0 && listener.is_none() {
+                    return Ok(None);
+                }
+                return Ok(Some(match listener {
+                    Some(fd) => Handover::Listener(fd),
+                    None => Handover::Failed(i32::from_ne_bytes(payload)),
+                }));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The supervisor's end of a filter.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+impl Listener {
+    pub fn new(fd: OwnedFd) -> Self {
+        Listener { fd }
+    }
+
+    /// Asks for same-CPU wake-ups; older kernels (EINVAL) just keep the default.
+    pub fn request_sync_wake_up(&self) -> bool {
+        // SAFETY: the ioctl reads a u64 flags value from the pointer we pass.
+        unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
+                SYNC_WAKE_UP,
+            ) == 0
+        }
+    }
+
+    /// Waits until a notification is pending (`Ok(true)`) or every process using the filter
+    /// is gone (`Ok(false)`).
+    pub fn wait(&self) -> io::Result<bool> {
+        let mut poll = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, -1) };
+            if ready < 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(err);
+            }
+            if poll.revents & libc::POLLIN != 0 {
+                return Ok(true);
+            }
+            if poll.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Receives one notification. `Err(ENOENT)`: the tracee died or was interrupted first.
+    pub fn receive(&self, notification: &mut seccomp_notif) -> Result<(), Errno> {
+        // SAFETY: the kernel requires a zeroed buffer of the struct's size.
+        *notification = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV writes exactly one `seccomp_notif` into the pointer.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+                notification as *mut seccomp_notif,
+            )
+        };
+        if rc < 0 { Err(Errno::last()) } else { Ok(()) }
+    }
+
+    /// Whether the tracee is still blocked in notification `id` (so what we read from its
+    /// memory belongs to this call and not to a recycled pid).
+    pub fn is_pending(&self, id: u64) -> bool {
+        // SAFETY: ID_VALID reads a u64 from the pointer.
+        unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+                &id as *const u64,
+            ) == 0
+        }
+    }
+
+    /// Lets the syscall run as if there were no filter. ENOENT (tracee gone) is not an error.
+    pub fn continue_syscall(&self, id: u64) -> Result<(), Errno> {
+        let response = seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: SEND reads one `seccomp_notif_resp` from the pointer.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+                &response as *const seccomp_notif_resp,
+            )
+        };
+        match rc {
+            0.. => Ok(()),
+            _ => match Errno::last() {
+                Errno::ENOENT => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}

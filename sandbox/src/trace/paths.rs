@@ -1,0 +1,72 @@
+//! Turning what a syscall named into the absolute, clean path the log records.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Joins `raw` onto `base` (if relative) and cleans it: `.` and repeated `/` go; `..` is
+/// resolved the way the kernel does, i.e. against the *physical* parent. A lexical `a/..`
+/// is only equal to the physical one when `a` is not a symlink, so the prefix before a `..`
+/// is canonicalized when it exists (and cleaned lexically when it does not: the lookup then
+/// fails at that prefix anyway, and the recorded path names what was looked up).
+pub fn absolute_clean(base: Option<&Path>, raw: &[u8]) -> PathBuf {
+    let raw = Path::new(OsStr::from_bytes(raw));
+    let joined = match base {
+        Some(base) if raw.is_relative() => base.join(raw),
+        _ => raw.to_path_buf(),
+    };
+    let mut out = PathBuf::from("/");
+    for component in joined.components() {
+        match component {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if let Ok(physical) = std::fs::canonicalize(&out) {
+                    out = physical;
+                }
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_absolute_paths_are_cleaned() {
+        let base = Path::new("/work/pkg");
+        assert_eq!(
+            absolute_clean(Some(base), b"src/./a.ts"),
+            PathBuf::from("/work/pkg/src/a.ts")
+        );
+        assert_eq!(
+            absolute_clean(Some(base), b"/etc//hosts"),
+            PathBuf::from("/etc/hosts")
+        );
+        assert_eq!(absolute_clean(None, b"/../../etc"), PathBuf::from("/etc"));
+        assert_eq!(absolute_clean(Some(base), b"."), PathBuf::from("/work/pkg"));
+    }
+
+    #[test]
+    fn dot_dot_goes_through_symlinks_like_the_kernel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir_all(root.join("real/deep")).expect("mkdir");
+        std::os::unix::fs::symlink(root.join("real/deep"), root.join("link")).expect("symlink");
+        // link/.. is real/, not root/
+        let got = absolute_clean(Some(&root), b"link/../x");
+        assert_eq!(got, root.join("real/x"));
+        // a missing prefix is cleaned lexically
+        let got = absolute_clean(Some(&root), b"nope/../y");
+        assert_eq!(got, root.join("y"));
+    }
+
+    #[test]
+    fn non_utf8_survives() {
+        let got = absolute_clean(Some(Path::new("/t")), b"caf\xe9");
+        assert_eq!(got.as_os_str().as_bytes(), b"/t/caf\xe9");
+    }
+}
