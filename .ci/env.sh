@@ -1,0 +1,48 @@
+# Shared by .ci/demo and .ci/test: installs what vt's build and tests need, idempotently
+# and quietly, and exports a persistent CARGO_TARGET_DIR outside the clone so RocksDB's
+# C++ build (~11 min cold on 2 cores) is paid once per machine.
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/vt-ci/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Downloads (crates, npm) are cached outside the clone too.
+export npm_config_cache="${npm_config_cache:-/var/cache/vt-ci/npm}"
+mkdir -p "$CARGO_TARGET_DIR" "$npm_config_cache"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Debian packages: libclang for rocksdb's bindgen, a C/C++ toolchain for RocksDB itself,
+# strace as the tracer's correctness oracle, make/gcc/python3/node for the test workloads.
+APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 nodejs npm)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# node/npm may come from elsewhere (nodesource, a CI image); don't fight an existing one.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  filtered=()
+  for pkg in "${missing[@]}"; do [[ "$pkg" == nodejs || "$pkg" == npm ]] || filtered+=("$pkg"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep .deb downloads between runs.
+  apt_cache=/var/cache/vt-ci/apt
+  mkdir -p "$apt_cache/partial"
+  apt-get update -qq
+  apt-get install -y -qq -o Dir::Cache::archives="$apt_cache" "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  for candidate in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+    [[ -x "$candidate/cargo" ]] && export PATH="$candidate:$PATH"
+  done
+fi
+if ! command -v cargo >/dev/null; then
+  echo "vt needs Rust >= 1.95 (cargo). Install it with rustup (https://rustup.rs) and run this again." >&2
+  exit 1
+fi
+
+VT="$CARGO_TARGET_DIR/debug/vt"
+export VT
