@@ -163,7 +163,7 @@ pub fn decode(call: &Call<'_>) -> Decoded {
                 )]);
             }
             match existence {
-                Existence::Missing if created => vec![(Create, path)],
+                Existence::Missing if created && parent_exists(&path) => vec![(Create, path)],
                 Existence::Missing => vec![(Missing, path)],
                 Existence::Dir => vec![(Stat, path)],
                 _ if created && flags & libc::O_EXCL != 0 => vec![(Stat, path)],
@@ -212,23 +212,9 @@ pub fn decode(call: &Call<'_>) -> Decoded {
             }
             Err(_) => return Err(NoAccess::Nothing),
         },
-        Op::MakeDir { path } | Op::MakeNode { path } => {
+        Op::MakeDir { path } | Op::MakeNode { path } | Op::Symlink { link: path } => {
             let path = call.resolve(path)?;
-            let kind = if probe(&path, false) == Existence::Missing {
-                Create
-            } else {
-                Stat
-            };
-            vec![(kind, path)]
-        }
-        Op::Symlink { link } => {
-            let path = call.resolve(link)?;
-            let kind = if probe(&path, false) == Existence::Missing {
-                Create
-            } else {
-                Stat
-            };
-            vec![(kind, path)]
+            vec![(creation(&path), path)]
         }
         Op::Remove { path } => {
             let path = call.resolve(path)?;
@@ -272,6 +258,22 @@ pub fn decode(call: &Call<'_>) -> Decoded {
             ));
         }
     })
+}
+
+/// Whether `path`'s directory exists, so that creating `path` can succeed; if it does not,
+/// the call fails with ENOENT and the lookup is a `Missing` input, not an output.
+fn parent_exists(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|parent| probe(parent, true) == Existence::Dir)
+}
+
+/// What a call that creates `path` (without following a final symlink) will do.
+fn creation(path: &Path) -> AccessKind {
+    match probe(path, false) {
+        Existence::Missing if parent_exists(path) => AccessKind::Create,
+        Existence::Missing => AccessKind::Missing,
+        _ => AccessKind::Stat, // EEXIST: only looked up
+    }
 }
 
 /// The absolute interpreter path of a `#!` script, if `path` is one.

@@ -12,7 +12,7 @@ pub mod bpf;
 mod decode;
 pub mod filter;
 mod notify;
-mod paths;
+pub mod paths;
 mod supervisor;
 pub mod syscalls;
 mod tracee;

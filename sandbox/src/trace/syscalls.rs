@@ -416,6 +416,95 @@ pub const TRACED: &[Syscall] = {
             "open_by_handle_at",
             OpenByHandle,
         ),
+        // Metadata reads and writes by path.
+        sys(
+            libc::SYS_statfs,
+            "statfs",
+            Probe {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_getxattr,
+            "getxattr",
+            Probe {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_lgetxattr,
+            "lgetxattr",
+            Probe {
+                path: cwd(0),
+                follow: Never,
+            },
+        ),
+        sys(
+            libc::SYS_listxattr,
+            "listxattr",
+            Probe {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_llistxattr,
+            "llistxattr",
+            Probe {
+                path: cwd(0),
+                follow: Never,
+            },
+        ),
+        sys(
+            libc::SYS_setxattr,
+            "setxattr",
+            Modify {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_lsetxattr,
+            "lsetxattr",
+            Modify {
+                path: cwd(0),
+                follow: Never,
+            },
+        ),
+        sys(
+            libc::SYS_removexattr,
+            "removexattr",
+            Modify {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_lremovexattr,
+            "lremovexattr",
+            Modify {
+                path: cwd(0),
+                follow: Never,
+            },
+        ),
+        sys(
+            libc::SYS_inotify_add_watch,
+            "inotify_add_watch",
+            Probe {
+                path: cwd(1),
+                follow: Always,
+            },
+        ),
+        sys(
+            libc::SYS_chroot,
+            "chroot",
+            Probe {
+                path: cwd(0),
+                follow: Always,
+            },
+        ),
     ]
 };
 
