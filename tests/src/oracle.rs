@@ -125,10 +125,11 @@ pub fn excluded(path: &Path) -> bool {
 /// Replaces randomly named temp files (gcc's `/tmp/ccAbC123.s`) by a stable name.
 pub fn stable_name(path: &Path) -> PathBuf {
     let s = path.to_string_lossy();
-    if let Some(rest) = s.strip_prefix("/tmp/cc") {
-        if rest.len() >= 6 && rest.is_char_boundary(6) {
-            return PathBuf::from(format!("/tmp/ccXXXXXX{}", &rest[6..]));
-        }
+    if let Some(rest) = s.strip_prefix("/tmp/cc")
+        && rest.len() >= 6
+        && rest.is_char_boundary(6)
+    {
+        return PathBuf::from(format!("/tmp/ccXXXXXX{}", &rest[6..]));
     }
     path.to_path_buf()
 }
@@ -235,13 +236,15 @@ pub fn parse_strace(text: &[u8], initial_cwd: &Path) -> Observed {
                 path,
             ));
         }
-        if name == "chdir" && !missing && result.starts_with('0') {
-            if let Some(raw) = args.first().and_then(|a| quoted(a)) {
-                cwd.insert(
-                    pid.to_owned(),
-                    sandbox::trace::paths::absolute_clean(Some(&base_cwd), &raw),
-                );
-            }
+        if name == "chdir"
+            && !missing
+            && result.starts_with('0')
+            && let Some(raw) = args.first().and_then(|a| quoted(a))
+        {
+            cwd.insert(
+                pid.to_owned(),
+                sandbox::trace::paths::absolute_clean(Some(&base_cwd), &raw),
+            );
         }
     }
     observed

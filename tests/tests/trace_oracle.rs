@@ -5,7 +5,7 @@
 //! Each workload runs once bare first so caches it fills (e.g. `__pycache__`) are settled, and
 //! `prepare` resets its outputs before every run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use vt_tests::oracle::{self, Observed};

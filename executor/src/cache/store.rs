@@ -108,6 +108,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A stored `(key, value)` pair.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Writes applied together or not at all (one RocksDB `WriteBatch`).
 #[derive(Default)]
 pub struct Batch {
@@ -236,7 +239,7 @@ impl Store {
         &self,
         family: Family,
         prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(family)?,

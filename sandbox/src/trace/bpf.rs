@@ -84,9 +84,9 @@ impl SeccompData {
             4 => self.arch,
             8 => self.instruction_pointer as u32,
             12 => (self.instruction_pointer >> 32) as u32,
-            16..=63 if offset % 4 == 0 => {
+            16..=63 if offset.is_multiple_of(4) => {
                 let arg = self.args[((offset - 16) / 8) as usize];
-                if (offset - 16) % 8 == 0 {
+                if (offset - 16).is_multiple_of(8) {
                     arg as u32
                 } else {
                     (arg >> 32) as u32

@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn too_long_and_null_are_reported() {
-        let buffer = vec![b'x'; 64];
+        let buffer = [b'x'; 64];
         let got = read_c_string(std::process::id(), buffer.as_ptr() as u64, 16);
         assert_eq!(got, Err(ReadError::TooLong));
         assert_eq!(
