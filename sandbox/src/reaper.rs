@@ -102,31 +102,69 @@ fn exit_status(status: WaitStatus) -> ExitStatus {
     })
 }
 
-/// Kills the process group of `pid` and then every remaining child of vt (orphans of
-/// tasks). Used on Ctrl-C and when vt gives up on a task.
-pub fn kill_tree(pid: u32) {
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-    let me = std::process::id();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let status =
-                std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
-            let parent = status
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .map(str::trim);
-            if parent == Some(me.to_string().as_str()) {
-                let _ =
-                    nix::sys::signal::kill(Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
-            }
+/// Kills every descendant of this process with SIGKILL, repeating until none is left.
+///
+/// Used when vt is told to stop: every process below vt belongs to some task. One pass is
+/// not enough: a grandchild in its own session is neither in the task's process group nor
+/// vt's child until its parent dies, and a process may fork while we scan. Bounded, so a
+/// process that cannot be killed (stuck in the kernel) cannot hang vt.
+pub fn kill_all_descendants() {
+    let me = std::process::id() as i32;
+    for _ in 0..100 {
+        let descendants = descendants_of(me);
+        if descendants.is_empty() {
+            return;
+        }
+        for pid in descendants {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Live (non-zombie) descendants of `root`, from one scan of /proc.
+fn descendants_of(root: i32) -> Vec<i32> {
+    let mut parent_of: HashMap<i32, i32> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": comm may contain spaces and parentheses.
+        let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after_comm.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid)
+            && state != "Z"
+        {
+            parent_of.insert(pid, ppid);
         }
     }
+    parent_of
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut cursor = pid;
+            for _ in 0..4096 {
+                match parent_of.get(&cursor) {
+                    Some(&parent) if parent == root => return true,
+                    Some(&parent) if parent > 1 => cursor = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
 }

@@ -235,11 +235,7 @@ impl Store {
     }
 
     /// Every `(key, value)` of a family whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        family: Family,
-        prefix: &[u8],
-    ) -> Result<Vec<KeyValue>, StoreError> {
+    pub fn scan_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(family)?,

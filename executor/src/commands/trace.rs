@@ -1,6 +1,7 @@
 //! `vt trace -- CMD`: run a command traced and print its access log.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 
@@ -20,16 +21,21 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let pid = child.id();
     let (status, log) = child.wait()?;
     signals::unregister_tree(pid);
+    if signals::received().is_some() {
+        // The task died because vt was stopped: the log is incomplete and is not written.
+        // The signal thread is still killing stragglers and exits with 128 + signal.
+        signals::wait_for_shutdown();
+    }
 
     let rendered = if args.json {
-        render_json(&log, status)?
+        render_json(&log, status)?.into_bytes()
     } else {
         render_text(&log)
     };
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("writing the access log to {}", path.display()))?,
-        None => std::io::stderr().write_all(rendered.as_bytes())?,
+        None => std::io::stderr().write_all(&rendered)?,
     }
     if !log.gaps.is_empty() {
         eprintln!(
@@ -48,26 +54,32 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     }
 }
 
-fn render_text(log: &AccessLog) -> String {
-    let mut out = String::new();
+/// One line per distinct access, sorted by path. Paths are written as their raw bytes, so a
+/// non-UTF-8 name is shown exactly as the file system has it.
+fn render_text(log: &AccessLog) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut rows: Vec<_> = log.distinct().into_iter().collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     for (kind, path) in rows {
-        out.push_str(&format!("{:<11} {}\n", kind.as_str(), path.display()));
+        out.extend_from_slice(format!("{:<11} ", kind.as_str()).as_bytes());
+        out.extend_from_slice(path.as_os_str().as_bytes());
+        out.push(b'\n');
     }
     for gap in &log.gaps {
-        out.push_str(&format!(
+        let line = format!(
             "gap         pid {} {}: {}\n",
             gap.pid, gap.syscall, gap.reason
-        ));
+        );
+        out.extend_from_slice(line.as_bytes());
     }
-    out.push_str(&format!(
+    let summary = format!(
         "vt trace: {} distinct accesses, {} notifications, {} gaps ({} tracer)\n",
         log.distinct().len(),
         log.notifications,
         log.gaps.len(),
         log.tracer
-    ));
+    );
+    out.extend_from_slice(summary.as_bytes());
     out
 }
 

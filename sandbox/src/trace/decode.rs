@@ -112,6 +112,9 @@ impl Call<'_> {
         match tracee::base_dir(self.tid, dirfd) {
             Ok(dir) => Ok(dir),
             Err(DirError::Gone) | Err(DirError::NotAPath) => Err(NoAccess::Nothing),
+            Err(DirError::Unnamed(e)) => Err(NoAccess::Gap(format!(
+                "cannot name the directory of a relative lookup: {e}"
+            ))),
             Err(DirError::Deleted(dir)) => Err(NoAccess::Gap(format!(
                 "lookup relative to deleted directory {}",
                 dir.display()
@@ -204,6 +207,11 @@ pub fn decode(call: &Call<'_>) -> Decoded {
         }
         Op::ListDir { fd } => match tracee::fd_path(call.tid, call.arg(fd) as i32) {
             Ok(dir) => vec![(ReadDir, dir)],
+            Err(DirError::Unnamed(e)) => {
+                return Err(NoAccess::Gap(format!(
+                    "cannot name the listed directory: {e}"
+                )));
+            }
             Err(DirError::Deleted(dir)) => {
                 return Err(NoAccess::Gap(format!(
                     "listing of deleted directory {}",

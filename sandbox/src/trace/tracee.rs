@@ -83,7 +83,7 @@ pub fn read_u64(pid: u32, addr: u64) -> Result<u64, ReadError> {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum DirError {
     /// The tracee is gone (its /proc entry vanished).
     Gone,
@@ -92,6 +92,19 @@ pub enum DirError {
     /// The fd is not a directory on a filesystem (pipe, socket, anon inode) or not open:
     /// the syscall will fail without touching a path.
     NotAPath,
+    /// The kernel cannot name the directory through /proc (e.g. longer than PATH_MAX).
+    Unnamed(std::io::Error),
+}
+
+impl PartialEq for DirError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (DirError::Gone, DirError::Gone) | (DirError::NotAPath, DirError::NotAPath) => true,
+            (DirError::Deleted(a), DirError::Deleted(b)) => a == b,
+            (DirError::Unnamed(a), DirError::Unnamed(b)) => a.raw_os_error() == b.raw_os_error(),
+            _ => false,
+        }
+    }
 }
 
 /// The directory a relative path of thread `tid` is resolved against: its cwd for
@@ -107,7 +120,12 @@ pub fn base_dir(tid: u32, dirfd: Option<i32>) -> Result<PathBuf, DirError> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && dirfd.is_some_and(|fd| fd >= 0) => {
             return Err(DirError::NotAPath);
         }
-        Err(_) => return Err(DirError::Gone),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+            return Err(DirError::Gone);
+        }
+        // Anything else (ENAMETOOLONG for a cwd deeper than PATH_MAX, EACCES, …) means the
+        // call will look something up that we cannot name: never drop it silently.
+        Err(e) => return Err(DirError::Unnamed(e)),
     };
     classify_link(target)
 }

@@ -1,0 +1,393 @@
+//! The tracer under stress and abuse: whole trees (daemons included), odd paths, many
+//! processes and threads, refused io_uring, exit statuses, and no orphans when vt is stopped.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Traced {
+    output: Output,
+    log: serde_json::Value,
+    text: Vec<u8>,
+}
+
+impl Traced {
+    fn paths(&self, kind: &str) -> Vec<String> {
+        self.log["accesses"]
+            .as_array()
+            .expect("accesses")
+            .iter()
+            .filter(|a| a["kind"] == kind)
+            .map(|a| a["path"].as_str().expect("path").to_owned())
+            .collect()
+    }
+
+    fn gaps(&self) -> Vec<String> {
+        self.log["gaps"]
+            .as_array()
+            .expect("gaps")
+            .iter()
+            .map(|g| g["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+}
+
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(temp.path()).expect("canonical");
+    (temp, root)
+}
+
+/// Runs `vt trace --json` once.
+fn trace_json(cwd: &Path, command: &[&str]) -> Traced {
+    let json_path = cwd.join(".vt-log.json");
+    let output = Command::new(vt_tests::vt_binary())
+        .args(["trace", "--json", "-o"])
+        .arg(&json_path)
+        .arg("--")
+        .args(command)
+        .current_dir(cwd)
+        .output()
+        .expect("vt runs");
+    let log =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json log")).expect("valid JSON");
+    Traced {
+        output,
+        log,
+        text: Vec::new(),
+    }
+}
+
+/// Runs `vt trace` twice over the same command: once for JSON, once for the raw text log.
+fn trace(cwd: &Path, command: &[&str]) -> Traced {
+    let Traced { output, log, .. } = trace_json(cwd, command);
+    let vt = vt_tests::vt_binary();
+    let text_path = cwd.join(".vt-log.txt");
+    let status = Command::new(&vt)
+        .args(["trace", "-o"])
+        .arg(&text_path)
+        .arg("--")
+        .args(command)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("vt runs");
+    assert_eq!(status.code(), output.status.code(), "both runs end alike");
+    let text = std::fs::read(&text_path).expect("text log");
+    Traced { output, log, text }
+}
+
+/// The real Python interpreter (not a pyenv shim script).
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn compile(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).expect("write C source");
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "compiling {name}");
+    out
+}
+
+#[test]
+fn exit_status_and_signals_pass_through() {
+    let (_t, dir) = workdir();
+    assert_eq!(trace(&dir, &["sh", "-c", "exit 7"]).code(), Some(7));
+    assert_eq!(
+        trace(&dir, &["sh", "-c", "kill -9 $$"]).code(),
+        Some(128 + 9)
+    );
+    let missing = Command::new(vt_tests::vt_binary())
+        .args(["trace", "--", "/no/such/program"])
+        .output()
+        .expect("vt");
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("cannot start /no/such/program"), "{stderr}");
+}
+
+#[test]
+fn daemonized_grandchildren_are_waited_for_and_recorded() {
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("late.txt"), "x").expect("write");
+    let started = Instant::now();
+    // The grandchild double-forks into a new session and reads a file after its parents exit.
+    let traced = trace(
+        &dir,
+        &[
+            "sh",
+            "-c",
+            "setsid sh -c 'sleep 0.5; cat late.txt > /dev/null' & exit 0",
+        ],
+    );
+    assert_eq!(traced.code(), Some(0));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "vt returned before the daemon finished"
+    );
+    let late = dir.join("late.txt").to_string_lossy().into_owned();
+    assert!(
+        traced.paths("read").contains(&late),
+        "the daemon's read is in the log"
+    );
+}
+
+#[test]
+fn non_utf8_names_are_recorded_byte_for_byte() {
+    let (_t, dir) = workdir();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(dir.join(name), "x").expect("write a non-UTF-8 name");
+    let traced = trace(&dir, &["sh", "-c", "cat caf*.txt > /dev/null"]);
+    let mut expected = b"read        ".to_vec();
+    expected.extend_from_slice(dir.join(name).as_os_str().as_bytes());
+    expected.push(b'\n');
+    assert!(
+        traced
+            .text
+            .windows(expected.len())
+            .any(|w| w == expected.as_slice()),
+        "raw bytes in the text log"
+    );
+    assert!(traced.gaps().is_empty());
+}
+
+#[test]
+fn paths_longer_than_path_max_are_reported_as_gaps() {
+    let (_t, dir) = workdir();
+    let long = format!("/{}", "a".repeat(5000));
+    let traced = trace(
+        &dir,
+        &["sh", "-c", &format!("cat {long} 2>/dev/null; true")],
+    );
+    assert_eq!(traced.code(), Some(0));
+    assert!(
+        traced.gaps().iter().any(|g| g.contains("PATH_MAX")),
+        "gaps: {:?}",
+        traced.gaps()
+    );
+
+    // A cwd deeper than PATH_MAX: /proc cannot name it, so relative lookups become gaps.
+    // (Python's chdir takes the relative name; dash's `cd` would pass an absolute path.)
+    let script = "import os\nfor _ in range(25):\n    os.mkdir('d' * 200)\n    os.chdir('d' * 200)\ntry:\n    open('nothing')\nexcept OSError:\n    pass\n";
+    let traced = trace_json(&dir, &[&python(), "-c", script]);
+    assert_eq!(traced.code(), Some(0));
+    assert!(
+        traced.gaps().iter().any(|g| g.contains("cannot name")),
+        "gaps: {:?}",
+        traced.gaps()
+    );
+}
+
+#[test]
+fn lookups_in_a_deleted_cwd_are_gaps() {
+    let (_t, dir) = workdir();
+    let traced = trace(
+        &dir,
+        &[
+            "sh",
+            "-c",
+            "mkdir gone && cd gone && rmdir ../gone && cat x 2>/dev/null; true",
+        ],
+    );
+    assert_eq!(traced.code(), Some(0));
+    assert!(
+        traced
+            .gaps()
+            .iter()
+            .any(|g| g.contains("deleted directory")),
+        "gaps: {:?}",
+        traced.gaps()
+    );
+}
+
+#[test]
+fn ten_thousand_short_lived_processes() {
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("input"), "x").expect("write");
+    let traced = trace_json(
+        &dir,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 10000 ]; do /bin/cat input; i=$((i+1)); done > /dev/null",
+        ],
+    );
+    assert_eq!(traced.code(), Some(0));
+    let notifications = traced.log["notifications"].as_u64().expect("count");
+    assert!(
+        notifications >= 20_000,
+        "every exec and open was seen: {notifications}"
+    );
+    assert!(traced.paths("exec").contains(&"/bin/cat".to_owned()));
+    assert!(
+        traced
+            .paths("read")
+            .contains(&dir.join("input").to_string_lossy().into_owned())
+    );
+    assert!(traced.gaps().is_empty(), "{:?}", traced.gaps());
+}
+
+const THREADS_64: &str = r#"#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static void *work(void *arg) {
+    char path[64];
+    snprintf(path, sizeof path, "t/%ld", (long)arg);
+    for (int i = 0; i < 50; i++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) close(fd);
+    }
+    return 0;
+}
+int main(void) {
+    pthread_t threads[64];
+    for (long i = 0; i < 64; i++) pthread_create(&threads[i], 0, work, (void *)i);
+    for (int i = 0; i < 64; i++) pthread_join(threads[i], 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn sixty_four_threads_opening_files_concurrently() {
+    let (_t, dir) = workdir();
+    std::fs::create_dir(dir.join("t")).expect("mkdir");
+    let program = compile(&dir, "threads64", THREADS_64, &["-O1", "-pthread"]);
+    let traced = trace(&dir, &[program.to_str().expect("utf-8 path")]);
+    assert_eq!(traced.code(), Some(0));
+    let touched: std::collections::BTreeSet<String> = traced
+        .paths("create")
+        .into_iter()
+        .chain(traced.paths("write"))
+        .collect();
+    for i in 0..64 {
+        let path = dir
+            .join("t")
+            .join(i.to_string())
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            touched.contains(&path),
+            "thread {i}'s file is missing from the log"
+        );
+    }
+    assert!(traced.gaps().is_empty(), "{:?}", traced.gaps());
+}
+
+const IO_URING_PROBE: &str = r#"#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    char params[120];
+    memset(params, 0, sizeof params);
+    long fd = syscall(SYS_io_uring_setup, 4, params);
+    printf("%ld %d\n", fd, fd < 0 ? errno : 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn io_uring_is_refused_with_enosys_under_tracing() {
+    let (_t, dir) = workdir();
+    let program = compile(&dir, "uring", IO_URING_PROBE, &["-O1"]);
+    let traced = trace(&dir, &[program.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        String::from_utf8_lossy(&traced.output.stdout).trim(),
+        format!("-1 {}", libc_enosys())
+    );
+    // Control: outside vt the call is not refused with ENOSYS (it succeeds, or fails for
+    // another reason such as a sysctl), so the test cannot pass vacuously.
+    let bare = Command::new(&program).output().expect("bare run");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert_ne!(
+        bare.trim(),
+        format!("-1 {}", libc_enosys()),
+        "io_uring already unavailable here: {bare}"
+    );
+}
+
+fn libc_enosys() -> i32 {
+    38
+}
+
+#[test]
+fn stopping_vt_stops_the_whole_tree() {
+    let (_t, dir) = workdir();
+    // Unique per run, so a leftover from an earlier run cannot confuse the count.
+    let marker = format!("9{}.25", std::process::id() % 100_000);
+    let marker = marker.as_str();
+    let mut vt = Command::new(vt_tests::vt_binary())
+        .args(["trace", "-o", "/dev/null", "--", "sh", "-c"])
+        .arg(format!("setsid sleep {marker} & sleep {marker}"))
+        .current_dir(&dir)
+        .spawn()
+        .expect("vt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleepers(marker) < 2 {
+        assert!(Instant::now() < deadline, "the sleepers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix_kill(vt.id() as i32, 15);
+    let status = vt.wait().expect("vt exits");
+    assert_eq!(status.code(), Some(128 + 15));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleepers(marker) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} task processes survived vt",
+            sleepers(marker)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sleepers(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // Zombies are already dead; only running sleepers count.
+            cmdline
+                .split(|&b| b == 0)
+                .any(|arg| arg == marker.as_bytes())
+                && !stat.contains(") Z ")
+        })
+        .count()
+}
+
+fn nix_kill(pid: i32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
