@@ -93,33 +93,37 @@ fn compare(workload: Workload<'_>) {
 
     sh(workload.prepare, &work);
     let strace = oracle::normalize(oracle::strace(&command, &work, workload.env, &scratch));
-    sh(workload.prepare, &work);
-    let (vt_seen, gaps) = oracle::vt_trace(&vt, &command, &work, workload.env, &scratch);
-    let vt_seen = oracle::normalize(vt_seen);
-
-    assert_eq!(gaps, 0, "{}: vt reported tracing gaps", workload.name);
-    let vt_only: Observed = vt_seen.difference(&strace).cloned().collect();
-    let strace_only: Observed = strace.difference(&vt_seen).cloned().collect();
-    assert!(
-        vt_only.is_empty() && strace_only.is_empty(),
-        "{}: vt and strace disagree\nonly vt saw:\n{}\nonly strace saw:\n{}",
-        workload.name,
-        show(&vt_only),
-        show(&strace_only)
-    );
     assert!(
         strace.len() > 5,
         "{}: suspiciously few accesses ({})",
         workload.name,
         strace.len()
     );
-    // Paths inside the workload directory prove the comparison is not only about /usr.
-    assert!(
-        vt_seen.iter().any(|(_, p)| p.starts_with(&work)),
-        "{}: nothing seen inside {}",
-        workload.name,
-        work.display()
-    );
+
+    // Both backends must agree with strace, whichever one this machine would pick.
+    for backend in ["seccomp", "ptrace"] {
+        sh(workload.prepare, &work);
+        let mut env = workload.env.to_vec();
+        env.push(("VT_TRACER", backend));
+        let (vt_seen, gaps) = oracle::vt_trace(&vt, &command, &work, &env, &scratch);
+        let vt_seen = oracle::normalize(vt_seen);
+        let name = format!("{} ({backend})", workload.name);
+        assert_eq!(gaps, 0, "{name}: vt reported tracing gaps");
+        let vt_only: Observed = vt_seen.difference(&strace).cloned().collect();
+        let strace_only: Observed = strace.difference(&vt_seen).cloned().collect();
+        assert!(
+            vt_only.is_empty() && strace_only.is_empty(),
+            "{name}: vt and strace disagree\nonly vt saw:\n{}\nonly strace saw:\n{}",
+            show(&vt_only),
+            show(&strace_only)
+        );
+        // Paths inside the workload directory prove the comparison is not only about /usr.
+        assert!(
+            vt_seen.iter().any(|(_, p)| p.starts_with(&work)),
+            "{name}: nothing seen inside {}",
+            work.display()
+        );
+    }
 }
 
 const C_MAIN: &str = "#include \"h.h\"\nint main(void) { return a() + b() - 3; }\n";

@@ -5,14 +5,19 @@
 //! listener fd to a supervisor thread, and then execs. [`TracedChild::wait`] returns the
 //! exit status and the [`AccessLog`] once the *whole tree* is gone.
 //!
-//! Not here yet (tracked in issue 4's notes): the fanotify second source, the ptrace
-//! fallback, and the LD_PRELOAD fast path.
+//! Where user notification is unavailable the same filter returns `SECCOMP_RET_TRACE` and a
+//! ptrace tracer does the supervisor's job ([`ptrace`]). `VT_TRACER=seccomp|ptrace` forces
+//! one; by default vt probes once and uses seccomp when it can.
+//!
+//! Not here yet (tracked in issue 4's notes): the fanotify second source and the LD_PRELOAD
+//! fast path.
 
 pub mod bpf;
 mod decode;
 pub mod filter;
 mod notify;
 pub mod paths;
+mod ptrace;
 mod supervisor;
 pub mod syscalls;
 mod tracee;
@@ -45,7 +50,12 @@ pub enum TraceError {
          or with docker/seccomp.json"
     )]
     SeccompUnavailable { source: std::io::Error },
-    #[error("the tracer backend {0:?} is not available in this build (VT_TRACER accepts: seccomp)")]
+    #[error(
+        "ptrace is not available here ({source}).\n  \
+         hint: a container's seccomp profile or kernel.yama.ptrace_scope=3 can forbid it"
+    )]
+    PtraceUnavailable { source: std::io::Error },
+    #[error("unknown tracer backend VT_TRACER={0:?} (expected: seccomp or ptrace)")]
     UnknownBackend(String),
     #[error("tracer setup failed: {0}")]
     Setup(std::io::Error),
@@ -56,8 +66,15 @@ pub enum TraceError {
 /// A running traced process tree.
 pub struct TracedChild {
     pid: u32,
-    status: Receiver<ExitStatus>,
-    supervisor: JoinHandle<Result<AccessLog, TraceError>>,
+    backend: Running,
+}
+
+enum Running {
+    Seccomp {
+        status: Receiver<ExitStatus>,
+        supervisor: JoinHandle<Result<AccessLog, TraceError>>,
+    },
+    Ptrace(JoinHandle<Result<(ExitStatus, AccessLog), TraceError>>),
 }
 
 impl TracedChild {
@@ -67,23 +84,79 @@ impl TracedChild {
 
     /// Waits for the root's exit status and for every descendant to be gone.
     pub fn wait(self) -> Result<(ExitStatus, AccessLog), TraceError> {
-        let status = self
-            .status
-            .recv()
-            .map_err(|_| TraceError::Setup(std::io::Error::other("the reaper thread stopped")))?;
-        let log = self.supervisor.join().map_err(|_| {
-            TraceError::Supervisor(std::io::Error::other("the supervisor thread panicked"))
-        })??;
-        Ok((status, log))
+        let panicked =
+            || TraceError::Supervisor(std::io::Error::other("the tracer thread panicked"));
+        match self.backend {
+            Running::Seccomp { status, supervisor } => {
+                let status = status.recv().map_err(|_| {
+                    TraceError::Setup(std::io::Error::other("the reaper thread stopped"))
+                })?;
+                let log = supervisor.join().map_err(|_| panicked())??;
+                Ok((status, log))
+            }
+            Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
+        }
     }
 }
 
-/// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
-pub fn spawn(mut command: Command) -> Result<TracedChild, TraceError> {
+/// Which tracer to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Seccomp,
+    Ptrace,
+}
+
+/// The backend `VT_TRACER` asks for, or the best this machine supports.
+pub fn choose_backend() -> Result<Backend, TraceError> {
     match std::env::var(TRACER_ENV).ok().as_deref() {
-        None | Some("") | Some("seccomp") => {}
-        Some(other) => return Err(TraceError::UnknownBackend(other.to_owned())),
+        Some("seccomp") => Ok(Backend::Seccomp),
+        Some("ptrace") => Ok(Backend::Ptrace),
+        None | Some("") => Ok(if seccomp_notify_available() {
+            Backend::Seccomp
+        } else {
+            Backend::Ptrace
+        }),
+        Some(other) => Err(TraceError::UnknownBackend(other.to_owned())),
     }
+}
+
+/// Whether this process may create a seccomp listener: a throwaway thread installs an
+/// allow-all filter with `NEW_LISTENER` (filters and no_new_privs are per thread, so vt
+/// itself is untouched) and reports whether the kernel gave it a listener. Probed once.
+pub fn seccomp_notify_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::thread::spawn(|| {
+            let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
+            match notify::install_listener(&allow_all) {
+                Ok(fd) => {
+                    // SAFETY: closing the listener fd we were just given.
+                    unsafe { libc::close(fd) };
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}
+
+/// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
+pub fn spawn(command: Command) -> Result<TracedChild, TraceError> {
+    match choose_backend()? {
+        Backend::Seccomp => spawn_seccomp(command),
+        Backend::Ptrace => {
+            let child = ptrace::spawn(command)?;
+            Ok(TracedChild {
+                pid: child.pid,
+                backend: Running::Ptrace(child.tracer),
+            })
+        }
+    }
+}
+
+fn spawn_seccomp(mut command: Command) -> Result<TracedChild, TraceError> {
     let program = command.get_program().to_string_lossy().into_owned();
     let (parent_end, child_end): (OwnedFd, OwnedFd) = socketpair(
         AddressFamily::Unix,
@@ -160,7 +233,6 @@ pub fn spawn(mut command: Command) -> Result<TracedChild, TraceError> {
     };
     Ok(TracedChild {
         pid: child.id(),
-        status,
-        supervisor,
+        backend: Running::Seccomp { status, supervisor },
     })
 }

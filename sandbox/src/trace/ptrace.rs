@@ -1,0 +1,229 @@
+//! The ptrace fallback, for where seccomp user notification cannot be had (an outer
+//! supervisor holds the listener, old kernels): the same BPF filter with `SECCOMP_RET_TRACE`,
+//! so only path syscalls stop, and the same decoder reading the stopped tracee.
+//!
+//! Ordering matters: `SECCOMP_RET_TRACE` with no tracer that asked for seccomp events fails
+//! the syscall with ENOSYS, so the tracer must be attached *before* the child's `execve`,
+//! while `Command::spawn` blocks until that `execve` completes. So a dedicated tracer thread
+//! `PTRACE_SEIZE`s the child while the child waits in `pre_exec` on a pipe, and that thread
+//! is then the only waiter for the tree (ptrace reports tracee stops to the tracer thread).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus};
+use std::thread::JoinHandle;
+
+use nix::sys::ptrace::{self, Options};
+use nix::unistd::Pid;
+
+use crate::access::AccessLog;
+
+use super::TraceError;
+use super::decode::{Call, NoAccess, decode};
+use super::{filter, syscalls};
+
+const PTRACE_EVENT_SECCOMP: i32 = 7;
+const PTRACE_EVENT_STOP: i32 = 128;
+
+pub struct PtraceChild {
+    pub pid: u32,
+    pub tracer: JoinHandle<Result<(ExitStatus, AccessLog), TraceError>>,
+}
+
+fn pipe() -> Result<(std::fs::File, std::fs::File), TraceError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(TraceError::Setup(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created for us.
+    unsafe {
+        Ok((
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
+        ))
+    }
+}
+
+pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    // child → tracer: "my pid"; tracer → child: "attached, go on" (or EOF: give up).
+    let (mut pid_read, pid_write) = pipe()?;
+    let (go_read, mut go_write) = pipe()?;
+    // Orphans of the tree must come back to vt to be waited for.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let tracer = std::thread::Builder::new()
+        .name("vt-ptrace".into())
+        .spawn(move || {
+            let mut pid_bytes = [0u8; 4];
+            if pid_read.read_exact(&mut pid_bytes).is_err() {
+                return Err(TraceError::Setup(std::io::Error::other(
+                    "the child exited before tracing began",
+                )));
+            }
+            let root = Pid::from_raw(i32::from_ne_bytes(pid_bytes));
+            let options = Options::PTRACE_O_TRACESECCOMP
+                | Options::PTRACE_O_TRACEFORK
+                | Options::PTRACE_O_TRACEVFORK
+                | Options::PTRACE_O_TRACECLONE
+                | Options::PTRACE_O_TRACEEXEC
+                | Options::PTRACE_O_EXITKILL;
+            if let Err(errno) = ptrace::seize(root, options) {
+                drop(go_write); // the child reads EOF and fails its spawn
+                return Err(TraceError::PtraceUnavailable {
+                    source: errno.into(),
+                });
+            }
+            go_write.write_all(&[1]).map_err(TraceError::Setup)?;
+            drop(go_write);
+            trace_tree(root)
+        })
+        .map_err(TraceError::Setup)?;
+
+    let program_filter = filter::tracing_filter(libc::SECCOMP_RET_TRACE);
+    let pid_fd = pid_write.as_raw_fd();
+    let go_fd = go_read.as_raw_fd();
+    // SAFETY: between fork and exec the closure only makes syscalls (getpid, write, read,
+    // setpgid, prctl, seccomp) on memory prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(pid_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut go = 0u8;
+            loop {
+                match libc::read(go_fd, (&mut go as *mut u8).cast(), 1) {
+                    1 => break,
+                    0 => return Err(std::io::Error::from_raw_os_error(libc::EPERM)),
+                    _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {
+                        continue;
+                    }
+                    _ => return Err(std::io::Error::last_os_error()),
+                }
+            }
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fprog = libc::sock_fprog {
+                len: program_filter.len() as u16,
+                filter: program_filter.as_ptr().cast_mut(),
+            };
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let spawned = command.spawn();
+    drop((pid_write, go_read));
+    match spawned {
+        // The tracer thread waits for (and reaps) the child; std's handle is not used.
+        Ok(child) => Ok(PtraceChild {
+            pid: child.id(),
+            tracer,
+        }),
+        Err(e) => Err(match tracer.join() {
+            Ok(Err(unavailable @ TraceError::PtraceUnavailable { .. })) => unavailable,
+            _ => TraceError::Spawn { program, source: e },
+        }),
+    }
+}
+
+/// Runs the tree to completion: answers every stop, decodes seccomp stops, and returns the
+/// root's exit status once no traced process is left.
+fn trace_tree(root: Pid) -> Result<(ExitStatus, AccessLog), TraceError> {
+    let mut log = AccessLog {
+        tracer: "ptrace".into(),
+        ..AccessLog::default()
+    };
+    let mut root_status = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our integer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if pid < 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => break, // every traced process (and orphan) is gone
+                _ => return Err(TraceError::Supervisor(std::io::Error::last_os_error())),
+            }
+        }
+        let tracee = Pid::from_raw(pid);
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            if tracee == root {
+                root_status = Some(ExitStatus::from_raw(status));
+            }
+            continue;
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        let inject = match event {
+            PTRACE_EVENT_SECCOMP => {
+                log.notifications += 1;
+                record(tracee, &mut log);
+                0
+            }
+            // fork/vfork/clone/exec events and group-stops: just continue. (A tracee's own
+            // SIGSTOP/SIGTSTP is not honoured under tracing; builds do not rely on it.)
+            PTRACE_EVENT_STOP => 0,
+            e if e != 0 => 0,
+            // Signal-delivery stop: deliver the signal as the kernel would have.
+            _ => signal,
+        };
+        // SAFETY: PTRACE_CONT on a tracee in a ptrace-stop; a tracee killed meanwhile
+        // yields ESRCH, which is harmless.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, inject as libc::c_long) };
+    }
+    let status = root_status.ok_or_else(|| {
+        TraceError::Supervisor(std::io::Error::other(
+            "the traced command's exit status was lost",
+        ))
+    })?;
+    Ok((status, log))
+}
+
+fn record(tracee: Pid, log: &mut AccessLog) {
+    let Ok(regs) = ptrace::getregs(tracee) else {
+        return;
+    };
+    let nr = regs.orig_rax as i64;
+    let tid = tracee.as_raw() as u32;
+    let Some(syscall) = syscalls::lookup(nr) else {
+        log.gap(
+            tid,
+            "unknown",
+            format!("seccomp trap for syscall {nr}, which vt does not decode"),
+        );
+        return;
+    };
+    let call = Call {
+        tid,
+        syscall,
+        args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+    };
+    match decode(&call) {
+        Ok(accesses) => {
+            for (kind, path) in accesses {
+                log.push(kind, path, tid);
+            }
+        }
+        Err(NoAccess::Nothing) => {}
+        Err(NoAccess::Gap(reason)) => log.gap(tid, syscall.name, reason),
+    }
+}
