@@ -391,3 +391,65 @@ fn nix_kill(pid: i32, signal: i32) {
         .expect("kill");
     assert!(status.success());
 }
+
+#[test]
+fn fanotify_catches_a_write_through_an_inherited_fd() {
+    // fanotify needs CAP_SYS_ADMIN. CI runs as root and must exercise it: never skip there.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run as root so the fanotify source is tested"
+        );
+        eprintln!("skipped: fanotify needs root");
+        return;
+    }
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("in.txt"), "x").expect("write");
+    let inherited = std::fs::File::create(dir.join("inherited.txt")).expect("create");
+    let json_path = dir.join(".vt-log.json");
+    let mut command = Command::new(vt_tests::vt_binary());
+    command
+        .args(["trace", "--json", "-o"])
+        .arg(&json_path)
+        .args(["--", "sh", "-c", "cat in.txt > out.txt; echo more >&3"])
+        .current_dir(&dir);
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&inherited);
+    // SAFETY: dup2 is async-signal-safe; it places the test's file at fd 3 in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            // dup2(3, 3) is a no-op that would keep close-on-exec: clear it explicitly.
+            if (raw != 3 && libc::dup2(raw, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let output = command.output().expect("vt");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("log")).expect("JSON");
+    assert!(
+        log["tracer"].as_str().unwrap_or("").contains("+fanotify"),
+        "fanotify active: {}",
+        log["tracer"]
+    );
+    let gaps: Vec<String> = log["gaps"]
+        .as_array()
+        .expect("gaps")
+        .iter()
+        .map(|g| g["reason"].to_string())
+        .collect();
+    assert_eq!(
+        gaps.len(),
+        1,
+        "exactly the inherited-fd write is a gap: {gaps:?}"
+    );
+    assert!(gaps[0].contains("inherited.txt"), "{gaps:?}");
+}

@@ -14,6 +14,7 @@
 
 pub mod bpf;
 mod decode;
+pub mod fanotify;
 pub mod filter;
 mod notify;
 pub mod paths;
@@ -67,6 +68,8 @@ pub enum TraceError {
 pub struct TracedChild {
     pid: u32,
     backend: Running,
+    /// The fanotify second source, or why it is not running.
+    second_source: Result<fanotify::Watch, String>,
 }
 
 enum Running {
@@ -96,6 +99,16 @@ impl TracedChild {
             }
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
+        .map(|(status, mut log)| {
+            match self.second_source {
+                Ok(watch) => {
+                    watch.finish(&mut log);
+                    log.tracer.push_str("+fanotify");
+                }
+                Err(why) => log.tracer.push_str(&format!(" (no fanotify: {why})")),
+            }
+            (status, log)
+        })
     }
 }
 
@@ -144,19 +157,36 @@ pub fn seccomp_notify_available() -> bool {
 
 /// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
 pub fn spawn(command: Command) -> Result<TracedChild, TraceError> {
-    match choose_backend()? {
-        Backend::Seccomp => spawn_seccomp(command),
+    let backend = choose_backend()?;
+    // Started first, so it sees the task from its first syscall.
+    let second_source = start_second_source(&command);
+    let (pid, backend) = match backend {
+        Backend::Seccomp => spawn_seccomp(command)?,
         Backend::Ptrace => {
             let child = ptrace::spawn(command)?;
-            Ok(TracedChild {
-                pid: child.pid,
-                backend: Running::Ptrace(child.tracer),
-            })
+            (child.pid, Running::Ptrace(child.tracer))
         }
-    }
+    };
+    Ok(TracedChild {
+        pid,
+        backend,
+        second_source,
+    })
 }
 
-fn spawn_seccomp(mut command: Command) -> Result<TracedChild, TraceError> {
+/// fanotify over the file system of the command's working directory (the workspace).
+fn start_second_source(command: &Command) -> Result<fanotify::Watch, String> {
+    if std::env::var(fanotify::FANOTIFY_ENV).is_ok_and(|v| v == "off") {
+        return Err(format!("{}=off", fanotify::FANOTIFY_ENV));
+    }
+    let root = match command.get_current_dir() {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?,
+    };
+    fanotify::start(&root).map_err(|e| e.to_string())
+}
+
+fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
     let program = command.get_program().to_string_lossy().into_owned();
     let (parent_end, child_end): (OwnedFd, OwnedFd) = socketpair(
         AddressFamily::Unix,
@@ -231,8 +261,5 @@ fn spawn_seccomp(mut command: Command) -> Result<TracedChild, TraceError> {
             });
         }
     };
-    Ok(TracedChild {
-        pid: child.id(),
-        backend: Running::Seccomp { status, supervisor },
-    })
+    Ok((child.id(), Running::Seccomp { status, supervisor }))
 }

@@ -1,0 +1,327 @@
+//! fanotify as a second source (DESIGN.md §3): a filesystem mark on the workspace's file
+//! system reports, from the kernel's side, what the task's processes opened, executed and
+//! changed inside the workspace. After the run the two sources are reconciled:
+//!
+//! - a change (modify, create, delete, rename) fanotify saw but the tracer did not — e.g. a
+//!   write through an fd the task inherited, or an mmap'd write — is a tracing **gap**;
+//! - an open fanotify saw but the tracer did not is recorded as a `Read` input: these are
+//!   the kernel's own opens (a script's interpreter, `binfmt_misc`), which are real inputs.
+//!   (DESIGN.md calls every disagreement a gap; for reads that would make every run of a
+//!   dynamic binary uncacheable while the right answer — hash it — is at hand.)
+//!
+//! Events are attributed to the task by pid: a pid the tracer saw make a path syscall.
+//! Needs CAP_SYS_ADMIN (filesystem marks, FID reporting); without it the tracer runs alone
+//! and the log says so.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crate::access::{AccessKind, AccessLog};
+
+/// Set to `off` to run without the second source.
+pub const FANOTIFY_ENV: &str = "VT_FANOTIFY";
+
+const INPUT_EVENTS: u64 = libc::FAN_OPEN | libc::FAN_OPEN_EXEC;
+const OUTPUT_EVENTS: u64 = libc::FAN_MODIFY
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_MOVED_FROM
+    | libc::FAN_MOVED_TO;
+
+/// One event as read, before attribution and path resolution (both are done after the run,
+/// when the set of task pids is known).
+struct RawEvent {
+    mask: u64,
+    pid: u32,
+    /// `handle_type` followed by the handle bytes of the parent directory.
+    dir_handle: Vec<u8>,
+    name: Vec<u8>,
+}
+
+pub struct Watch {
+    fanotify: std::sync::Arc<OwnedFd>,
+    mount: OwnedFd,
+    root: PathBuf,
+    stop: OwnedFd,
+    reader: JoinHandle<(Vec<RawEvent>, bool)>,
+}
+
+/// Starts watching the file system that holds `root`, or says why it cannot.
+pub fn start(root: &Path) -> std::io::Result<Watch> {
+    let root = std::fs::canonicalize(root)?;
+    let flags = libc::FAN_CLASS_NOTIF
+        | libc::FAN_CLOEXEC
+        | libc::FAN_NONBLOCK
+        | libc::FAN_UNLIMITED_QUEUE
+        | libc::FAN_REPORT_DFID_NAME;
+    // SAFETY: fanotify_init takes flags only and returns a new fd or -1.
+    let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as u32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created for us.
+    let fanotify = unsafe { OwnedFd::from_raw_fd(fd) };
+    let c_root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    let mask = INPUT_EVENTS | OUTPUT_EVENTS | libc::FAN_ONDIR;
+    // SAFETY: marks the file system of a NUL-terminated path we own.
+    let rc = unsafe {
+        libc::fanotify_mark(
+            fanotify.as_raw_fd(),
+            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+            mask,
+            libc::AT_FDCWD,
+            c_root.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // open_by_handle_at needs any fd on the same file system.
+    let mount: OwnedFd = std::fs::File::open(&root)?.into();
+    let (stop_read, stop_write) = pipe()?;
+    let fanotify = std::sync::Arc::new(fanotify);
+    let reader_fd = std::sync::Arc::clone(&fanotify);
+    let reader = std::thread::Builder::new()
+        .name("vt-fanotify".into())
+        .spawn(move || read_events(reader_fd.as_raw_fd(), stop_read))?;
+    Ok(Watch {
+        fanotify,
+        mount,
+        root,
+        stop: stop_write,
+        reader,
+    })
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new fds into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds are new and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads until `stop` becomes readable (or closes), then drains what is queued: events are
+/// queued synchronously by the syscalls that cause them, so once the task tree is gone all
+/// of its events are already in the queue. Returns the events and whether the queue overflowed.
+fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
+    let mut events = Vec::new();
+    let mut overflowed = false;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: fanotify,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+        let stopping = fds[1].revents != 0;
+        // Drain everything available now.
+        loop {
+            // SAFETY: reads into our buffer; the fd is non-blocking.
+            let n = unsafe { libc::read(fanotify, buffer.as_mut_ptr().cast(), buffer.len()) };
+            if n <= 0 {
+                break;
+            }
+            overflowed |= parse(&buffer[..n as usize], &mut events);
+        }
+        if stopping {
+            break;
+        }
+    }
+    (events, overflowed)
+}
+
+/// Parses a read buffer of `fanotify_event_metadata` records with DFID_NAME info records.
+fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
+    let mut overflowed = false;
+    const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+    while buffer.len() >= META {
+        let event_len = u32::from_ne_bytes(buffer[0..4].try_into().unwrap_or_default()) as usize;
+        let metadata_len = u16::from_ne_bytes(buffer[6..8].try_into().unwrap_or_default()) as usize;
+        if event_len < META || event_len > buffer.len() {
+            break;
+        }
+        let mask = u64::from_ne_bytes(buffer[8..16].try_into().unwrap_or_default());
+        let pid = i32::from_ne_bytes(buffer[20..24].try_into().unwrap_or_default());
+        if mask & libc::FAN_Q_OVERFLOW != 0 {
+            overflowed = true;
+        }
+        // Info records: header (type u8, pad u8, len u16), fsid (8 bytes), file_handle
+        // (handle_bytes u32, handle_type i32, bytes), then the NUL-terminated name.
+        let mut info = &buffer[metadata_len.min(event_len)..event_len];
+        while info.len() >= 4 {
+            let info_type = info[0];
+            let info_len = u16::from_ne_bytes([info[2], info[3]]) as usize;
+            if info_len < 4 || info_len > info.len() {
+                break;
+            }
+            let record = &info[..info_len];
+            if info_type == libc::FAN_EVENT_INFO_TYPE_DFID_NAME && record.len() >= 20 {
+                let handle_bytes =
+                    u32::from_ne_bytes(record[12..16].try_into().unwrap_or_default()) as usize;
+                let handle_end = 20 + handle_bytes;
+                if handle_end <= record.len() {
+                    let dir_handle = record[16..handle_end].to_vec();
+                    let name_bytes = &record[handle_end..];
+                    let name = name_bytes
+                        .split(|&b| b == 0)
+                        .next()
+                        .unwrap_or_default()
+                        .to_vec();
+                    events.push(RawEvent {
+                        mask,
+                        pid: pid.max(0) as u32,
+                        dir_handle,
+                        name,
+                    });
+                }
+            }
+            info = &info[info_len..];
+        }
+        buffer = &buffer[event_len..];
+    }
+    overflowed
+}
+
+impl Watch {
+    /// Stops watching and reconciles what fanotify saw with `log`.
+    pub fn finish(self, log: &mut AccessLog) {
+        let Watch {
+            fanotify,
+            mount,
+            root,
+            stop,
+            reader,
+        } = self;
+        // SAFETY: writes one byte to our pipe to wake the reader.
+        unsafe { libc::write(stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        let (events, overflowed) = reader.join().unwrap_or_default();
+        drop(fanotify);
+        if overflowed {
+            log.gap(
+                0,
+                "fanotify",
+                "the fanotify event queue overflowed; changes may have been missed",
+            );
+        }
+        reconcile(&events, &mount, &root, log);
+    }
+}
+
+fn reconcile(events: &[RawEvent], mount: &OwnedFd, root: &Path, log: &mut AccessLog) {
+    let task_pids: HashSet<u32> = log.accesses.iter().map(|a| a.pid).collect();
+    // The tracer's paths, canonicalized like fanotify's (which come from the dentry).
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut changed: HashSet<PathBuf> = HashSet::new();
+    for access in log.accesses.iter().filter(|a| a.path.starts_with(root)) {
+        let path = canonical(&access.path);
+        if !access.kind.is_input() {
+            changed.insert(path.clone());
+        }
+        seen.insert(path);
+    }
+    let mut dirs: HashMap<&[u8], Option<PathBuf>> = HashMap::new();
+    let mut extra_inputs = Vec::new();
+    let mut gaps = Vec::new();
+    let mut reported: HashSet<PathBuf> = HashSet::new();
+    for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
+        let dir = dirs
+            .entry(&event.dir_handle)
+            .or_insert_with(|| resolve_handle(mount, &event.dir_handle))
+            .clone();
+        let Some(dir) = dir else { continue };
+        let path = if event.name.is_empty() || event.name == b"." {
+            dir
+        } else {
+            dir.join(OsString::from_vec(event.name.clone()))
+        };
+        if !path.starts_with(root) {
+            continue;
+        }
+        let first_time = reported.insert(path.clone());
+        if !first_time && event.mask & OUTPUT_EVENTS == 0 {
+            continue; // an input already handled
+        }
+        if event.mask & OUTPUT_EVENTS != 0 && !changed.contains(&path) {
+            gaps.push((
+                event.pid,
+                format!(
+                    "fanotify saw {} changed, but the tracer saw no path syscall doing it",
+                    path.display()
+                ),
+            ));
+            changed.insert(path.clone());
+        } else if event.mask & INPUT_EVENTS != 0 && !seen.contains(&path) {
+            extra_inputs.push((event.pid, path.clone()));
+            seen.insert(path);
+        }
+    }
+    for (pid, path) in extra_inputs {
+        log.push(AccessKind::Read, path, pid);
+    }
+    for (pid, reason) in gaps {
+        log.gap(pid, "fanotify", reason);
+    }
+}
+
+/// `path` with symlinks resolved where it still exists (else its parent's, plus the name).
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    match (
+        path.parent().and_then(|p| std::fs::canonicalize(p).ok()),
+        path.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The path of a directory from its file handle (`handle_type` + bytes), if it still exists.
+fn resolve_handle(mount: &OwnedFd, handle: &[u8]) -> Option<PathBuf> {
+    if handle.len() < 4 {
+        return None;
+    }
+    let handle_type = i32::from_ne_bytes(handle[0..4].try_into().ok()?);
+    let bytes = &handle[4..];
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+    let mut raw = Vec::with_capacity(8 + bytes.len());
+    raw.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+    raw.extend_from_slice(&handle_type.to_ne_bytes());
+    raw.extend_from_slice(bytes);
+    // SAFETY: `raw` is a well-formed file_handle that outlives the call.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            raw.as_mut_ptr().cast(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the fd is new and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+}
