@@ -49,11 +49,17 @@ impl Handler for Recorder {
     }
 }
 
-/// Starts a server on its own runtime thread; returns the task end and a join handle.
+/// Starts a server with a fresh [`Recorder`] on its own runtime thread.
 fn start() -> (OwnedFd, Arc<Recorder>, std::thread::JoinHandle<()>) {
-    let (runner_end, task_end) = server::endpoints().expect("socketpair");
     let recorder = Arc::new(Recorder::default());
-    let handler = Arc::clone(&recorder);
+    let (task_end, thread) = start_with(Arc::clone(&recorder));
+    (task_end, recorder, thread)
+}
+
+/// Starts a server for `handler` on its own runtime thread; returns the task end and the
+/// thread, which ends once every copy of the task end and every channel is closed.
+fn start_with<H: Handler>(handler: Arc<H>) -> (OwnedFd, std::thread::JoinHandle<()>) {
+    let (runner_end, task_end) = server::endpoints().expect("socketpair");
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -63,10 +69,10 @@ fn start() -> (OwnedFd, Arc<Recorder>, std::thread::JoinHandle<()>) {
             Server::new(runner_end)
                 .expect("server")
                 .serve(handler)
-                .await;
+                .await
         });
     });
-    (task_end, recorder, thread)
+    (task_end, thread)
 }
 
 #[test]
@@ -236,19 +242,7 @@ fn oversize_reply_becomes_too_large_error() {
         }
         fn protocol_error(&self, _: Option<&Peer>, _: &ProtocolError) {}
     }
-    let (runner_end, task_end) = server::endpoints().expect("socketpair");
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            Server::new(runner_end)
-                .expect("server")
-                .serve(Arc::new(Huge))
-                .await
-        });
-    });
+    let (task_end, thread) = start_with(Arc::new(Huge));
     let client = Client::connect(task_end.as_raw_fd()).expect("connect");
     let err = client.get_env("BIG", true).expect_err("too large");
     assert!(

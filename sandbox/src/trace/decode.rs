@@ -62,6 +62,15 @@ fn probe(path: &Path, follow: bool) -> Existence {
     }
 }
 
+/// `found` if `path` exists (as the call will look it up), else `Missing`.
+fn found_or_missing(path: &Path, follow: bool, found: AccessKind) -> AccessKind {
+    if probe(path, follow) == Existence::Missing {
+        AccessKind::Missing
+    } else {
+        found
+    }
+}
+
 impl Call<'_> {
     fn arg(&self, index: u8) -> u64 {
         self.args[usize::from(index)]
@@ -180,11 +189,7 @@ pub fn decode(call: &Call<'_>) -> Decoded {
         }
         Op::Probe { path, follow } => {
             let path = call.resolve(path)?;
-            let kind = if probe(&path, call.follows(follow)) == Existence::Missing {
-                Missing
-            } else {
-                Stat
-            };
+            let kind = found_or_missing(&path, call.follows(follow), Stat);
             vec![(kind, path)]
         }
         Op::Exec { path } => {
@@ -226,11 +231,7 @@ pub fn decode(call: &Call<'_>) -> Decoded {
         }
         Op::Remove { path } => {
             let path = call.resolve(path)?;
-            let kind = if probe(&path, false) == Existence::Missing {
-                Missing
-            } else {
-                Delete
-            };
+            let kind = found_or_missing(&path, false, Delete);
             vec![(kind, path)]
         }
         Op::Rename { from, to } => {
@@ -253,11 +254,7 @@ pub fn decode(call: &Call<'_>) -> Decoded {
         }
         Op::Modify { path, follow } => {
             let path = call.resolve(path)?;
-            let kind = if probe(&path, call.follows(follow)) == Existence::Missing {
-                Missing
-            } else {
-                Write
-            };
+            let kind = found_or_missing(&path, call.follows(follow), Write);
             vec![(kind, path)]
         }
         Op::OpenByHandle => {
