@@ -325,3 +325,59 @@ fn resolve_handle(mount: &OwnedFd, handle: &[u8]) -> Option<PathBuf> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds one event record with a DFID_NAME info record, as the kernel lays it out.
+    fn record(mask: u64, pid: i32, handle: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut info = vec![libc::FAN_EVENT_INFO_TYPE_DFID_NAME, 0, 0, 0];
+        info.extend_from_slice(&[0u8; 8]); // fsid
+        info.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+        info.extend_from_slice(&7i32.to_ne_bytes()); // handle_type
+        info.extend_from_slice(handle);
+        info.extend_from_slice(name);
+        info.push(0);
+        while info.len() % 4 != 0 {
+            info.push(0);
+        }
+        let info_len = info.len() as u16;
+        info[2..4].copy_from_slice(&info_len.to_ne_bytes());
+        let meta = std::mem::size_of::<libc::fanotify_event_metadata>();
+        let mut out = Vec::new();
+        out.extend_from_slice(&((meta + info.len()) as u32).to_ne_bytes());
+        out.extend_from_slice(&[3, 0]);
+        out.extend_from_slice(&(meta as u16).to_ne_bytes());
+        out.extend_from_slice(&mask.to_ne_bytes());
+        out.extend_from_slice(&(-1i32).to_ne_bytes());
+        out.extend_from_slice(&pid.to_ne_bytes());
+        out.extend(info);
+        out
+    }
+
+    #[test]
+    fn parses_records_and_survives_truncation() {
+        let mut buffer = record(libc::FAN_MODIFY, 42, &[1, 2, 3, 4, 5, 6, 7, 8], b"out.txt");
+        buffer.extend(record(libc::FAN_Q_OVERFLOW, 0, &[], b""));
+        let mut events = Vec::new();
+        assert!(parse(&buffer, &mut events), "overflow is reported");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].pid, 42);
+        assert_eq!(events[0].name, b"out.txt");
+        assert_eq!(&events[0].dir_handle[..4], &7i32.to_ne_bytes());
+        assert_eq!(&events[0].dir_handle[4..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        // Every truncation and garbage length parses without panicking.
+        for cut in 0..buffer.len() {
+            let mut events = Vec::new();
+            parse(&buffer[..cut], &mut events);
+        }
+        let mut garbage = buffer.clone();
+        garbage[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        parse(&garbage, &mut Vec::new());
+        let mut bad_info = buffer;
+        let meta = std::mem::size_of::<libc::fanotify_event_metadata>();
+        bad_info[meta + 2..meta + 4].copy_from_slice(&u16::MAX.to_ne_bytes());
+        parse(&bad_info, &mut Vec::new());
+    }
+}
