@@ -60,6 +60,7 @@ fn render_text(log: &AccessLog) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rows: Vec<_> = log.distinct().into_iter().collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let distinct = rows.len();
     for (kind, path) in rows {
         out.extend_from_slice(format!("{:<11} ", kind.as_str()).as_bytes());
         out.extend_from_slice(path.as_os_str().as_bytes());
@@ -74,7 +75,7 @@ fn render_text(log: &AccessLog) -> Vec<u8> {
     }
     let summary = format!(
         "vt trace: {} distinct accesses, {} notifications, {} gaps ({} tracer)\n",
-        log.distinct().len(),
+        distinct,
         log.notifications,
         log.gaps.len(),
         log.tracer
