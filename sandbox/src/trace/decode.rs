@@ -153,6 +153,38 @@ impl Call<'_> {
     }
 }
 
+/// Looks up syscall `nr` and decodes the stopped call; the error names the syscall.
+pub fn decode_syscall(
+    tid: u32,
+    nr: i64,
+    args: [u64; 6],
+) -> Result<Vec<(AccessKind, PathBuf)>, (&'static str, NoAccess)> {
+    let Some(syscall) = super::syscalls::lookup(nr) else {
+        return Err((
+            "unknown",
+            NoAccess::Gap(format!("stopped in syscall {nr}, which vt does not decode")),
+        ));
+    };
+    decode(&Call { tid, syscall, args }).map_err(|e| (syscall.name, e))
+}
+
+/// Adds what a decoded call did to `log`: its accesses, or a gap.
+pub fn record(
+    log: &mut crate::access::AccessLog,
+    tid: u32,
+    decoded: Result<Vec<(AccessKind, PathBuf)>, (&'static str, NoAccess)>,
+) {
+    match decoded {
+        Ok(accesses) => {
+            for (kind, path) in accesses {
+                log.push(kind, path, tid);
+            }
+        }
+        Err((_, NoAccess::Nothing)) => {}
+        Err((name, NoAccess::Gap(reason))) => log.gap(tid, name, reason),
+    }
+}
+
 /// Decodes one call into the accesses it makes.
 pub fn decode(call: &Call<'_>) -> Decoded {
     use AccessKind::*;

@@ -84,7 +84,7 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
     }
     // open_by_handle_at needs any fd on the same file system.
     let mount: OwnedFd = std::fs::File::open(&root)?.into();
-    let (stop_read, stop_write) = pipe()?;
+    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let fanotify = std::sync::Arc::new(fanotify);
     let reader_fd = std::sync::Arc::clone(&fanotify);
     let reader = std::thread::Builder::new()
@@ -97,16 +97,6 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
         stop: stop_write,
         reader,
     })
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new fds into our array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds are new and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Reads until `stop` becomes readable (or closes), then drains what is queued: events are

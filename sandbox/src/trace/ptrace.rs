@@ -9,7 +9,7 @@
 //! is then the only waiter for the tree (ptrace reports tracee stops to the tracer thread).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
 use std::thread::JoinHandle;
@@ -20,8 +20,7 @@ use nix::unistd::Pid;
 use crate::access::AccessLog;
 
 use super::TraceError;
-use super::decode::{Call, NoAccess, decode};
-use super::{filter, syscalls};
+use super::{decode, filter};
 
 const PTRACE_EVENT_SECCOMP: i32 = 7;
 const PTRACE_EVENT_STOP: i32 = 128;
@@ -32,18 +31,9 @@ pub struct PtraceChild {
 }
 
 fn pipe() -> Result<(std::fs::File, std::fs::File), TraceError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(TraceError::Setup(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just created for us.
-    unsafe {
-        Ok((
-            std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
-            std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
-        ))
-    }
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| TraceError::Setup(e.into()))?;
+    Ok((read.into(), write.into()))
 }
 
 pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
@@ -202,28 +192,11 @@ fn record(tracee: Pid, log: &mut AccessLog) {
     let Ok(regs) = ptrace::getregs(tracee) else {
         return;
     };
-    let nr = regs.orig_rax as i64;
     let tid = tracee.as_raw() as u32;
-    let Some(syscall) = syscalls::lookup(nr) else {
-        log.gap(
-            tid,
-            "unknown",
-            format!("seccomp trap for syscall {nr}, which vt does not decode"),
-        );
-        return;
-    };
-    let call = Call {
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+    decode::record(
+        log,
         tid,
-        syscall,
-        args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
-    };
-    match decode(&call) {
-        Ok(accesses) => {
-            for (kind, path) in accesses {
-                log.push(kind, path, tid);
-            }
-        }
-        Err(NoAccess::Nothing) => {}
-        Err(NoAccess::Gap(reason)) => log.gap(tid, syscall.name, reason),
-    }
+        decode::decode_syscall(tid, regs.orig_rax as i64, args),
+    );
 }

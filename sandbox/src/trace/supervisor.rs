@@ -6,9 +6,8 @@ use nix::errno::Errno;
 
 use crate::access::AccessLog;
 
-use super::decode::{Call, NoAccess, decode};
+use super::decode::{decode_syscall, record};
 use super::notify::Listener;
-use super::syscalls;
 
 /// Serves notifications until every process using the filter is gone.
 ///
@@ -28,34 +27,11 @@ pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
         log.notifications += 1;
         let tid = notification.pid;
         let nr = i64::from(notification.data.nr);
-        let decoded = match syscalls::lookup(nr) {
-            Some(syscall) => {
-                let call = Call {
-                    tid,
-                    syscall,
-                    args: notification.data.args,
-                };
-                decode(&call).map_err(|e| (syscall.name, e))
-            }
-            None => Err((
-                "unknown",
-                NoAccess::Gap(format!(
-                    "notified for syscall {nr}, which vt does not decode"
-                )),
-            )),
-        };
+        let decoded = decode_syscall(tid, nr, notification.data.args);
         // Only trust what we read if the tracee is still stopped in *this* call; otherwise
         // the pid may have been reused and the memory belongs to someone else.
         if listener.is_pending(notification.id) {
-            match decoded {
-                Ok(accesses) => {
-                    for (kind, path) in accesses {
-                        log.push(kind, path, tid);
-                    }
-                }
-                Err((_, NoAccess::Nothing)) => {}
-                Err((name, NoAccess::Gap(reason))) => log.gap(tid, name, reason),
-            }
+            record(log, tid, decoded);
         }
         listener.continue_syscall(notification.id)?;
     }
