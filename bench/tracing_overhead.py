@@ -5,8 +5,9 @@ Workloads are generated deterministically:
   make-200   `make -j2` of 200 generated C files (each includes a few system headers)
   node-2000  `node` requiring 2 000 generated modules in a nested tree
 
-Rounds are interleaved (bare, vt, strace, bare, vt, …) so machine noise hits all three
-alike; the table reports medians and the ratios of medians, plus vt's notification count.
+Rounds are interleaved (bare, vt, seccomp only, strace, bare, …) so machine noise hits all
+alike; the table reports medians and the ratios of medians, vt's notification and fast-path
+record counts, and which syscalls still reach the supervisor.
 
     python3 bench/tracing_overhead.py [--rounds 5] [--vt PATH]
 """
@@ -48,11 +49,12 @@ def generate_node(root: Path, modules: int = 2000) -> None:
     (root / "index.js").write_text("let total = 0;\n" + "\n".join(lines) + "\nconsole.log(total);\n")
 
 
-def run(argv, cwd, prepare=None):
+def run(argv, cwd, prepare=None, env=None):
     if prepare:
         subprocess.run(prepare, cwd=cwd, shell=True, check=True, stdout=subprocess.DEVNULL)
+    full_env = dict(os.environ, **(env or {}))
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=full_env)
     return time.perf_counter() - start
 
 
@@ -77,23 +79,41 @@ def main() -> int:
     workloads.append(("node, 2000 modules", node_dir, [node, "index.js"], None))
 
     log = work / "vt.json"
+    seccomp_log = work / "vt-seccomp.json"
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; rounds: {args.rounds} (interleaved)\n")
-    print("| workload | bare (s) | vt trace (s) | strace -f (s) | vt / bare | strace / bare | notifications | µs per notification |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("vt = seccomp + LD_PRELOAD fast path (the default); seccomp only = VT_PRELOAD=off.\n")
+    print(
+        "| workload | bare (s) | vt (s) | seccomp only (s) | strace -f (s) | vt / bare | seccomp only / bare "
+        "| strace / bare | vt: notifications / fast-path records | seccomp only: notifications | µs per notification |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    details = []
     for name, cwd, argv, prepare in workloads:
         run(argv, cwd, prepare)  # warm the page cache
-        times = {"bare": [], "vt": [], "strace": []}
+        times = {"bare": [], "vt": [], "seccomp": [], "strace": []}
         for _ in range(args.rounds):
             times["bare"].append(run(argv, cwd, prepare))
             times["vt"].append(run([vt, "trace", "--json", "-o", str(log), "--", *argv], cwd, prepare))
+            times["seccomp"].append(
+                run([vt, "trace", "--json", "-o", str(seccomp_log), "--", *argv], cwd, prepare, {"VT_PRELOAD": "off"})
+            )
             times["strace"].append(run(["strace", "-f", "-qq", "-o", "/dev/null", *argv], cwd, prepare))
-        notifications = json.loads(log.read_text())["notifications"]
-        bare, traced, strace = (statistics.median(times[k]) for k in ("bare", "vt", "strace"))
-        per_notification = (traced - bare) / notifications * 1e6 if notifications else 0.0
-        print(
-            f"| {name} | {bare:.2f} | {traced:.2f} | {strace:.2f} | {traced / bare:.2f}× | {strace / bare:.2f}× "
-            f"| {notifications} | {per_notification:.1f} |"
+        hybrid = json.loads(log.read_text())
+        seccomp = json.loads(seccomp_log.read_text())
+        bare, traced, seccomp_only, strace = (
+            statistics.median(times[k]) for k in ("bare", "vt", "seccomp", "strace")
         )
+        n = seccomp["notifications"]
+        per_notification = (seccomp_only - bare) / n * 1e6 if n else 0.0
+        print(
+            f"| {name} | {bare:.2f} | {traced:.2f} | {seccomp_only:.2f} | {strace:.2f} | {traced / bare:.2f}× "
+            f"| {seccomp_only / bare:.2f}× | {strace / bare:.2f}× "
+            f"| {hybrid['notifications']} / {hybrid['fast_path_records']} | {n} | {per_notification:.1f} |"
+        )
+        top = sorted(hybrid["notified_by_syscall"].items(), key=lambda kv: -kv[1])[:6]
+        details.append(f"- {name}: still notified with the fast path: " + ", ".join(f"{k} {v}" for k, v in top))
+    print()
+    print("\n".join(details))
     shutil.rmtree(work)
     return 0
 

@@ -91,11 +91,22 @@ pub struct AccessLog {
     pub gaps: Vec<Gap>,
     /// Notifications (or traps) handled, for overhead accounting.
     pub notifications: u64,
+    /// Notifications per syscall name: what to make cheaper next.
+    pub notified_by_syscall: std::collections::BTreeMap<&'static str, u64>,
+    /// Calls the LD_PRELOAD recorder observed without a notification.
+    pub fast_path_records: u64,
 }
 
 impl AccessLog {
     pub fn push(&mut self, kind: AccessKind, path: PathBuf, pid: u32) {
         self.accesses.push(Access { kind, path, pid });
+    }
+
+    /// Counts one notification (or trap) of syscall `nr`.
+    pub fn count_notification(&mut self, nr: i64) {
+        self.notifications += 1;
+        let name = crate::trace::syscalls::lookup(nr).map_or("other", |s| s.name);
+        *self.notified_by_syscall.entry(name).or_default() += 1;
     }
 
     pub fn gap(&mut self, pid: u32, syscall: impl Into<String>, reason: impl Into<String>) {

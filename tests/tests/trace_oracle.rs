@@ -100,11 +100,16 @@ fn compare(workload: Workload<'_>) {
         strace.len()
     );
 
-    // Both backends must agree with strace, whichever one this machine would pick.
-    for backend in ["seccomp", "ptrace"] {
+    // Both backends must agree with strace, whichever one this machine would pick, and so
+    // must seccomp alone, without the LD_PRELOAD fast path taking most calls off it.
+    for (backend, preload) in [("seccomp", "on"), ("ptrace", "on"), ("seccomp", "off")] {
         sh(workload.prepare, &work);
         let mut env = workload.env.to_vec();
         env.push(("VT_TRACER", backend));
+        if preload == "off" {
+            env.push(("VT_PRELOAD", "off"));
+        }
+        let backend = format!("{backend}, preload {preload}");
         let (vt_seen, gaps) = oracle::vt_trace(&vt, &command, &work, &env, &scratch);
         let vt_seen = oracle::normalize(vt_seen);
         let name = format!("{} ({backend})", workload.name);

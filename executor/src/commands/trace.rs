@@ -73,10 +73,24 @@ fn render_text(log: &AccessLog) -> Vec<u8> {
         );
         out.extend_from_slice(line.as_bytes());
     }
+    let mut top: Vec<_> = log.notified_by_syscall.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1));
+    let top: Vec<String> = top
+        .iter()
+        .take(5)
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
     let summary = format!(
-        "vt trace: {} distinct accesses, {} notifications, {} gaps ({} tracer)\n",
+        "vt trace: {} distinct accesses, {} notifications{}, {} fast-path records, {} gaps \
+         ({} tracer)\n",
         distinct,
         log.notifications,
+        if top.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", top.join(", "))
+        },
+        log.fast_path_records,
         log.gaps.len(),
         log.tracer
     );
@@ -90,6 +104,8 @@ fn render_json(log: &AccessLog, status: std::process::ExitStatus) -> anyhow::Res
         "exit_code": status.code(),
         "signal": status.signal(),
         "notifications": log.notifications,
+        "notified_by_syscall": log.notified_by_syscall,
+        "fast_path_records": log.fast_path_records,
         "accesses": log.distinct().into_iter().map(|(kind, path)| serde_json::json!({
             "kind": kind.as_str(),
             "path": path.to_string_lossy(),

@@ -8,6 +8,9 @@ use libc::sock_filter;
 /// Offsets into `struct seccomp_data` (x86_64, little endian).
 pub const OFFSET_NR: u32 = 0;
 pub const OFFSET_ARCH: u32 = 4;
+/// Low and high 32 bits of the instruction pointer.
+pub const OFFSET_IP_LOW: u32 = 8;
+pub const OFFSET_IP_HIGH: u32 = 12;
 /// Low 32 bits of syscall argument `index`.
 pub const fn offset_arg_low(index: u8) -> u32 {
     16 + 8 * index as u32

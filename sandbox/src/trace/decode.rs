@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::access::AccessKind;
 
-use super::paths::absolute_clean;
+use super::paths::{absolute_clean, without_self_links};
 use super::syscalls::{Follow, Op, OpenFlags, PathArg, Syscall};
 use super::tracee::{self, DirError, ReadError};
 
@@ -37,7 +37,7 @@ pub struct Call<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Existence {
+pub(super) enum Existence {
     File,
     Dir,
     Missing,
@@ -46,7 +46,7 @@ enum Existence {
     Unknown,
 }
 
-fn probe(path: &Path, follow: bool) -> Existence {
+pub(super) fn probe(path: &Path, follow: bool) -> Existence {
     let metadata = if follow {
         std::fs::metadata(path)
     } else {
@@ -114,7 +114,7 @@ impl Call<'_> {
         } else {
             absolute_clean(Some(&self.dir(dirfd)?), &raw)
         };
-        Ok(self.without_self_links(path))
+        Ok(without_self_links(path, self.tid))
     }
 
     fn dir(&self, dirfd: Option<i32>) -> Result<PathBuf, NoAccess> {
@@ -129,16 +129,6 @@ impl Call<'_> {
                 dir.display()
             ))),
         }
-    }
-
-    /// `/proc/self` means the tracee, not the supervisor that probes the path.
-    fn without_self_links(&self, path: PathBuf) -> PathBuf {
-        for alias in ["/proc/self", "/proc/thread-self"] {
-            if let Ok(rest) = path.strip_prefix(alias) {
-                return Path::new("/proc").join(self.tid.to_string()).join(rest);
-            }
-        }
-        path
     }
 
     fn open_flags(&self, flags: OpenFlags) -> Result<i32, NoAccess> {

@@ -195,7 +195,9 @@ fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
 
 impl Watch {
     /// Stops watching and reconciles what fanotify saw with `log`.
-    pub fn finish(self, log: &mut AccessLog) {
+    /// Stops watching and reconciles with `log`; events under `ignore` (vt's own files in
+    /// the task's processes, such as the preload buffers) are not the task's.
+    pub fn finish(self, log: &mut AccessLog, ignore: Option<&Path>) {
         let Watch {
             fanotify,
             mount,
@@ -214,11 +216,17 @@ impl Watch {
                 "the fanotify event queue overflowed; changes may have been missed",
             );
         }
-        reconcile(&events, &mount, &root, log);
+        reconcile(&events, &mount, &root, ignore, log);
     }
 }
 
-fn reconcile(events: &[RawEvent], mount: &OwnedFd, root: &Path, log: &mut AccessLog) {
+fn reconcile(
+    events: &[RawEvent],
+    mount: &OwnedFd,
+    root: &Path,
+    ignore: Option<&Path>,
+    log: &mut AccessLog,
+) {
     let task_pids: HashSet<u32> = log.accesses.iter().map(|a| a.pid).collect();
     // The tracer's paths, canonicalized like fanotify's (which come from the dentry).
     let mut seen: HashSet<PathBuf> = HashSet::new();
@@ -245,7 +253,7 @@ fn reconcile(events: &[RawEvent], mount: &OwnedFd, root: &Path, log: &mut Access
         } else {
             dir.join(OsString::from_vec(event.name.clone()))
         };
-        if !path.starts_with(root) {
+        if !path.starts_with(root) || ignore.is_some_and(|dir| path.starts_with(dir)) {
             continue;
         }
         let first_time = reported.insert(path.clone());

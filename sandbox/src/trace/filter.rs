@@ -2,12 +2,16 @@
 //!
 //! Built from [`syscalls::TRACED`] so the filter and the decoder share one table. Layout:
 //! refuse non-native ABIs (i386 via `int 0x80`, x32) whose numbers would dodge the table,
-//! refuse io_uring, then one small block per traced syscall that either returns `action` or
-//! lets an fd-only variant through, and finally allow everything else.
+//! refuse io_uring, let the preload trampoline's calls through (the recorder has already
+//! logged them: DESIGN.md §3 "fast path"), then one small block per traced syscall that
+//! either returns `action` or lets an fd-only variant through, and finally allow everything
+//! else.
 
 use libc::sock_filter;
 
-use super::bpf::{self, OFFSET_ARCH, OFFSET_NR, offset_arg_high, offset_arg_low};
+use super::bpf::{
+    self, OFFSET_ARCH, OFFSET_IP_HIGH, OFFSET_IP_LOW, OFFSET_NR, offset_arg_high, offset_arg_low,
+};
 use super::syscalls::{self, Exempt};
 
 /// `AUDIT_ARCH_X86_64` (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE).
@@ -35,6 +39,7 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
         program.push(bpf::jump_eq(*nr as u32, 0, 1));
         program.push(bpf::ret(enosys));
     }
+    program.extend(trampoline_exemption());
     for syscall in syscalls::TRACED {
         // Every block ends in a return, so the accumulator still holds `nr` when a
         // comparison falls through to the next block.
@@ -63,6 +68,23 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
     program
 }
 
+/// Allows calls whose instruction pointer lies on the trampoline page, then reloads `nr`.
+fn trampoline_exemption() -> Vec<sock_filter> {
+    let start = preload_abi::TRAMPOLINE_ADDR;
+    let end = start + preload_abi::TRAMPOLINE_LEN;
+    // The page never straddles a 4 GiB boundary, so the high halves are equal.
+    debug_assert_eq!(start >> 32, (end - 1) >> 32);
+    vec![
+        bpf::load(OFFSET_IP_HIGH),
+        bpf::jump_eq((start >> 32) as u32, 0, 4),
+        bpf::load(OFFSET_IP_LOW),
+        bpf::jump_ge(start as u32, 0, 2),
+        bpf::jump_ge(end as u32, 1, 0),
+        bpf::ret(libc::SECCOMP_RET_ALLOW),
+        bpf::load(OFFSET_NR),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,17 +93,44 @@ mod tests {
     const NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
 
     fn run(nr: i64, args: [u64; 6]) -> u32 {
+        run_at(0x7f00_1234_5678, nr, args)
+    }
+
+    fn run_at(instruction_pointer: u64, nr: i64, args: [u64; 6]) -> u32 {
         let program = tracing_filter(NOTIFY);
         evaluate(
             &program,
             &SeccompData {
                 nr: nr as i32,
                 arch: AUDIT_ARCH_X86_64,
-                instruction_pointer: 0,
+                instruction_pointer,
                 args,
             },
         )
         .expect("filter runs to a return")
+    }
+
+    #[test]
+    fn only_the_trampoline_page_is_exempt() {
+        let args = [3, 0x1000, 0x2000, 0, 0, 0];
+        let start = preload_abi::TRAMPOLINE_ADDR;
+        let after_syscall = start + 25;
+        for (ip, expected) in [
+            (after_syscall, libc::SECCOMP_RET_ALLOW),
+            (start, libc::SECCOMP_RET_ALLOW),
+            (start + 4095, libc::SECCOMP_RET_ALLOW),
+            (start + 4096, NOTIFY),
+            (start - 1, NOTIFY),
+            (after_syscall + (1 << 32), NOTIFY), // same low half, other 4 GiB
+            (after_syscall & 0xffff_ffff, NOTIFY),
+        ] {
+            assert_eq!(run_at(ip, libc::SYS_openat, args), expected, "ip {ip:#x}");
+        }
+        // The exemption never reaches past the ABI checks or io_uring's refusal.
+        assert_eq!(
+            run_at(after_syscall, libc::SYS_io_uring_setup, args),
+            errno(libc::ENOSYS)
+        );
     }
 
     #[test]

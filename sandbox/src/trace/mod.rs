@@ -9,12 +9,14 @@
 //! ptrace tracer does the supervisor's job ([`ptrace`]). `VT_TRACER=seccomp|ptrace` forces
 //! one; by default vt probes once and uses seccomp when it can.
 //!
-//! Not here yet (tracked in issue 4's notes): the fanotify second source and the LD_PRELOAD
-//! fast path.
+//! Two more sources feed the same [`AccessLog`]: the LD_PRELOAD recorder ([`fast_path`]),
+//! which makes the common libc calls cheap, and fanotify ([`fanotify`]), which checks the
+//! workspace side of both.
 
 pub mod bpf;
 mod decode;
 pub mod fanotify;
+pub mod fast_path;
 pub mod filter;
 mod notify;
 pub mod paths;
@@ -70,6 +72,8 @@ pub struct TracedChild {
     backend: Running,
     /// The fanotify second source, or why it is not running.
     second_source: Result<fanotify::Watch, String>,
+    /// The LD_PRELOAD recorder's buffers, or why there is no fast path.
+    fast_path: Result<fast_path::Injection, String>,
 }
 
 enum Running {
@@ -100,9 +104,17 @@ impl TracedChild {
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
         .map(|(status, mut log)| {
+            match &self.fast_path {
+                Ok(injection) => {
+                    injection.collect(&mut log);
+                    log.tracer.push_str("+preload");
+                }
+                Err(why) => log.tracer.push_str(&format!(" (no preload: {why})")),
+            }
             match self.second_source {
                 Ok(watch) => {
-                    watch.finish(&mut log);
+                    let own_dir = self.fast_path.as_ref().ok().map(|i| i.dir());
+                    watch.finish(&mut log, own_dir);
                     log.tracer.push_str("+fanotify");
                 }
                 Err(why) => log.tracer.push_str(&format!(" (no fanotify: {why})")),
@@ -156,8 +168,10 @@ pub fn seccomp_notify_available() -> bool {
 }
 
 /// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
-pub fn spawn(command: Command) -> Result<TracedChild, TraceError> {
+pub fn spawn(mut command: Command) -> Result<TracedChild, TraceError> {
     let backend = choose_backend()?;
+    let fast_path = fast_path::library()
+        .and_then(|library| fast_path::Injection::prepare(&mut command, &library));
     // Started first, so it sees the task from its first syscall.
     let second_source = start_second_source(&command);
     let (pid, backend) = match backend {
@@ -171,6 +185,7 @@ pub fn spawn(command: Command) -> Result<TracedChild, TraceError> {
         pid,
         backend,
         second_source,
+        fast_path,
     })
 }
 

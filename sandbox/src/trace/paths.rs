@@ -31,6 +31,16 @@ pub fn absolute_clean(base: Option<&Path>, raw: &[u8]) -> PathBuf {
     out
 }
 
+/// `/proc/self` in a tracee's path means the tracee, not vt, which probes the path later.
+pub fn without_self_links(path: PathBuf, tid: u32) -> PathBuf {
+    for alias in ["/proc/self", "/proc/thread-self"] {
+        if let Ok(rest) = path.strip_prefix(alias) {
+            return Path::new("/proc").join(tid.to_string()).join(rest);
+        }
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,7 +165,6 @@ fn trace_tree(root: Pid) -> Result<(ExitStatus, AccessLog), TraceError> {
         let event = status >> 16;
         let inject = match event {
             PTRACE_EVENT_SECCOMP => {
-                log.notifications += 1;
                 record(tracee, &mut log);
                 0
             }
@@ -194,6 +193,7 @@ fn record(tracee: Pid, log: &mut AccessLog) {
     };
     let tid = tracee.as_raw() as u32;
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+    log.count_notification(regs.orig_rax as i64);
     decode::record(
         log,
         tid,

@@ -24,9 +24,9 @@ pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
             Err(Errno::ENOENT) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        log.notifications += 1;
         let tid = notification.pid;
         let nr = i64::from(notification.data.nr);
+        log.count_notification(nr);
         let decoded = decode_syscall(tid, nr, notification.data.args);
         // Only trust what we read if the tracee is still stopped in *this* call; otherwise
         // the pid may have been reused and the memory belongs to someone else.

@@ -1,0 +1,46 @@
+//! Builds the LD_PRELOAD recorder (`sandbox/preload`, its own workspace because it needs
+//! `panic = "abort"`) so that `sandbox::trace::fast_path` can embed it: one `vt` binary,
+//! nothing to install next to it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
+    let preload = manifest_dir.join("preload");
+    for watched in [
+        "preload/src",
+        "preload/Cargo.toml",
+        "preload/Cargo.lock",
+        "preload-abi/src",
+    ] {
+        println!(
+            "cargo::rerun-if-changed={}",
+            manifest_dir.join(watched).display()
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = out_dir.join("preload-target");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(preload.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // The outer build's flags (coverage, sanitizers, `-D warnings` from clippy) are for
+        // the outer crates; the recorder has its own profile.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .status()
+        .expect("cannot run cargo to build sandbox/preload");
+    assert!(
+        status.success(),
+        "building sandbox/preload failed: {status}"
+    );
+    let built = target_dir.join("release").join("libvt_preload.so");
+    std::fs::copy(&built, out_dir.join("libvt_preload.so"))
+        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+}

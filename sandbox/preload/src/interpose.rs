@@ -1,0 +1,524 @@
+//! The interposed libc functions. Each one makes exactly the syscall glibc would, through
+//! [`observed`]; whatever it does not handle it passes on as a notified syscall.
+
+use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use preload_abi::{BIT_DIR, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
+
+use crate::observe::{Dir, observed};
+use crate::realpath;
+use crate::syscall::{to_libc, traced};
+
+// ---- open ----------------------------------------------------------------------------
+
+/// `openat` as glibc makes it. Creating opens are outputs and rare: they stay notified, so
+/// the supervisor sees whether the file existed before.
+fn open_at(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    let args = [
+        dirfd as usize,
+        path as usize,
+        flags as usize,
+        mode as usize,
+        0,
+        0,
+    ];
+    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    let r = if creates {
+        // SAFETY: the caller's own openat.
+        unsafe { traced(libc::SYS_openat, args) }
+    } else {
+        // SAFETY: the caller's own openat on its own path argument.
+        unsafe {
+            observed(
+                OP_OPEN,
+                flags,
+                Dir::at(dirfd),
+                path,
+                |sys| sys(libc::SYS_openat, args),
+                |fd| if fd >= 0 && is_dir(fd) { BIT_DIR } else { 0 },
+            )
+        }
+    };
+    to_libc(r) as c_int
+}
+
+fn is_dir(fd: isize) -> bool {
+    // SAFETY: all-zero is a valid `stat`; fstat writes into it.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat on the fd we just opened (fd-only: not notified).
+    let r = unsafe {
+        traced(
+            libc::SYS_fstat,
+            [fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0],
+        )
+    };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    open_at(libc::AT_FDCWD, path, flags, mode)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    open_at(libc::AT_FDCWD, path, flags, mode)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    open_at(libc::AT_FDCWD, path, flags, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    open_at(libc::AT_FDCWD, path, flags, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    open_at(dirfd, path, flags, mode)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    open_at(dirfd, path, flags, mode)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    open_at(dirfd, path, flags, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    open_at(dirfd, path, flags, 0)
+}
+
+// ---- fopen ---------------------------------------------------------------------------
+
+/// The open flags of an `fopen` mode, or None for what only glibc's own fopen understands
+/// (`,ccs=`) or an invalid mode.
+fn fopen_flags(mode: &[u8]) -> Option<c_int> {
+    let (&first, rest) = mode.split_first()?;
+    let mut access = libc::O_RDONLY;
+    let mut flags = match first {
+        b'r' => 0,
+        b'w' => {
+            access = libc::O_WRONLY;
+            libc::O_CREAT | libc::O_TRUNC
+        }
+        b'a' => {
+            access = libc::O_WRONLY;
+            libc::O_CREAT | libc::O_APPEND
+        }
+        _ => return None,
+    };
+    for &c in rest {
+        match c {
+            b'+' => access = libc::O_RDWR,
+            b'x' => flags |= libc::O_EXCL,
+            b'e' => flags |= libc::O_CLOEXEC,
+            b',' => return None,
+            _ => {} // b, t, m, c and unknown letters: glibc ignores them for the open
+        }
+    }
+    Some(flags | access)
+}
+
+type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+
+fn real_fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    let mut f = REAL.load(Ordering::Relaxed);
+    if f.is_null() {
+        // SAFETY: looking up the next definition of a libc symbol.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fopen".as_ptr()) };
+        if f.is_null() {
+            // SAFETY: errno is this thread's.
+            unsafe { *libc::__errno_location() = libc::ENOSYS };
+            return core::ptr::null_mut();
+        }
+        REAL.store(f, Ordering::Relaxed);
+    }
+    // SAFETY: `f` is libc's fopen.
+    unsafe { core::mem::transmute::<*mut c_void, FopenFn>(f)(path, mode) }
+}
+
+fn fopen_impl(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    if mode.is_null() {
+        return real_fopen(path, mode);
+    }
+    // SAFETY: the caller's NUL-terminated mode.
+    let mode_bytes = unsafe { core::ffi::CStr::from_ptr(mode) }.to_bytes();
+    let Some(flags) = fopen_flags(mode_bytes) else {
+        return real_fopen(path, mode);
+    };
+    let fd = open_at(libc::AT_FDCWD, path, flags, 0o666);
+    if fd < 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: wrapping our fresh fd in a stream, as glibc's fopen does.
+    let file = unsafe { libc::fdopen(fd, mode) };
+    if file.is_null() {
+        // SAFETY: errno is this thread's; closing our own fd.
+        unsafe {
+            let errno = *libc::__errno_location();
+            traced(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);
+            *libc::__errno_location() = errno;
+        }
+    }
+    file
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    fopen_impl(path, mode)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    fopen_impl(path, mode)
+}
+
+// ---- stat family ---------------------------------------------------------------------
+
+/// `newfstatat`, which every glibc stat variant comes down to on x86_64.
+fn stat_at(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+    let args = [
+        dirfd as usize,
+        path as usize,
+        buf as usize,
+        flags as usize,
+        0,
+        0,
+    ];
+    let op = probe_op(flags);
+    // SAFETY: the caller's own newfstatat.
+    let r = unsafe {
+        observed(
+            op,
+            0,
+            Dir::at(dirfd),
+            path,
+            |sys| sys(libc::SYS_newfstatat, args),
+            |_| 0,
+        )
+    };
+    to_libc(r) as c_int
+}
+
+fn probe_op(flags: c_int) -> u8 {
+    if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+        OP_PROBE_NOFOLLOW
+    } else {
+        OP_PROBE_FOLLOW
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn stat64(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn lstat64(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    stat_at(dirfd, path, buf, flags)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn fstatat64(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    stat_at(dirfd, path, buf, flags)
+}
+
+// The versioned entry points programs built against glibc < 2.33 call. On x86_64 every
+// version number means the kernel's `struct stat`.
+#[unsafe(no_mangle)]
+pub extern "C" fn __xstat(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __xstat64(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __lxstat(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __lxstat64(_ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    stat_at(libc::AT_FDCWD, path, buf, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __fxstatat(
+    _ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    stat_at(dirfd, path, buf, flags)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __fxstatat64(
+    _ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    stat_at(dirfd, path, buf, flags)
+}
+
+fn statx_impl(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut c_void,
+) -> c_int {
+    let args = [
+        dirfd as usize,
+        path as usize,
+        flags as usize,
+        mask as usize,
+        buf as usize,
+        0,
+    ];
+    // SAFETY: the caller's own statx.
+    let r = unsafe {
+        observed(
+            probe_op(flags),
+            0,
+            Dir::at(dirfd),
+            path,
+            |sys| sys(libc::SYS_statx, args),
+            |_| 0,
+        )
+    };
+    to_libc(r) as c_int
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut c_void,
+) -> c_int {
+    statx_impl(dirfd, path, flags, mask, buf)
+}
+
+// ---- access --------------------------------------------------------------------------
+
+fn access_at(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
+    // faccessat2 is the only one that takes flags (kernel ≥ 5.8).
+    let nr = if flags == 0 {
+        libc::SYS_faccessat
+    } else {
+        libc::SYS_faccessat2
+    };
+    let args = [
+        dirfd as usize,
+        path as usize,
+        mode as usize,
+        flags as usize,
+        0,
+        0,
+    ];
+    // SAFETY: the caller's own faccessat.
+    let r = unsafe {
+        observed(
+            probe_op(flags),
+            0,
+            Dir::at(dirfd),
+            path,
+            |sys| sys(nr, args),
+            |_| 0,
+        )
+    };
+    to_libc(r) as c_int
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
+    access_at(libc::AT_FDCWD, path, mode, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
+    access_at(dirfd, path, mode, flags)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn euidaccess(path: *const c_char, mode: c_int) -> c_int {
+    access_at(libc::AT_FDCWD, path, mode, libc::AT_EACCESS)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn eaccess(path: *const c_char, mode: c_int) -> c_int {
+    access_at(libc::AT_FDCWD, path, mode, libc::AT_EACCESS)
+}
+
+// ---- readlink ------------------------------------------------------------------------
+
+fn readlink_at(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    let args = [dirfd as usize, path as usize, buf as usize, size, 0, 0];
+    // SAFETY: the caller's own readlinkat.
+    let r = unsafe {
+        observed(
+            OP_PROBE_NOFOLLOW,
+            0,
+            Dir::at(dirfd),
+            path,
+            |sys| sys(libc::SYS_readlinkat, args),
+            |_| 0,
+        )
+    };
+    to_libc(r)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    readlink_at(libc::AT_FDCWD, path, buf, size)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: usize,
+) -> isize {
+    readlink_at(dirfd, path, buf, size)
+}
+
+// ---- realpath ------------------------------------------------------------------------
+
+#[unsafe(no_mangle)]
+pub extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    realpath::realpath(path, resolved)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __realpath_chk(
+    path: *const c_char,
+    resolved: *mut c_char,
+    _len: usize,
+) -> *mut c_char {
+    realpath::realpath(path, resolved)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
+    realpath::realpath(path, core::ptr::null_mut())
+}
+
+// ---- syscall() -----------------------------------------------------------------------
+
+/// `syscall(2)`, which libuv (node) uses for `statx`. The sixth argument is read from the
+/// caller's stack whether or not it passed one, as the variadic convention allows.
+#[unsafe(no_mangle)]
+pub extern "C" fn syscall(
+    nr: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
+    let int = |v: c_long| v as c_int;
+    let ptr = |v: c_long| v as *const c_char;
+    match nr {
+        libc::SYS_statx => {
+            statx_impl(int(a1), ptr(a2), int(a3), a4 as c_uint, a5 as *mut c_void).into()
+        }
+        libc::SYS_newfstatat => stat_at(int(a1), ptr(a2), a3 as *mut libc::stat, int(a4)).into(),
+        libc::SYS_stat => stat_at(libc::AT_FDCWD, ptr(a1), a2 as *mut libc::stat, 0).into(),
+        libc::SYS_lstat => stat_at(
+            libc::AT_FDCWD,
+            ptr(a1),
+            a2 as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+        .into(),
+        libc::SYS_open => open_at(libc::AT_FDCWD, ptr(a1), int(a2), a3 as c_uint).into(),
+        libc::SYS_openat => open_at(int(a1), ptr(a2), int(a3), a4 as c_uint).into(),
+        libc::SYS_access => access_at(libc::AT_FDCWD, ptr(a1), int(a2), 0).into(),
+        libc::SYS_faccessat => access_at(int(a1), ptr(a2), int(a3), 0).into(),
+        libc::SYS_faccessat2 => access_at(int(a1), ptr(a2), int(a3), int(a4)).into(),
+        libc::SYS_readlink => {
+            readlink_at(libc::AT_FDCWD, ptr(a1), a2 as *mut c_char, a3 as usize) as c_long
+        }
+        libc::SYS_readlinkat => {
+            readlink_at(int(a1), ptr(a2), a3 as *mut c_char, a4 as usize) as c_long
+        }
+        _ => {
+            let args = [a1, a2, a3, a4, a5, a6].map(|a| a as usize);
+            // SAFETY: exactly the syscall the caller asked for, from our code: notified
+            // if it is one the filter traces.
+            to_libc(unsafe { traced(nr, args) }) as c_long
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fopen_modes_map_to_glibc_flags() {
+        assert_eq!(fopen_flags(b"r"), Some(libc::O_RDONLY));
+        assert_eq!(fopen_flags(b"rb"), Some(libc::O_RDONLY));
+        assert_eq!(fopen_flags(b"re"), Some(libc::O_RDONLY | libc::O_CLOEXEC));
+        assert_eq!(fopen_flags(b"r+"), Some(libc::O_RDWR));
+        assert_eq!(
+            fopen_flags(b"w"),
+            Some(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+        );
+        assert_eq!(
+            fopen_flags(b"wx"),
+            Some(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL)
+        );
+        assert_eq!(
+            fopen_flags(b"a+"),
+            Some(libc::O_RDWR | libc::O_CREAT | libc::O_APPEND)
+        );
+        assert_eq!(fopen_flags(b"r,ccs=UTF-8"), None);
+        assert_eq!(fopen_flags(b"q"), None);
+        assert_eq!(fopen_flags(b""), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! One observed call: name the path, record it as pending, make the call through the
+//! trampoline, record the result. Anything that cannot be done falls back to a notified call.
+
+use core::ffi::{CStr, c_char};
+
+use crate::buffer;
+use crate::syscall::{Sys, exempt, fast_path_ready, traced};
+
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// What a relative path is relative to.
+#[derive(Clone, Copy)]
+pub enum Dir {
+    Cwd,
+    Fd(i32),
+}
+
+impl Dir {
+    pub fn at(dirfd: i32) -> Dir {
+        if dirfd == libc::AT_FDCWD {
+            Dir::Cwd
+        } else {
+            Dir::Fd(dirfd)
+        }
+    }
+}
+
+/// Makes `call` (given the syscall path to use) for the path `path` relative to `dir`,
+/// recording it as `op`; `bits` derives the record's bits from the result. Returns the raw
+/// result (`-errno` on failure).
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string; `call` is the syscall the caller made.
+pub unsafe fn observed(
+    op: u8,
+    flags: i32,
+    dir: Dir,
+    path: *const c_char,
+    call: impl FnOnce(Sys) -> isize,
+    bits: impl FnOnce(isize) -> u8,
+) -> isize {
+    if path.is_null() || !fast_path_ready() || !buffer::ready() {
+        return call(traced);
+    }
+    // SAFETY: the caller's NUL-terminated path argument.
+    let raw = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if raw.is_empty() || raw.len() >= PATH_MAX {
+        // AT_EMPTY_PATH (fd-only, not notified anyway), ENOENT or ENAMETOOLONG: the kernel
+        // and the supervisor handle these rare cases.
+        return call(traced);
+    }
+    let mut base = [0u8; PATH_MAX];
+    let parts: [&[u8]; 3] = if raw[0] == b'/' {
+        [b"", b"", raw]
+    } else {
+        match base_dir(dir, &mut base) {
+            Some(dir) => [dir, b"/", raw],
+            None => return call(traced),
+        }
+    };
+    let Some(slot) = buffer::begin(op, flags, &parts) else {
+        return call(traced);
+    };
+    let result = call(exempt);
+    let bits = bits(result);
+    slot.finish(result, bits);
+    result
+}
+
+/// The absolute path of the cwd or of the directory open on `fd`; None when it has no
+/// usable name (deleted, unreachable, not a directory path), so the supervisor decides.
+fn base_dir(dir: Dir, out: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
+    let len = match dir {
+        Dir::Cwd => {
+            // SAFETY: getcwd writes at most PATH_MAX bytes into `out`; through the trampoline
+            // because it is bookkeeping, not an observation.
+            let r = unsafe {
+                exempt(
+                    libc::SYS_getcwd,
+                    [out.as_mut_ptr() as usize, PATH_MAX, 0, 0, 0, 0],
+                )
+            };
+            // The kernel returns the length including the NUL.
+            usize::try_from(r).ok()?.checked_sub(1)?
+        }
+        Dir::Fd(fd) => {
+            let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+            let mut digits = [0u8; 10];
+            let text = decimal(u32::try_from(fd).ok()?, &mut digits);
+            link[14..14 + text.len()].copy_from_slice(text);
+            // SAFETY: `link` is NUL-terminated; readlink writes at most PATH_MAX bytes.
+            let r = unsafe {
+                exempt(
+                    libc::SYS_readlinkat,
+                    [
+                        libc::AT_FDCWD as usize,
+                        link.as_ptr() as usize,
+                        out.as_mut_ptr() as usize,
+                        PATH_MAX,
+                        0,
+                        0,
+                    ],
+                )
+            };
+            usize::try_from(r).ok()?
+        }
+    };
+    let name = out.get(..len)?;
+    if name.first() != Some(&b'/') || name.ends_with(b" (deleted)") || len >= PATH_MAX {
+        return None;
+    }
+    Some(name)
+}
+
+fn decimal(mut n: u32, digits: &mut [u8; 10]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[start..];
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The tracer's fast path: the LD_PRELOAD recorder (`vt-preload`) and what vt does with its
+//! buffers (DESIGN.md §3).
+//!
+//! vt injects the library into the task with `LD_PRELOAD` and gives it a private directory
+//! for its per-process buffers; when the tree is gone, [`Injection::collect`] turns every
+//! record into the same accesses the seccomp decoder would have produced for that call.
+//! The filter exempts the trampoline ([`super::filter`]), so recorded calls cost no
+//! notification; everything else is still notified, so a missing or refused library only
+//! makes tracing slower, never incomplete.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use preload_abi::{BIT_DIR, BufferError, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, Record};
+
+use crate::access::{AccessKind, AccessLog};
+
+use super::decode::{Existence, probe};
+use super::paths::{absolute_clean, without_self_links};
+
+/// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
+/// that file instead of the library built into vt (for working on the recorder).
+pub const PRELOAD_ENV: &str = "VT_PRELOAD";
+pub const LIBRARY_NAME: &str = "libvt_preload.so";
+
+/// The recorder, built by `build.rs` from `sandbox/preload`.
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libvt_preload.so"));
+
+/// Where the library to inject comes from.
+#[derive(Debug, Clone)]
+pub enum Library {
+    Embedded,
+    File(PathBuf),
+}
+
+/// The library to inject, or why there is none.
+pub fn library() -> Result<Library, String> {
+    match std::env::var_os(PRELOAD_ENV) {
+        Some(v) if v == "off" => Err(format!("{PRELOAD_ENV}=off")),
+        Some(v) if !v.is_empty() => {
+            let path = PathBuf::from(v);
+            if path.is_file() {
+                Ok(Library::File(path))
+            } else {
+                Err(format!("{PRELOAD_ENV}={} does not exist", path.display()))
+            }
+        }
+        _ => Ok(Library::Embedded),
+    }
+}
+
+/// The library injected into one traced command, and its buffer directory.
+pub struct Injection {
+    dir: tempfile::TempDir,
+}
+
+impl Injection {
+    /// Creates the private directory (the library and the buffers), and sets `LD_PRELOAD`
+    /// (in front of any the command already has) and `VT_PRELOAD_DIR`.
+    pub fn prepare(command: &mut Command, library: &Library) -> Result<Injection, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("vt-preload-")
+            .tempdir()
+            .map_err(|e| format!("cannot create its directory: {e}"))?;
+        let library = match library {
+            Library::File(path) => path.clone(),
+            Library::Embedded => {
+                let path = dir.path().join(LIBRARY_NAME);
+                std::fs::write(&path, EMBEDDED)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                path
+            }
+        };
+        // The loader cannot map a library from a noexec mount; it would say so on the
+        // task's stderr and go on without it.
+        if nix::sys::statvfs::statvfs(&library)
+            .is_ok_and(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+        {
+            return Err(format!("{} is on a noexec mount", library.display()));
+        }
+        let existing = command
+            .get_envs()
+            .find(|(name, _)| *name == "LD_PRELOAD")
+            .map(|(_, value)| value.map(OsStr::to_os_string))
+            .unwrap_or_else(|| std::env::var_os("LD_PRELOAD"));
+        let mut preload = OsString::from(&library);
+        if let Some(existing) = existing.filter(|v| !v.is_empty()) {
+            preload.push(":");
+            preload.push(existing);
+        }
+        command.env("LD_PRELOAD", preload);
+        command.env(preload_abi::DIR_ENV, dir.path());
+        Ok(Injection { dir })
+    }
+
+    /// vt's own directory: what is in it (the library, the buffers) is not the task's.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds every record of every buffer to `log` and drops the loader's accesses to vt's
+    /// own directory; a buffer that cannot be read whole is a gap. Call after the whole tree
+    /// is gone.
+    pub fn collect(&self, log: &mut AccessLog) {
+        log.accesses
+            .retain(|a| !a.path.starts_with(self.dir.path()));
+        let entries = match std::fs::read_dir(self.dir.path()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                log.gap(
+                    0,
+                    "preload",
+                    format!("cannot list the preload buffers: {e}"),
+                );
+                return;
+            }
+        };
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) if entry.file_name() == LIBRARY_NAME => continue,
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    log.gap(
+                        0,
+                        "preload",
+                        format!("cannot list the preload buffers: {e}"),
+                    );
+                    continue;
+                }
+            };
+            match read_buffer(&path) {
+                Ok(bytes) => add_buffer(&bytes, &path, log),
+                Err(e) => log.gap(0, "preload", format!("cannot read {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+/// The header and the used part of a buffer (the rest of the sparse file is zeros).
+fn read_buffer(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = vec![0u8; preload_abi::HEADER_LEN];
+    file.read_exact(&mut bytes)?;
+    let cursor = u64::from_le_bytes(
+        bytes[preload_abi::OFFSET_CURSOR..preload_abi::OFFSET_CURSOR + 8]
+            .try_into()
+            .map_err(|_| std::io::Error::other("short header"))?,
+    );
+    let used = cursor.min((preload_abi::CAPACITY - preload_abi::HEADER_LEN) as u64) as usize;
+    bytes.resize(preload_abi::HEADER_LEN + used, 0);
+    file.read_exact(&mut bytes[preload_abi::HEADER_LEN..])?;
+    Ok(bytes)
+}
+
+fn add_buffer(bytes: &[u8], path: &Path, log: &mut AccessLog) {
+    let records = match preload_abi::records(bytes) {
+        Ok(records) => records,
+        Err(_) => {
+            log.gap(
+                0,
+                "preload",
+                format!("{} is not a vt preload buffer", path.display()),
+            );
+            return;
+        }
+    };
+    for record in records {
+        match record {
+            Ok(record) => {
+                log.fast_path_records += 1;
+                for (kind, access_path) in decode_record(&record) {
+                    log.push(kind, access_path, record.tid);
+                }
+            }
+            Err(BufferError::Torn { offset } | BufferError::Corrupt { offset }) => log.gap(
+                0,
+                "preload",
+                format!(
+                    "buffer {} is unreadable from offset {offset} (a process died while \
+                     reserving a record, or the file was damaged)",
+                    path.display()
+                ),
+            ),
+            Err(BufferError::NotABuffer) => {}
+        }
+    }
+}
+
+fn is_missing(errno: i32) -> bool {
+    errno == libc::ENOENT || errno == libc::ENOTDIR
+}
+
+/// The accesses one record stands for: what [`super::decode`] makes of the same syscall,
+/// except that a finished call's own result says whether the path existed. A pending record
+/// (the process died during the call) is decided by looking now, as the supervisor would.
+pub fn decode_record(record: &Record<'_>) -> Vec<(AccessKind, PathBuf)> {
+    use AccessKind::*;
+    let path = without_self_links(absolute_clean(None, record.path), record.tid);
+    let errno = -record.result;
+    match record.op {
+        OP_OPEN => {
+            let flags = record.flags;
+            let existence = if record.done {
+                if record.result == 0 && record.bits & BIT_DIR != 0 {
+                    Existence::Dir
+                } else if record.result == 0 {
+                    Existence::File
+                } else if is_missing(errno) {
+                    Existence::Missing
+                } else {
+                    Existence::Unknown
+                }
+            } else {
+                probe(&path, flags & libc::O_NOFOLLOW == 0)
+            };
+            match existence {
+                Existence::Missing => vec![(Missing, path)],
+                Existence::Dir => vec![(Stat, path)],
+                _ if flags & libc::O_PATH != 0 => vec![(Stat, path)],
+                _ => match flags & libc::O_ACCMODE {
+                    libc::O_RDONLY => vec![(Read, path)],
+                    libc::O_WRONLY => vec![(Write, path)],
+                    _ => vec![(Read, path.clone()), (Write, path)],
+                },
+            }
+        }
+        OP_PROBE_FOLLOW | OP_PROBE_NOFOLLOW => {
+            let missing = if record.done {
+                is_missing(errno)
+            } else {
+                probe(&path, record.op == OP_PROBE_FOLLOW) == Existence::Missing
+            };
+            vec![(if missing { Missing } else { Stat }, path)]
+        }
+        // A newer library's operation this vt does not know: say so rather than drop it.
+        _ => vec![(Read, path)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn record(op: u8, flags: i32, result: i32, bits: u8, path: &[u8]) -> Record<'_> {
+        Record {
+            done: true,
+            op,
+            bits,
+            tid: 7,
+            flags,
+            result,
+            path,
+        }
+    }
+
+    #[test]
+    fn records_decode_like_the_syscalls_they_stand_for() {
+        use AccessKind::*;
+        let p = PathBuf::from;
+        let enoent = -libc::ENOENT;
+        assert_eq!(
+            decode_record(&record(OP_OPEN, 0, 0, 0, b"/a/./b")),
+            vec![(Read, p("/a/b"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_OPEN, 0, 0, BIT_DIR, b"/a")),
+            vec![(Stat, p("/a"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_OPEN, 0, enoent, 0, b"/x")),
+            vec![(Missing, p("/x"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_OPEN, libc::O_RDWR, 0, 0, b"/f")),
+            vec![(Read, p("/f")), (Write, p("/f"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_OPEN, libc::O_PATH, 0, 0, b"/f")),
+            vec![(Stat, p("/f"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_PROBE_NOFOLLOW, 0, -libc::EINVAL, 0, b"/usr")),
+            vec![(Stat, p("/usr"))]
+        );
+        assert_eq!(
+            decode_record(&record(
+                OP_PROBE_FOLLOW,
+                0,
+                -libc::ENOTDIR,
+                0,
+                b"/etc/passwd/x"
+            )),
+            vec![(Missing, p("/etc/passwd/x"))]
+        );
+        assert_eq!(
+            decode_record(&record(OP_PROBE_FOLLOW, 0, 0, 0, b"/proc/self/exe")),
+            vec![(Stat, p("/proc/7/exe"))]
+        );
+    }
+
+    #[test]
+    fn a_pending_record_is_decided_by_looking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let present = dir.path().join("present");
+        std::fs::write(&present, "x").expect("write");
+        let absent = dir.path().join("absent");
+        for (path, kind) in [(&present, AccessKind::Stat), (&absent, AccessKind::Missing)] {
+            let bytes = path.as_os_str().as_bytes();
+            let mut r = record(OP_PROBE_FOLLOW, 0, 0, 0, bytes);
+            r.done = false;
+            assert_eq!(decode_record(&r), vec![(kind, path.clone())]);
+        }
+    }
+}

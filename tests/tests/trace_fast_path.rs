@@ -1,0 +1,209 @@
+//! The LD_PRELOAD fast path (DESIGN.md §3): it must see exactly what seccomp alone sees,
+//! behave exactly like glibc, and take most calls off the notification path.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(temp.path()).expect("canonical");
+    (temp, root)
+}
+
+/// `vt trace --json` of `command` in `cwd`, with extra environment.
+fn trace(cwd: &Path, env: &[(&str, &str)], command: &[&str]) -> (Output, serde_json::Value) {
+    let json_path = cwd.join(".vt-log.json");
+    let output = Command::new(vt_tests::vt_binary())
+        .args(["trace", "--json", "-o"])
+        .arg(&json_path)
+        .arg("--")
+        .args(command)
+        .current_dir(cwd)
+        // cargo's test environment points the loader at target/; its misses would be
+        // lookups by ld.so, which no preload can take off the notification path.
+        .env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
+        .output()
+        .expect("vt runs");
+    let log =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json log")).expect("valid JSON");
+    (output, log)
+}
+
+/// The distinct accesses, minus gcc's randomly named temporary files.
+fn accesses(log: &serde_json::Value) -> Vec<(String, String)> {
+    let mut all: Vec<_> = log["accesses"]
+        .as_array()
+        .expect("accesses")
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().expect("kind").to_owned(),
+                a["path"].as_str().expect("path").to_owned(),
+            )
+        })
+        .filter(|(_, path)| !path.starts_with("/tmp/cc"))
+        .collect();
+    all.sort();
+    all
+}
+
+fn count(log: &serde_json::Value, field: &str) -> u64 {
+    log[field].as_u64().expect("a count")
+}
+
+const SOURCE: &str =
+    "#include <stdio.h>\n#include <stdlib.h>\nint main(void) { puts(\"hi\"); return 0; }\n";
+
+#[test]
+fn the_fast_path_sees_what_seccomp_sees_with_a_fraction_of_the_notifications() {
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("main.c"), SOURCE).expect("write");
+    let compile = ["gcc", "-O2", "-o", "main", "main.c"];
+
+    let (out, fast) = trace(&dir, &[], &compile);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(dir.join("main")).expect("rm");
+    let (out, slow) = trace(&dir, &[("VT_PRELOAD", "off")], &compile);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(
+        accesses(&fast),
+        accesses(&slow),
+        "the two paths saw different things"
+    );
+    assert!(
+        fast["gaps"].as_array().expect("gaps").is_empty(),
+        "{}",
+        fast["gaps"]
+    );
+    assert!(
+        count(&fast, "fast_path_records") > 100,
+        "{}",
+        fast["fast_path_records"]
+    );
+    assert_eq!(count(&slow, "fast_path_records"), 0);
+    let (fast_n, slow_n) = (count(&fast, "notifications"), count(&slow, "notifications"));
+    assert!(
+        fast_n * 3 < slow_n,
+        "the fast path should take most notifications away: {fast_n} vs {slow_n}"
+    );
+    // gcc's realpath storm is gone: no readlink reaches the supervisor.
+    assert!(
+        fast["notified_by_syscall"]["readlink"].is_null(),
+        "{}",
+        fast["notified_by_syscall"]
+    );
+    assert!(
+        fast["tracer"]
+            .as_str()
+            .expect("tracer")
+            .contains("+preload")
+    );
+}
+
+/// A program that prints what glibc's path functions return, including their errors.
+const REALPATH_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+static void rp(const char *p) {
+    char buf[PATH_MAX];
+    char *r = realpath(p, buf);
+    printf("realpath(%s) = %s errno=%s\n", p, r ? r : "NULL", r ? "-" : strerror(errno));
+    char *m = canonicalize_file_name(p);
+    printf("canonicalize(%s) = %s\n", p, m ? m : "NULL");
+    free(m);
+}
+int main(void) {
+    const char *paths[] = {"d/link", "d/link/..", "d/chain", "./d/../d/f", "d/f/", "d/f/.",
+        "d/none", "d/none/x", "loop", "d//f", "/", ".", "..", "d/rel", "d/abs", ""};
+    for (unsigned i = 0; i < sizeof paths / sizeof *paths; i++) rp(paths[i]);
+    struct stat st;
+    printf("stat=%d lstat=%d access=%d\n", stat("d/link", &st), lstat("d/none", &st),
+           access("d/f", R_OK));
+    char link[64] = {0};
+    printf("readlink=%zd %s\n", readlink("d/chain", link, sizeof link - 1), link);
+    int fd = openat(AT_FDCWD, "d", O_RDONLY | O_DIRECTORY);
+    printf("openat dir=%d fstatat=%d\n", fd >= 0, fstatat(fd, "f", &st, 0));
+    FILE *f = fopen("d/f", "re");
+    printf("fopen=%d fopen_missing=%d errno=%s\n", f != NULL, fopen("d/zz", "r") == NULL,
+           strerror(errno));
+    return 0;
+}
+"#;
+
+#[test]
+fn interposed_functions_behave_like_glibc() {
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("probe.c"), REALPATH_PROBE).expect("write");
+    let built = Command::new("gcc")
+        .args(["-O1", "-o", "probe", "probe.c"])
+        .current_dir(&dir)
+        .status()
+        .expect("gcc runs");
+    assert!(built.success());
+    std::fs::create_dir(dir.join("d")).expect("mkdir");
+    std::fs::create_dir(dir.join("d/sub")).expect("mkdir");
+    std::fs::write(dir.join("d/f"), "x").expect("write");
+    let symlink = |target: &str, link: &str| {
+        std::os::unix::fs::symlink(target, dir.join(link)).expect("symlink")
+    };
+    symlink("sub", "d/link");
+    symlink("link", "d/chain");
+    symlink("loop", "loop");
+    symlink("../d/./f", "d/rel");
+    symlink(dir.join("d/sub").to_str().expect("utf-8"), "d/abs");
+
+    let bare = Command::new(dir.join("probe"))
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    let (traced, log) = trace(&dir, &[], &["./probe"]);
+    assert!(bare.status.success(), "{bare:?}");
+    assert!(traced.status.success(), "{traced:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&bare.stdout),
+        "interposed calls must return what glibc returns"
+    );
+    assert!(count(&log, "fast_path_records") > 20);
+    // What realpath looked at is recorded: the links it followed and the name it missed.
+    let seen = accesses(&log);
+    let has = |kind: &str, rel: &str| {
+        seen.contains(&(
+            kind.to_owned(),
+            dir.join(rel).to_string_lossy().into_owned(),
+        ))
+    };
+    assert!(has("stat", "d/chain") && has("stat", "d/link") && has("missing", "d/none"));
+}
+
+#[test]
+fn the_tasks_own_ld_preload_is_kept_after_vts() {
+    let (_t, dir) = workdir();
+    let libm = "/lib/x86_64-linux-gnu/libm.so.6";
+    let (out, _) = trace(
+        &dir,
+        &[("LD_PRELOAD", libm)],
+        &["sh", "-c", "echo \"$LD_PRELOAD\""],
+    );
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (ours, theirs) = line.split_once(':').expect("two entries");
+    assert!(ours.ends_with("/libvt_preload.so"), "{line}");
+    assert_eq!(theirs, libm);
+}
