@@ -72,6 +72,17 @@ pub struct Access {
     pub path: PathBuf,
     /// Thread id (in vt's pid namespace) that made the call.
     pub pid: u32,
+    /// CLOCK_MONOTONIC nanoseconds when the call was made (0: unknown, e.g. an open only
+    /// fanotify saw). Orders accesses from different sources and processes, which is what
+    /// "read before written" is decided on.
+    pub at_ns: u64,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock the preload recorder stamps records with.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Something the tracer could not observe or decode.
@@ -98,8 +109,18 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// Records an access made now (the supervisor decodes a call while it is stopped).
     pub fn push(&mut self, kind: AccessKind, path: PathBuf, pid: u32) {
-        self.accesses.push(Access { kind, path, pid });
+        self.push_at(kind, path, pid, monotonic_ns());
+    }
+
+    pub fn push_at(&mut self, kind: AccessKind, path: PathBuf, pid: u32, at_ns: u64) {
+        self.accesses.push(Access {
+            kind,
+            path,
+            pid,
+            at_ns,
+        });
     }
 
     /// Counts one notification (or trap) of syscall `nr`.

@@ -27,7 +27,9 @@
 //! [12..16) open flags (OP_OPEN) or 0
 //! [16..20) result: 0 or a negative errno
 //! [20..24) reserved
-//! [24..)   absolute, not yet cleaned path bytes
+//! [24..32) CLOCK_MONOTONIC nanoseconds when the call began (orders records against
+//!          each other and against the supervisor's notifications)
+//! [32..)   absolute, not yet cleaned path bytes
 //! ```
 //! A writer reserves space (compare-and-swap on the cursor, never past `CAPACITY`), stores
 //! the length with state 0, writes the record and sets `STATE_PENDING` *before* making the
@@ -68,14 +70,15 @@ pub const TRAMPOLINE_CODE: [u8; 27] = [
 pub const DIR_ENV: &str = "VT_PRELOAD_DIR";
 
 pub const MAGIC: u32 = 0x7674_7072; // "vtpr"
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const OFFSET_CURSOR: usize = 8;
 /// Size of each buffer file (sparse: only written pages cost memory). A process that fills
 /// it stops recording and its calls are notified instead.
 pub const CAPACITY: usize = 64 << 20;
 
-pub const RECORD_HEADER_LEN: usize = 24;
+pub const RECORD_HEADER_LEN: usize = 32;
+pub const OFFSET_TIME: usize = 24;
 
 pub const STATE_PENDING: u32 = 1;
 pub const STATE_DONE: u32 = 2;
@@ -105,6 +108,8 @@ pub struct Record<'a> {
     pub tid: u32,
     pub flags: i32,
     pub result: i32,
+    /// CLOCK_MONOTONIC nanoseconds when the call began.
+    pub time_ns: u64,
     pub path: &'a [u8],
 }
 
@@ -182,6 +187,7 @@ impl<'a> Iterator for Records<'a> {
             return Some(Err(BufferError::Corrupt { offset }));
         }
         let field = |at: usize| u32_at(b, offset + at).unwrap_or(0);
+        let time_ns = u64::from(field(OFFSET_TIME)) | (u64::from(field(OFFSET_TIME + 4)) << 32);
         self.at = offset + len;
         Some(Ok(Record {
             done: state == STATE_DONE,
@@ -190,6 +196,7 @@ impl<'a> Iterator for Records<'a> {
             tid: field(8),
             flags: field(12) as i32,
             result: field(16) as i32,
+            time_ns,
             path: &b[offset + RECORD_HEADER_LEN..offset + RECORD_HEADER_LEN + path_len],
         }))
     }
@@ -214,6 +221,7 @@ mod tests {
             r[6..8].copy_from_slice(&(path.len() as u16).to_le_bytes());
             r[8..12].copy_from_slice(&42u32.to_le_bytes());
             r[16..20].copy_from_slice(&(-2i32).to_le_bytes());
+            r[24..32].copy_from_slice(&0x1_0000_0007u64.to_le_bytes());
             r[RECORD_HEADER_LEN..RECORD_HEADER_LEN + path.len()].copy_from_slice(path);
             b.extend(r);
         }
@@ -234,6 +242,7 @@ mod tests {
         let first = all[0].expect("record");
         assert!(first.done);
         assert_eq!((first.op, first.tid, first.result), (OP_OPEN, 42, -2));
+        assert_eq!(first.time_ns, 0x1_0000_0007);
         assert_eq!(first.path, b"/a/b");
         let second = all[1].expect("record");
         assert!(!second.done);

@@ -4,8 +4,8 @@
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use preload_abi::{
-    CAPACITY, DIR_ENV, HEADER_LEN, MAGIC, OFFSET_CURSOR, RECORD_HEADER_LEN, STATE_DONE,
-    STATE_PENDING, VERSION, record_len,
+    CAPACITY, DIR_ENV, HEADER_LEN, MAGIC, OFFSET_CURSOR, OFFSET_TIME, RECORD_HEADER_LEN,
+    STATE_DONE, STATE_PENDING, VERSION, record_len,
 };
 
 use crate::syscall::{exempt, traced};
@@ -164,6 +164,7 @@ pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
     slot.state().store((len as u32) << 2, Ordering::Relaxed);
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { traced(libc::SYS_gettid, [0; 6]) } as u32;
+    let time_ns = monotonic_ns();
     // SAFETY: the header fields and the path lie inside our reserved record.
     unsafe {
         *record.add(4) = op;
@@ -171,6 +172,7 @@ pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
         core::ptr::copy_nonoverlapping(path_len16.to_le_bytes().as_ptr(), record.add(6), 2);
         core::ptr::copy_nonoverlapping(tid.to_le_bytes().as_ptr(), record.add(8), 4);
         core::ptr::copy_nonoverlapping(flags.to_le_bytes().as_ptr(), record.add(12), 4);
+        core::ptr::copy_nonoverlapping(time_ns.to_le_bytes().as_ptr(), record.add(OFFSET_TIME), 8);
         let mut at = record.add(RECORD_HEADER_LEN);
         for part in parts {
             core::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
@@ -180,6 +182,20 @@ pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
     slot.state()
         .store(((len as u32) << 2) | STATE_PENDING, Ordering::Release);
     Some(slot)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, through the vDSO (libc's `clock_gettime` is not a file
+/// API and never comes back here).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into our timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 impl Slot {

@@ -2,7 +2,6 @@
 //! [`observed`]; whatever it does not handle it passes on as a notified syscall.
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use preload_abi::{BIT_DIR, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
 
@@ -127,23 +126,16 @@ fn fopen_flags(mode: &[u8]) -> Option<c_int> {
     Some(flags | access)
 }
 
-type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+unsafe extern "C" {
+    /// glibc's own `fopen` under its historical alias (exported since 2.2.5): the fallback
+    /// for modes only glibc understands, without `dlsym` (which would tie the library to
+    /// glibc ≥ 2.34, where it moved into libc).
+    fn _IO_fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE;
+}
 
 fn real_fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    let mut f = REAL.load(Ordering::Relaxed);
-    if f.is_null() {
-        // SAFETY: looking up the next definition of a libc symbol.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fopen".as_ptr()) };
-        if f.is_null() {
-            // SAFETY: errno is this thread's.
-            unsafe { *libc::__errno_location() = libc::ENOSYS };
-            return core::ptr::null_mut();
-        }
-        REAL.store(f, Ordering::Relaxed);
-    }
-    // SAFETY: `f` is libc's fopen.
-    unsafe { core::mem::transmute::<*mut c_void, FopenFn>(f)(path, mode) }
+    // SAFETY: glibc's fopen with the caller's arguments. Its internal open is notified.
+    unsafe { _IO_fopen(path, mode) }
 }
 
 fn fopen_impl(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {

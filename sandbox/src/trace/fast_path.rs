@@ -18,7 +18,7 @@ use preload_abi::{BIT_DIR, BufferError, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOL
 use crate::access::{AccessKind, AccessLog};
 
 use super::decode::{Existence, probe};
-use super::paths::{absolute_clean, without_self_links};
+use super::paths::{CleanPaths, without_self_links};
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
 /// that file instead of the library built into vt (for working on the recorder).
@@ -53,24 +53,45 @@ pub fn library() -> Result<Library, String> {
 
 /// The library injected into one traced command, and its buffer directory.
 pub struct Injection {
-    dir: tempfile::TempDir,
+    /// Where the embedded library was written (None for `VT_PRELOAD=FILE`).
+    library_dir: Option<tempfile::TempDir>,
+    /// The per-process buffers: on tmpfs when there is one, because the first store to a
+    /// sparse file on a disk file system costs a block allocation (measured: ~35 ms on ext4,
+    /// once per process).
+    buffers: tempfile::TempDir,
+}
+
+/// `/dev/shm` if it is a tmpfs we can write, else the temp dir.
+fn buffer_parent() -> PathBuf {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let shm = Path::new("/dev/shm");
+    let is_tmpfs =
+        nix::sys::statfs::statfs(shm).is_ok_and(|fs| fs.filesystem_type().0 == TMPFS_MAGIC);
+    if is_tmpfs && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 impl Injection {
-    /// Creates the private directory (the library and the buffers), and sets `LD_PRELOAD`
+    /// Creates vt's private directories (the library, the buffers), and sets `LD_PRELOAD`
     /// (in front of any the command already has) and `VT_PRELOAD_DIR`.
     pub fn prepare(command: &mut Command, library: &Library) -> Result<Injection, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("vt-preload-")
-            .tempdir()
-            .map_err(|e| format!("cannot create its directory: {e}"))?;
-        let library = match library {
-            Library::File(path) => path.clone(),
+        let private_dir = |parent: &Path| {
+            tempfile::Builder::new()
+                .prefix("vt-preload-")
+                .tempdir_in(parent)
+                .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))
+        };
+        let (library, library_dir) = match library {
+            Library::File(path) => (path.clone(), None),
             Library::Embedded => {
+                let dir = private_dir(&std::env::temp_dir())?;
                 let path = dir.path().join(LIBRARY_NAME);
                 std::fs::write(&path, EMBEDDED)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                path
+                (path, Some(dir))
             }
         };
         // The loader cannot map a library from a noexec mount; it would say so on the
@@ -80,6 +101,7 @@ impl Injection {
         {
             return Err(format!("{} is on a noexec mount", library.display()));
         }
+        let buffers = private_dir(&buffer_parent())?;
         let existing = command
             .get_envs()
             .find(|(name, _)| *name == "LD_PRELOAD")
@@ -91,22 +113,28 @@ impl Injection {
             preload.push(existing);
         }
         command.env("LD_PRELOAD", preload);
-        command.env(preload_abi::DIR_ENV, dir.path());
-        Ok(Injection { dir })
+        command.env(preload_abi::DIR_ENV, buffers.path());
+        Ok(Injection {
+            library_dir,
+            buffers,
+        })
     }
 
-    /// vt's own directory: what is in it (the library, the buffers) is not the task's.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// vt's own directories: what is in them (the library, the buffers) is not the task's.
+    pub fn own_dirs(&self) -> Vec<&Path> {
+        let mut dirs = vec![self.buffers.path()];
+        dirs.extend(self.library_dir.as_ref().map(|d| d.path()));
+        dirs
     }
 
     /// Adds every record of every buffer to `log` and drops the loader's accesses to vt's
-    /// own directory; a buffer that cannot be read whole is a gap. Call after the whole tree
-    /// is gone.
+    /// own directories; a buffer that cannot be read whole is a gap. Call after the whole
+    /// tree is gone.
     pub fn collect(&self, log: &mut AccessLog) {
+        let own = self.own_dirs();
         log.accesses
-            .retain(|a| !a.path.starts_with(self.dir.path()));
-        let entries = match std::fs::read_dir(self.dir.path()) {
+            .retain(|a| !own.iter().any(|dir| a.path.starts_with(dir)));
+        let entries = match std::fs::read_dir(self.buffers.path()) {
             Ok(entries) => entries,
             Err(e) => {
                 log.gap(
@@ -117,9 +145,9 @@ impl Injection {
                 return;
             }
         };
+        let mut paths = CleanPaths::default();
         for entry in entries {
             let path = match entry {
-                Ok(entry) if entry.file_name() == LIBRARY_NAME => continue,
                 Ok(entry) => entry.path(),
                 Err(e) => {
                     log.gap(
@@ -131,10 +159,12 @@ impl Injection {
                 }
             };
             match read_buffer(&path) {
-                Ok(bytes) => add_buffer(&bytes, &path, log),
+                Ok(bytes) => add_buffer(&bytes, &path, &mut paths, log),
                 Err(e) => log.gap(0, "preload", format!("cannot read {}: {e}", path.display())),
             }
         }
+        // One order for all sources: when each call began.
+        log.accesses.sort_by_key(|a| a.at_ns);
     }
 }
 
@@ -154,7 +184,7 @@ fn read_buffer(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn add_buffer(bytes: &[u8], path: &Path, log: &mut AccessLog) {
+fn add_buffer(bytes: &[u8], path: &Path, paths: &mut CleanPaths, log: &mut AccessLog) {
     let records = match preload_abi::records(bytes) {
         Ok(records) => records,
         Err(_) => {
@@ -166,12 +196,27 @@ fn add_buffer(bytes: &[u8], path: &Path, log: &mut AccessLog) {
             return;
         }
     };
+    // A process repeats itself (gcc resolves the same include directories for every
+    // header): the first of identical records is the observation, later ones add nothing.
+    let mut seen = std::collections::HashSet::new();
     for record in records {
         match record {
             Ok(record) => {
                 log.fast_path_records += 1;
-                for (kind, access_path) in decode_record(&record) {
-                    log.push(kind, access_path, record.tid);
+                let key = (
+                    record.tid,
+                    record.op,
+                    record.flags,
+                    record.result,
+                    record.bits,
+                    record.done,
+                    record.path,
+                );
+                if !seen.insert(key) {
+                    continue;
+                }
+                for (kind, access_path) in decode_record(&record, paths) {
+                    log.push_at(kind, access_path, record.tid, record.time_ns);
                 }
             }
             Err(BufferError::Torn { offset } | BufferError::Corrupt { offset }) => log.gap(
@@ -195,9 +240,9 @@ fn is_missing(errno: i32) -> bool {
 /// The accesses one record stands for: what [`super::decode`] makes of the same syscall,
 /// except that a finished call's own result says whether the path existed. A pending record
 /// (the process died during the call) is decided by looking now, as the supervisor would.
-pub fn decode_record(record: &Record<'_>) -> Vec<(AccessKind, PathBuf)> {
+pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(AccessKind, PathBuf)> {
     use AccessKind::*;
-    let path = without_self_links(absolute_clean(None, record.path), record.tid);
+    let path = without_self_links(paths.absolute(record.path), record.tid);
     let errno = -record.result;
     match record.op {
         OP_OPEN => {
@@ -252,6 +297,7 @@ mod tests {
             tid: 7,
             flags,
             result,
+            time_ns: 1,
             path,
         }
     }
@@ -262,41 +308,59 @@ mod tests {
         let p = PathBuf::from;
         let enoent = -libc::ENOENT;
         assert_eq!(
-            decode_record(&record(OP_OPEN, 0, 0, 0, b"/a/./b")),
+            decode_record(
+                &record(OP_OPEN, 0, 0, 0, b"/a/./b"),
+                &mut CleanPaths::default()
+            ),
             vec![(Read, p("/a/b"))]
         );
         assert_eq!(
-            decode_record(&record(OP_OPEN, 0, 0, BIT_DIR, b"/a")),
+            decode_record(
+                &record(OP_OPEN, 0, 0, BIT_DIR, b"/a"),
+                &mut CleanPaths::default()
+            ),
             vec![(Stat, p("/a"))]
         );
         assert_eq!(
-            decode_record(&record(OP_OPEN, 0, enoent, 0, b"/x")),
+            decode_record(
+                &record(OP_OPEN, 0, enoent, 0, b"/x"),
+                &mut CleanPaths::default()
+            ),
             vec![(Missing, p("/x"))]
         );
         assert_eq!(
-            decode_record(&record(OP_OPEN, libc::O_RDWR, 0, 0, b"/f")),
+            decode_record(
+                &record(OP_OPEN, libc::O_RDWR, 0, 0, b"/f"),
+                &mut CleanPaths::default()
+            ),
             vec![(Read, p("/f")), (Write, p("/f"))]
         );
         assert_eq!(
-            decode_record(&record(OP_OPEN, libc::O_PATH, 0, 0, b"/f")),
+            decode_record(
+                &record(OP_OPEN, libc::O_PATH, 0, 0, b"/f"),
+                &mut CleanPaths::default()
+            ),
             vec![(Stat, p("/f"))]
         );
         assert_eq!(
-            decode_record(&record(OP_PROBE_NOFOLLOW, 0, -libc::EINVAL, 0, b"/usr")),
+            decode_record(
+                &record(OP_PROBE_NOFOLLOW, 0, -libc::EINVAL, 0, b"/usr"),
+                &mut CleanPaths::default()
+            ),
             vec![(Stat, p("/usr"))]
         );
         assert_eq!(
-            decode_record(&record(
-                OP_PROBE_FOLLOW,
-                0,
-                -libc::ENOTDIR,
-                0,
-                b"/etc/passwd/x"
-            )),
+            decode_record(
+                &record(OP_PROBE_FOLLOW, 0, -libc::ENOTDIR, 0, b"/etc/passwd/x"),
+                &mut CleanPaths::default(),
+            ),
             vec![(Missing, p("/etc/passwd/x"))]
         );
         assert_eq!(
-            decode_record(&record(OP_PROBE_FOLLOW, 0, 0, 0, b"/proc/self/exe")),
+            decode_record(
+                &record(OP_PROBE_FOLLOW, 0, 0, 0, b"/proc/self/exe"),
+                &mut CleanPaths::default()
+            ),
             vec![(Stat, p("/proc/7/exe"))]
         );
     }
@@ -311,7 +375,10 @@ mod tests {
             let bytes = path.as_os_str().as_bytes();
             let mut r = record(OP_PROBE_FOLLOW, 0, 0, 0, bytes);
             r.done = false;
-            assert_eq!(decode_record(&r), vec![(kind, path.clone())]);
+            assert_eq!(
+                decode_record(&r, &mut CleanPaths::default()),
+                vec![(kind, path.clone())]
+            );
         }
     }
 }

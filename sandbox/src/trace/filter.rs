@@ -39,11 +39,14 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
         program.push(bpf::jump_eq(*nr as u32, 0, 1));
         program.push(bpf::ret(enosys));
     }
-    program.extend(trampoline_exemption());
     for syscall in syscalls::TRACED {
         // Every block ends in a return, so the accumulator still holds `nr` when a
-        // comparison falls through to the next block.
-        let block = match syscall.exempt {
+        // comparison falls through to the next block. Only a traced syscall's block looks
+        // at the instruction pointer or the arguments: for every other syscall the result
+        // depends on `arch` and `nr` alone, which lets the kernel's seccomp action cache
+        // (Linux ≥ 5.11) skip the filter entirely for read, write, mmap, ….
+        let mut block = trampoline_exemption();
+        block.extend(match syscall.exempt {
             None => vec![bpf::ret(action)],
             Some(Exempt::FlagSet { arg, mask }) => vec![
                 bpf::load(offset_arg_low(arg)),
@@ -59,7 +62,7 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
                 bpf::ret(libc::SECCOMP_RET_ALLOW),
                 bpf::ret(action),
             ],
-        };
+        });
         let skip = u8::try_from(block.len()).expect("filter blocks are a few instructions long");
         program.push(bpf::jump_eq(syscall.nr as u32, 0, skip));
         program.extend(block);
@@ -68,7 +71,8 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
     program
 }
 
-/// Allows calls whose instruction pointer lies on the trampoline page, then reloads `nr`.
+/// Allows calls whose instruction pointer lies on the trampoline page; falls through (with
+/// the accumulator clobbered) otherwise.
 fn trampoline_exemption() -> Vec<sock_filter> {
     let start = preload_abi::TRAMPOLINE_ADDR;
     let end = start + preload_abi::TRAMPOLINE_LEN;
@@ -81,7 +85,6 @@ fn trampoline_exemption() -> Vec<sock_filter> {
         bpf::jump_ge(start as u32, 0, 2),
         bpf::jump_ge(end as u32, 1, 0),
         bpf::ret(libc::SECCOMP_RET_ALLOW),
-        bpf::load(OFFSET_NR),
     ]
 }
 
@@ -108,6 +111,50 @@ mod tests {
             },
         )
         .expect("filter runs to a return")
+    }
+
+    #[test]
+    fn untraced_syscalls_never_look_past_nr() {
+        // What makes the kernel's action cache apply: for an untraced syscall the program
+        // loads nothing but `arch` and `nr` on its way to ALLOW.
+        let program = tracing_filter(NOTIFY);
+        let mut pc = 0;
+        let nr = libc::SYS_read as u32;
+        loop {
+            let insn = program[pc];
+            if insn.code == (libc::BPF_RET | libc::BPF_K) as u16 {
+                assert_eq!(insn.k, libc::SECCOMP_RET_ALLOW);
+                break;
+            }
+            if insn.code == (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16 {
+                assert!(
+                    insn.k == OFFSET_ARCH || insn.k == OFFSET_NR,
+                    "loads offset {}",
+                    insn.k
+                );
+                pc += 1;
+                continue;
+            }
+            // A conditional jump: decide it as the kernel would for read on x86_64.
+            let acc = if pc > 0
+                && program[..pc]
+                    .iter()
+                    .rev()
+                    .find(|i| i.code == (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16)
+                    .is_some_and(|i| i.k == OFFSET_ARCH)
+            {
+                AUDIT_ARCH_X86_64
+            } else {
+                nr
+            };
+            let taken = match insn.code & 0xf0 {
+                c if c == libc::BPF_JEQ as u16 => acc == insn.k,
+                c if c == libc::BPF_JGE as u16 => acc >= insn.k,
+                c if c == libc::BPF_JSET as u16 => acc & insn.k != 0,
+                other => panic!("unexpected instruction {other:#x}"),
+            };
+            pc += 1 + usize::from(if taken { insn.jt } else { insn.jf });
+        }
     }
 
     #[test]

@@ -113,8 +113,11 @@ impl TracedChild {
             }
             match self.second_source {
                 Ok(watch) => {
-                    let own_dir = self.fast_path.as_ref().ok().map(|i| i.dir());
-                    watch.finish(&mut log, own_dir);
+                    let own_dirs = match &self.fast_path {
+                        Ok(injection) => injection.own_dirs(),
+                        Err(_) => Vec::new(),
+                    };
+                    watch.finish(&mut log, &own_dirs);
                     log.tracer.push_str("+fanotify");
                 }
                 Err(why) => log.tracer.push_str(&format!(" (no fanotify: {why})")),

@@ -31,6 +31,25 @@ pub fn absolute_clean(base: Option<&Path>, raw: &[u8]) -> PathBuf {
     out
 }
 
+/// [`absolute_clean`] of absolute paths, remembered: the recorder's buffers repeat the same
+/// paths thousands of times (gcc's `realpath` of every include directory), and cleaning a
+/// path with `..` in it costs a `canonicalize` per `..`.
+#[derive(Default)]
+pub struct CleanPaths {
+    memo: std::collections::HashMap<Vec<u8>, PathBuf>,
+}
+
+impl CleanPaths {
+    pub fn absolute(&mut self, raw: &[u8]) -> PathBuf {
+        if let Some(clean) = self.memo.get(raw) {
+            return clean.clone();
+        }
+        let clean = absolute_clean(None, raw);
+        self.memo.insert(raw.to_vec(), clean.clone());
+        clean
+    }
+}
+
 /// `/proc/self` in a tracee's path means the tracee, not vt, which probes the path later.
 pub fn without_self_links(path: PathBuf, tid: u32) -> PathBuf {
     for alias in ["/proc/self", "/proc/thread-self"] {
