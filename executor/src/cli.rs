@@ -23,6 +23,101 @@ pub enum Command {
     ///
     /// The exit status is the command's (128 + N when it was killed by signal N).
     Trace(TraceArgs),
+    /// Run workspace tasks in dependency order, replaying each from the cache when nothing
+    /// it observed has changed.
+    Run(RunArgs),
+    /// Run one task of the current package (without its dependencies), or an ad-hoc
+    /// command with `vt exec -- CMD ARGS…`; both traced and cached.
+    Exec(ExecArgs),
+    /// Inspect or clear the cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommonRunArgs {
+    /// Run at most N tasks at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Neither read nor write the cache: run everything.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print a JSON summary (tasks, keys, hit/miss and why, durations) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// How task output is shown.
+    #[arg(long, value_enum, default_value = "interleaved")]
+    pub log: crate::run::output::LogMode,
+    /// Arguments appended to each requested task's command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Tasks to run: `build` (in the current package, or every package with -r/-F) or
+    /// `package#task`.
+    #[arg(required = true, value_name = "TASK")]
+    pub tasks: Vec<String>,
+    /// Run the tasks in every package that has them.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Only packages matching PATTERN (a name glob, or ./dir/glob); repeatable.
+    #[arg(short = 'F', long = "filter", value_name = "PATTERN")]
+    pub filter: Vec<String>,
+    /// Print what would run, in order, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub common: CommonRunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Run inside the hermetic sandbox (not available yet: issue 7).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// The task to run (omit it and give `-- CMD ARGS…` for an ad-hoc command).
+    #[arg(value_name = "TASK")]
+    pub task: Option<String>,
+    #[arg(short = 'j', long = "jobs", hide = true)]
+    pub jobs: Option<usize>,
+    #[arg(long)]
+    pub no_cache: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value = "interleaved")]
+    pub log: crate::run::output::LogMode,
+    /// The ad-hoc command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+impl ExecArgs {
+    pub fn common(&self) -> CommonRunArgs {
+        CommonRunArgs {
+            jobs: Some(1),
+            no_cache: self.no_cache,
+            json: self.json,
+            log: self.log,
+            args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, path sets, blobs and their sizes.
+    Stats,
+    /// Delete the cache.
+    Clean,
+    /// Check every entry and blob; exit 1 if anything is damaged.
+    Verify,
+    /// Say whether TASK would hit, and if not, what changed.
+    Explain {
+        #[arg(value_name = "TASK")]
+        task: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,5 +141,8 @@ pub struct TraceArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Trace(args) => commands::trace::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Exec(args) => commands::run::exec(args),
+        Command::Cache(command) => commands::cache::run(command),
     }
 }

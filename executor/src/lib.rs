@@ -1,9 +1,12 @@
 //! The vt executor: config → graph → plan → trace/jail → fingerprint → store → replay.
 //!
-//! Today: the CLI front end, `vt trace`, and the cache store. The task graph, fingerprints
-//! and replay arrive with the executor issue.
+//! config (workspace, packages, tasks) → graph (dependency order) → run::plan (command,
+//! env, pre-run key) → trace (sandbox) → cache (fingerprint, store, replay).
 
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod graph;
+pub mod run;
 pub mod signals;

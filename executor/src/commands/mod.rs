@@ -1,1 +1,3 @@
+pub mod cache;
+pub mod run;
 pub mod trace;

@@ -1,0 +1,140 @@
+//! Outputs: archiving what a run left behind, and restoring it atomically on a hit.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::entry::Output;
+use super::key::{Key, content};
+use super::observe::CachePath;
+use super::store::{Batch, Family, Store};
+
+/// Archives the final state of each output path into `batch` (blobs) and describes it.
+pub fn archive(
+    root: &Path,
+    outputs: &std::collections::BTreeSet<PathBuf>,
+    batch: &mut Batch,
+) -> std::io::Result<Vec<Output>> {
+    let mut described = Vec::new();
+    for path in outputs {
+        let cache_path = CachePath::new(root, path);
+        let output = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Output::Deleted { path: cache_path },
+            Err(e) => return Err(e),
+            Ok(meta) if meta.file_type().is_symlink() => Output::Symlink {
+                path: cache_path,
+                target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+            },
+            Ok(meta) if meta.is_dir() => Output::Dir { path: cache_path },
+            Ok(meta) => {
+                let bytes = std::fs::read(path)?;
+                let blob = content(&bytes);
+                let size = bytes.len() as u64;
+                batch.put(Family::Blobs, blob.0.to_vec(), bytes);
+                Output::File {
+                    path: cache_path,
+                    mode: meta.permissions().mode() & 0o7777,
+                    blob,
+                    size,
+                }
+            }
+        };
+        described.push(output);
+    }
+    Ok(described)
+}
+
+/// Why an entry cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("output blob for {path} is missing from the cache")]
+    MissingBlob { path: String },
+    #[error("output blob for {path} is corrupt (content hash mismatch)")]
+    CorruptBlob { path: String },
+    #[error("cannot read the cache: {0}")]
+    Store(#[from] super::store::StoreError),
+    #[error("cannot restore {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Fetches and verifies every blob first, so a bad entry changes nothing on disk.
+pub fn fetch(store: &Store, outputs: &[Output]) -> Result<Vec<Option<Vec<u8>>>, RestoreError> {
+    outputs
+        .iter()
+        .map(|output| match output {
+            Output::File { path, blob, .. } => {
+                let bytes = store
+                    .get(Family::Blobs, blob.0)?
+                    .ok_or_else(|| RestoreError::MissingBlob { path: path.display() })?;
+                if content(&bytes) != *blob {
+                    return Err(RestoreError::CorruptBlob { path: path.display() });
+                }
+                Ok(Some(bytes))
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+/// Writes the outputs: each file to a temporary name in its directory, then renamed over
+/// the target, so a reader never sees a half-written file.
+pub fn restore(root: &Path, outputs: &[Output], blobs: Vec<Option<Vec<u8>>>) -> Result<(), RestoreError> {
+    for (output, bytes) in outputs.iter().zip(blobs) {
+        let target = output.path().absolute(root);
+        let fail = |source| RestoreError::Write {
+            path: target.clone(),
+            source,
+        };
+        match output {
+            Output::Dir { .. } => std::fs::create_dir_all(&target).map_err(fail)?,
+            Output::Deleted { .. } => match std::fs::symlink_metadata(&target) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&target).map_err(fail)?,
+                Ok(_) => std::fs::remove_file(&target).map_err(fail)?,
+                Err(_) => {}
+            },
+            Output::File { mode, .. } => {
+                let bytes = bytes.unwrap_or_default();
+                let temp = temp_name(&target);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(fail)?;
+                }
+                std::fs::write(&temp, &bytes).map_err(fail)?;
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))
+                    .map_err(fail)?;
+                replace(&temp, &target).map_err(fail)?;
+            }
+            Output::Symlink { target: link, .. } => {
+                let temp = temp_name(&target);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(fail)?;
+                }
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &temp).map_err(fail)?;
+                replace(&temp, &target).map_err(fail)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replace(temp: &Path, target: &Path) -> std::io::Result<()> {
+    // A directory where a file must go cannot be renamed over.
+    if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir_all(target)?;
+    }
+    std::fs::rename(temp, target).inspect_err(|_| {
+        let _ = std::fs::remove_file(temp);
+    })
+}
+
+fn temp_name(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.vt-{}", std::process::id()))
+}
+
+/// The blob key of a log.
+pub fn log_key(bytes: &[u8]) -> Key {
+    content(bytes)
+}

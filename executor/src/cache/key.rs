@@ -1,0 +1,65 @@
+//! Cache keys: BLAKE3 over length-prefixed fields, so no two field lists collide.
+
+use std::fmt;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Key(pub [u8; 32]);
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({self})")
+    }
+}
+
+impl Key {
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Builds a key from a sequence of fields.
+pub struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    pub fn new(domain: &str) -> KeyHasher {
+        let mut hasher = KeyHasher(blake3::Hasher::new());
+        hasher.field(domain.as_bytes());
+        hasher
+    }
+
+    pub fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub fn finish(&self) -> Key {
+        Key(*self.0.finalize().as_bytes())
+    }
+}
+
+/// The content hash of bytes (blob keys).
+pub fn content(bytes: &[u8]) -> Key {
+    Key(*blake3::hash(bytes).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_boundaries_matter() {
+        let a = KeyHasher::new("t").field(b"ab").field(b"c").finish();
+        let b = KeyHasher::new("t").field(b"a").field(b"bc").finish();
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,98 @@
+//! One package: its `package.json` (name, scripts, dependencies) and its task config.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, TaskConfig, parse_jsonc, read, tasks};
+
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub name: String,
+    /// Absolute directory.
+    pub dir: PathBuf,
+    /// Directory relative to the workspace root ("" for the root package).
+    pub rel: PathBuf,
+    pub scripts: BTreeMap<String, String>,
+    /// Names of every package this one depends on (filtered to workspace packages later).
+    pub dependencies: BTreeSet<String>,
+    /// Tasks from `vt.json` / `vite-task.json`.
+    pub tasks: BTreeMap<String, TaskConfig>,
+    /// Which file the tasks came from, for messages.
+    pub task_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct PackageJson {
+    name: Option<String>,
+    #[serde(default)]
+    scripts: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, serde_json::Value>,
+    #[serde(default, rename = "devDependencies")]
+    dev_dependencies: BTreeMap<String, serde_json::Value>,
+    #[serde(default, rename = "peerDependencies")]
+    peer_dependencies: BTreeMap<String, serde_json::Value>,
+    #[serde(default, rename = "optionalDependencies")]
+    optional_dependencies: BTreeMap<String, serde_json::Value>,
+}
+
+impl Package {
+    pub fn load(root: &Path, dir: &Path) -> Result<Package, ConfigError> {
+        let manifest = dir.join("package.json");
+        let json: PackageJson = parse_jsonc(&manifest, &read(&manifest)?)?;
+        let mut scripts = BTreeMap::new();
+        for (name, value) in json.scripts {
+            match value {
+                serde_json::Value::String(command) => {
+                    scripts.insert(name, command);
+                }
+                other => {
+                    return Err(ConfigError::Invalid {
+                        path: manifest,
+                        message: format!("script {name:?} must be a string, found {other}"),
+                    });
+                }
+            }
+        }
+        let dependencies = [
+            json.dependencies,
+            json.dev_dependencies,
+            json.peer_dependencies,
+            json.optional_dependencies,
+        ]
+        .into_iter()
+        .flat_map(|deps| deps.into_keys())
+        .collect();
+        let rel = dir.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let name = json.name.unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "root".into())
+        });
+        let (task_file, tasks) = tasks::load(dir)?;
+        Ok(Package {
+            name,
+            dir: dir.to_path_buf(),
+            rel,
+            scripts,
+            dependencies,
+            tasks,
+            task_file,
+        })
+    }
+
+    /// Every task name this package defines (scripts and config).
+    pub fn task_names(&self) -> BTreeSet<&str> {
+        self.scripts
+            .keys()
+            .chain(self.tasks.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub fn has_task(&self, task: &str) -> bool {
+        self.scripts.contains_key(task) || self.tasks.contains_key(task)
+    }
+}

@@ -1,0 +1,149 @@
+//! `vt.json` (or `vite-task.json`, same schema): per-package task configuration, JSONC.
+//!
+//! ```jsonc
+//! { "tasks": { "build": { "command": "vite build", "dependsOn": ["^build"],
+//!   "env": ["NODE_ENV", "VITE_*"], "untrackedEnv": ["CI"],
+//!   "input": [{ "auto": true }, "!docs/**"], "output": [{ "auto": true }] } } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, parse_jsonc, read};
+
+pub const FILE_NAMES: [&str; 2] = ["vt.json", "vite-task.json"];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFile {
+    #[serde(default, rename = "$schema")]
+    _schema: Option<String>,
+    #[serde(default)]
+    tasks: BTreeMap<String, TaskConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskConfig {
+    /// Shell command; defaults to the package.json script of the same name.
+    pub command: Option<String>,
+    /// Working directory relative to the package.
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// `false` turns the cache off for this task.
+    pub cache: Option<bool>,
+    /// Environment variables (names or globs) passed to the task and part of its key.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Passed to the task but not part of its key.
+    #[serde(default)]
+    pub untracked_env: Vec<String>,
+    /// Inputs beyond (or instead of) what tracing sees; `!glob` excludes.
+    pub input: Option<Vec<PathSpec>>,
+    /// Outputs beyond (or instead of) what tracing sees; `!glob` excludes.
+    pub output: Option<Vec<PathSpec>>,
+}
+
+/// One entry of `input` / `output`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PathSpec {
+    /// `{ "auto": true }`: what tracing observes.
+    Auto {
+        auto: bool,
+    },
+    Glob(String),
+}
+
+/// What a package's `input`/`output` list means.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathRules {
+    /// Whether traced observations count (default true).
+    pub auto: bool,
+    /// Globs (relative to the package) that add files.
+    pub include: Vec<String>,
+    /// Globs (relative to the package) that exclude observations.
+    pub exclude: Vec<String>,
+}
+
+impl PathRules {
+    pub fn from_specs(specs: Option<&[PathSpec]>) -> PathRules {
+        let Some(specs) = specs else {
+            return PathRules {
+                auto: true,
+                ..PathRules::default()
+            };
+        };
+        let mut rules = PathRules::default();
+        for spec in specs {
+            match spec {
+                PathSpec::Auto { auto } => rules.auto |= *auto,
+                PathSpec::Glob(glob) => match glob.strip_prefix('!') {
+                    Some(negated) => rules.exclude.push(negated.to_owned()),
+                    None => rules.include.push(glob.clone()),
+                },
+            }
+        }
+        rules
+    }
+}
+
+/// Loads the package's task file, if any.
+pub fn load(dir: &Path) -> Result<(Option<PathBuf>, BTreeMap<String, TaskConfig>), ConfigError> {
+    let present: Vec<PathBuf> = FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| path.is_file())
+        .collect();
+    match present.as_slice() {
+        [] => Ok((None, BTreeMap::new())),
+        [path] => {
+            let file: TaskFile = parse_jsonc(path, &read(path)?)?;
+            Ok((Some(path.clone()), file.tasks))
+        }
+        [first, second, ..] => Err(ConfigError::TwoConfigs {
+            first: first.clone(),
+            second: second.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TaskFile, ConfigError> {
+        parse_jsonc(Path::new("vt.json"), text)
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let file = parse(
+            r#"{ "tasks": { "build": { "command": "vite build", "cwd": ".",
+                "dependsOn": ["^build", "pkg#task", "lint"], "cache": true,
+                "env": ["NODE_ENV", "VITE_*"], "untrackedEnv": ["CI"],
+                // comments and trailing commas are fine
+                "input": [{"auto": true}, "!docs/**"], "output": [{"auto": true}, "!dist/stats.html"], } } }"#,
+        )
+        .expect("valid");
+        let build = &file.tasks["build"];
+        assert_eq!(build.depends_on, ["^build", "pkg#task", "lint"]);
+        let input = PathRules::from_specs(build.input.as_deref());
+        assert!(input.auto);
+        assert_eq!(input.exclude, ["docs/**"]);
+    }
+
+    #[test]
+    fn unknown_fields_and_type_errors_name_line_and_column() {
+        let err = parse("{\n  \"tasks\": {\n    \"build\": { \"comand\": \"x\" }\n  }\n}")
+            .expect_err("unknown field");
+        let text = err.to_string();
+        assert!(text.starts_with("vt.json:3:"), "{text}");
+        assert!(text.contains("unknown field `comand`"), "{text}");
+        let err = parse("{ \"tasks\": { \"build\": { \"cache\": \"yes\" } } }").expect_err("type");
+        assert!(err.to_string().contains("expected a boolean"), "{err}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Finding the workspace from the cwd upward, and its packages.
+//!
+//! The root is the nearest directory above the cwd with `pnpm-workspace.yaml` or a
+//! `package.json` that has `workspaces` (npm, yarn); without either, the nearest
+//! `package.json` is a lone package. The root package is always a package too.
+
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSetBuilder};
+use serde::Deserialize;
+
+use super::{ConfigError, Package, parse_jsonc, read};
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    /// The root package first, then the others sorted by directory.
+    pub packages: Vec<Package>,
+}
+
+#[derive(Deserialize)]
+struct RootManifest {
+    workspaces: Option<Workspaces>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Workspaces {
+    List(Vec<String>),
+    Object { packages: Vec<String> },
+}
+
+#[derive(Deserialize)]
+struct PnpmWorkspace {
+    #[serde(default)]
+    packages: Vec<String>,
+}
+
+impl Workspace {
+    pub fn find(cwd: &Path) -> Result<Workspace, ConfigError> {
+        let mut nearest_package = None;
+        for dir in cwd.ancestors() {
+            let pnpm = dir.join("pnpm-workspace.yaml");
+            if pnpm.is_file() {
+                let text = read(&pnpm)?;
+                let parsed: PnpmWorkspace = if text.trim().is_empty() {
+                    PnpmWorkspace { packages: vec![] }
+                } else {
+                    serde_yaml_ng::from_str(&text).map_err(|e| {
+                        let (line, column) = e
+                            .location()
+                            .map_or((1, 1), |l| (l.line(), l.column()));
+                        ConfigError::Syntax {
+                            path: pnpm.clone(),
+                            line,
+                            column,
+                            message: e.to_string(),
+                        }
+                    })?
+                };
+                return Workspace::load(dir, &parsed.packages);
+            }
+            let manifest = dir.join("package.json");
+            if manifest.is_file() {
+                let root: RootManifest = parse_jsonc(&manifest, &read(&manifest)?)?;
+                match root.workspaces {
+                    Some(Workspaces::List(globs)) | Some(Workspaces::Object { packages: globs }) => {
+                        return Workspace::load(dir, &globs);
+                    }
+                    None => {
+                        nearest_package.get_or_insert_with(|| dir.to_path_buf());
+                    }
+                }
+            }
+        }
+        match nearest_package {
+            Some(dir) => Workspace::load(&dir, &[]),
+            None => Err(ConfigError::NoPackage(cwd.to_path_buf())),
+        }
+    }
+
+    /// Loads the root package and every directory matching `globs` that has a package.json.
+    fn load(root: &Path, globs: &[String]) -> Result<Workspace, ConfigError> {
+        let mut include = GlobSetBuilder::new();
+        let mut exclude = GlobSetBuilder::new();
+        let manifest = root.join(if root.join("pnpm-workspace.yaml").is_file() {
+            "pnpm-workspace.yaml"
+        } else {
+            "package.json"
+        });
+        for pattern in globs {
+            let (set, pattern) = match pattern.strip_prefix('!') {
+                Some(p) => (&mut exclude, p),
+                None => (&mut include, pattern.as_str()),
+            };
+            let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+            let glob = Glob::new(pattern).map_err(|e| ConfigError::Invalid {
+                path: manifest.clone(),
+                message: format!("bad workspace pattern {pattern:?}: {e}"),
+            })?;
+            set.add(glob);
+        }
+        let invalid = |e: globset::Error| ConfigError::Invalid {
+            path: manifest.clone(),
+            message: e.to_string(),
+        };
+        let include = include.build().map_err(invalid)?;
+        let exclude = exclude.build().map_err(invalid)?;
+        let mut dirs = Vec::new();
+        if !include.is_empty() {
+            collect_dirs(root, root, &mut |rel, dir| {
+                if include.is_match(rel) && !exclude.is_match(rel) && dir.join("package.json").is_file()
+                {
+                    dirs.push(dir.to_path_buf());
+                }
+            });
+        }
+        dirs.sort();
+        let mut packages = vec![Package::load(root, root)?];
+        for dir in dirs {
+            packages.push(Package::load(root, &dir)?);
+        }
+        for (i, a) in packages.iter().enumerate() {
+            if let Some(b) = packages[i + 1..].iter().find(|b| b.name == a.name) {
+                return Err(ConfigError::DuplicateName {
+                    name: a.name.clone(),
+                    first: a.dir.clone(),
+                    second: b.dir.clone(),
+                });
+            }
+        }
+        Ok(Workspace {
+            root: root.to_path_buf(),
+            packages,
+        })
+    }
+
+    /// The package whose directory contains `dir` most closely.
+    pub fn package_at(&self, dir: &Path) -> Option<usize> {
+        self.packages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| dir.starts_with(&p.dir))
+            .max_by_key(|(_, p)| p.dir.components().count())
+            .map(|(i, _)| i)
+    }
+
+    pub fn package_named(&self, name: &str) -> Option<usize> {
+        self.packages.iter().position(|p| p.name == name)
+    }
+}
+
+/// Calls `visit(relative, absolute)` for every directory below `dir`, skipping
+/// `node_modules` and hidden directories.
+fn collect_dirs(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, &Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let skip = name == "node_modules" || name.to_string_lossy().starts_with('.');
+        if skip || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(rel) = path.strip_prefix(root) {
+            visit(rel, &path);
+        }
+        collect_dirs(root, &path, visit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn pnpm_npm_and_lone_packages_are_found_from_below() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let root = temp.path();
+        write(&root.join("pnpm-workspace.yaml"), "packages:\n  - 'packages/*'\n  - '!packages/skip'\n");
+        write(&root.join("package.json"), r#"{"name":"root","scripts":{"build":"echo root"}}"#);
+        write(&root.join("packages/a/package.json"), r#"{"name":"a","dependencies":{"b":"workspace:*"}}"#);
+        write(&root.join("packages/b/package.json"), r#"{"name":"b"}"#);
+        write(&root.join("packages/skip/package.json"), r#"{"name":"skip"}"#);
+        let ws = Workspace::find(&root.join("packages/a")).expect("workspace");
+        let names: Vec<_> = ws.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["root", "a", "b"]);
+        assert_eq!(ws.package_at(&root.join("packages/a/src")), Some(1));
+
+        let npm = tempfile::tempdir().expect("tempdir");
+        write(&npm.path().join("package.json"), r#"{"workspaces":["libs/*"]}"#);
+        write(&npm.path().join("libs/x/package.json"), r#"{"name":"x"}"#);
+        let ws = Workspace::find(&npm.path().join("libs/x")).expect("workspace");
+        assert_eq!(ws.packages.len(), 2);
+
+        let lone = tempfile::tempdir().expect("tempdir");
+        write(&lone.path().join("package.json"), r#"{"name":"solo"}"#);
+        let ws = Workspace::find(lone.path()).expect("workspace");
+        assert_eq!(ws.packages[0].name, "solo");
+    }
+}

@@ -1,0 +1,60 @@
+//! Running one task: `sh -c COMMAND` in its cwd with its environment, traced, output
+//! captured.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sandbox::AccessLog;
+
+use super::output::{Console, capture};
+use super::plan::Plan;
+use crate::signals;
+
+pub struct Execution {
+    pub status: ExitStatus,
+    pub log: AccessLog,
+    /// Captured stdout/stderr chunks.
+    pub output: Vec<u8>,
+    pub duration: Duration,
+}
+
+pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> {
+    let started = Instant::now();
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&plan.command)
+        .current_dir(&plan.cwd)
+        .env_clear()
+        .envs(&plan.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_write))
+        .stderr(Stdio::from(err_write));
+    // `spawn` consumes the command: our copies of the write ends close with it, so the
+    // reader sees EOF when the task tree closes its last copy.
+    let child = sandbox::trace::spawn(command)
+        .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
+    let pid = child.id();
+    signals::register_tree(pid);
+    let output = capture(out_read, err_read, console);
+    let waited = child.wait();
+    signals::unregister_tree(pid);
+    if signals::received().is_some() {
+        signals::wait_for_shutdown();
+    }
+    let (status, log) = waited.with_context(|| format!("{}: tracing failed", plan.label))?;
+    Ok(Execution {
+        status,
+        log,
+        output,
+        duration: started.elapsed(),
+    })
+}
+
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
+}

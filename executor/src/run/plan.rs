@@ -1,0 +1,242 @@
+//! Plan: for one task, everything decided before it runs — its command line, cwd,
+//! environment, and the parts of its pre-run key (DESIGN.md §4).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::cache::PreRun;
+use crate::cache::key::KeyHasher;
+use crate::config::tasks::PathRules;
+use crate::config::Workspace;
+use crate::graph::Node;
+
+/// Passed to every task but not part of its key: where things are, not what they are.
+/// (What a task finds through them, e.g. programs on PATH, is traced like any lookup.)
+const PASS_THROUGH: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "COLORTERM", "NO_COLOR",
+    "FORCE_COLOR",
+];
+/// Passed and part of the key by default: they change what programs print.
+const TRACKED_BY_DEFAULT: &[&str] = &["LANG", "LANGUAGE", "LC_*", "TZ"];
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub label: String,
+    pub command: String,
+    pub cwd: PathBuf,
+    /// The task's whole environment (vt's minus what is not passed).
+    pub env: BTreeMap<String, String>,
+    pub pre: PreRun,
+    pub cacheable: bool,
+    pub input_exclude: GlobSet,
+    pub output_exclude: GlobSet,
+    /// Output globs (relative to the workspace) archived in addition to traced writes.
+    pub output_include: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{label}: {message}")]
+pub struct PlanError {
+    label: String,
+    message: String,
+}
+
+fn globs(label: &str, package_rel: &Path, patterns: &[String]) -> Result<GlobSet, PlanError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        // Patterns are relative to the package; paths are matched relative to the workspace.
+        let anchored = package_rel.join(pattern.trim_start_matches("./"));
+        let glob = Glob::new(&anchored.to_string_lossy()).map_err(|e| PlanError {
+            label: label.to_owned(),
+            message: format!("bad glob {pattern:?}: {e}"),
+        })?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| PlanError {
+        label: label.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn matches_any(patterns: &[&str], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => *p == name,
+    })
+}
+
+/// Plans `node`. `dep_keys` are the finished dependencies' keys, `args` the extra
+/// arguments after `--`.
+pub fn plan(
+    workspace: &Workspace,
+    node: &Node,
+    dep_keys: &[(String, String)],
+    args: &[OsString],
+) -> Result<Plan, PlanError> {
+    let package = &workspace.packages[node.id.package];
+    let config = &node.config;
+    let error = |message: String| PlanError {
+        label: node.label.clone(),
+        message,
+    };
+    let cwd = match &config.cwd {
+        Some(dir) => package.dir.join(dir),
+        None => package.dir.clone(),
+    };
+    if !cwd.is_dir() {
+        return Err(error(format!("cwd {} is not a directory", cwd.display())));
+    }
+    let mut command = node.command.clone();
+    for arg in args {
+        command.push(' ');
+        command.push_str(&quote(&arg.to_string_lossy()));
+    }
+
+    let tracked: Vec<&str> = TRACKED_BY_DEFAULT
+        .iter()
+        .copied()
+        .chain(config.env.iter().map(String::as_str))
+        .collect();
+    let untracked: Vec<&str> = PASS_THROUGH
+        .iter()
+        .copied()
+        .chain(config.untracked_env.iter().map(String::as_str))
+        .collect();
+    let mut env = BTreeMap::new();
+    let mut pre = PreRun::default();
+    pre.add("vt", env!("CARGO_PKG_VERSION"));
+    pre.add("platform", format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH));
+    pre.add("package", package.rel.to_string_lossy());
+    pre.add("task", node.id.task.clone());
+    pre.add("command", command.clone());
+    pre.add(
+        "cwd",
+        cwd.strip_prefix(&workspace.root).unwrap_or(&cwd).to_string_lossy(),
+    );
+    let mut tracked_values = BTreeMap::new();
+    for (name, value) in std::env::vars_os() {
+        let (Ok(name), Ok(value)) = (name.into_string(), value.into_string()) else {
+            continue; // non-UTF-8 names or values are not passed (they cannot be declared)
+        };
+        if matches_any(&tracked, &name) {
+            tracked_values.insert(name.clone(), value.clone());
+            env.insert(name, value);
+        } else if matches_any(&untracked, &name) {
+            env.insert(name, value);
+        }
+    }
+    // Declared names that are unset are part of the key too ("unset" → "set" is a change).
+    for name in config.env.iter().filter(|n| !n.ends_with('*')) {
+        tracked_values.entry(name.clone()).or_insert_with(|| "(unset)".into());
+    }
+    for (name, value) in &tracked_values {
+        pre.add(format!("env {name}"), value.clone());
+    }
+    // npm puts the package's and the workspace's node_modules/.bin on PATH.
+    let mut path = vec![
+        package.dir.join("node_modules/.bin"),
+        workspace.root.join("node_modules/.bin"),
+    ];
+    if let Some(existing) = env.get("PATH") {
+        path.extend(std::env::split_paths(existing));
+    }
+    if let Ok(joined) = std::env::join_paths(path) {
+        env.insert("PATH".into(), joined.to_string_lossy().into_owned());
+    }
+
+    let input = PathRules::from_specs(config.input.as_deref());
+    let output = PathRules::from_specs(config.output.as_deref());
+    // Declared input files: their contents join the pre-run key.
+    if !input.include.is_empty() {
+        let set = globs(&node.label, &package.rel, &input.include)?;
+        for file in files_matching(&workspace.root, &package.dir, &set) {
+            let rel = file.strip_prefix(&workspace.root).unwrap_or(&file);
+            let hash = match std::fs::read(&file) {
+                Ok(bytes) => KeyHasher::new("input").field(&bytes).finish().hex(),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            pre.add(format!("input {}", rel.display()), hash);
+        }
+    }
+    for (label, key) in dep_keys {
+        pre.add(format!("dependency {label}"), key.clone());
+    }
+    let output_include = output
+        .include
+        .iter()
+        .map(|p| package.rel.join(p).to_string_lossy().into_owned())
+        .collect();
+    Ok(Plan {
+        label: node.label.clone(),
+        command,
+        cwd,
+        env,
+        pre,
+        cacheable: config.cache != Some(false),
+        input_exclude: globs(&node.label, &package.rel, &input.exclude)?,
+        output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
+        output_include,
+    })
+}
+
+/// Files below `dir` (skipping node_modules and dot-directories) whose workspace-relative
+/// path matches `set`.
+pub fn files_matching(root: &Path, dir: &Path, set: &GlobSet) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                if name != "node_modules" && !name.to_string_lossy().starts_with('.') {
+                    stack.push(path);
+                }
+            } else if path.strip_prefix(root).is_ok_and(|rel| set.is_match(rel)) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_for_sh() {
+        assert_eq!(quote("--mode=prod"), "--mode=prod");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn env_patterns() {
+        assert!(matches_any(&["VITE_*"], "VITE_X"));
+        assert!(!matches_any(&["VITE_*"], "VIT"));
+        assert!(matches_any(&["CI"], "CI"));
+        assert!(!matches_any(&["CI"], "CIX"));
+    }
+}
