@@ -41,7 +41,9 @@ pub enum GraphError {
         scope: String,
         hint: String,
     },
-    #[error("{from}: dependsOn {entry:?} names package {package:?}, which is not in this workspace")]
+    #[error(
+        "{from}: dependsOn {entry:?} names package {package:?}, which is not in this workspace"
+    )]
     NoSuchPackage {
         from: String,
         entry: String,
@@ -53,7 +55,9 @@ pub enum GraphError {
         entry: String,
         target: String,
     },
-    #[error("{label} has no command: add a \"{task}\" script to {package_json} or a \"command\" in its vt.json")]
+    #[error(
+        "{label} has no command: add a \"{task}\" script to {package_json} or a \"command\" in its vt.json"
+    )]
     NoCommand {
         label: String,
         task: String,
@@ -90,13 +94,14 @@ pub fn build(workspace: &Workspace, roots: &[TaskId]) -> Result<Graph, GraphErro
                     }
                 }
             } else if let Some((name, task)) = entry.split_once('#') {
-                let index = workspace
-                    .package_named(name)
-                    .ok_or_else(|| GraphError::NoSuchPackage {
-                        from: label(&id),
-                        entry: entry.clone(),
-                        package: name.to_owned(),
-                    })?;
+                let index =
+                    workspace
+                        .package_named(name)
+                        .ok_or_else(|| GraphError::NoSuchPackage {
+                            from: label(&id),
+                            entry: entry.clone(),
+                            package: name.to_owned(),
+                        })?;
                 let dep = TaskId {
                     package: index,
                     task: task.to_owned(),
@@ -130,7 +135,8 @@ pub fn build(workspace: &Workspace, roots: &[TaskId]) -> Result<Graph, GraphErro
         edges.insert(id, deps);
     }
     let order = topological(&edges, &label)?;
-    let index: BTreeMap<&TaskId, usize> = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let index: BTreeMap<&TaskId, usize> =
+        order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut nodes = Vec::with_capacity(order.len());
     for id in &order {
         let package = &workspace.packages[id.package];
@@ -187,7 +193,9 @@ fn topological<'a>(
         marks.insert(id, Mark::Visiting);
         stack.push(id);
         for dep in &edges[id] {
-            let (key, _) = edges.get_key_value(dep).expect("every dependency was discovered");
+            let (key, _) = edges
+                .get_key_value(dep)
+                .expect("every dependency was discovered");
             visit(key, edges, marks, stack, order, label)?;
         }
         stack.pop();
@@ -302,7 +310,10 @@ mod tests {
 
     fn workspace(files: &[(&str, &str)]) -> (tempfile::TempDir, Workspace) {
         let temp = tempfile::tempdir().expect("tempdir");
-        write(&temp.path().join("package.json"), r#"{"name":"root","workspaces":["p/*"]}"#);
+        write(
+            &temp.path().join("package.json"),
+            r#"{"name":"root","workspaces":["p/*"]}"#,
+        );
         for (path, text) in files {
             write(&temp.path().join(path), text);
         }
@@ -313,9 +324,18 @@ mod tests {
     #[test]
     fn caret_dependencies_follow_package_dependencies() {
         let (_t, ws) = workspace(&[
-            ("p/app/package.json", r#"{"name":"app","scripts":{"build":"b"},"dependencies":{"lib":"*"}}"#),
-            ("p/app/vt.json", r#"{"tasks":{"build":{"dependsOn":["^build","lint"]},"lint":{"command":"l"}}}"#),
-            ("p/lib/package.json", r#"{"name":"lib","scripts":{"build":"b"}}"#),
+            (
+                "p/app/package.json",
+                r#"{"name":"app","scripts":{"build":"b"},"dependencies":{"lib":"*"}}"#,
+            ),
+            (
+                "p/app/vt.json",
+                r#"{"tasks":{"build":{"dependsOn":["^build","lint"]},"lint":{"command":"l"}}}"#,
+            ),
+            (
+                "p/lib/package.json",
+                r#"{"name":"lib","scripts":{"build":"b"}}"#,
+            ),
         ]);
         let app = ws.package_named("app").expect("app");
         let roots = select(&ws, &["build".into()], app, false, &[]).expect("select");
@@ -328,10 +348,22 @@ mod tests {
     #[test]
     fn cycles_are_spelled_out() {
         let (_t, ws) = workspace(&[
-            ("p/a/package.json", r#"{"name":"a","scripts":{"build":"x"}}"#),
-            ("p/a/vt.json", r#"{"tasks":{"build":{"dependsOn":["b#build"]}}}"#),
-            ("p/b/package.json", r#"{"name":"b","scripts":{"build":"x"}}"#),
-            ("p/b/vt.json", r#"{"tasks":{"build":{"dependsOn":["a#build"]}}}"#),
+            (
+                "p/a/package.json",
+                r#"{"name":"a","scripts":{"build":"x"}}"#,
+            ),
+            (
+                "p/a/vt.json",
+                r#"{"tasks":{"build":{"dependsOn":["b#build"]}}}"#,
+            ),
+            (
+                "p/b/package.json",
+                r#"{"name":"b","scripts":{"build":"x"}}"#,
+            ),
+            (
+                "p/b/vt.json",
+                r#"{"tasks":{"build":{"dependsOn":["a#build"]}}}"#,
+            ),
         ]);
         let roots = select(&ws, &["build".into()], 0, true, &[]).expect("select");
         let err = build(&ws, &roots).expect_err("cycle").to_string();
@@ -340,9 +372,14 @@ mod tests {
 
     #[test]
     fn unknown_tasks_list_what_exists() {
-        let (_t, ws) = workspace(&[("p/a/package.json", r#"{"name":"a","scripts":{"build":"x","test":"y"}}"#)]);
+        let (_t, ws) = workspace(&[(
+            "p/a/package.json",
+            r#"{"name":"a","scripts":{"build":"x","test":"y"}}"#,
+        )]);
         let a = ws.package_named("a").expect("a");
-        let err = select(&ws, &["biuld".into()], a, false, &[]).expect_err("no task").to_string();
+        let err = select(&ws, &["biuld".into()], a, false, &[])
+            .expect_err("no task")
+            .to_string();
         assert!(err.contains("its tasks: build, test"), "{err}");
     }
 }

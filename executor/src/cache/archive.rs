@@ -19,7 +19,9 @@ pub fn archive(
     for path in outputs {
         let cache_path = CachePath::new(root, path);
         let output = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Output::Deleted { path: cache_path },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Output::Deleted { path: cache_path }
+            }
             Err(e) => return Err(e),
             Ok(meta) if meta.file_type().is_symlink() => Output::Symlink {
                 path: cache_path,
@@ -66,11 +68,16 @@ pub fn fetch(store: &Store, outputs: &[Output]) -> Result<Vec<Option<Vec<u8>>>, 
         .iter()
         .map(|output| match output {
             Output::File { path, blob, .. } => {
-                let bytes = store
-                    .get(Family::Blobs, blob.0)?
-                    .ok_or_else(|| RestoreError::MissingBlob { path: path.display() })?;
+                let bytes =
+                    store
+                        .get(Family::Blobs, blob.0)?
+                        .ok_or_else(|| RestoreError::MissingBlob {
+                            path: path.display(),
+                        })?;
                 if content(&bytes) != *blob {
-                    return Err(RestoreError::CorruptBlob { path: path.display() });
+                    return Err(RestoreError::CorruptBlob {
+                        path: path.display(),
+                    });
                 }
                 Ok(Some(bytes))
             }
@@ -81,7 +88,11 @@ pub fn fetch(store: &Store, outputs: &[Output]) -> Result<Vec<Option<Vec<u8>>>, 
 
 /// Writes the outputs: each file to a temporary name in its directory, then renamed over
 /// the target, so a reader never sees a half-written file.
-pub fn restore(root: &Path, outputs: &[Output], blobs: Vec<Option<Vec<u8>>>) -> Result<(), RestoreError> {
+pub fn restore(
+    root: &Path,
+    outputs: &[Output],
+    blobs: Vec<Option<Vec<u8>>>,
+) -> Result<(), RestoreError> {
     for (output, bytes) in outputs.iter().zip(blobs) {
         let target = output.path().absolute(root);
         let fail = |source| RestoreError::Write {
@@ -111,7 +122,8 @@ pub fn restore(root: &Path, outputs: &[Output], blobs: Vec<Option<Vec<u8>>>) -> 
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).map_err(fail)?;
                 }
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &temp).map_err(fail)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &temp)
+                    .map_err(fail)?;
                 replace(&temp, &target).map_err(fail)?;
             }
         }
@@ -130,7 +142,10 @@ fn replace(temp: &Path, target: &Path) -> std::io::Result<()> {
 }
 
 fn temp_name(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.vt-{}", std::process::id()))
 }
 

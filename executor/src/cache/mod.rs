@@ -93,7 +93,11 @@ impl Cache {
         let memo = StatMemo::new(&self.store);
         let sets = match self.store.scan_prefix(Family::PathSets, &pre_key.0) {
             Ok(sets) => sets,
-            Err(e) => return Lookup::Miss { reason: format!("cannot read the cache: {e}") },
+            Err(e) => {
+                return Lookup::Miss {
+                    reason: format!("cannot read the cache: {e}"),
+                };
+            }
         };
         let mut corrupt = None;
         for (key, value) in &sets {
@@ -179,10 +183,18 @@ impl Cache {
     }
 
     pub fn last_entry(&self, task: &str) -> Result<Option<Entry>, String> {
-        let Some(key) = self.store.get(Family::Meta, meta_last(task)).map_err(|e| e.to_string())? else {
+        let Some(key) = self
+            .store
+            .get(Family::Meta, meta_last(task))
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
-        let Some(bytes) = self.store.get(Family::Entries, &key).map_err(|e| e.to_string())? else {
+        let Some(bytes) = self
+            .store
+            .get(Family::Entries, &key)
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
         entry::decode(&bytes).map(Some)
@@ -205,7 +217,11 @@ impl Cache {
     }
 
     /// Observes `observations` now (after a run) for storing.
-    pub fn observe_all(&self, observations: &[Observation], env: &BTreeMap<String, String>) -> Vec<String> {
+    pub fn observe_all(
+        &self,
+        observations: &[Observation],
+        env: &BTreeMap<String, String>,
+    ) -> Vec<String> {
         let memo = StatMemo::new(&self.store);
         let values = observations
             .iter()

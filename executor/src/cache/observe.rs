@@ -114,9 +114,14 @@ impl std::fmt::Display for Uncacheable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Uncacheable::ReadThenWritten(p) => {
-                write!(f, "{p} was read and then written by the task (both input and output)")
+                write!(
+                    f,
+                    "{p} was read and then written by the task (both input and output)"
+                )
             }
-            Uncacheable::WroteOutsideWorkspace(p) => write!(f, "it wrote {p}, outside the workspace"),
+            Uncacheable::WroteOutsideWorkspace(p) => {
+                write!(f, "it wrote {p}, outside the workspace")
+            }
             Uncacheable::Gap(reason) => write!(f, "tracing gap: {reason}"),
         }
     }
@@ -132,7 +137,10 @@ pub struct Digest {
 
 /// Paths never treated as inputs or outputs: pseudo file systems and vt's own files.
 pub fn is_noise(path: &Path, cache_dir: &Path) -> bool {
-    ["/proc", "/sys", "/dev"].iter().any(|p| path.starts_with(p)) || path.starts_with(cache_dir)
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        || path.starts_with(cache_dir)
 }
 
 /// Reads a log into inputs and outputs, in the order the calls were made.
@@ -154,6 +162,14 @@ pub fn digest(
         created_by_task: bool,
         read_before_written: bool,
     }
+    // First pass: which paths the task changed at all. A probe of such a path (does
+    // `dist/` exist? is `out.o` there?) is the task checking its own output, not an input:
+    // it would otherwise make every second run miss because the output now exists.
+    let changed: std::collections::HashSet<&Path> = accesses
+        .iter()
+        .filter(|a| !a.kind.is_input())
+        .map(|a| a.path.as_path())
+        .collect();
     let mut states: HashMap<&Path, State> = HashMap::new();
     let mut digest = Digest::default();
     for access in accesses {
@@ -167,8 +183,12 @@ pub fn digest(
             if state.written {
                 continue; // reading what the task itself wrote is not an input
             }
-            if access.kind == AccessKind::Read {
-                state.read_before_written = true;
+            let reads_content = matches!(access.kind, AccessKind::Read | AccessKind::Exec);
+            if changed.contains(path) {
+                if reads_content {
+                    state.read_before_written = true;
+                }
+                continue;
             }
             if relative.is_some_and(|rel| input_exclude.is_match(rel)) {
                 continue;
@@ -188,18 +208,17 @@ pub fn digest(
                 state.created_by_task = access.kind == AccessKind::Create;
             }
             state.written = true;
-            if state.read_before_written && relative.is_some_and(|rel| !output_exclude.is_match(rel))
+            if state.read_before_written
+                && relative.is_some_and(|rel| !output_exclude.is_match(rel))
             {
                 return Err(Uncacheable::ReadThenWritten(
                     CachePath::new(root, path).display(),
                 ));
             }
-            match relative {
-                Some(rel) if !output_exclude.is_match(rel) => {
-                    digest.outputs.insert(path.to_path_buf());
-                }
-                Some(_) => {}
-                None => {}
+            if let Some(rel) = relative
+                && !output_exclude.is_match(rel)
+            {
+                digest.outputs.insert(path.to_path_buf());
             }
         }
     }
@@ -209,7 +228,9 @@ pub fn digest(
         if state.written && !path.starts_with(root) {
             let gone = std::fs::symlink_metadata(path).is_err();
             if !(gone && state.created_by_task) {
-                return Err(Uncacheable::WroteOutsideWorkspace(path.display().to_string()));
+                return Err(Uncacheable::WroteOutsideWorkspace(
+                    path.display().to_string(),
+                ));
             }
         }
     }
@@ -244,7 +265,8 @@ impl<'a> StatMemo<'a> {
         stamp[..8].copy_from_slice(&meta.size().to_le_bytes());
         stamp[8..16].copy_from_slice(&meta.mtime().to_le_bytes());
         stamp[16..24].copy_from_slice(&meta.mtime_nsec().to_le_bytes());
-        stamp[24..32].copy_from_slice(&(meta.ctime() * 1_000_000_000 + meta.ctime_nsec()).to_le_bytes());
+        stamp[24..32]
+            .copy_from_slice(&(meta.ctime() * 1_000_000_000 + meta.ctime_nsec()).to_le_bytes());
         stamp
     }
 
@@ -398,7 +420,10 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
     let what = observation.describe();
     match observation.kind {
         ObsKind::Env => {
-            let show = |v: &str| v.strip_prefix("set:").map_or("(unset)".to_owned(), str::to_owned);
+            let show = |v: &str| {
+                v.strip_prefix("set:")
+                    .map_or("(unset)".to_owned(), str::to_owned)
+            };
             format!("{what}: {} → {}", show(before), show(now))
         }
         ObsKind::Absent if now.starts_with("present") => {

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::cache::Cache;
 use crate::cache::entry::{self, Entry, Output, PathSetRecord};
 use crate::cache::key::content;
 use crate::cache::store::Family;
-use crate::cache::Cache;
 use crate::cli::CacheCommand;
 use crate::config::Workspace;
 use crate::graph;
@@ -21,17 +21,33 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             // Take the lock first: never delete a cache another vt is writing.
             let cache = Cache::open(&dir, &workspace.root)?;
             drop(cache);
-            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
             eprintln!("vt: removed {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats => {
             let cache = Cache::open(&dir, &workspace.root)?;
-            let count = |family| cache.store().scan_prefix(family, b"").map(|rows| (rows.len(), rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()));
+            let count = |family| {
+                cache.store().scan_prefix(family, b"").map(|rows| {
+                    (
+                        rows.len(),
+                        rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+                    )
+                })
+            };
             println!("cache: {}", dir.display());
-            for (name, family) in [("entries", Family::Entries), ("path sets", Family::PathSets), ("blobs", Family::Blobs), ("stat memo", Family::StatMemo)] {
+            for (name, family) in [
+                ("entries", Family::Entries),
+                ("path sets", Family::PathSets),
+                ("blobs", Family::Blobs),
+                ("stat memo", Family::StatMemo),
+            ] {
                 let (rows, bytes) = count(family)?;
-                println!("  {name:<10} {rows:>8}  {:>10.1} KiB", bytes as f64 / 1024.0);
+                println!(
+                    "  {name:<10} {rows:>8}  {:>10.1} KiB",
+                    bytes as f64 / 1024.0
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -42,19 +58,29 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 println!("{problem}");
             }
             if problems.is_empty() {
-                eprintln!("vt: cache verified: every entry decodes and every blob matches its hash");
+                eprintln!(
+                    "vt: cache verified: every entry decodes and every blob matches its hash"
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("vt: {} problem(s) found; `vt cache clean` starts over", problems.len());
+                eprintln!(
+                    "vt: {} problem(s) found; `vt cache clean` starts over",
+                    problems.len()
+                );
                 Ok(ExitCode::FAILURE)
             }
         }
         CacheCommand::Explain { task } => {
             let cache = Cache::open(&dir, &workspace.root)?;
             let current = workspace.package_at(&cwd).unwrap_or(0);
-            let roots = graph::select(&workspace, std::slice::from_ref(&task), current, false, &[])?;
+            let roots =
+                graph::select(&workspace, std::slice::from_ref(&task), current, false, &[])?;
             let graph = graph::build(&workspace, &roots)?;
-            let node = graph.nodes.iter().find(|n| roots.contains(&n.id)).context("task not in graph")?;
+            let node = graph
+                .nodes
+                .iter()
+                .find(|n| roots.contains(&n.id))
+                .context("task not in graph")?;
             // Dependencies as they were last stored.
             let dep_keys: Vec<(String, String)> = node
                 .deps
@@ -63,7 +89,10 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     let label = graph.nodes[*d].label.clone();
                     let key = cache
                         .store()
-                        .get(Family::Meta, [b"last/".as_slice(), label.as_bytes()].concat())
+                        .get(
+                            Family::Meta,
+                            [b"last/".as_slice(), label.as_bytes()].concat(),
+                        )
                         .ok()
                         .flatten()
                         .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
@@ -73,8 +102,12 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             let plan = crate::run::plan::plan(&workspace, node, &dep_keys, &[])?;
             match cache.lookup(&plan.label, &plan.pre, &plan.env) {
-                crate::cache::Lookup::Hit { key, .. } => println!("{}: cache hit ({key})", plan.label),
-                crate::cache::Lookup::Miss { reason } => println!("{}: cache miss: {reason}", plan.label),
+                crate::cache::Lookup::Hit { key, .. } => {
+                    println!("{}: cache hit ({key})", plan.label)
+                }
+                crate::cache::Lookup::Miss { reason } => {
+                    println!("{}: cache miss: {reason}", plan.label)
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -103,10 +136,14 @@ pub fn verify(cache: &Cache) -> anyhow::Result<Vec<String>> {
         }
         for (blob, what) in blobs {
             match store.get(Family::Blobs, blob.0)? {
-                None => problems.push(format!("entry {name} ({}): blob for {what} is missing", entry.task)),
-                Some(bytes) if content(&bytes) != blob => {
-                    problems.push(format!("entry {name} ({}): blob for {what} is corrupt", entry.task))
-                }
+                None => problems.push(format!(
+                    "entry {name} ({}): blob for {what} is missing",
+                    entry.task
+                )),
+                Some(bytes) if content(&bytes) != blob => problems.push(format!(
+                    "entry {name} ({}): blob for {what} is corrupt",
+                    entry.task
+                )),
                 Some(_) => {}
             }
         }

@@ -17,12 +17,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
-    let roots = graph::select(&workspace, &args.tasks, current, args.recursive, &args.filter)?;
+    let roots = graph::select(
+        &workspace,
+        &args.tasks,
+        current,
+        args.recursive,
+        &args.filter,
+    )?;
     let graph = graph::build(&workspace, &roots)?;
     if args.dry_run {
         for node in &graph.nodes {
-            let deps: Vec<&str> = node.deps.iter().map(|d| graph.nodes[*d].label.as_str()).collect();
-            println!("{}: {}{}", node.label, node.command, if deps.is_empty() { String::new() } else { format!("  (after {})", deps.join(", ")) });
+            let deps: Vec<&str> = node
+                .deps
+                .iter()
+                .map(|d| graph.nodes[*d].label.as_str())
+                .collect();
+            println!(
+                "{}: {}{}",
+                node.label,
+                node.command,
+                if deps.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (after {})", deps.join(", "))
+                }
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -79,7 +98,11 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     execute_graph(&workspace, &graph, &args.common())
 }
 
-fn execute_graph(workspace: &Workspace, graph: &Graph, common: &crate::cli::CommonRunArgs) -> anyhow::Result<ExitCode> {
+fn execute_graph(
+    workspace: &Workspace,
+    graph: &Graph,
+    common: &crate::cli::CommonRunArgs,
+) -> anyhow::Result<ExitCode> {
     signals::install()?;
     let cache = if common.no_cache {
         None
@@ -96,9 +119,9 @@ fn execute_graph(workspace: &Workspace, graph: &Graph, common: &crate::cli::Comm
         Some(cache)
     };
     let options = Options {
-        jobs: common.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }),
+        jobs: common
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         log: common.log,
         args: common.args.clone(),
     };
@@ -115,10 +138,23 @@ fn execute_graph(workspace: &Workspace, graph: &Graph, common: &crate::cli::Comm
     })
 }
 
-fn summarize(results: &[TaskResult], elapsed: std::time::Duration, json: bool) -> anyhow::Result<()> {
-    let hits = results.iter().filter(|r| matches!(r.outcome, Outcome::Hit { .. })).count();
-    let failed = results.iter().filter(|r| matches!(r.outcome, Outcome::Failed { .. })).count();
-    let skipped = results.iter().filter(|r| matches!(r.outcome, Outcome::Skipped { .. })).count();
+fn summarize(
+    results: &[TaskResult],
+    elapsed: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let hits = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Hit { .. }))
+        .count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+        .count();
+    let skipped = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
+        .count();
     let saved_ms: u64 = results
         .iter()
         .map(|r| match r.outcome {

@@ -65,7 +65,10 @@ impl Package {
         .into_iter()
         .flat_map(|deps| deps.into_keys())
         .collect();
-        let rel = dir.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let rel = dir
+            .strip_prefix(root)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
         let name = json.name.unwrap_or_else(|| {
             dir.file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -47,9 +47,8 @@ impl Workspace {
                     PnpmWorkspace { packages: vec![] }
                 } else {
                     serde_yaml_ng::from_str(&text).map_err(|e| {
-                        let (line, column) = e
-                            .location()
-                            .map_or((1, 1), |l| (l.line(), l.column()));
+                        let (line, column) =
+                            e.location().map_or((1, 1), |l| (l.line(), l.column()));
                         ConfigError::Syntax {
                             path: pnpm.clone(),
                             line,
@@ -64,7 +63,8 @@ impl Workspace {
             if manifest.is_file() {
                 let root: RootManifest = parse_jsonc(&manifest, &read(&manifest)?)?;
                 match root.workspaces {
-                    Some(Workspaces::List(globs)) | Some(Workspaces::Object { packages: globs }) => {
+                    Some(Workspaces::List(globs))
+                    | Some(Workspaces::Object { packages: globs }) => {
                         return Workspace::load(dir, &globs);
                     }
                     None => {
@@ -109,7 +109,9 @@ impl Workspace {
         let mut dirs = Vec::new();
         if !include.is_empty() {
             collect_dirs(root, root, &mut |rel, dir| {
-                if include.is_match(rel) && !exclude.is_match(rel) && dir.join("package.json").is_file()
+                if include.is_match(rel)
+                    && !exclude.is_match(rel)
+                    && dir.join("package.json").is_file()
                 {
                     dirs.push(dir.to_path_buf());
                 }
@@ -183,18 +185,33 @@ mod tests {
     fn pnpm_npm_and_lone_packages_are_found_from_below() {
         let temp = tempfile::tempdir().expect("tempdir");
         let root = temp.path();
-        write(&root.join("pnpm-workspace.yaml"), "packages:\n  - 'packages/*'\n  - '!packages/skip'\n");
-        write(&root.join("package.json"), r#"{"name":"root","scripts":{"build":"echo root"}}"#);
-        write(&root.join("packages/a/package.json"), r#"{"name":"a","dependencies":{"b":"workspace:*"}}"#);
+        write(
+            &root.join("pnpm-workspace.yaml"),
+            "packages:\n  - 'packages/*'\n  - '!packages/skip'\n",
+        );
+        write(
+            &root.join("package.json"),
+            r#"{"name":"root","scripts":{"build":"echo root"}}"#,
+        );
+        write(
+            &root.join("packages/a/package.json"),
+            r#"{"name":"a","dependencies":{"b":"workspace:*"}}"#,
+        );
         write(&root.join("packages/b/package.json"), r#"{"name":"b"}"#);
-        write(&root.join("packages/skip/package.json"), r#"{"name":"skip"}"#);
+        write(
+            &root.join("packages/skip/package.json"),
+            r#"{"name":"skip"}"#,
+        );
         let ws = Workspace::find(&root.join("packages/a")).expect("workspace");
         let names: Vec<_> = ws.packages.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["root", "a", "b"]);
         assert_eq!(ws.package_at(&root.join("packages/a/src")), Some(1));
 
         let npm = tempfile::tempdir().expect("tempdir");
-        write(&npm.path().join("package.json"), r#"{"workspaces":["libs/*"]}"#);
+        write(
+            &npm.path().join("package.json"),
+            r#"{"workspaces":["libs/*"]}"#,
+        );
         write(&npm.path().join("libs/x/package.json"), r#"{"name":"x"}"#);
         let ws = Workspace::find(&npm.path().join("libs/x")).expect("workspace");
         assert_eq!(ws.packages.len(), 2);

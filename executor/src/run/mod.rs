@@ -42,15 +42,20 @@ pub fn run(
                     continue;
                 }
                 let node = &graph.nodes[index];
-                let deps: Vec<&TaskResult> = match node.deps.iter().map(|d| results[*d].as_ref()).collect() {
-                    Some(deps) => deps,
-                    None => continue, // a dependency is still running
-                };
+                let deps: Vec<&TaskResult> =
+                    match node.deps.iter().map(|d| results[*d].as_ref()).collect() {
+                        Some(deps) => deps,
+                        None => continue, // a dependency is still running
+                    };
                 started[index] = true;
-                if let Some(failed) = deps.iter().find(|d| {
-                    matches!(d.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. })
-                }) {
-                    eprintln!("vt: {}: skipped: {} did not succeed", node.label, failed.task);
+                if let Some(failed) = deps
+                    .iter()
+                    .find(|d| matches!(d.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. }))
+                {
+                    eprintln!(
+                        "vt: {}: skipped: {} did not succeed",
+                        node.label, failed.task
+                    );
                     results[index] = Some(TaskResult {
                         task: node.label.clone(),
                         key: String::new(),
@@ -61,8 +66,10 @@ pub fn run(
                     });
                     continue;
                 }
-                let dep_keys: Vec<(String, String)> =
-                    deps.iter().map(|d| (d.task.clone(), d.key.clone())).collect();
+                let dep_keys: Vec<(String, String)> = deps
+                    .iter()
+                    .map(|d| (d.task.clone(), d.key.clone()))
+                    .collect();
                 let plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
                 let sender = sender.clone();
                 let mode = options.log;

@@ -186,7 +186,14 @@ mod tests {
         push_chunk(&mut log, STDERR, b"err");
         push_chunk(&mut log, STDOUT, b"");
         let parsed = chunks(&log).expect("valid");
-        assert_eq!(parsed, vec![(STDOUT, &b"out\n"[..]), (STDERR, &b"err"[..]), (STDOUT, &b""[..])]);
+        assert_eq!(
+            parsed,
+            vec![
+                (STDOUT, &b"out\n"[..]),
+                (STDERR, &b"err"[..]),
+                (STDOUT, &b""[..])
+            ]
+        );
         assert!(chunks(&log[..log.len() - 2]).is_none());
         assert!(chunks(&log[..7]).is_none());
     }

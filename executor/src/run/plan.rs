@@ -9,14 +9,22 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::cache::PreRun;
 use crate::cache::key::KeyHasher;
-use crate::config::tasks::PathRules;
 use crate::config::Workspace;
+use crate::config::tasks::PathRules;
 use crate::graph::Node;
 
 /// Passed to every task but not part of its key: where things are, not what they are.
 /// (What a task finds through them, e.g. programs on PATH, is traced like any lookup.)
 const PASS_THROUGH: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TERM", "COLORTERM", "NO_COLOR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
     "FORCE_COLOR",
 ];
 /// Passed and part of the key by default: they change what programs print.
@@ -108,13 +116,18 @@ pub fn plan(
     let mut env = BTreeMap::new();
     let mut pre = PreRun::default();
     pre.add("vt", env!("CARGO_PKG_VERSION"));
-    pre.add("platform", format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH));
+    pre.add(
+        "platform",
+        format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+    );
     pre.add("package", package.rel.to_string_lossy());
     pre.add("task", node.id.task.clone());
     pre.add("command", command.clone());
     pre.add(
         "cwd",
-        cwd.strip_prefix(&workspace.root).unwrap_or(&cwd).to_string_lossy(),
+        cwd.strip_prefix(&workspace.root)
+            .unwrap_or(&cwd)
+            .to_string_lossy(),
     );
     let mut tracked_values = BTreeMap::new();
     for (name, value) in std::env::vars_os() {
@@ -130,7 +143,9 @@ pub fn plan(
     }
     // Declared names that are unset are part of the key too ("unset" → "set" is a change).
     for name in config.env.iter().filter(|n| !n.ends_with('*')) {
-        tracked_values.entry(name.clone()).or_insert_with(|| "(unset)".into());
+        tracked_values
+            .entry(name.clone())
+            .or_insert_with(|| "(unset)".into());
     }
     for (name, value) in &tracked_values {
         pre.add(format!("env {name}"), value.clone());
@@ -194,7 +209,9 @@ pub fn files_matching(root: &Path, dir: &Path, set: &GlobSet) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_dir() {
                 if name != "node_modules" && !name.to_string_lossy().starts_with('.') {
                     stack.push(path);

@@ -73,11 +73,20 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
     if lookup_was_attempted(cache, plan) {
         status_line(&plan.label, &format!("cache miss: {miss_reason}"));
     } else {
-        status_line(&plan.label, &format!("executing (not cached: {miss_reason})"));
+        status_line(
+            &plan.label,
+            &format!("executing (not cached: {miss_reason})"),
+        );
     }
     let execution = execute(plan, &mut console)?;
     let duration_ms = execution.duration.as_millis() as u64;
-    let nonce = || format!("uncached-{}-{}", std::process::id(), observe::blob_key(&execution.output).hex());
+    let nonce = || {
+        format!(
+            "uncached-{}-{}",
+            std::process::id(),
+            observe::blob_key(&execution.output).hex()
+        )
+    };
     if !execution.status.success() {
         let exit_code = execution
             .status
@@ -97,7 +106,9 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
         return Ok(TaskResult {
             task: plan.label.clone(),
             key: nonce(),
-            outcome: Outcome::NotCached { reason: miss_reason },
+            outcome: Outcome::NotCached {
+                reason: miss_reason,
+            },
             duration_ms,
         });
     };
@@ -105,7 +116,9 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
         Ok(key) => Ok(TaskResult {
             task: plan.label.clone(),
             key,
-            outcome: Outcome::Stored { reason: miss_reason },
+            outcome: Outcome::Stored {
+                reason: miss_reason,
+            },
             duration_ms,
         }),
         Err(reason) => {
@@ -141,7 +154,11 @@ fn replay(cache: &Cache, entry: &Entry, console: &mut Console) -> Result<(), Str
 }
 
 /// Stores a successful run, or says why it cannot be cached.
-fn store(cache: &Cache, plan: &Plan, execution: &super::execute::Execution) -> Result<String, String> {
+fn store(
+    cache: &Cache,
+    plan: &Plan,
+    execution: &super::execute::Execution,
+) -> Result<String, String> {
     let root = cache.root();
     let cache_dir = cache.store().path();
     let digest = observe::digest(
@@ -188,4 +205,3 @@ fn store(cache: &Cache, plan: &Plan, execution: &super::execute::Execution) -> R
         .map(|key| key.hex())
         .map_err(|e| format!("cannot write the cache: {e}"))
 }
-

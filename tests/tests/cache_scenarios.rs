@@ -1,0 +1,795 @@
+//! The cache, end to end: real workspaces in temp dirs, real `node` and `sh` builds, each
+//! mutation asserting hit or miss and the exact reason (issue 5's scenario list).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A throwaway workspace.
+struct Ws {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+/// A small node build: lists src/, bundles the .js files, honours an optional
+/// src/banner.txt, reads MODE, writes dist/out.txt and prints to both streams.
+const BUILD_JS: &str = r#"
+const fs = require("node:fs");
+const files = fs.readdirSync("src").filter((f) => f.endsWith(".js")).sort();
+const banner = fs.existsSync("src/banner.txt") ? fs.readFileSync("src/banner.txt", "utf8") : "";
+const body = files.map((f) => fs.readFileSync("src/" + f, "utf8")).join("");
+fs.mkdirSync("dist", { recursive: true });
+fs.writeFileSync("dist/out.txt", banner + body + "mode=" + (process.env.MODE ?? "none") + "\n");
+process.stdout.write("bundled " + files.length + "\n");
+process.stderr.write("warn: demo\n");
+process.stdout.write("done\n");
+"#;
+
+impl Ws {
+    fn new(files: &[(&str, &str)]) -> Ws {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(temp.path())
+            .expect("canonical")
+            .join("ws");
+        let ws = Ws { _temp: temp, root };
+        ws.write(
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"node build.js"}}"#,
+        );
+        ws.write("build.js", BUILD_JS);
+        ws.write("src/a.js", "const a = 1;\n");
+        ws.write("src/b.js", "const b = 2;\n");
+        for (path, text) in files {
+            ws.write(path, text);
+        }
+        ws
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    fn vt_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(vt_tests::vt_binary())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("LD_LIBRARY_PATH")
+            .env_remove("MODE")
+            .env_remove("CI")
+            .env("VT_CACHE_DIR", self.root.join("node_modules/.cache/vt"))
+            .envs(env.iter().copied())
+            .output()
+            .expect("vt runs")
+    }
+
+    /// `vt run TASK --json` at the root; the one requested task's result.
+    fn run(&self, task: &str, env: &[(&str, &str)]) -> Result_ {
+        self.run_args(&["run", task], env)
+    }
+
+    fn run_args(&self, args: &[&str], env: &[(&str, &str)]) -> Result_ {
+        let mut all = args.to_vec();
+        all.insert(1, "--json");
+        let output = self.vt_in(&self.root, &all, env);
+        Result_::parse(output)
+    }
+}
+
+#[derive(Debug)]
+struct Result_ {
+    output: Output,
+    json: Value,
+}
+
+impl Result_ {
+    fn parse(output: Output) -> Result_ {
+        // The JSON summary follows whatever the tasks printed on stdout.
+        let text = String::from_utf8_lossy(&output.stdout);
+        let start = if text.starts_with("{\n") {
+            Some(0)
+        } else {
+            text.rfind("\n{\n").map(|i| i + 1)
+        };
+        let json = start
+            .and_then(|i| serde_json::from_str(&text[i..]).ok())
+            .unwrap_or(Value::Null);
+        Result_ { output, json }
+    }
+
+    fn task(&self, label: &str) -> &Value {
+        self.json["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["task"] == label))
+            .unwrap_or_else(|| panic!("no result for {label}: {}", self.stderr()))
+    }
+
+    fn status(&self, label: &str) -> String {
+        self.task(label)["status"].as_str().unwrap_or("").to_owned()
+    }
+
+    fn reason(&self, label: &str) -> String {
+        self.task(label)["reason"].as_str().unwrap_or("").to_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    #[track_caller]
+    fn assert_hit(&self, label: &str) {
+        assert_eq!(self.status(label), "hit", "{label}: {}", self.stderr());
+    }
+
+    #[track_caller]
+    fn assert_miss(&self, label: &str, reason: &str) {
+        assert_eq!(self.status(label), "stored", "{label}: {}", self.stderr());
+        assert!(
+            self.reason(label).contains(reason),
+            "{label}: expected a miss because {reason:?}, got {:?}",
+            self.reason(label)
+        );
+    }
+
+    #[track_caller]
+    fn assert_not_cached(&self, label: &str, reason: &str) {
+        assert_eq!(
+            self.status(label),
+            "not_cached",
+            "{label}: {}",
+            self.stderr()
+        );
+        assert!(
+            self.reason(label).contains(reason),
+            "{label}: expected not cached because {reason:?}, got {:?}",
+            self.reason(label)
+        );
+    }
+}
+
+const APP: &str = "app#build";
+
+/// A workspace that has run `build` once (stored).
+fn built(files: &[(&str, &str)]) -> Ws {
+    let ws = Ws::new(files);
+    let first = ws.run("build", &[]);
+    first.assert_miss(APP, "no previous run");
+    ws
+}
+
+#[test]
+fn s01_an_unchanged_workspace_hits() {
+    let ws = built(&[]);
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s02_a_content_edit_misses_naming_the_file() {
+    let ws = built(&[]);
+    ws.write("src/a.js", "const a = 10;\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+}
+
+#[test]
+fn s03_touch_without_change_hits() {
+    let ws = built(&[]);
+    let file = std::fs::File::options()
+        .append(true)
+        .open(ws.path("src/a.js"))
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("touch");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s04_a_new_file_where_a_lookup_failed_misses() {
+    let ws = built(&[]);
+    ws.write("src/banner.txt", "/* banner */\n");
+    ws.run("build", &[]).assert_miss(
+        APP,
+        "src/banner.txt now exists (was missing when looked up)",
+    );
+}
+
+#[test]
+fn s05_a_deleted_input_misses() {
+    let ws = built(&[]);
+    std::fs::remove_file(ws.path("src/b.js")).expect("rm");
+    let run = ws.run("build", &[]);
+    run.assert_miss(APP, "src/b.js: deleted");
+}
+
+#[test]
+fn s06_a_directory_entry_added_misses() {
+    let ws = built(&[]);
+    ws.write("src/notes.md", "not js\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "src: directory entries changed");
+}
+
+#[test]
+fn s07_a_tracked_env_change_misses_with_both_values() {
+    let ws = built(&[("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#)]);
+    let dev = ws.run("build", &[("MODE", "development")]);
+    dev.assert_miss(APP, "env MODE: (unset) → development");
+    let prod = ws.run("build", &[("MODE", "production")]);
+    prod.assert_miss(APP, "env MODE: development → production");
+    assert!(ws.read("dist/out.txt").contains("mode=production"));
+    ws.run("build", &[("MODE", "development")]).assert_hit(APP);
+    assert!(
+        ws.read("dist/out.txt").contains("mode=development"),
+        "the hit restored dev output"
+    );
+}
+
+#[test]
+fn s08_an_untracked_env_change_hits() {
+    let ws = built(&[("vt.json", r#"{"tasks":{"build":{"untrackedEnv":["CI"]}}}"#)]);
+    ws.run("build", &[("CI", "true")]).assert_hit(APP);
+}
+
+#[test]
+fn s09_an_undeclared_env_var_is_not_passed_so_it_cannot_matter() {
+    let ws = built(&[]);
+    let run = ws.run("build", &[("MODE", "production")]);
+    run.assert_hit(APP);
+    assert!(ws.read("dist/out.txt").contains("mode=none"));
+}
+
+fn two_packages() -> Ws {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+        ),
+        (
+            "packages/lib/package.json",
+            r#"{"name":"lib","scripts":{"build":"mkdir -p dist && cp src/index.js dist/index.js"}}"#,
+        ),
+        ("packages/lib/src/index.js", "export const v = 1;\n"),
+        (
+            "packages/app/package.json",
+            r#"{"name":"app","scripts":{"build":"cat ../lib/dist/index.js > out.js"},"dependencies":{"lib":"*"}}"#,
+        ),
+        (
+            "packages/app/vt.json",
+            r#"{"tasks":{"build":{"dependsOn":["^build"]}}}"#,
+        ),
+    ]);
+    ws
+}
+
+#[test]
+fn s10_a_dependency_output_change_misses_downstream() {
+    let ws = two_packages();
+    let first = ws.run("app#build", &[]);
+    first.assert_miss("lib#build", "no previous run");
+    first.assert_miss(APP, "no previous run");
+    let second = ws.run("app#build", &[]);
+    second.assert_hit("lib#build");
+    second.assert_hit(APP);
+    ws.write("packages/lib/src/index.js", "export const v = 2;\n");
+    let third = ws.run("app#build", &[]);
+    third.assert_miss("lib#build", "packages/lib/src/index.js: content changed");
+    third.assert_miss(APP, "dependency lib#build changed");
+    assert_eq!(ws.read("packages/app/out.js"), "export const v = 2;\n");
+}
+
+#[test]
+fn s11_a_replaced_toolchain_binary_misses() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"mytool > out.txt"}}"#,
+    )]);
+    let tools = ws.root.parent().expect("parent").join("toolchain");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let tool = tools.join("mytool");
+    std::fs::write(&tool, "#!/bin/sh\necho v1\n").expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&tool)
+        .status()
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ws.run("build", &[("PATH", &path)])
+        .assert_miss(APP, "no previous run");
+    ws.run("build", &[("PATH", &path)]).assert_hit(APP);
+    std::fs::write(&tool, "#!/bin/sh\necho v2\n").expect("write");
+    ws.run("build", &[("PATH", &path)])
+        .assert_miss(APP, &format!("{}: content changed", tool.display()));
+    assert_eq!(ws.read("out.txt"), "v2\n");
+}
+
+#[test]
+fn s12_a_retargeted_symlink_misses() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"cat current > out.txt"}}"#,
+        ),
+        ("one.txt", "one\n"),
+        ("two.txt", "two\n"),
+    ]);
+    std::os::unix::fs::symlink("one.txt", ws.path("current")).expect("symlink");
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    std::fs::remove_file(ws.path("current")).expect("rm");
+    std::os::unix::fs::symlink("two.txt", ws.path("current")).expect("symlink");
+    ws.run("build", &[])
+        .assert_miss(APP, "current: content changed");
+    assert_eq!(ws.read("out.txt"), "two\n");
+}
+
+#[test]
+fn s13_a_moved_workspace_still_hits() {
+    let ws = built(&[]);
+    let moved = ws.root.parent().expect("parent").join("moved");
+    std::fs::rename(&ws.root, &moved).expect("mv");
+    let output = Command::new(vt_tests::vt_binary())
+        .args(["run", "build", "--json"])
+        .current_dir(&moved)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("MODE")
+        .env("VT_CACHE_DIR", moved.join("node_modules/.cache/vt"))
+        .output()
+        .expect("vt runs");
+    Result_::parse(output).assert_hit(APP);
+}
+
+#[test]
+fn s14_two_branches_alternating_hit_on_both() {
+    let ws = built(&[]);
+    ws.write("src/a.js", "const a = 'branch';\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+    ws.write("src/a.js", "const a = 1;\n");
+    ws.run("build", &[]).assert_hit(APP);
+    ws.write("src/a.js", "const a = 'branch';\n");
+    ws.run("build", &[]).assert_hit(APP);
+    assert!(ws.read("dist/out.txt").contains("branch"));
+}
+
+#[test]
+fn s15_an_output_deleted_by_the_user_is_restored() {
+    let ws = built(&[]);
+    let before = ws.read("dist/out.txt");
+    std::fs::remove_dir_all(ws.path("dist")).expect("rm");
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(ws.read("dist/out.txt"), before);
+}
+
+#[test]
+fn s16_a_failing_task_is_not_cached() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"echo trying; exit 3"}}"#,
+    )]);
+    let run = ws.run("build", &[]);
+    assert_eq!(run.status(APP), "failed");
+    assert_eq!(
+        run.output.status.code(),
+        Some(3),
+        "vt exits with the task's status"
+    );
+    let again = ws.run("build", &[]);
+    assert_eq!(
+        again.status(APP),
+        "failed",
+        "ran again: failures are never cached"
+    );
+}
+
+#[test]
+fn s17_read_then_written_is_not_cached_and_names_the_file() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"cat counter.txt > /dev/null; echo x >> counter.txt"}}"#,
+        ),
+        ("counter.txt", "0\n"),
+    ]);
+    ws.run("build", &[])
+        .assert_not_cached(APP, "counter.txt was read and then written");
+}
+
+#[test]
+fn s18_an_output_changed_by_the_user_is_put_back() {
+    let ws = built(&[]);
+    let before = ws.read("dist/out.txt");
+    ws.write("dist/out.txt", "scribbled\n");
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(ws.read("dist/out.txt"), before);
+}
+
+#[test]
+fn s19_stdout_and_stderr_are_replayed_byte_for_byte() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"printf 'o1\\n'; printf 'e1\\n' >&2; printf 'o2 \\001\\n'; printf 'e2' >&2"}}"#,
+    )]);
+    let first = ws.run("build", &[]);
+    let second = ws.run("build", &[]);
+    second.assert_hit(APP);
+    let stdout = |r: &Result_| {
+        // --json prints the summary after the task output.
+        let text = String::from_utf8_lossy(&r.output.stdout).into_owned();
+        text[..text.find("{\n").unwrap_or(text.len())].to_owned()
+    };
+    assert_eq!(stdout(&first), "o1\no2 \u{1}\n");
+    assert_eq!(stdout(&second), stdout(&first));
+    // The task's bytes, then vt's summary (which follows "e2" on the same line).
+    let task_stderr = |r: &Result_| {
+        let text = r.stderr();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("vt: app#build"))
+            .collect();
+        let joined = lines.join("\n");
+        joined[..joined.find("vt: 1 task").unwrap_or(joined.len())].to_owned()
+    };
+    assert_eq!(task_stderr(&first), "e1\ne2");
+    assert_eq!(task_stderr(&second), task_stderr(&first));
+}
+
+#[test]
+fn s20_a_changed_command_misses() {
+    let ws = built(&[]);
+    ws.write(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"node build.js --fast"}}"#,
+    );
+    ws.run("build", &[]).assert_miss(APP, "command changed");
+}
+
+#[test]
+fn s21_extra_arguments_are_part_of_the_key() {
+    let ws = built(&[]);
+    ws.run_args(&["run", "build", "--", "--verbose"], &[])
+        .assert_miss(APP, "command changed");
+    ws.run_args(&["run", "build", "--", "--verbose"], &[])
+        .assert_hit(APP);
+}
+
+#[test]
+fn s22_cache_false_is_not_cached() {
+    let ws = Ws::new(&[("vt.json", r#"{"tasks":{"build":{"cache":false}}}"#)]);
+    ws.run("build", &[]).assert_not_cached(APP, "cache: false");
+}
+
+#[test]
+fn s23_a_corrupt_entry_is_a_miss_with_a_reason() {
+    let ws = built(&[]);
+    let dir = ws.path("node_modules/.cache/vt");
+    {
+        let (store, _) = executor::cache::store::Store::open(&dir).expect("open");
+        let mut batch = executor::cache::store::Batch::default();
+        for (key, _) in store
+            .scan_prefix(executor::cache::store::Family::Entries, b"")
+            .expect("scan")
+        {
+            batch.put(
+                executor::cache::store::Family::Entries,
+                key,
+                b"\x01garbage".to_vec(),
+            );
+        }
+        store.write(batch).expect("write");
+    }
+    let run = ws.run("build", &[]);
+    run.assert_miss(APP, "corrupt");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s24_a_second_vt_waits_and_names_the_holder() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"sleep 2; echo slow > out.txt"},"private":true}"#,
+    )]);
+    let mut first = Command::new(vt_tests::vt_binary())
+        .args(["run", "build"])
+        .current_dir(&ws.root)
+        .env("VT_CACHE_DIR", ws.path("node_modules/.cache/vt"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("first vt");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let second = ws.run("build", &[]);
+    assert!(first.wait().expect("first").success());
+    assert!(
+        second
+            .stderr()
+            .contains(&format!("in use by vt (pid {})", first.id())),
+        "{}",
+        second.stderr()
+    );
+    second.assert_hit(APP);
+}
+
+#[test]
+fn s25_a_deletion_is_an_output_and_is_replayed() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"rm -f stale.txt; cat src/a.js > out.txt"}}"#,
+        ),
+        ("stale.txt", "old\n"),
+    ]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    ws.write("stale.txt", "old\n");
+    ws.run("build", &[]).assert_hit(APP);
+    assert!(
+        !ws.path("stale.txt").exists(),
+        "the replay deleted it again"
+    );
+}
+
+#[test]
+fn s26_a_cycle_is_reported_before_anything_runs() {
+    let ws = Ws::new(&[(
+        "vt.json",
+        r#"{"tasks":{"build":{"dependsOn":["lint"]},"lint":{"command":"touch ran","dependsOn":["build"]}}}"#,
+    )]);
+    let out = ws.vt_in(&ws.root, &["run", "build"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app#build → app#lint → app#build"), "{err}");
+    assert!(!ws.path("ran").exists());
+}
+
+#[test]
+fn s27_a_config_error_names_file_line_and_column() {
+    let ws = Ws::new(&[(
+        "vt.json",
+        "{\n  \"tasks\": {\n    \"build\": { \"comand\": \"x\" }\n  }\n}\n",
+    )]);
+    let out = ws.vt_in(&ws.root, &["run", "build"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vt.json:3:") && err.contains("unknown field `comand`"),
+        "{err}"
+    );
+    assert!(!ws.path("dist").exists(), "nothing ran");
+}
+
+#[test]
+fn s28_a_missing_tool_fails_clearly() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"no-such-tool-xyz --build"}}"#,
+    )]);
+    let run = ws.run("build", &[]);
+    assert_eq!(run.status(APP), "failed");
+    assert!(
+        run.stderr().contains("no-such-tool-xyz"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run.output.status.code(), Some(127));
+}
+
+#[test]
+fn s29_exec_caches_an_ad_hoc_command() {
+    let ws = Ws::new(&[("input.txt", "in\n")]);
+    let exec = |ws: &Ws| {
+        Result_::parse(ws.vt_in(
+            &ws.root,
+            &[
+                "exec",
+                "--json",
+                "--",
+                "sh",
+                "-c",
+                "cat input.txt > copy.txt",
+            ],
+            &[],
+        ))
+    };
+    let label = "exec: sh -c 'cat input.txt > copy.txt'";
+    assert_eq!(exec(&ws).status(label), "stored");
+    assert_eq!(exec(&ws).status(label), "hit");
+    ws.write("input.txt", "changed\n");
+    let third = exec(&ws);
+    third.assert_miss(label, "input.txt: content changed");
+    assert_eq!(ws.read("copy.txt"), "changed\n");
+}
+
+#[test]
+fn s30_a_declared_input_glob_counts_even_if_unread() {
+    let ws = built(&[
+        (
+            "vt.json",
+            r#"{"tasks":{"build":{"input":[{"auto":true},"docs/*.md"]}}}"#,
+        ),
+        ("docs/guide.md", "v1\n"),
+    ]);
+    ws.write("docs/guide.md", "v2\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "docs/guide.md: content changed");
+}
+
+#[test]
+fn s31_a_negative_input_glob_ignores_what_the_task_read() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"cat src/a.js docs/readme.md > out.txt"}}"#,
+        ),
+        (
+            "vt.json",
+            r#"{"tasks":{"build":{"input":[{"auto":true},"!docs/**"]}}}"#,
+        ),
+        ("docs/readme.md", "v1\n"),
+    ]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    ws.write("docs/readme.md", "v2\n");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s32_a_negative_output_glob_is_not_archived() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"mkdir -p dist && cat src/a.js > dist/main.js && echo stats > dist/stats.html"}}"#,
+        ),
+        (
+            "vt.json",
+            r#"{"tasks":{"build":{"output":[{"auto":true},"!dist/stats.html"]}}}"#,
+        ),
+    ]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    std::fs::remove_dir_all(ws.path("dist")).expect("rm");
+    ws.run("build", &[]).assert_hit(APP);
+    assert!(ws.path("dist/main.js").exists());
+    assert!(!ws.path("dist/stats.html").exists());
+}
+
+#[test]
+fn s33_dependents_of_a_failed_task_do_not_run() {
+    let ws = two_packages();
+    ws.write(
+        "packages/lib/package.json",
+        r#"{"name":"lib","scripts":{"build":"exit 1"}}"#,
+    );
+    let run = ws.run("app#build", &[]);
+    assert_eq!(run.status("lib#build"), "failed");
+    assert_eq!(run.status(APP), "skipped");
+    assert!(!ws.path("packages/app/out.js").exists());
+}
+
+#[test]
+fn s34_no_cache_runs_anyway() {
+    let ws = built(&[]);
+    let run = ws.run_args(&["run", "build", "--no-cache"], &[]);
+    run.assert_not_cached(APP, "--no-cache");
+}
+
+#[test]
+fn s35_an_unrelated_new_file_hits() {
+    let ws = built(&[]);
+    ws.write("notes/todo.md", "later\n");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s36_content_changed_and_changed_back_hits() {
+    let ws = built(&[]);
+    ws.write("src/a.js", "const a = 99;\n");
+    ws.write("src/a.js", "const a = 1;\n");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s37_a_dependency_in_node_modules_is_an_input() {
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"node -e \"require('fs').writeFileSync('out.txt', String(require('dep')))\""}}"#,
+        ),
+        (
+            "node_modules/dep/package.json",
+            r#"{"name":"dep","main":"index.js"}"#,
+        ),
+        ("node_modules/dep/index.js", "module.exports = 1;\n"),
+    ]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    ws.run("build", &[]).assert_hit(APP);
+    ws.write("node_modules/dep/index.js", "module.exports = 2;\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "node_modules/dep/index.js: content changed");
+    assert_eq!(ws.read("out.txt"), "2");
+}
+
+#[test]
+fn s38_module_resolution_misses_when_a_closer_candidate_appears() {
+    // node looked for ./lib.js before ./lib/index.js: creating lib.js changes the result.
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"app","scripts":{"build":"node -e \"require('fs').writeFileSync('out.txt', String(require('./lib')))\""}}"#,
+        ),
+        ("lib/index.js", "module.exports = 'dir';\n"),
+    ]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    ws.write("lib.js", "module.exports = 'file';\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "lib.js now exists (was missing when looked up)");
+    assert_eq!(ws.read("out.txt"), "file");
+}
+
+#[test]
+fn s39_a_tracing_gap_is_not_cached() {
+    // A relative lookup from a deleted directory cannot be named: a gap.
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"mkdir -p gone && cd gone && rmdir ../gone && cat x 2>/dev/null; true"}}"#,
+    )]);
+    ws.run("build", &[]).assert_not_cached(APP, "tracing gap");
+}
+
+#[test]
+fn s40_writing_outside_the_workspace_is_not_cached() {
+    let ws = Ws::new(&[]);
+    let outside = ws.root.parent().expect("parent").join("elsewhere.txt");
+    ws.write(
+        "package.json",
+        &format!(
+            r#"{{"name":"app","scripts":{{"build":"echo hi > {}"}}}}"#,
+            outside.display()
+        ),
+    );
+    ws.run("build", &[])
+        .assert_not_cached(APP, "outside the workspace");
+}
+
+#[test]
+fn s41_temporary_files_outside_the_workspace_are_fine() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"t=$(mktemp) && cat src/a.js > $t && cp $t out.txt && rm $t"}}"#,
+    )]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    ws.run("build", &[]).assert_hit(APP);
+}
+
+#[test]
+fn s42_explain_says_what_changed() {
+    let ws = built(&[]);
+    ws.write("src/b.js", "const b = 3;\n");
+    let out = ws.vt_in(&ws.root, &["cache", "explain", "build"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("app#build: cache miss: src/b.js: content changed"),
+        "{text}"
+    );
+    let verify = ws.vt_in(&ws.root, &["cache", "verify"], &[]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn s43_a_declared_env_that_becomes_set_misses() {
+    let ws = built(&[("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#)]);
+    ws.run("build", &[("MODE", "x")])
+        .assert_miss(APP, "env MODE: (unset) → x");
+}
