@@ -249,7 +249,7 @@ fn s09_an_undeclared_env_var_is_not_passed_so_it_cannot_matter() {
 }
 
 fn two_packages() -> Ws {
-    let ws = Ws::new(&[
+    Ws::new(&[
         (
             "package.json",
             r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
@@ -267,8 +267,7 @@ fn two_packages() -> Ws {
             "packages/app/vt.json",
             r#"{"tasks":{"build":{"dependsOn":["^build"]}}}"#,
         ),
-    ]);
-    ws
+    ])
 }
 
 #[test]
