@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Fully cached `vt run build -r` on a generated 100-package workspace.
+
+Each package's build copies its source into dist/ (sh, cat); every tenth package depends on
+the one before it. The first run executes and stores all 100 tasks; then rounds of the fully
+cached run (with dist/ deleted each time, so every output is restored) are timed.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def generate(root: Path, packages: int = 100) -> None:
+    root.mkdir(parents=True)
+    (root / "package.json").write_text(json.dumps({"name": "root", "private": True, "workspaces": ["packages/*"]}))
+    for i in range(packages):
+        pkg = root / "packages" / f"p{i:03}"
+        (pkg / "src").mkdir(parents=True)
+        manifest = {"name": f"p{i:03}", "scripts": {"build": "mkdir -p dist && cat src/index.js > dist/index.js"}}
+        if i % 10 and i > 0:
+            manifest["dependencies"] = {f"p{i - 1:03}": "*"}
+            (pkg / "vt.json").write_text(json.dumps({"tasks": {"build": {"dependsOn": ["^build"]}}}))
+        (pkg / "package.json").write_text(json.dumps(manifest))
+        (pkg / "src" / "index.js").write_text(f"export const id = {i};\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    default_vt = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target")) / "release" / "vt"
+    parser.add_argument("--vt", default=str(default_vt))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vt-bench-cached-"))
+    root = work / "ws"
+    generate(root)
+    env = dict(os.environ, VT_CACHE_DIR=str(work / "cache"))
+
+    def vt_run():
+        for dist in root.glob("packages/*/dist"):
+            shutil.rmtree(dist)
+        start = time.perf_counter()
+        out = subprocess.run([args.vt, "run", "build", "-r", "--json"], cwd=root, env=env,
+                             check=True, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        summary = json.loads(out.stdout[out.stdout.index("{\n"):])["summary"]
+        return elapsed, summary
+
+    cold, summary = vt_run()
+    assert summary["cached"] == 0, summary
+    warm = []
+    for _ in range(args.rounds):
+        elapsed, summary = vt_run()
+        assert summary["cached"] == 100, summary
+        warm.append(elapsed)
+    median = statistics.median(warm)
+    print(f"machine: {os.cpu_count()} cores; rounds: {args.rounds}\n")
+    print("| workload | first run: 100 tasks executed (s) | fully cached run (s, median) | per task (ms) |")
+    print("|---|---|---|---|")
+    print(f"| 100 packages, `vt run build -r` | {cold:.2f} | {median:.2f} | {median * 1000 / 100:.1f} |")
+    shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
