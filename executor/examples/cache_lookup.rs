@@ -18,7 +18,10 @@ fn main() -> anyhow::Result<()> {
     let root = temp.path().join("ws");
     std::fs::create_dir_all(root.join("src"))?;
     for i in 0..200 {
-        std::fs::write(root.join(format!("src/f{i}.js")), format!("export const v{i} = {i};\n"))?;
+        std::fs::write(
+            root.join(format!("src/f{i}.js")),
+            format!("export const v{i} = {i};\n"),
+        )?;
     }
     let cache = Cache::open(&temp.path().join("cache"), &root)?;
     let env = BTreeMap::new();
@@ -56,7 +59,10 @@ fn main() -> anyhow::Result<()> {
             cache.put(&entry, Batch::default())?;
         }
     }
-    println!("filled 10000 entries in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "filled 10000 entries in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let rounds = 5;
     let mut hit_times = Vec::new();
