@@ -77,32 +77,11 @@ pub struct ExecArgs {
     /// Run inside the hermetic sandbox (not available yet: issue 7).
     #[arg(long)]
     pub sandbox: bool,
-    /// The task to run (omit it and give `-- CMD ARGS…` for an ad-hoc command).
+    /// The task to run; without it, what follows `--` is an ad-hoc command.
     #[arg(value_name = "TASK")]
     pub task: Option<String>,
-    #[arg(short = 'j', long = "jobs", hide = true)]
-    pub jobs: Option<usize>,
-    #[arg(long)]
-    pub no_cache: bool,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, value_enum, default_value = "interleaved")]
-    pub log: crate::run::output::LogMode,
-    /// The ad-hoc command and its arguments.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
-}
-
-impl ExecArgs {
-    pub fn common(&self) -> CommonRunArgs {
-        CommonRunArgs {
-            jobs: Some(1),
-            no_cache: self.no_cache,
-            json: self.json,
-            log: self.log,
-            args: Vec::new(),
-        }
-    }
+    #[command(flatten)]
+    pub common: CommonRunArgs,
 }
 
 #[derive(Debug, Subcommand)]

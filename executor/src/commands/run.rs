@@ -57,8 +57,9 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
-    let graph = match (&args.task, args.command.is_empty()) {
-        (Some(task), true) => {
+    let mut common = args.common;
+    let graph = match &args.task {
+        Some(task) => {
             let roots = graph::select(&workspace, std::slice::from_ref(task), current, false, &[])?;
             let mut graph = graph::build(&workspace, &roots)?;
             // `exec` runs the one task, not what it depends on.
@@ -68,9 +69,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
             }
             graph
         }
-        (None, false) => {
-            let command: Vec<String> = args
-                .command
+        None if !common.args.is_empty() => {
+            let command: Vec<String> = std::mem::take(&mut common.args)
                 .iter()
                 .map(|a| crate::run::plan::quote(&a.to_string_lossy()))
                 .collect();
@@ -93,9 +93,9 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 }],
             }
         }
-        _ => anyhow::bail!("give either a task name or `-- COMMAND ARGS…`, not both"),
+        None => anyhow::bail!("give a task name, or an ad-hoc command after `--`"),
     };
-    execute_graph(&workspace, &graph, &args.common())
+    execute_graph(&workspace, &graph, &common)
 }
 
 fn execute_graph(

@@ -79,7 +79,8 @@ fn file_name(out: &mut [u8; 4096], dir: &[u8], pid: u64, n: u64) -> Option<()> {
     push(b"\0")
 }
 
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+/// `n` in decimal, written at the end of `digits` (no allocation, no formatting machinery).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;

@@ -84,9 +84,10 @@ fn base_dir(dir: Dir, out: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
             usize::try_from(r).ok()?.checked_sub(1)?
         }
         Dir::Fd(fd) => {
-            let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-            let mut digits = [0u8; 10];
-            let text = decimal(u32::try_from(fd).ok()?, &mut digits);
+            let mut link = [0u8; 40];
+            link[..14].copy_from_slice(b"/proc/self/fd/");
+            let mut digits = [0u8; 20];
+            let text = crate::buffer::decimal(u64::try_from(fd).ok()?, &mut digits);
             link[14..14 + text.len()].copy_from_slice(text);
             // SAFETY: `link` is NUL-terminated; readlink writes at most PATH_MAX bytes.
             let r = unsafe {
@@ -110,16 +111,4 @@ fn base_dir(dir: Dir, out: &mut [u8; PATH_MAX]) -> Option<&[u8]> {
         return None;
     }
     Some(name)
-}
-
-fn decimal(mut n: u32, digits: &mut [u8; 10]) -> &[u8] {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &digits[start..];
-        }
-    }
 }
