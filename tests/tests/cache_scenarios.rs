@@ -792,3 +792,51 @@ fn s43_a_declared_env_that_becomes_set_misses() {
     ws.run("build", &[("MODE", "x")])
         .assert_miss(APP, "env MODE: (unset) → x");
 }
+
+#[test]
+fn s44_sigterm_stops_the_task_tree_and_leaves_the_cache_consistent() {
+    let marker = format!("vt-s44-{}", std::process::id());
+    let ws = Ws::new(&[(
+        "package.json",
+        &format!(
+            r#"{{"name":"app","scripts":{{"build":"echo started > started.txt; sleep 30 # {marker}\n echo late > late.txt"}}}}"#
+        ),
+    )]);
+    let mut vt = Command::new(vt_tests::vt_binary())
+        .args(["run", "build"])
+        .current_dir(&ws.root)
+        .env("VT_CACHE_DIR", ws.path("node_modules/.cache/vt"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ws.path("started.txt").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling the vt we started.
+    unsafe { libc::kill(vt.id() as i32, libc::SIGTERM) };
+    let status = vt.wait().expect("vt exits");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let survivors = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .expect("pgrep");
+    assert!(
+        survivors.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
+    assert!(!ws.path("late.txt").exists());
+    let verify = ws.vt_in(&ws.root, &["cache", "verify"], &[]);
+    assert!(verify.status.success());
+    // The interrupted run was not stored.
+    ws.write(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"echo ok"}}"#,
+    );
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+}

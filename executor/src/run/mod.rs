@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod task;
 
 use std::ffi::OsString;
@@ -34,6 +35,7 @@ pub fn run(
     let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>)>();
     let mut running = 0;
     let mut first_error = None;
+    progress::start(n);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         loop {
             // Start what is ready.
@@ -74,6 +76,7 @@ pub fn run(
                 let sender = sender.clone();
                 let mode = options.log;
                 running += 1;
+                progress::running(&node.label);
                 scope.spawn(move || {
                     let result = run_task(&plan, cache, mode);
                     let _ = sender.send((index, result));
@@ -94,10 +97,12 @@ pub fn run(
                 break;
             };
             running -= 1;
+            progress::finished_one();
             match result {
                 Ok(result) => {
                     if let Outcome::Failed { reason, .. } = &result.outcome {
-                        eprintln!("vt: {}: failed: {reason}", result.task);
+                        let task = &result.task;
+                        progress::print(|| eprintln!("vt: {task}: failed: {reason}"));
                     }
                     results[index] = Some(result);
                 }
@@ -108,6 +113,7 @@ pub fn run(
         }
         Ok(())
     })?;
+    progress::finish();
     if let Some(error) = first_error {
         return Err(error);
     }

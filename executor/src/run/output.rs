@@ -80,9 +80,11 @@ impl Console {
         match self.mode {
             LogMode::Grouped => {
                 let _guard = CONSOLE.lock();
-                for (stream, bytes) in chunks(log).unwrap_or_default() {
-                    write_unlocked(stream, bytes);
-                }
+                super::progress::print(|| {
+                    for (stream, bytes) in chunks(log).unwrap_or_default() {
+                        write_unlocked(stream, bytes);
+                    }
+                });
             }
             LogMode::Labeled => {
                 for slot in 0..2 {
@@ -111,7 +113,7 @@ impl Console {
 
 fn write_stream(stream: u8, bytes: &[u8]) {
     let _guard = CONSOLE.lock();
-    write_unlocked(stream, bytes);
+    super::progress::print(|| write_unlocked(stream, bytes));
 }
 
 fn write_unlocked(stream: u8, bytes: &[u8]) {

@@ -39,7 +39,7 @@ pub struct TaskResult {
 }
 
 fn status_line(label: &str, message: &str) {
-    eprintln!("vt: {label}: {message}");
+    super::progress::print(|| eprintln!("vt: {label}: {message}"));
 }
 
 /// Runs `plan` with the cache (if any).
