@@ -840,3 +840,15 @@ fn s44_sigterm_stops_the_task_tree_and_leaves_the_cache_consistent() {
     );
     ws.run("build", &[]).assert_miss(APP, "no previous run");
 }
+
+#[test]
+fn s45_deleting_the_output_directory_after_a_rebuild_still_hits() {
+    // The stored run found dist/ already there (mkdir -p only looked it up).
+    let ws = built(&[]);
+    ws.write("src/a.js", "const a = 5;\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+    std::fs::remove_dir_all(ws.path("dist")).expect("rm");
+    ws.run("build", &[]).assert_hit(APP);
+    assert!(ws.read("dist/out.txt").contains("const a = 5;"));
+}

@@ -222,6 +222,22 @@ pub fn digest(
             }
         }
     }
+    // A directory the task writes into (`mkdir -p dist`, then `dist/bundle.js`) is its own
+    // output area: whether it existed beforehand is not an input (restoring the outputs
+    // recreates it), or deleting `dist/` would turn the next run into a miss.
+    let output_dirs: BTreeSet<CachePath> = digest
+        .outputs
+        .iter()
+        .flat_map(|p| {
+            p.ancestors()
+                .skip(1)
+                .take_while(|a| a.starts_with(root))
+                .map(|a| CachePath::new(root, a))
+        })
+        .collect();
+    digest.inputs.retain(|o| {
+        !(matches!(o.kind, ObsKind::Meta | ObsKind::Absent) && output_dirs.contains(&o.path))
+    });
     // Outside the workspace a change cannot be replayed: only a temporary file the task
     // created and removed again is harmless.
     for (path, state) in &states {
