@@ -8,5 +8,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod graph;
+pub mod ipc;
 pub mod run;
 pub mod signals;

@@ -96,7 +96,13 @@ pub struct Observation {
 impl Observation {
     pub fn describe(&self) -> String {
         match self.kind {
-            ObsKind::Env => format!("env {}", self.path.display()),
+            ObsKind::Env => {
+                let name = self.path.display();
+                match name.strip_prefix("=glob ") {
+                    Some(glob) => format!("env {glob}"),
+                    None => format!("env {name}"),
+                }
+            }
             _ => self.path.display(),
         }
     }
@@ -144,12 +150,21 @@ pub fn is_noise(path: &Path, cache_dir: &Path) -> bool {
 }
 
 /// Reads a log into inputs and outputs, in the order the calls were made.
+/// What, besides config globs, is left out of a run's inputs and outputs: paths tools
+/// declared with `ignoreInput` / `ignoreOutput` (whole subtrees).
+#[derive(Debug, Default, Clone)]
+pub struct Ignored {
+    pub inputs: Vec<PathBuf>,
+    pub outputs: Vec<PathBuf>,
+}
+
 pub fn digest(
     log: &AccessLog,
     root: &Path,
     cache_dir: &Path,
     input_exclude: &GlobSet,
     output_exclude: &GlobSet,
+    ignored: &Ignored,
 ) -> Result<Digest, Uncacheable> {
     if let Some(gap) = log.gaps.first() {
         return Err(Uncacheable::Gap(format!("{}: {}", gap.syscall, gap.reason)));
@@ -190,7 +205,9 @@ pub fn digest(
                 }
                 continue;
             }
-            if relative.is_some_and(|rel| input_exclude.is_match(rel)) {
+            if relative.is_some_and(|rel| input_exclude.is_match(rel))
+                || crate::ipc::is_under(path, &ignored.inputs)
+            {
                 continue;
             }
             let kind = match access.kind {
@@ -208,16 +225,18 @@ pub fn digest(
                 state.created_by_task = access.kind == AccessKind::Create;
             }
             state.written = true;
+            let output_ignored = relative.is_some_and(|rel| output_exclude.is_match(rel))
+                || crate::ipc::is_under(path, &ignored.outputs);
             if state.read_before_written
-                && relative.is_some_and(|rel| !output_exclude.is_match(rel))
+                && relative.is_some()
+                && !output_ignored
+                && !crate::ipc::is_under(path, &ignored.inputs)
             {
                 return Err(Uncacheable::ReadThenWritten(
                     CachePath::new(root, path).display(),
                 ));
             }
-            if let Some(rel) = relative
-                && !output_exclude.is_match(rel)
-            {
+            if relative.is_some() && !output_ignored {
                 digest.outputs.insert(path.to_path_buf());
             }
         }
@@ -241,7 +260,8 @@ pub fn digest(
     // Outside the workspace a change cannot be replayed: only a temporary file the task
     // created and removed again is harmless.
     for (path, state) in &states {
-        if state.written && !path.starts_with(root) {
+        if state.written && !path.starts_with(root) && !crate::ipc::is_under(path, &ignored.outputs)
+        {
             let gone = std::fs::symlink_metadata(path).is_err();
             if !(gone && state.created_by_task) {
                 return Err(Uncacheable::WroteOutsideWorkspace(
@@ -341,7 +361,11 @@ pub fn observe(
     memo: &StatMemo<'_>,
 ) -> String {
     if observation.kind == ObsKind::Env {
-        return match env.get(&observation.path.display()) {
+        let name = observation.path.display();
+        if let Some(glob) = name.strip_prefix("=glob ") {
+            return crate::ipc::glob_value(glob, env);
+        }
+        return match env.get(&name) {
             Some(value) => format!("set:{value}"),
             None => "unset".into(),
         };
@@ -435,6 +459,9 @@ pub fn post_key(pre: &Key, path_set: &Key, values: &[String]) -> Key {
 pub fn explain_change(observation: &Observation, before: &str, now: &str) -> String {
     let what = observation.describe();
     match observation.kind {
+        ObsKind::Env if observation.path.0.starts_with(b"=glob ") => {
+            format!("{what}: the matching variables changed")
+        }
         ObsKind::Env => {
             let show = |v: &str| {
                 v.strip_prefix("set:")

@@ -13,6 +13,8 @@ use super::plan::Plan;
 use crate::signals;
 
 pub struct Execution {
+    /// What the task's tools said over IPC.
+    pub ipc: crate::ipc::Report,
     pub status: ExitStatus,
     pub log: AccessLog,
     /// Captured stdout/stderr chunks.
@@ -34,10 +36,14 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_write))
         .stderr(Stdio::from(err_write));
+    let mut ipc = crate::ipc::TaskIpc::start()
+        .with_context(|| format!("{}: cannot start the task's IPC server", plan.label))?;
+    ipc.attach(&mut command);
     // `spawn` consumes the command: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
     let child = sandbox::trace::spawn(command)
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
+    ipc.spawned();
     let pid = child.id();
     signals::register_tree(pid);
     let output = capture(out_read, err_read, console);
@@ -47,7 +53,9 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         signals::wait_for_shutdown();
     }
     let (status, log) = waited.with_context(|| format!("{}: tracing failed", plan.label))?;
+    let ipc = ipc.finish();
     Ok(Execution {
+        ipc,
         status,
         log,
         output,

@@ -46,7 +46,9 @@ fn status_line(label: &str, message: &str) {
 pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Result<TaskResult> {
     let mut console = Console::new(mode, &plan.label);
     let lookup = match cache {
-        Some(cache) if plan.cacheable => Some(cache.lookup(&plan.label, &plan.pre, &plan.env)),
+        Some(cache) if plan.cacheable => {
+            Some(cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env()))
+        }
         _ => None,
     };
     let miss_reason = match lookup {
@@ -161,12 +163,24 @@ fn store(
 ) -> Result<String, String> {
     let root = cache.root();
     let cache_dir = cache.store().path();
+    let report = &execution.ipc;
+    if let Some(who) = &report.disabled_by {
+        return Err(format!("disabled by {who}"));
+    }
+    if let Some(error) = report.errors.first() {
+        return Err(format!("the task's IPC server could not serve it: {error}"));
+    }
+    let ignored = observe::Ignored {
+        inputs: report.ignored_inputs.clone(),
+        outputs: report.ignored_outputs.clone(),
+    };
     let digest = observe::digest(
         &execution.log,
         root,
         cache_dir,
         &plan.input_exclude,
         &plan.output_exclude,
+        &ignored,
     )
     .map_err(|e| e.to_string())?;
     let mut outputs: BTreeSet<_> = digest.outputs;
@@ -182,8 +196,22 @@ fn store(
         }
     }
     outputs.retain(|p| !is_noise(p, cache_dir));
-    let observations: Vec<Observation> = digest.inputs.into_iter().collect();
-    let values = cache.observe_all(&observations, &plan.env);
+    let mut inputs = digest.inputs;
+    // Tracked env read through IPC joins the path set like any other observation.
+    for name in report.tracked_env.keys() {
+        inputs.insert(Observation {
+            kind: observe::ObsKind::Env,
+            path: observe::CachePath(name.clone().into_bytes()),
+        });
+    }
+    for glob in &report.tracked_globs {
+        inputs.insert(Observation {
+            kind: observe::ObsKind::Env,
+            path: observe::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
+        });
+    }
+    let observations: Vec<Observation> = inputs.into_iter().collect();
+    let values = cache.observe_all(&observations, &crate::ipc::process_env());
     let mut batch = Batch::default();
     let outputs = archive::archive(root, &outputs, &mut batch)
         .map_err(|e| format!("cannot archive the outputs: {e}"))?;
