@@ -852,3 +852,17 @@ fn s45_deleting_the_output_directory_after_a_rebuild_still_hits() {
     ws.run("build", &[]).assert_hit(APP);
     assert!(ws.read("dist/out.txt").contains("const a = 5;"));
 }
+
+#[test]
+fn s46_env_mode_loose_passes_everything_but_keys_only_declared_names() {
+    let ws = built(&[]);
+    ws.write("vt.json", r#"{"tasks":{"build":{"envMode":"loose"}}}"#);
+    let run = ws.run("build", &[("MODE", "seen")]);
+    run.assert_miss(APP, "envMode changed");
+    assert!(
+        ws.read("dist/out.txt").contains("mode=seen"),
+        "loose passes undeclared variables"
+    );
+    // …and, as documented, does not key them: the cost of loose mode.
+    ws.run("build", &[("MODE", "other")]).assert_hit(APP);
+}

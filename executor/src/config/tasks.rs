@@ -41,10 +41,22 @@ pub struct TaskConfig {
     /// Passed to the task but not part of its key.
     #[serde(default)]
     pub untracked_env: Vec<String>,
+    /// `strict` (the default): the task gets only the base set and declared variables; tools
+    /// read others through `getEnv`. `loose`: the task gets vt's whole environment, and
+    /// undeclared variables are *not* part of the key (they can change output unnoticed).
+    pub env_mode: Option<EnvMode>,
     /// Inputs beyond (or instead of) what tracing sees; `!glob` excludes.
     pub input: Option<Vec<PathSpec>>,
     /// Outputs beyond (or instead of) what tracing sees; `!glob` excludes.
     pub output: Option<Vec<PathSpec>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvMode {
+    #[default]
+    Strict,
+    Loose,
 }
 
 /// One entry of `input` / `output`.

@@ -113,6 +113,7 @@ pub fn plan(
         .copied()
         .chain(config.untracked_env.iter().map(String::as_str))
         .collect();
+    let loose = config.env_mode == Some(crate::config::tasks::EnvMode::Loose);
     let mut env = BTreeMap::new();
     let mut pre = PreRun::default();
     pre.add("vt", env!("CARGO_PKG_VERSION"));
@@ -123,6 +124,9 @@ pub fn plan(
     pre.add("package", package.rel.to_string_lossy());
     pre.add("task", node.id.task.clone());
     pre.add("command", command.clone());
+    if loose {
+        pre.add("envMode", "loose");
+    }
     pre.add(
         "cwd",
         cwd.strip_prefix(&workspace.root)
@@ -137,7 +141,7 @@ pub fn plan(
         if matches_any(&tracked, &name) {
             tracked_values.insert(name.clone(), value.clone());
             env.insert(name, value);
-        } else if matches_any(&untracked, &name) {
+        } else if loose || matches_any(&untracked, &name) {
             env.insert(name, value);
         }
     }
