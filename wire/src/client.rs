@@ -179,9 +179,11 @@ impl Client {
         let Some((_, private)) = &attached.private else {
             unreachable!("private channel was just set");
         };
-        let result = private
-            .send_message(&request, None)
-            .and_then(|()| private.recv_message::<Response>(&mut attached.buf));
+        let result = private.send_message(&request, None).and_then(|()| {
+            // vt answers in microseconds: wait for it awake rather than asleep.
+            private.spin_until_readable(SPIN);
+            private.recv_message::<Response>(&mut attached.buf)
+        });
         match result {
             Ok((Response::Error(e), _)) => Err(e.into()),
             Ok((response, _)) => Ok(Some(response)),
@@ -194,6 +196,10 @@ impl Client {
         }
     }
 }
+
+/// How long a caller polls for a reply before sleeping (see
+/// [`Channel::spin_until_readable`]).
+const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 
 fn open_private(shared: &Channel, pid: u32, buf: &mut [u8]) -> Result<Channel, ClientError> {
     let (mine, theirs) = channel::pair()?;

@@ -166,6 +166,12 @@ async fn serve_channel<H: Handler>(channel: OwnedFd, hello: Hello, handler: Arc<
     }
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     loop {
+        // A tool that just got an answer often asks again at once: poll briefly before the
+        // runtime puts this thread to sleep (a cross-CPU wake-up costs more than the spin).
+        crate::channel::spin_until_readable(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            std::time::Duration::from_micros(50),
+        );
         let info = match socket.recv(&mut buf).await {
             Ok(info) => info,
             Err(e) => return handler.protocol_error(Some(&peer), &ProtocolError::Io(e)),
