@@ -3,6 +3,25 @@
 //! Inside vt (`VT_IPC_FD` set) each call is one request/response on this process's private
 //! channel, opened on first use and reopened after `fork`. Outside vt every call is a cheap
 //! no-op that answers from the process environment, so tools can call it unconditionally.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), wire::ClientError> {
+//! let vt = wire::Client::from_env()?;
+//! // Tracked: the name and its value (or its absence) become part of this task's cache key.
+//! let mode = vt.get_env("NODE_ENV", true)?;
+//! // Every VITE_* variable, tracked as a set: one appearing or changing is a miss.
+//! let public = vt.get_envs("VITE_*", true)?;
+//! // This tool's own cache is neither input nor output of the task.
+//! vt.ignore_input("node_modules/.cache/my-tool")?;
+//! vt.ignore_output("node_modules/.cache/my-tool")?;
+//! // Something vt cannot see decided the output: do not store this run.
+//! if std::env::var_os("MY_TOOL_NONDETERMINISTIC").is_some() {
+//!     vt.disable_cache()?;
+//! }
+//! # let _ = (mode, public);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, RawFd};
