@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""vt versus Turborepo on the same generated 100-package npm workspace, in the same run.
+
+Packages p000…p099: chains of ten (p001 → p000, p002 → p001, …) and a fan-out (every chain
+head p010, p020, … depends on p000). Each `build` script is `node build.js`: read
+src/index.js and the dependencies' dist/, write dist/index.js. vt reads the same scripts
+with `dependsOn: ["^build"]` in vt.json; turbo with the equivalent turbo.json.
+
+Steps, per tool, interleaved round by round: cold (empty cache), fully cached (dist/
+deleted, so every output is restored), and after touching one leaf's source. turbo
+(npm `turbo`) is installed once into $VT_NPM_INSTALLS (default /var/cache/vt-ci/npm-installs).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUILD_JS = """const fs = require("node:fs");
+const path = require("node:path");
+const deps = Object.keys(require("./package.json").dependencies || {});
+const parts = deps.map((d) => fs.readFileSync(path.join("..", d, "dist", "index.js"), "utf8").length);
+fs.mkdirSync("dist", { recursive: true });
+fs.writeFileSync("dist/index.js", fs.readFileSync("src/index.js", "utf8") + `// deps: ${parts.join(",")}\\n`);
+"""
+
+
+def generate(root: Path, packages: int = 100) -> None:
+    root.mkdir(parents=True)
+    npm_version = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    (root / "package.json").write_text(json.dumps({
+        "name": "bench-root", "private": True, "workspaces": ["packages/*"],
+        "packageManager": f"npm@{npm_version}",
+    }))
+    (root / "turbo.json").write_text(json.dumps({
+        "$schema": "https://turbo.build/schema.json",
+        "tasks": {"build": {"dependsOn": ["^build"], "outputs": ["dist/**"]}},
+    }))
+    for i in range(packages):
+        name = f"p{i:03}"
+        pkg = root / "packages" / name
+        (pkg / "src").mkdir(parents=True)
+        deps = {}
+        if i % 10:
+            deps[f"p{i - 1:03}"] = "*"
+        elif i:
+            deps["p000"] = "*"
+        (pkg / "package.json").write_text(json.dumps({
+            "name": name, "version": "1.0.0", "scripts": {"build": "node build.js"}, "dependencies": deps,
+        }))
+        (pkg / "vt.json").write_text(json.dumps({"tasks": {"build": {"dependsOn": ["^build"]}}}))
+        (pkg / "build.js").write_text(BUILD_JS)
+        (pkg / "src" / "index.js").write_text(f"export const id = {i};\n")
+    # npm links the workspace packages and writes the lockfile turbo reads the graph from.
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True)
+    # A git checkout, as turbo expects: it hashes tracked files and honours .gitignore
+    # (without git it hashes its own logs too, and never hits).
+    (root / ".gitignore").write_text("node_modules/\ndist/\n.turbo/\n")
+    git = ["git", "-c", "user.email=bench@vt.invalid", "-c", "user.name=bench"]
+    subprocess.run(git + ["init", "-q"], cwd=root, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
+    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
+
+
+def install_turbo() -> Path:
+    base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / "turbo"
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "package.json").exists():
+        (base / "package.json").write_text('{"private":true}')
+    binary = base / "node_modules" / ".bin" / "turbo"
+    if not binary.exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "turbo@^2"], cwd=base, check=True)
+    return binary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
+    parser.add_argument("--vt", default=str(target / "release" / "vt"))
+    args = parser.parse_args()
+    turbo = install_turbo()
+    work = Path(tempfile.mkdtemp(prefix="vt-bench-peers-"))
+    root = work / "ws"
+    generate(root)
+    env = dict(os.environ, VT_CACHE_DIR=str(work / "vt-cache"), TURBO_TELEMETRY_DISABLED="1",
+               DO_NOT_TRACK="1", TURBO_NO_UPDATE_NOTIFIER="1")
+    commands = {
+        "vt": [args.vt, "run", "build", "-r"],
+        "turbo": [str(turbo), "run", "build", "--output-logs=none", "--no-daemon", "--concurrency=2"],
+    }
+    caches = {"vt": work / "vt-cache", "turbo": root / ".turbo"}
+    leaf = root / "packages" / "p099" / "src" / "index.js"
+
+    def clean_outputs():
+        for dist in root.glob("packages/*/dist"):
+            shutil.rmtree(dist)
+
+    def timed(tool):
+        start = time.perf_counter()
+        subprocess.run(commands[tool], cwd=root, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    results = {(tool, step): [] for tool in commands for step in ("cold", "cached", "one leaf")}
+    for round_ in range(args.rounds):
+        for tool in commands:
+            shutil.rmtree(caches[tool], ignore_errors=True)
+            clean_outputs()
+            results[(tool, "cold")].append(timed(tool))
+            clean_outputs()
+            results[(tool, "cached")].append(timed(tool))
+            leaf.write_text(f"export const id = 99; // round {round_} {tool}\n")
+            results[(tool, "one leaf")].append(timed(tool))
+    print(f"machine: {os.cpu_count()} cores; rounds: {args.rounds} (interleaved); turbo "
+          + subprocess.run([str(turbo), "--version"], capture_output=True, text=True).stdout.strip() + "\n")
+    print("| 100 packages | vt (s) | turbo (s) | vt / turbo |")
+    print("|---|---|---|---|")
+    for step in ("cold", "cached", "one leaf"):
+        v = statistics.median(results[("vt", step)])
+        t = statistics.median(results[("turbo", step)])
+        print(f"| {step} | {v:.2f} | {t:.2f} | {v / t:.2f}× |")
+    shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
