@@ -49,6 +49,51 @@ def generate_node(root: Path, modules: int = 2000) -> None:
     (root / "index.js").write_text("let total = 0;\n" + "\n".join(lines) + "\nconsole.log(total);\n")
 
 
+def npm_install(package: str, spec: str) -> Path:
+    """node_modules of `spec`, installed once into $VT_NPM_INSTALLS (outside the clone)."""
+    base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / package
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "package.json").exists():
+        (base / "package.json").write_text('{"private":true}')
+    if not (base / "node_modules" / package / "package.json").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=base, check=True)
+    return base / "node_modules"
+
+
+def generate_tsc(root: Path, files: int = 300) -> None:
+    src = root / "src"
+    src.mkdir(parents=True)
+    for i in range(files):
+        imports = f"import {{ v{i - 1} }} from './m{i - 1}';\n" if i else ""
+        prev = f"v{i - 1} + " if i else ""
+        (src / f"m{i}.ts").write_text(
+            imports + f"export interface Shape{i} {{ id: number; name: string }}\n"
+            f"export const v{i}: number = {prev}{i};\n"
+            f"export function make{i}(n: number): Shape{i} {{ return {{ id: n + v{i}, name: `s${{n}}` }}; }}\n"
+        )
+    (root / "tsconfig.json").write_text(
+        '{"compilerOptions":{"target":"ES2020","module":"ES2020","moduleResolution":"bundler",'
+        '"strict":true,"outDir":"dist","skipLibCheck":true},"include":["src"]}'
+    )
+
+
+def generate_vite(root: Path, modules: int = 300) -> None:
+    src = root / "src"
+    src.mkdir(parents=True)
+    for i in range(modules):
+        imports = f"import {{ v{i - 1} }} from './m{i - 1}.js';\n" if i else ""
+        prev = f"v{i - 1} + " if i else ""
+        (src / f"m{i}.js").write_text(imports + f"export const v{i} = {prev}{i};\n")
+    (src / "main.js").write_text(
+        f"import {{ v{modules - 1} }} from './m{modules - 1}.js';\n"
+        "document.querySelector('#app').textContent = String(v" + str(modules - 1) + ");\n"
+    )
+    (root / "index.html").write_text(
+        '<!doctype html><html><body><div id="app"></div><script type="module" src="/src/main.js"></script></body></html>\n'
+    )
+    (root / "vite.config.mjs").write_text("export default {};\n")
+
+
 def run(argv, cwd, prepare=None, env=None):
     if prepare:
         subprocess.run(prepare, cwd=cwd, shell=True, check=True, stdout=subprocess.DEVNULL)
@@ -63,6 +108,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     default_vt = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target")) / "release" / "vt"
     parser.add_argument("--vt", default=str(default_vt))
+    parser.add_argument("--only", help="run only workloads whose name contains this")
     args = parser.parse_args()
     vt = args.vt
     if not Path(vt).exists():
@@ -77,6 +123,17 @@ def main() -> int:
     generate_node(node_dir)
     node = shutil.which("node")
     workloads.append(("node, 2000 modules", node_dir, [node, "index.js"], None))
+    tsc_dir = work / "tsc-300"
+    generate_tsc(tsc_dir)
+    (tsc_dir / "node_modules").symlink_to(npm_install("typescript", "typescript@^5"))
+    workloads.append(("tsc -p, 300 TS files", tsc_dir,
+                      [node, str(tsc_dir / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "."], "rm -rf dist"))
+    vite_dir = work / "vite-300"
+    generate_vite(vite_dir)
+    (vite_dir / "node_modules").symlink_to(npm_install("vite", "vite@^8"))
+    workloads.append(("vite build, 300 modules", vite_dir,
+                      [node, str(vite_dir / "node_modules" / "vite" / "bin" / "vite.js"), "build", "--logLevel", "silent"],
+                      "rm -rf dist"))
 
     log = work / "vt.json"
     seccomp_log = work / "vt-seccomp.json"
@@ -88,6 +145,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     details = []
+    workloads = [w for w in workloads if not args.only or args.only in w[0]]
     for name, cwd, argv, prepare in workloads:
         run(argv, cwd, prepare)  # warm the page cache
         times = {"bare": [], "vt": [], "seccomp": [], "strace": []}

@@ -1,8 +1,8 @@
-//! Benchmark: cache lookup time per task with 10 000 entries in the store.
+//! Benchmark: cache lookup time per task, and database size, at 1k / 10k / 100k entries.
 //!
-//! `cargo run --release -p vt-executor --example cache_lookup` (bench/run runs it). It fills
-//! a fresh cache with 10 000 entries (100 tasks × 100 variants, 20 observed files each) and
-//! times lookups that hit and lookups that miss, as `vt run` makes them.
+//! `cargo run --release -p vt-executor --example cache_lookup` (bench/run runs it). For each
+//! size it fills a fresh cache (100 tasks × N/100 variants, 20 observed files each) and times
+//! lookups that hit and lookups that miss, as `vt run` makes them.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,6 +14,31 @@ use executor::cache::store::Batch;
 use executor::cache::{Cache, Lookup, PreRun};
 
 fn main() -> anyhow::Result<()> {
+    println!(
+        "| entries | fill (s) | lookup that hits (µs) | lookup that misses, with its explanation (µs) | database size (MiB) |"
+    );
+    println!("|---|---|---|---|---|");
+    for entries in [1_000, 10_000, 100_000] {
+        measure(entries)?;
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn measure(entries: usize) -> anyhow::Result<()> {
+    let variants = entries / 100;
     let temp = tempfile::tempdir()?;
     let root = temp.path().join("ws");
     std::fs::create_dir_all(root.join("src"))?;
@@ -43,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     for task in 0..100 {
         let observed = observations(task);
         let values = cache.observe_all(&observed, &env);
-        for variant in 0..100 {
+        for variant in 0..variants {
             let pre = pre(task, variant);
             let entry = Entry {
                 task: format!("t{task}"),
@@ -59,10 +84,7 @@ fn main() -> anyhow::Result<()> {
             cache.put(&entry, Batch::default())?;
         }
     }
-    println!(
-        "filled 10000 entries in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
+    let fill = started.elapsed().as_secs_f64();
 
     let rounds = 5;
     let mut hit_times = Vec::new();
@@ -70,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..rounds {
         let started = Instant::now();
         for task in 0..100 {
-            match cache.lookup(&format!("t{task}"), &pre(task, 42), &env) {
+            match cache.lookup(&format!("t{task}"), &pre(task, variants / 2), &env) {
                 Lookup::Hit { .. } => {}
                 Lookup::Miss { reason } => anyhow::bail!("expected a hit: {reason}"),
             }
@@ -78,7 +100,9 @@ fn main() -> anyhow::Result<()> {
         hit_times.push(started.elapsed().as_secs_f64() / 100.0);
         let started = Instant::now();
         for task in 0..100 {
-            if let Lookup::Hit { .. } = cache.lookup(&format!("t{task}"), &pre(task, 1000), &env) {
+            if let Lookup::Hit { .. } =
+                cache.lookup(&format!("t{task}"), &pre(task, variants), &env)
+            {
                 anyhow::bail!("expected a miss");
             }
         }
@@ -86,12 +110,10 @@ fn main() -> anyhow::Result<()> {
     }
     hit_times.sort_by(f64::total_cmp);
     miss_times.sort_by(f64::total_cmp);
+    drop(cache);
+    let size = dir_size(&temp.path().join("cache")) as f64 / (1024.0 * 1024.0);
     println!(
-        "| entries | lookup that hits (µs, median of {rounds}) | lookup that misses, with its explanation (µs) |"
-    );
-    println!("|---|---|---|");
-    println!(
-        "| 10000 | {:.0} | {:.0} |",
+        "| {entries} | {fill:.2} | {:.0} | {:.0} | {size:.1} |",
         hit_times[rounds / 2] * 1e6,
         miss_times[rounds / 2] * 1e6
     );
