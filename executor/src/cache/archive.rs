@@ -62,73 +62,109 @@ pub enum RestoreError {
     },
 }
 
+/// Runs `f` over `items` on a few threads, keeping the order of the results: restoring
+/// thousands of files is many small, independent reads, hashes and writes.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if items.len() < 64 || threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// Fetches and verifies every blob first, so a bad entry changes nothing on disk.
 pub fn fetch(store: &Store, outputs: &[Output]) -> Result<Vec<Option<Vec<u8>>>, RestoreError> {
-    outputs
-        .iter()
-        .map(|output| match output {
-            Output::File { path, blob, .. } => {
-                let bytes =
-                    store
-                        .get(Family::Blobs, blob.0)?
-                        .ok_or_else(|| RestoreError::MissingBlob {
-                            path: path.display(),
-                        })?;
-                if content(&bytes) != *blob {
-                    return Err(RestoreError::CorruptBlob {
+    parallel_map(outputs, |output| match output {
+        Output::File { path, blob, .. } => {
+            let bytes =
+                store
+                    .get(Family::Blobs, blob.0)?
+                    .ok_or_else(|| RestoreError::MissingBlob {
                         path: path.display(),
-                    });
-                }
-                Ok(Some(bytes))
+                    })?;
+            if content(&bytes) != *blob {
+                return Err(RestoreError::CorruptBlob {
+                    path: path.display(),
+                });
             }
-            _ => Ok(None),
-        })
-        .collect()
+            Ok(Some(bytes))
+        }
+        _ => Ok(None),
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Writes the outputs: each file to a temporary name in its directory, then renamed over
-/// the target, so a reader never sees a half-written file.
+/// the target, so a reader never sees a half-written file. Directories and deletions first,
+/// in order; then files and symlinks, in parallel.
 pub fn restore(
     root: &Path,
     outputs: &[Output],
     blobs: Vec<Option<Vec<u8>>>,
 ) -> Result<(), RestoreError> {
-    for (output, bytes) in outputs.iter().zip(blobs) {
-        let target = output.path().absolute(root);
-        let fail = |source| RestoreError::Write {
+    let fail = |target: &Path| {
+        let target = target.to_path_buf();
+        move |source| RestoreError::Write {
             path: target.clone(),
             source,
-        };
+        }
+    };
+    let mut files = Vec::new();
+    for (output, bytes) in outputs.iter().zip(blobs) {
+        let target = output.path().absolute(root);
         match output {
-            Output::Dir { .. } => std::fs::create_dir_all(&target).map_err(fail)?,
+            Output::Dir { .. } => std::fs::create_dir_all(&target).map_err(fail(&target))?,
             Output::Deleted { .. } => match std::fs::symlink_metadata(&target) {
-                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&target).map_err(fail)?,
-                Ok(_) => std::fs::remove_file(&target).map_err(fail)?,
+                Ok(meta) if meta.is_dir() => {
+                    std::fs::remove_dir_all(&target).map_err(fail(&target))?
+                }
+                Ok(_) => std::fs::remove_file(&target).map_err(fail(&target))?,
                 Err(_) => {}
             },
-            Output::File { mode, .. } => {
-                let bytes = bytes.unwrap_or_default();
-                let temp = temp_name(&target);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(fail)?;
-                }
-                std::fs::write(&temp, &bytes).map_err(fail)?;
-                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))
-                    .map_err(fail)?;
-                replace(&temp, &target).map_err(fail)?;
-            }
-            Output::Symlink { target: link, .. } => {
-                let temp = temp_name(&target);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(fail)?;
-                }
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &temp)
-                    .map_err(fail)?;
-                replace(&temp, &target).map_err(fail)?;
-            }
+            Output::File { .. } | Output::Symlink { .. } => files.push((output, target, bytes)),
         }
     }
-    Ok(())
+    parallel_map(
+        &files,
+        |(output, target, bytes)| -> Result<(), RestoreError> {
+            let temp = temp_name(target);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(fail(target))?;
+            }
+            match output {
+                Output::File { mode, .. } => {
+                    std::fs::write(&temp, bytes.as_deref().unwrap_or_default())
+                        .map_err(fail(target))?;
+                    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))
+                        .map_err(fail(target))?;
+                }
+                Output::Symlink { target: link, .. } => {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &temp)
+                        .map_err(fail(target))?;
+                }
+                _ => return Ok(()),
+            }
+            replace(&temp, target).map_err(fail(target))
+        },
+    )
+    .into_iter()
+    .collect()
 }
 
 fn replace(temp: &Path, target: &Path) -> std::io::Result<()> {
