@@ -67,6 +67,13 @@ def generate(root: Path, packages: int = 100) -> None:
     subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
 
 
+def save_results(name: str, data) -> None:
+    """bench/results/NAME.json, which bench/plot.py draws."""
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
 def install_turbo() -> Path:
     base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / "turbo"
     base.mkdir(parents=True, exist_ok=True)
@@ -125,6 +132,9 @@ def main() -> int:
         v = statistics.median(results[("vt", step)])
         t = statistics.median(results[("turbo", step)])
         print(f"| {step} | {v:.2f} | {t:.2f} | {v / t:.2f}× |")
+    save_results("peers", {step: {"vt": statistics.median(results[("vt", step)]),
+                                  "turbo": statistics.median(results[("turbo", step)])}
+                           for step in ("cold", "cached", "one leaf")})
     shutil.rmtree(work)
     return 0
 

@@ -145,6 +145,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     details = []
+    saved = {}
     workloads = [w for w in workloads if not args.only or args.only in w[0]]
     for name, cwd, argv, prepare in workloads:
         run(argv, cwd, prepare)  # warm the page cache
@@ -168,10 +169,15 @@ def main() -> int:
             f"| {seccomp_only / bare:.2f}× | {strace / bare:.2f}× "
             f"| {hybrid['notifications']} / {hybrid['fast_path_records']} | {n} | {per_notification:.1f} |"
         )
+        saved[name] = {"bare": bare, "vt": traced, "seccomp only": seccomp_only, "strace": strace}
         top = sorted(hybrid["notified_by_syscall"].items(), key=lambda kv: -kv[1])[:6]
         details.append(f"- {name}: still notified with the fast path: " + ", ".join(f"{k} {v}" for k, v in top))
     print()
     print("\n".join(details))
+    if not args.only:
+        out = Path(__file__).resolve().parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "tracing.json").write_text(json.dumps(saved, indent=2) + "\n")
     shutil.rmtree(work)
     return 0
 
