@@ -2,18 +2,16 @@
 // the native addon and vt's per-task IPC server, observed through vt's cache decisions).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { haveVt, vtRun } from "../scripts/test-helpers.mjs";
 import client, { getEnv, getEnvs, ignoreInput, ignoreOutput, disableCache, isAttached } from "../index.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const vtBinary =
-  process.env.VT || path.join(process.env.CARGO_TARGET_DIR || "/var/cache/vt-ci/target", "debug", "vt");
 
 test("outside vt every call falls back to process.env or does nothing", () => {
   delete process.env.VT_IPC_FD;
@@ -50,23 +48,6 @@ function workspace(script) {
   return root;
 }
 
-function vtRun(root, env = {}) {
-  const result = spawnSync(vtBinary, ["run", "--json", "build"], {
-    cwd: root,
-    env: { ...process.env, VT_CACHE_DIR: path.join(root, ".vt-cache"), LD_LIBRARY_PATH: "", ...env },
-    encoding: "utf8",
-  });
-  const start = result.stdout.startsWith("{\n") ? 0 : result.stdout.lastIndexOf("\n{\n") + 1;
-  let summary;
-  try {
-    summary = JSON.parse(result.stdout.slice(start));
-  } catch {
-    throw new Error(`vt printed no summary:\n${result.stdout}\n${result.stderr}`);
-  }
-  return { task: summary.tasks[0], stdout: result.stdout.slice(0, start), stderr: result.stderr };
-}
-
-const haveVt = fs.existsSync(vtBinary);
 
 test("inside vt: a tracked getEnv joins the cache key", { skip: !haveVt && "vt is not built" }, () => {
   const root = workspace(`process.stdout.write(String(vt.getEnv("NODE_CLIENT_MODE")) + "\\n");`);

@@ -3,7 +3,8 @@
 // clone ($VT_NPM_INSTALLS, default /var/cache/vt-ci/npm-installs) and linked into a fresh app.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
+import { haveVt, vtRun } from "../scripts/test-helpers.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,8 +12,6 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const vtBinary =
-  process.env.VT || path.join(process.env.CARGO_TARGET_DIR || "/var/cache/vt-ci/target", "debug", "vt");
 const npmCache = path.join(process.env.VT_NPM_INSTALLS || "/var/cache/vt-ci/npm-installs", "vite");
 
 function installVite() {
@@ -60,20 +59,10 @@ function writeConfig(root, { plugin, envPrefix }) {
   );
 }
 
-function vtRun(root, env = {}) {
-  const result = spawnSync(vtBinary, ["run", "--json", "build"], {
-    cwd: root,
-    env: { ...process.env, VT_CACHE_DIR: path.join(root, ".vt-cache"), LD_LIBRARY_PATH: "", ...env },
-    encoding: "utf8",
-  });
-  const start = result.stdout.startsWith("{\n") ? 0 : result.stdout.lastIndexOf("\n{\n") + 1;
-  let summary;
-  try {
-    summary = JSON.parse(result.stdout.slice(start));
-  } catch {
-    throw new Error(`vt printed no summary:\n${result.stdout}\n${result.stderr}`);
-  }
-  return { ...summary.tasks[0], stderr: result.stderr };
+/** The task's result from `vt run build`, with vt's stderr. */
+function run(root, env) {
+  const { task, stderr } = vtRun(root, env);
+  return { ...task, stderr };
 }
 
 function bundle(root) {
@@ -82,32 +71,31 @@ function bundle(root) {
   return fs.readFileSync(path.join(assets, js), "utf8");
 }
 
-const haveVt = fs.existsSync(vtBinary);
 const opts = { skip: !haveVt && "vt is not built", timeout: 180_000 };
 
 test("with the plugin: a hit restores dist/, NODE_ENV and envPrefix are tracked", opts, () => {
   const root = app({ plugin: true });
-  const first = vtRun(root, { NODE_ENV: "production", VITE_GREETING: "hello" });
+  const first = run(root, { NODE_ENV: "production", VITE_GREETING: "hello" });
   assert.equal(first.status, "stored", first.stderr);
   assert.match(bundle(root), /hello/, "the plugin handed VITE_GREETING to Vite");
 
   // (1) a second run hits, and dist/ comes back after rm -rf.
   fs.rmSync(path.join(root, "dist"), { recursive: true });
-  const second = vtRun(root, { NODE_ENV: "production", VITE_GREETING: "hello" });
+  const second = run(root, { NODE_ENV: "production", VITE_GREETING: "hello" });
   assert.equal(second.status, "hit", second.reason + second.stderr);
   assert.match(bundle(root), /hello/);
 
   // (2) NODE_ENV is tracked.
-  const dev = vtRun(root, { NODE_ENV: "development", VITE_GREETING: "hello" });
+  const dev = run(root, { NODE_ENV: "development", VITE_GREETING: "hello" });
   assert.equal(dev.status, "stored");
   assert.match(dev.reason, /env NODE_ENV: production → development/);
 
   // (3) envPrefix VITE_ → APP_ in vite.config: APP_* tracked, VITE_* not, vt config untouched.
   writeConfig(root, { plugin: true, envPrefix: "APP_" });
   const env = { NODE_ENV: "production", APP_GREETING: "hi", VITE_GREETING: "hello" };
-  assert.equal(vtRun(root, env).status, "stored");
-  assert.equal(vtRun(root, { ...env, VITE_GREETING: "other" }).status, "hit", "VITE_* no longer matters");
-  const app2 = vtRun(root, { ...env, APP_GREETING: "bye" });
+  assert.equal(run(root, env).status, "stored");
+  assert.equal(run(root, { ...env, VITE_GREETING: "other" }).status, "hit", "VITE_* no longer matters");
+  const app2 = run(root, { ...env, APP_GREETING: "bye" });
   assert.equal(app2.status, "stored");
   assert.match(app2.reason, /env APP_\*: the matching variables changed/);
   assert.match(bundle(root), /bye/);
@@ -115,11 +103,11 @@ test("with the plugin: a hit restores dist/, NODE_ENV and envPrefix are tracked"
 
 test("without the plugin the build still runs and vt says why it cached or not", opts, () => {
   const root = app({ plugin: false });
-  const first = vtRun(root, { NODE_ENV: "production" });
+  const first = run(root, { NODE_ENV: "production" });
   assert.ok(["stored", "not_cached"].includes(first.status), JSON.stringify(first));
   assert.ok(first.reason.length > 0, "a reason is always given");
   assert.ok(fs.existsSync(path.join(root, "dist", "index.html")), "the build ran");
-  const second = vtRun(root, { NODE_ENV: "production" });
+  const second = run(root, { NODE_ENV: "production" });
   if (first.status === "stored") {
     assert.equal(second.status, "hit", second.reason);
   } else {
