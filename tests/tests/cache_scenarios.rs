@@ -866,3 +866,87 @@ fn s46_env_mode_loose_passes_everything_but_keys_only_declared_names() {
     // …and, as documented, does not key them: the cost of loose mode.
     ws.run("build", &[("MODE", "other")]).assert_hit(APP);
 }
+
+fn three_packages() -> Ws {
+    Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"@s/a","scripts":{"build":"echo a1; echo a2"}}"#,
+        ),
+        (
+            "packages/b/package.json",
+            r#"{"name":"@s/b","scripts":{"build":"echo b1; echo b2"}}"#,
+        ),
+        (
+            "packages/c/package.json",
+            r#"{"name":"other","scripts":{"build":"echo c1"}}"#,
+        ),
+    ])
+}
+
+#[test]
+fn s47_recursive_filters_and_dry_run_select_packages() {
+    let ws = three_packages();
+    let run = ws.run_args(&["run", "build", "-r"], &[]);
+    let mut tasks: Vec<String> = run.json["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["task"].as_str().unwrap_or("").to_owned())
+        .collect();
+    tasks.sort();
+    assert_eq!(tasks, ["@s/a#build", "@s/b#build", "other#build"]);
+    let filtered = ws.run_args(&["run", "build", "-F", "@s/*"], &[]);
+    assert_eq!(filtered.json["tasks"].as_array().expect("tasks").len(), 2);
+    let dir = ws.run_args(&["run", "build", "-F", "./packages/c"], &[]);
+    assert_eq!(dir.json["tasks"][0]["task"], "other#build");
+    let dry = ws.vt_in(&ws.root, &["run", "build", "-r", "--dry-run"], &[]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("@s/a#build: echo a1; echo a2"), "{text}");
+}
+
+#[test]
+fn s48_log_modes_label_and_group_task_output() {
+    let ws = three_packages();
+    let labeled = ws.vt_in(
+        &ws.root,
+        &["run", "build", "-r", "--no-cache", "--log", "labeled"],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&labeled.stdout);
+    for line in [
+        "[@s/a#build] a1",
+        "[@s/a#build] a2",
+        "[@s/b#build] b2",
+        "[other#build] c1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in {text}"
+        );
+    }
+    let grouped = ws.vt_in(
+        &ws.root,
+        &[
+            "run",
+            "build",
+            "-r",
+            "--no-cache",
+            "--log",
+            "grouped",
+            "-j",
+            "3",
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&grouped.stdout);
+    // Each task's lines stay together even though the tasks ran at once.
+    let a1 = text.find("a1\n").expect("a1");
+    assert_eq!(&text[a1..a1 + 6], "a1\na2\n", "{text}");
+    let b1 = text.find("b1\n").expect("b1");
+    assert_eq!(&text[b1..b1 + 6], "b1\nb2\n", "{text}");
+}
