@@ -90,6 +90,8 @@ pub const OP_OPEN: u8 = 1;
 pub const OP_PROBE_FOLLOW: u8 = 2;
 /// A lookup that does not (lstat, readlink, …).
 pub const OP_PROBE_NOFOLLOW: u8 = 3;
+/// `execve`: a record that stays pending means the exec succeeded (the image is gone).
+pub const OP_EXEC: u8 = 4;
 
 /// The opened file is a directory (OP_OPEN, done).
 pub const BIT_DIR: u8 = 1;

@@ -3,7 +3,7 @@
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
-use preload_abi::{BIT_DIR, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
+use preload_abi::{BIT_DIR, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
 
 use crate::observe::{Dir, observed};
 use crate::realpath;
@@ -436,6 +436,45 @@ pub extern "C" fn __realpath_chk(
 #[unsafe(no_mangle)]
 pub extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
     realpath::realpath(path, core::ptr::null_mut())
+}
+
+// ---- exec -----------------------------------------------------------------------------
+
+unsafe extern "C" {
+    static environ: *const *const c_char;
+}
+
+fn exec(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+    let args = [path as usize, argv as usize, envp as usize, 0, 0, 0];
+    // On success this never returns: the record stays pending and vt decides it by looking
+    // at the file, as the supervisor would have.
+    // SAFETY: the caller's own execve.
+    let r = unsafe {
+        observed(
+            OP_EXEC,
+            0,
+            Dir::Cwd,
+            path,
+            |sys| sys(libc::SYS_execve, args),
+            |_| 0,
+        )
+    };
+    to_libc(r) as c_int
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    exec(path, argv, envp)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: reading libc's environ pointer, as glibc's execv does.
+    exec(path, argv, unsafe { environ })
 }
 
 // ---- syscall() -----------------------------------------------------------------------

@@ -214,24 +214,7 @@ pub fn decode(call: &Call<'_>) -> Decoded {
             let kind = found_or_missing(&path, call.follows(follow), Stat);
             vec![(kind, path)]
         }
-        Op::Exec { path } => {
-            let path = call.resolve(path)?;
-            if probe(&path, true) == Existence::Missing {
-                return Ok(vec![(Missing, path)]);
-            }
-            let mut accesses = Vec::with_capacity(2);
-            // The kernel opens a script's interpreter without any syscall we could see.
-            if let Some(interpreter) = shebang_interpreter(&path) {
-                let kind = if probe(&interpreter, true) == Existence::Missing {
-                    Missing
-                } else {
-                    Exec
-                };
-                accesses.push((kind, interpreter));
-            }
-            accesses.push((Exec, path));
-            accesses
-        }
+        Op::Exec { path } => exec_accesses(call.resolve(path)?),
         Op::ListDir { fd } => match tracee::fd_path(call.tid, call.arg(fd) as i32) {
             Ok(dir) => vec![(ReadDir, dir)],
             Err(DirError::Unnamed(e)) => {
@@ -285,6 +268,26 @@ pub fn decode(call: &Call<'_>) -> Decoded {
             ));
         }
     })
+}
+
+/// What executing `path` reads: the file, and a script's `#!` interpreter, which the kernel
+/// opens without any syscall we could see.
+pub(super) fn exec_accesses(path: PathBuf) -> Vec<(AccessKind, PathBuf)> {
+    use AccessKind::*;
+    if probe(&path, true) == Existence::Missing {
+        return vec![(Missing, path)];
+    }
+    let mut accesses = Vec::with_capacity(2);
+    if let Some(interpreter) = shebang_interpreter(&path) {
+        let kind = if probe(&interpreter, true) == Existence::Missing {
+            Missing
+        } else {
+            Exec
+        };
+        accesses.push((kind, interpreter));
+    }
+    accesses.push((Exec, path));
+    accesses
 }
 
 /// Whether `path`'s directory exists, so that creating `path` can succeed; if it does not,

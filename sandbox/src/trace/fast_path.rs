@@ -13,11 +13,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use preload_abi::{BIT_DIR, BufferError, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, Record};
+use preload_abi::{
+    BIT_DIR, BufferError, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, Record,
+};
 
 use crate::access::{AccessKind, AccessLog};
 
-use super::decode::{Existence, probe};
+use super::decode::{Existence, exec_accesses, probe};
 use super::paths::{CleanPaths, without_self_links};
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
@@ -279,6 +281,9 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
             };
             vec![(if missing { Missing } else { Stat }, path)]
         }
+        // A finished exec failed; a pending one succeeded (or its process died on the way).
+        OP_EXEC if record.done && is_missing(errno) => vec![(Missing, path)],
+        OP_EXEC => exec_accesses(path),
         // A newer library's operation this vt does not know: say so rather than drop it.
         _ => vec![(Read, path)],
     }
