@@ -23,3 +23,24 @@ pub fn vt_binary() -> PathBuf {
         ),
     }
 }
+
+/// The `--json` summary `vt run`/`vt exec` print on stdout after whatever the tasks printed
+/// there (`Null` if there is none).
+pub fn json_summary(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let start = if text.starts_with("{\n") {
+        Some(0)
+    } else {
+        text.rfind("\n{\n").map(|i| i + 1)
+    };
+    start
+        .and_then(|i| serde_json::from_str(&text[i..]).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A temp dir and its canonical path (tracers report canonical paths).
+pub fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(temp.path()).expect("canonical");
+    (temp, root)
+}

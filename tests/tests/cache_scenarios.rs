@@ -94,16 +94,7 @@ struct Result_ {
 
 impl Result_ {
     fn parse(output: Output) -> Result_ {
-        // The JSON summary follows whatever the tasks printed on stdout.
-        let text = String::from_utf8_lossy(&output.stdout);
-        let start = if text.starts_with("{\n") {
-            Some(0)
-        } else {
-            text.rfind("\n{\n").map(|i| i + 1)
-        };
-        let json = start
-            .and_then(|i| serde_json::from_str(&text[i..]).ok())
-            .unwrap_or(Value::Null);
+        let json = vt_tests::json_summary(&output.stdout);
         Result_ { output, json }
     }
 

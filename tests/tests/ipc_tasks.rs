@@ -51,13 +51,7 @@ impl Ws {
             .envs(env.iter().copied())
             .output()
             .expect("vt runs");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let start = if text.starts_with("{\n") {
-            0
-        } else {
-            text.rfind("\n{\n").map_or(0, |i| i + 1)
-        };
-        let json = serde_json::from_str(&text[start..]).unwrap_or(Value::Null);
+        let json = vt_tests::json_summary(&output.stdout);
         (output, json)
     }
 

@@ -1,14 +1,10 @@
 //! The LD_PRELOAD fast path (DESIGN.md §3): it must see exactly what seccomp alone sees,
 //! behave exactly like glibc, and take most calls off the notification path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let root = std::fs::canonicalize(temp.path()).expect("canonical");
-    (temp, root)
-}
+use vt_tests::workdir;
 
 /// `vt trace --json` of `command` in `cwd`, with extra environment.
 fn trace(cwd: &Path, env: &[(&str, &str)], command: &[&str]) -> (Output, serde_json::Value) {

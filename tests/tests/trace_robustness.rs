@@ -37,11 +37,7 @@ impl Traced {
     }
 }
 
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let temp = tempfile::tempdir().expect("tempdir");
-    let root = std::fs::canonicalize(temp.path()).expect("canonical");
-    (temp, root)
-}
+use vt_tests::workdir;
 
 /// Runs `vt trace --json` once.
 fn trace_json(cwd: &Path, command: &[&str]) -> Traced {
