@@ -182,32 +182,8 @@ pub fn decode(call: &Call<'_>) -> Decoded {
         Op::Open { path, flags } => {
             let flags = call.open_flags(flags)?;
             let path = call.resolve(path)?;
-            let follow = flags & libc::O_NOFOLLOW == 0;
-            let existence = probe(&path, follow);
-            let created = flags & libc::O_CREAT != 0;
-            if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-                // An unnamed file in this directory: the directory is only looked up.
-                return Ok(vec![(
-                    if existence == Existence::Missing {
-                        Missing
-                    } else {
-                        Stat
-                    },
-                    path,
-                )]);
-            }
-            match existence {
-                Existence::Missing if created && parent_exists(&path) => vec![(Create, path)],
-                Existence::Missing => vec![(Missing, path)],
-                Existence::Dir => vec![(Stat, path)],
-                _ if created && flags & libc::O_EXCL != 0 => vec![(Stat, path)],
-                _ if flags & libc::O_PATH != 0 => vec![(Stat, path)],
-                _ => match flags & libc::O_ACCMODE {
-                    libc::O_RDONLY => vec![(Read, path)],
-                    libc::O_WRONLY => vec![(Write, path)],
-                    _ => vec![(Read, path.clone()), (Write, path)],
-                },
-            }
+            let existence = probe(&path, flags & libc::O_NOFOLLOW == 0);
+            open_accesses(path, flags, existence)
         }
         Op::Probe { path, follow } => {
             let path = call.resolve(path)?;
@@ -268,6 +244,39 @@ pub fn decode(call: &Call<'_>) -> Decoded {
             ));
         }
     })
+}
+
+/// What an `open` of `path` with `flags` does, given whether the path existed when it was
+/// looked up. Shared by the supervisor (which probes) and the preload's records (whose
+/// result says).
+pub(super) fn open_accesses(
+    path: PathBuf,
+    flags: i32,
+    existence: Existence,
+) -> Vec<(AccessKind, PathBuf)> {
+    use AccessKind::*;
+    let created = flags & libc::O_CREAT != 0;
+    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        // An unnamed file in this directory: the directory is only looked up.
+        let kind = if existence == Existence::Missing {
+            Missing
+        } else {
+            Stat
+        };
+        return vec![(kind, path)];
+    }
+    match existence {
+        Existence::Missing if created && parent_exists(&path) => vec![(Create, path)],
+        Existence::Missing => vec![(Missing, path)],
+        Existence::Dir => vec![(Stat, path)],
+        _ if created && flags & libc::O_EXCL != 0 => vec![(Stat, path)],
+        _ if flags & libc::O_PATH != 0 => vec![(Stat, path)],
+        _ => match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => vec![(Read, path)],
+            libc::O_WRONLY => vec![(Write, path)],
+            _ => vec![(Read, path.clone()), (Write, path)],
+        },
+    }
 }
 
 /// What executing `path` reads: the file, and a script's `#!` interpreter, which the kernel

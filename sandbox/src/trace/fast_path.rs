@@ -19,7 +19,7 @@ use preload_abi::{
 
 use crate::access::{AccessKind, AccessLog};
 
-use super::decode::{Existence, exec_accesses, probe};
+use super::decode::{Existence, exec_accesses, open_accesses, probe};
 use super::paths::{CleanPaths, without_self_links};
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
@@ -262,16 +262,8 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
             } else {
                 probe(&path, flags & libc::O_NOFOLLOW == 0)
             };
-            match existence {
-                Existence::Missing => vec![(Missing, path)],
-                Existence::Dir => vec![(Stat, path)],
-                _ if flags & libc::O_PATH != 0 => vec![(Stat, path)],
-                _ => match flags & libc::O_ACCMODE {
-                    libc::O_RDONLY => vec![(Read, path)],
-                    libc::O_WRONLY => vec![(Write, path)],
-                    _ => vec![(Read, path.clone()), (Write, path)],
-                },
-            }
+            // The recorder never records creating opens, so the result alone decides.
+            open_accesses(path, flags, existence)
         }
         OP_PROBE_FOLLOW | OP_PROBE_NOFOLLOW => {
             let missing = if record.done {
