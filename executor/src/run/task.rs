@@ -51,6 +51,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
         }
         _ => None,
     };
+    let looked_up = lookup.is_some();
     let miss_reason = match lookup {
         Some(Lookup::Hit { key, entry }) => {
             let cache = cache.expect("a lookup implies a cache");
@@ -72,7 +73,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
         None if cache.is_none() => "--no-cache".to_owned(),
         None => "cache: false in the task's config".to_owned(),
     };
-    if lookup_was_attempted(cache, plan) {
+    if looked_up {
         status_line(&plan.label, &format!("cache miss: {miss_reason}"));
     } else {
         status_line(
@@ -133,10 +134,6 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
             })
         }
     }
-}
-
-fn lookup_was_attempted(cache: Option<&Cache>, plan: &Plan) -> bool {
-    cache.is_some() && plan.cacheable
 }
 
 fn replay(cache: &Cache, entry: &Entry, console: &mut Console) -> Result<(), String> {
