@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import npm_install, save_results
+
 BUILD_JS = """const fs = require("node:fs");
 const path = require("node:path");
 const deps = Object.keys(require("./package.json").dependencies || {});
@@ -67,31 +69,13 @@ def generate(root: Path, packages: int = 100) -> None:
     subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
 
 
-def save_results(name: str, data) -> None:
-    """bench/results/NAME.json, which bench/plot.py draws."""
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-
-
-def install_turbo() -> Path:
-    base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / "turbo"
-    base.mkdir(parents=True, exist_ok=True)
-    if not (base / "package.json").exists():
-        (base / "package.json").write_text('{"private":true}')
-    binary = base / "node_modules" / ".bin" / "turbo"
-    if not binary.exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "turbo@^2"], cwd=base, check=True)
-    return binary
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
     parser.add_argument("--vt", default=str(target / "release" / "vt"))
     args = parser.parse_args()
-    turbo = install_turbo()
+    turbo = npm_install("turbo", "turbo@^2") / ".bin" / "turbo"
     work = Path(tempfile.mkdtemp(prefix="vt-bench-peers-"))
     root = work / "ws"
     generate(root)

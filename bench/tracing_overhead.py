@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import npm_install, save_results
+
 
 def generate_make(root: Path, files: int = 200) -> None:
     src = root / "src"
@@ -47,17 +49,6 @@ def generate_node(root: Path, modules: int = 2000) -> None:
         (d / f"m{i}.js").write_text(f"module.exports = {i};\n")
         lines.append(f"total += require('./lib/d{i // 50}/m{i}');")
     (root / "index.js").write_text("let total = 0;\n" + "\n".join(lines) + "\nconsole.log(total);\n")
-
-
-def npm_install(package: str, spec: str) -> Path:
-    """node_modules of `spec`, installed once into $VT_NPM_INSTALLS (outside the clone)."""
-    base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / package
-    base.mkdir(parents=True, exist_ok=True)
-    if not (base / "package.json").exists():
-        (base / "package.json").write_text('{"private":true}')
-    if not (base / "node_modules" / package / "package.json").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=base, check=True)
-    return base / "node_modules"
 
 
 def generate_tsc(root: Path, files: int = 300) -> None:
@@ -175,9 +166,7 @@ def main() -> int:
     print()
     print("\n".join(details))
     if not args.only:
-        out = Path(__file__).resolve().parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "tracing.json").write_text(json.dumps(saved, indent=2) + "\n")
+        save_results("tracing", saved)
     shutil.rmtree(work)
     return 0
 

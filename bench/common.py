@@ -1,0 +1,25 @@
+"""What the benchmark scripts share: npm packages installed once outside the clone, and
+results written for bench/plot.py."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def npm_install(package: str, spec: str) -> Path:
+    """node_modules holding `spec`, installed once into $VT_NPM_INSTALLS (outside the clone)."""
+    base = Path(os.environ.get("VT_NPM_INSTALLS", "/var/cache/vt-ci/npm-installs")) / package
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "package.json").exists():
+        (base / "package.json").write_text('{"private":true}')
+    if not (base / "node_modules" / package / "package.json").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=base, check=True)
+    return base / "node_modules"
+
+
+def save_results(name: str, data) -> None:
+    """bench/results/NAME.json, which bench/plot.py draws."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
