@@ -48,6 +48,13 @@ pub struct CommonRunArgs {
     /// How task output is shown.
     #[arg(long, value_enum, default_value = "interleaved")]
     pub log: crate::run::output::LogMode,
+    /// Run every task in the hermetic sandbox (as if its config said "sandbox": true): the
+    /// workspace read-only except its declared outputs, no network, no host processes.
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Let sandboxed tasks use the host's network (as if "network": true).
+    #[arg(long)]
+    pub network: bool,
     /// Arguments appended to each requested task's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
@@ -74,9 +81,6 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Run inside the hermetic sandbox (not available yet: issue 7).
-    #[arg(long)]
-    pub sandbox: bool,
     /// The task to run; without it, what follows `--` is an ad-hoc command.
     #[arg(value_name = "TASK")]
     pub task: Option<String>,

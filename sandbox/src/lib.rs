@@ -3,9 +3,11 @@
 //! - [`access`]: the normalized [`AccessLog`] every tracer backend produces and the cache reads.
 //! - [`trace`]: watching a process tree (seccomp user-notify today; fanotify and ptrace are
 //!   the planned second source and fallback).
+//! - [`jail`]: the hermetic sandbox (`--sandbox`), composed with tracing.
 //! - [`reaper`]: waiting for whole process trees, including orphaned grandchildren.
 
 pub mod access;
+pub mod jail;
 pub mod reaper;
 pub mod trace;
 

@@ -49,11 +49,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    if args.sandbox {
-        anyhow::bail!(
-            "--sandbox is not available yet (the hermetic sandbox is issue 7); run without it"
-        );
-    }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
@@ -103,6 +98,21 @@ fn execute_graph(
     graph: &Graph,
     common: &crate::cli::CommonRunArgs,
 ) -> anyhow::Result<ExitCode> {
+    let mut graph = graph.clone();
+    for node in &mut graph.nodes {
+        if common.sandbox {
+            node.config.sandbox = Some(true);
+        }
+        if common.network {
+            node.config.network = Some(true);
+        }
+    }
+    let graph = &graph;
+    if graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
+        // Before anything runs: a host that cannot build the sandbox fails every sandboxed
+        // task the same way.
+        sandbox::jail::probe().context("--sandbox cannot work on this host")?;
+    }
     signals::install()?;
     let cache = if common.no_cache {
         None

@@ -49,6 +49,11 @@ pub struct TaskConfig {
     pub input: Option<Vec<PathSpec>>,
     /// Outputs beyond (or instead of) what tracing sees; `!glob` excludes.
     pub output: Option<Vec<PathSpec>>,
+    /// Run in the hermetic sandbox: the workspace read-only except the directories of the
+    /// `output` globs, fresh namespaces, no network (DESIGN.md §6).
+    pub sandbox: Option<bool>,
+    /// With `sandbox`: keep the host's network instead of loopback only.
+    pub network: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

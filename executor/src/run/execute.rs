@@ -9,8 +9,9 @@ use anyhow::Context;
 use sandbox::AccessLog;
 
 use super::output::{Console, capture};
-use super::plan::Plan;
+use super::plan::{Plan, SandboxPlan};
 use crate::signals;
+use sandbox::jail::{Jail, Spec};
 
 pub struct Execution {
     /// What the task's tools said over IPC.
@@ -41,7 +42,12 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
     ipc.attach(&mut command);
     // `spawn` consumes the command: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
-    let child = sandbox::trace::spawn(command)
+    let jail = plan
+        .sandbox
+        .as_ref()
+        .map(|s| jail_for(plan, s))
+        .transpose()?;
+    let child = sandbox::trace::spawn_jailed(command, jail.as_ref())
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
     ipc.spawned();
     let pid = child.id();
@@ -61,6 +67,24 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         output,
         duration: started.elapsed(),
     })
+}
+
+/// The sandbox for a task: the workspace and the tool directories on its PATH read-only,
+/// the directories of its outputs writable.
+fn jail_for(plan: &Plan, sandbox: &SandboxPlan) -> anyhow::Result<Jail> {
+    let mut read_only = vec![sandbox.workspace.clone()];
+    if let Some(path) = plan.env.get("PATH") {
+        read_only.extend(std::env::split_paths(path).filter(|dir| {
+            dir.is_absolute() && dir.is_dir() && !dir.starts_with(&sandbox.workspace)
+        }));
+    }
+    Jail::new(Spec {
+        read_only,
+        writable: sandbox.writable.clone(),
+        cwd: plan.cwd.clone(),
+        network: sandbox.network,
+    })
+    .with_context(|| format!("{}: cannot prepare the sandbox", plan.label))
 }
 
 fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {

@@ -43,6 +43,17 @@ pub struct Plan {
     pub output_exclude: GlobSet,
     /// Output globs (relative to the workspace) archived in addition to traced writes.
     pub output_include: Vec<String>,
+    /// The sandbox to run in, if the task asks for one.
+    pub sandbox: Option<SandboxPlan>,
+}
+
+/// What a sandboxed task sees and may change.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    pub workspace: PathBuf,
+    /// The directories of the task's output globs: the only writable part of the workspace.
+    pub writable: Vec<PathBuf>,
+    pub network: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +194,22 @@ pub fn plan(
     for (label, key) in dep_keys {
         pre.add(format!("dependency {label}"), key.clone());
     }
+    let sandbox = (config.sandbox == Some(true)).then(|| SandboxPlan {
+        workspace: workspace.root.clone(),
+        writable: sandbox::jail::output_dirs(&package.dir, &output.include),
+        network: config.network == Some(true),
+    });
+    if let Some(sandbox) = &sandbox {
+        // What a task could reach is part of what it did.
+        pre.add(
+            "sandbox",
+            if sandbox.network {
+                "network"
+            } else {
+                "isolated"
+            },
+        );
+    }
     let output_include = output
         .include
         .iter()
@@ -198,6 +225,7 @@ pub fn plan(
         input_exclude: globs(&node.label, &package.rel, &input.exclude)?,
         output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
         output_include,
+        sandbox,
     })
 }
 

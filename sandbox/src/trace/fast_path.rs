@@ -122,6 +122,13 @@ impl Injection {
         })
     }
 
+    /// vt's directories a sandboxed task must see: the buffers (written) and the library.
+    pub fn private_dirs(&self) -> Vec<(&Path, bool)> {
+        let mut dirs = vec![(self.buffers.path(), true)];
+        dirs.extend(self.library_dir.as_ref().map(|d| (d.path(), false)));
+        dirs
+    }
+
     /// vt's own directories: what is in them (the library, the buffers) is not the task's.
     pub fn own_dirs(&self) -> Vec<&Path> {
         let mut dirs = vec![self.buffers.path()];

@@ -64,6 +64,13 @@ pub enum TraceError {
     Setup(std::io::Error),
     #[error("the supervisor failed while tracing: {0}")]
     Supervisor(std::io::Error),
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
+    #[error(
+        "--sandbox needs the seccomp tracer, and this run uses ptrace ({0}).\n  \
+         hint: unset VT_TRACER, or run without --sandbox"
+    )]
+    SandboxNeedsSeccomp(&'static str),
 }
 
 /// A running traced process tree.
@@ -74,6 +81,8 @@ pub struct TracedChild {
     second_source: Result<fanotify::Watch, String>,
     /// The LD_PRELOAD recorder's buffers, or why there is no fast path.
     fast_path: Result<fast_path::Injection, String>,
+    /// The sandbox the tree runs in, if any.
+    jail: Option<crate::jail::Installed>,
 }
 
 enum Running {
@@ -110,6 +119,12 @@ impl TracedChild {
                     log.tracer.push_str("+preload");
                 }
                 Err(why) => log.tracer.push_str(&format!(" (no preload: {why})")),
+            }
+            if let Some(jail) = &self.jail {
+                // Scratch /tmp, /proc, /dev and the empty directories holding mount points
+                // are the sandbox's own: not the host's paths, so neither inputs nor outputs.
+                log.accesses.retain(|a| jail.plan().shows_host(&a.path));
+                log.tracer.push_str("+sandbox");
             }
             match self.second_source {
                 Ok(watch) => {
@@ -171,14 +186,51 @@ pub fn seccomp_notify_available() -> bool {
 }
 
 /// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
-pub fn spawn(mut command: Command) -> Result<TracedChild, TraceError> {
+pub fn spawn(command: Command) -> Result<TracedChild, TraceError> {
+    spawn_jailed(command, None)
+}
+
+/// Starts `command` traced and, with `jail`, inside that sandbox.
+pub fn spawn_jailed(
+    mut command: Command,
+    jail: Option<&crate::jail::Jail>,
+) -> Result<TracedChild, TraceError> {
     let backend = choose_backend()?;
+    if jail.is_some() && backend == Backend::Ptrace {
+        return Err(TraceError::SandboxNeedsSeccomp(
+            if std::env::var_os(TRACER_ENV).is_some() {
+                "VT_TRACER=ptrace"
+            } else {
+                "seccomp user notification is not available"
+            },
+        ));
+    }
     let fast_path = fast_path::library()
         .and_then(|library| fast_path::Injection::prepare(&mut command, &library));
+    // The sandbox's pre-exec goes first: the tracer's must run inside it, in the task.
+    let jail = match jail {
+        Some(jail) => {
+            let own: Vec<(&std::path::Path, bool)> = match &fast_path {
+                Ok(injection) => injection.private_dirs(),
+                Err(_) => Vec::new(),
+            };
+            Some(jail.install(&mut command, &own)?)
+        }
+        None => None,
+    };
     // Started first, so it sees the task from its first syscall.
     let second_source = start_second_source(&command);
     let (pid, backend) = match backend {
-        Backend::Seccomp => spawn_seccomp(command)?,
+        Backend::Seccomp => match spawn_seccomp(command) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                return Err(jail
+                    .as_ref()
+                    .and_then(|j| j.setup_error())
+                    .map(TraceError::from)
+                    .unwrap_or(e));
+            }
+        },
         Backend::Ptrace => {
             let child = ptrace::spawn(command)?;
             (child.pid, Running::Ptrace(child.tracer))
@@ -189,6 +241,7 @@ pub fn spawn(mut command: Command) -> Result<TracedChild, TraceError> {
         backend,
         second_source,
         fast_path,
+        jail,
     })
 }
 
@@ -248,8 +301,9 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
     // prctl, seccomp, sendmsg, close) on memory prepared before the fork: async-signal-safe.
     unsafe {
         command.pre_exec(move || {
-            // Own process group, so the whole tree can be signalled together.
-            if libc::setpgid(0, 0) != 0 {
+            // Own process group, so the whole tree can be signalled together (a sandboxed
+            // task already leads a session of its own).
+            if libc::getpgrp() != libc::getpid() && libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let listener = match notify::install_listener(&program_filter) {

@@ -1,0 +1,259 @@
+//! The hermetic sandbox (DESIGN.md §6): a task that sees only the system directories, the
+//! workspace (read-only) and its declared outputs (writable), in its own user, mount, pid,
+//! ipc, uts and (unless asked otherwise) network namespaces, with no capabilities, landlock
+//! rules mirroring the mounts and a seccomp deny-list.
+//!
+//! - [`plan`]: what the sandbox looks like, as data ([`Plan`]).
+//! - [`deny`]: the seccomp deny-list, as a BPF program.
+//! - [`landlock`]: the rights for the kernel's Landlock ABI.
+//! - `apply`: the syscalls between fork and exec.
+//!
+//! A sandboxed task is always traced too: [`crate::trace::spawn_jailed`] composes the two.
+
+mod apply;
+pub mod deny;
+pub mod landlock;
+pub mod plan;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use plan::{HostPath, Mount, Plan, PlanError, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("cannot plan the sandbox: {0}")]
+    Plan(#[from] PlanError),
+    #[error("cannot prepare the sandbox: {0}")]
+    Prepare(String),
+    #[error("the sandbox could not be set up: {step} failed: {source}\n  hint: {hint}")]
+    Setup {
+        step: String,
+        source: std::io::Error,
+        hint: String,
+    },
+}
+
+/// A sandbox ready to be installed into commands.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    spec: Spec,
+    rights: landlock::Rights,
+}
+
+impl Jail {
+    /// Checks `spec` and creates the declared output directories (they are the mount
+    /// points of the writable binds, so they must exist before the task starts).
+    pub fn new(spec: Spec) -> Result<Jail, JailError> {
+        for dir in &spec.writable {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                JailError::Prepare(format!(
+                    "cannot create the output directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Plan::new(&spec, HostPath::probe)?;
+        Ok(Jail {
+            spec,
+            rights: landlock::Rights::for_abi(landlock::kernel_abi()),
+        })
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// One line for humans: what isolates the task.
+    pub fn describe(&self) -> String {
+        format!(
+            "user, mount, pid, ipc, uts{} namespaces; {}; seccomp deny-list; no capabilities",
+            if self.spec.network { "" } else { ", network" },
+            self.rights.describe()
+        )
+    }
+
+    /// Registers the sandbox's pre-exec on `command`, with vt's own directories (`extra`:
+    /// path and whether the task writes it) visible too. Call before any other `pre_exec`
+    /// that must run inside the sandbox (the tracer's).
+    pub fn install(
+        &self,
+        command: &mut Command,
+        extra: &[(&Path, bool)],
+    ) -> Result<Installed, JailError> {
+        let mut spec = self.spec.clone();
+        for (path, writable) in extra {
+            let list = if *writable {
+                &mut spec.writable
+            } else {
+                &mut spec.read_only
+            };
+            list.push(path.to_path_buf());
+        }
+        let plan = Plan::new(&spec, HostPath::probe)?;
+        let ruleset = landlock::create_ruleset(&self.rights)
+            .map_err(|e| JailError::Prepare(format!("cannot create the landlock ruleset: {e}")))?;
+        let capabilities = caps::runtime::thread_all_supported()
+            .iter()
+            .map(|c| u32::from(c.index()))
+            .collect();
+        let (report_read, report_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| JailError::Prepare(format!("cannot create a pipe: {e}")))?;
+        let mut prepared = apply::Prepared::new(
+            &plan,
+            &self.rights,
+            ruleset,
+            capabilities,
+            deny::deny_filter(),
+            report_write,
+        );
+        // SAFETY: `enter` only makes async-signal-safe syscalls on memory prepared above.
+        unsafe { command.pre_exec(move || prepared.enter()) };
+        Ok(Installed {
+            plan,
+            report: report_read,
+        })
+    }
+}
+
+/// Checks once that this host can build a sandbox, by running `/bin/true` in one. Failing
+/// here names the step and how to allow it, before any task runs.
+pub fn probe() -> Result<(), JailError> {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        let jail = Jail::new(Spec {
+            cwd: "/usr".into(),
+            ..Spec::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let mut command = Command::new("/bin/true");
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let installed = jail.install(&mut command, &[]).map_err(|e| e.to_string())?;
+        let failed = |why: String| installed.setup_error().map_or(why, |e| e.to_string());
+        let (_child, status) = crate::reaper::spawn(&mut command)
+            .map_err(|e| failed(format!("cannot start a sandboxed /bin/true: {e}")))?;
+        match status.recv() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(failed(format!("a sandboxed /bin/true failed ({status})"))),
+            Err(_) => Err("the reaper stopped".into()),
+        }
+    });
+    result.clone().map_err(JailError::Prepare)
+}
+
+/// A sandbox installed into a command that has been (or is being) spawned.
+pub struct Installed {
+    plan: Plan,
+    report: OwnedFd,
+}
+
+impl Installed {
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Why spawning failed, if the sandbox's setup is the reason.
+    pub fn setup_error(&self) -> Option<JailError> {
+        let (step, errno) = apply::read_report(&self.report)?;
+        let source = std::io::Error::from_raw_os_error(errno);
+        Some(JailError::Setup {
+            step: step.describe(&self.plan),
+            hint: hint(step, errno),
+            source,
+        })
+    }
+}
+
+fn hint(step: apply::Step, errno: i32) -> String {
+    use apply::Step;
+    match (step, errno) {
+        (Step::Unshare, libc::EPERM | libc::ENOSPC | libc::EINVAL | libc::EACCES) => {
+            "this host does not let vt create a user namespace. Inside Docker, the default \
+             seccomp profile refuses it: run the container with \
+             `--security-opt seccomp=docker/seccomp.json` (see docker/README.md) or use \
+             rootless podman; elsewhere check `sysctl kernel.unprivileged_userns_clone` and \
+             `user.max_user_namespaces`. Without --sandbox, tracing and caching still work."
+                .into()
+        }
+        (Step::Attach(_), libc::EPERM) => {
+            "the host hides part of /proc or /sys (container runtimes do), so a fresh /proc \
+             cannot be mounted; see docker/README.md"
+                .into()
+        }
+        (Step::Capture(_), libc::ENOENT) => {
+            "a directory the sandbox shows disappeared while it was being set up".into()
+        }
+        (Step::Capture(_) | Step::Staging | Step::Pivot, libc::ENOSYS) => {
+            "the kernel is too old for the sandbox (it needs open_tree/mount_setattr, Linux \
+             5.12 or later)"
+                .into()
+        }
+        _ => "run without --sandbox to check that the task itself works, and report this \
+              with `vt --version` and `uname -r`"
+            .into(),
+    }
+}
+
+/// The paths a task's output globs make writable: each glob's directory part (the
+/// components before the first one with a wildcard), under `package_dir`. Negated globs
+/// (`!…`) only narrow what is an output, so they add nothing.
+pub fn output_dirs(package_dir: &Path, globs: &[String]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for glob in globs.iter().filter(|g| !g.starts_with('!')) {
+        let mut dir = package_dir.to_path_buf();
+        let components: Vec<&str> = glob.split('/').filter(|c| !c.is_empty()).collect();
+        let literal = components
+            .iter()
+            .take_while(|c| !c.contains(['*', '?', '[', '{']))
+            .count();
+        // A glob without a wildcard names a file: its directory is what must be writable
+        // (the file is created by rename or replaced).
+        let take = if literal == components.len() {
+            literal.saturating_sub(1)
+        } else {
+            literal
+        };
+        for component in &components[..take] {
+            dir.push(component);
+        }
+        if !dirs.iter().any(|d| dir.starts_with(d)) {
+            dirs.retain(|d| !d.starts_with(&dir));
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_globs_become_their_directories() {
+        let pkg = Path::new("/ws/app");
+        let globs = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            output_dirs(pkg, &globs(&["dist/**", "!dist/cache/**", "build/*.js"])),
+            vec![
+                PathBuf::from("/ws/app/dist"),
+                PathBuf::from("/ws/app/build")
+            ]
+        );
+        assert_eq!(
+            output_dirs(pkg, &globs(&["out/bundle.js", "out/deep/**"])),
+            vec![PathBuf::from("/ws/app/out")]
+        );
+        // `*.tsbuildinfo` at the package root: the package directory is writable.
+        assert_eq!(
+            output_dirs(pkg, &globs(&["*.tsbuildinfo"])),
+            vec![PathBuf::from("/ws/app")]
+        );
+        assert!(output_dirs(pkg, &[]).is_empty());
+    }
+}

@@ -1,0 +1,444 @@
+//! What the sandbox will look like, as plain data (DESIGN.md §6).
+//!
+//! [`Plan::new`] turns a [`Spec`] (what the task may see and write) and facts about the host
+//! ([`HostPath`] per candidate path) into the ordered list of mounts that build the task's
+//! root. Nothing here touches the system, so tests can read the plan; [`super::apply`] is
+//! the thin layer that performs it.
+//!
+//! Every host directory appears inside at its own path: the tracer reads `/proc/PID/cwd` and
+//! fd links of sandboxed processes from outside, and those name paths relative to the
+//! task's root, so identical paths make the access log mean the same thing with and without
+//! the sandbox.
+
+use std::path::{Component, Path, PathBuf};
+
+/// What a sandboxed task may see and change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// Visible read-only (with everything below them): the workspace, tool directories.
+    pub read_only: Vec<PathBuf>,
+    /// Visible and writable: the task's declared output directories and vt's private
+    /// directories (the fast path's buffers).
+    pub writable: Vec<PathBuf>,
+    /// The task's working directory (must be visible).
+    pub cwd: PathBuf,
+    /// Keep the host's network (otherwise: a fresh network namespace with loopback only).
+    pub network: bool,
+}
+
+/// The system directories every task sees read-only.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+];
+
+/// The parts of `/etc` programs need to run (name lookup, the loader, TLS roots, time zone,
+/// `update-alternatives` links such as `/usr/bin/cc`). Not `/etc` as a whole: as root, a
+/// task would otherwise read `/etc/shadow`.
+pub const ETC_ESSENTIALS: &[&str] = &[
+    "/etc/alternatives",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/debian_version",
+    "/etc/gai.conf",
+    "/etc/group",
+    "/etc/host.conf",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/locale.alias",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+    "/etc/os-release",
+    "/etc/passwd",
+    "/etc/protocols",
+    "/etc/resolv.conf",
+    "/etc/services",
+    "/etc/ssl",
+    "/etc/timezone",
+];
+
+/// Character devices bound from the host into the fresh `/dev`.
+pub const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+
+/// What a candidate path is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPath {
+    Dir,
+    File,
+    Symlink(PathBuf),
+    Missing,
+}
+
+impl HostPath {
+    /// Looks `path` up on this machine (without following a final symlink).
+    pub fn probe(path: &Path) -> HostPath {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => match std::fs::read_link(path) {
+                Ok(target) => HostPath::Symlink(target),
+                Err(_) => HostPath::Missing,
+            },
+            Ok(meta) if meta.is_dir() => HostPath::Dir,
+            Ok(_) => HostPath::File,
+            Err(_) => HostPath::Missing,
+        }
+    }
+}
+
+/// One step of building the root, all paths as seen inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// The host's `path` (a directory or a file) at the same path.
+    Bind { path: PathBuf, writable: bool },
+    /// A host device node (`/dev/null`, …) at the same path, usable but not an input.
+    Device { path: PathBuf },
+    /// A fresh, empty, writable tmpfs (scratch: discarded with the sandbox).
+    Tmpfs { path: PathBuf },
+    /// A fresh procfs of the sandbox's pid namespace.
+    Proc { path: PathBuf },
+    /// A symlink, e.g. `/bin -> usr/bin` on merged-/usr systems, `/dev/fd`.
+    Symlink { path: PathBuf, target: PathBuf },
+}
+
+impl Mount {
+    pub fn path(&self) -> &Path {
+        match self {
+            Mount::Bind { path, .. }
+            | Mount::Device { path }
+            | Mount::Tmpfs { path }
+            | Mount::Proc { path }
+            | Mount::Symlink { path, .. } => path,
+        }
+    }
+
+    /// Whether what is below this mount is the host's (same path, same content).
+    fn is_host(&self) -> bool {
+        matches!(self, Mount::Bind { .. })
+    }
+}
+
+/// The sandbox to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// In order: a mount never comes before the mount it sits on.
+    pub mounts: Vec<Mount>,
+    pub cwd: PathBuf,
+    pub network: bool,
+    pub hostname: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0} is not an absolute path")]
+    NotAbsolute(PathBuf),
+    #[error("{path} does not exist; a sandboxed task can only see existing directories")]
+    Missing { path: PathBuf },
+    #[error("the working directory {0} is not inside anything the sandbox shows")]
+    CwdHidden(PathBuf),
+}
+
+impl Plan {
+    /// The plan for `spec`, with `host` telling what each candidate path is.
+    pub fn new(spec: &Spec, host: impl Fn(&Path) -> HostPath) -> Result<Plan, PlanError> {
+        let mut mounts = Vec::new();
+        let mut push_host = |path: &Path, writable: bool, required: bool| {
+            if !path.is_absolute() {
+                return Err(PlanError::NotAbsolute(path.to_path_buf()));
+            }
+            let path = normalize(path);
+            match host(&path) {
+                HostPath::Symlink(target) if !writable && !required => {
+                    mounts.push(Mount::Symlink { path, target })
+                }
+                HostPath::Missing if required => return Err(PlanError::Missing { path }),
+                HostPath::Missing => {}
+                _ => mounts.push(Mount::Bind { path, writable }),
+            }
+            Ok(())
+        };
+        for dir in SYSTEM_DIRS.iter().chain(ETC_ESSENTIALS) {
+            push_host(Path::new(dir), false, false)?;
+        }
+        for path in &spec.read_only {
+            push_host(path, false, true)?;
+        }
+        for path in &spec.writable {
+            push_host(path, true, true)?;
+        }
+        for device in DEVICES {
+            if host(Path::new(device)) == HostPath::File {
+                mounts.push(Mount::Device {
+                    path: device.into(),
+                });
+            }
+        }
+        mounts.push(Mount::Tmpfs {
+            path: "/tmp".into(),
+        });
+        mounts.push(Mount::Tmpfs {
+            path: "/dev/shm".into(),
+        });
+        mounts.push(Mount::Proc {
+            path: "/proc".into(),
+        });
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            mounts.push(Mount::Symlink {
+                path: Path::new("/dev").join(name),
+                target: target.into(),
+            });
+        }
+        let mut mounts = order(mounts);
+        // The fresh /dev is a tmpfs the devices are bound into.
+        mounts.insert(
+            0,
+            Mount::Tmpfs {
+                path: "/dev".into(),
+            },
+        );
+        let mounts = order(mounts);
+        let plan = Plan {
+            mounts,
+            cwd: normalize(&spec.cwd),
+            network: spec.network,
+            hostname: "vt-sandbox",
+        };
+        if !plan.shows_host(&plan.cwd) {
+            return Err(PlanError::CwdHidden(plan.cwd));
+        }
+        Ok(plan)
+    }
+
+    /// Whether `path` inside the sandbox is the host's `path`: the deepest mount above it is
+    /// a bind. Accesses to anything else (scratch `/tmp`, `/proc`, `/dev`, the empty
+    /// directories that hold mount points) happen on the sandbox's own file systems; they
+    /// are neither inputs nor outputs of the task.
+    pub fn shows_host(&self, path: &Path) -> bool {
+        self.mounts
+            .iter()
+            .filter(|m| path.starts_with(m.path()))
+            .max_by_key(|m| m.path().components().count())
+            .is_some_and(|m| m.is_host())
+    }
+
+    /// The directories the task may write (binds marked writable and the tmpfs mounts).
+    pub fn writable_paths(&self) -> impl Iterator<Item = &Path> {
+        self.mounts.iter().filter_map(|m| match m {
+            Mount::Bind {
+                path,
+                writable: true,
+            }
+            | Mount::Tmpfs { path } => Some(path.as_path()),
+            _ => None,
+        })
+    }
+}
+
+/// Sorts parents before children and drops exact duplicates (the later one wins, so a
+/// writable output inside the read-only workspace is mounted on top of it).
+fn order(mounts: Vec<Mount>) -> Vec<Mount> {
+    let mut unique: Vec<Mount> = Vec::with_capacity(mounts.len());
+    for mount in mounts {
+        if let Some(existing) = unique.iter_mut().find(|m| m.path() == mount.path()) {
+            *existing = mount;
+        } else {
+            unique.push(mount);
+        }
+    }
+    // Stable: equal depth keeps insertion order.
+    unique.sort_by_key(|m| m.path().components().count());
+    // A read-only bind inside another read-only bind (a PATH entry under /usr) adds nothing.
+    let covered = |m: &Mount, all: &[Mount]| {
+        matches!(
+            m,
+            Mount::Bind {
+                writable: false,
+                ..
+            }
+        ) && all.iter().any(|outer| {
+            matches!(
+                outer,
+                Mount::Bind {
+                    writable: false,
+                    ..
+                }
+            ) && outer.path() != m.path()
+                && m.path().starts_with(outer.path())
+        })
+    };
+    let snapshot = unique.clone();
+    unique.retain(|m| !covered(m, &snapshot));
+    unique
+}
+
+/// `a/./b/../c` → `a/c` without touching the file system (paths here come from vt's own
+/// config resolution and are already canonical; this only guards against `..` tricks).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn debian_host(path: &Path) -> HostPath {
+        match path.to_str().unwrap_or("") {
+            "/bin" => HostPath::Symlink("usr/bin".into()),
+            "/lib" => HostPath::Symlink("usr/lib".into()),
+            "/lib64" => HostPath::Symlink("usr/lib64".into()),
+            "/sbin" => HostPath::Symlink("usr/sbin".into()),
+            "/usr" | "/work/ws" | "/work/ws/app/dist" | "/etc/alternatives" => HostPath::Dir,
+            "/etc/passwd" | "/etc/ld.so.cache" | "/dev/null" | "/dev/tty" => HostPath::File,
+            _ => HostPath::Missing,
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            read_only: vec!["/work/ws".into()],
+            writable: vec!["/work/ws/app/dist".into()],
+            cwd: "/work/ws/app".into(),
+            network: false,
+        }
+    }
+
+    #[test]
+    fn mounts_come_parents_first_with_outputs_on_top_of_the_workspace() {
+        let plan = Plan::new(&spec(), debian_host).expect("plan");
+        let paths: Vec<&Path> = plan.mounts.iter().map(Mount::path).collect();
+        let position = |p: &str| {
+            paths
+                .iter()
+                .position(|x| *x == Path::new(p))
+                .unwrap_or_else(|| panic!("{p} is not mounted: {paths:?}"))
+        };
+        assert!(position("/dev") < position("/dev/null"));
+        assert!(position("/work/ws") < position("/work/ws/app/dist"));
+        assert!(plan.mounts.contains(&Mount::Bind {
+            path: "/work/ws/app/dist".into(),
+            writable: true
+        }));
+        assert!(plan.mounts.contains(&Mount::Bind {
+            path: "/work/ws".into(),
+            writable: false
+        }));
+        assert!(plan.mounts.contains(&Mount::Symlink {
+            path: "/bin".into(),
+            target: "usr/bin".into()
+        }));
+        // Not on this host: not mounted, and no error for optional system paths.
+        assert!(!paths.contains(&Path::new("/opt")));
+        // Never /etc as a whole, never the host's /root or /home.
+        assert!(!paths.contains(&Path::new("/etc")));
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.starts_with("/root") || p.starts_with("/home"))
+        );
+    }
+
+    #[test]
+    fn only_declared_outputs_and_scratch_are_writable() {
+        let plan = Plan::new(&spec(), debian_host).expect("plan");
+        let writable: Vec<&Path> = plan.writable_paths().collect();
+        assert_eq!(
+            writable,
+            [
+                Path::new("/dev"),
+                Path::new("/tmp"),
+                Path::new("/dev/shm"),
+                Path::new("/work/ws/app/dist")
+            ]
+        );
+    }
+
+    #[test]
+    fn host_paths_are_told_apart_from_the_sandbox_own_file_systems() {
+        let plan = Plan::new(&spec(), debian_host).expect("plan");
+        assert!(plan.shows_host(Path::new("/work/ws/app/src/a.js")));
+        assert!(plan.shows_host(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));
+        assert!(plan.shows_host(Path::new("/etc/passwd")));
+        assert!(!plan.shows_host(Path::new("/tmp/scratch")));
+        assert!(!plan.shows_host(Path::new("/proc/self/status")));
+        assert!(!plan.shows_host(Path::new("/dev/shm/x")));
+        // Hidden host paths (the empty root's directories, /root, /etc/shadow).
+        assert!(!plan.shows_host(Path::new("/root/.npmrc")));
+        assert!(!plan.shows_host(Path::new("/etc/shadow")));
+        assert!(!plan.shows_host(Path::new("/work")));
+    }
+
+    #[test]
+    fn a_workspace_under_tmp_is_bound_on_top_of_the_scratch_tmpfs() {
+        let spec = Spec {
+            read_only: vec!["/tmp/ws".into()],
+            writable: vec![],
+            cwd: "/tmp/ws".into(),
+            network: false,
+        };
+        let host = |p: &Path| {
+            if p == Path::new("/tmp/ws") {
+                HostPath::Dir
+            } else {
+                debian_host(p)
+            }
+        };
+        let plan = Plan::new(&spec, host).expect("plan");
+        let paths: Vec<&Path> = plan.mounts.iter().map(Mount::path).collect();
+        let tmp = paths.iter().position(|p| *p == Path::new("/tmp"));
+        let ws = paths.iter().position(|p| *p == Path::new("/tmp/ws"));
+        assert!(tmp < ws, "{paths:?}");
+        assert!(plan.shows_host(Path::new("/tmp/ws/a")));
+        assert!(!plan.shows_host(Path::new("/tmp/other")));
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut missing = spec();
+        missing.read_only.push("/nope".into());
+        assert_eq!(
+            Plan::new(&missing, debian_host),
+            Err(PlanError::Missing {
+                path: "/nope".into()
+            })
+        );
+        let mut relative = spec();
+        relative.writable.push("dist".into());
+        assert_eq!(
+            Plan::new(&relative, debian_host),
+            Err(PlanError::NotAbsolute("dist".into()))
+        );
+        let mut hidden = spec();
+        hidden.cwd = "/root".into();
+        assert_eq!(
+            Plan::new(&hidden, debian_host),
+            Err(PlanError::CwdHidden("/root".into()))
+        );
+        let mut dotdot = spec();
+        dotdot.writable = vec!["/work/ws/app/dist/../../..".into()];
+        // `..` is resolved, not followed: this names /work, which is not a host dir here.
+        assert!(Plan::new(&dotdot, debian_host).is_err());
+    }
+}
