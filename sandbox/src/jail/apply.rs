@@ -390,6 +390,8 @@ impl Prepared {
         if c > 0 {
             // SAFETY: as for A.
             unsafe {
+                // B is a copy of vt: the task must not reach it through /proc/1 (exe, mem).
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
                 close_all_but(status_pipe[1]);
                 init_until(c, status_pipe[1])
             }
