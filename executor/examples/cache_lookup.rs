@@ -61,6 +61,7 @@ fn measure(entries: usize) -> anyhow::Result<()> {
             .map(|j| Observation {
                 kind: ObsKind::Content,
                 path: CachePath(format!("src/f{}.js", (task + j) % 200).into_bytes()),
+                except: Vec::new(),
             })
             .collect()
     };

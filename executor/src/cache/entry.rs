@@ -103,6 +103,7 @@ mod tests {
             observations: vec![Observation {
                 kind: ObsKind::Content,
                 path: CachePath(b"src/\xffa.js".to_vec()),
+                except: Vec::new(),
             }],
             values: vec!["file:00".into()],
             outputs: vec![Output::Deleted {

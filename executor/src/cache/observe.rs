@@ -91,6 +91,10 @@ pub enum ObsKind {
 pub struct Observation {
     pub kind: ObsKind,
     pub path: CachePath,
+    /// For a listing of a directory the task wrote into: the names it created, changed or
+    /// removed there. They are its outputs, so the listing is keyed by the other names
+    /// (what the task found that was not its own doing), not by its own results.
+    pub except: Vec<Vec<u8>>,
 }
 
 impl Observation {
@@ -219,6 +223,7 @@ pub fn digest(
             digest.inputs.insert(Observation {
                 kind,
                 path: CachePath::new(root, path),
+                except: Vec::new(),
             });
         } else {
             if !state.written {
@@ -257,6 +262,27 @@ pub fn digest(
     digest.inputs.retain(|o| {
         !(matches!(o.kind, ObsKind::Meta | ObsKind::Absent) && output_dirs.contains(&o.path))
     });
+    let listed_output_dirs: Vec<Observation> = digest
+        .inputs
+        .iter()
+        .filter(|o| o.kind == ObsKind::List && output_dirs.contains(&o.path))
+        .cloned()
+        .collect();
+    for mut listing in listed_output_dirs {
+        digest.inputs.remove(&listing);
+        let dir = listing.path.absolute(root);
+        let mut own: Vec<Vec<u8>> = digest
+            .outputs
+            .iter()
+            .filter_map(|p| p.strip_prefix(&dir).ok())
+            .filter_map(|rel| rel.components().next())
+            .map(|c| c.as_os_str().as_bytes().to_vec())
+            .collect();
+        own.sort();
+        own.dedup();
+        listing.except = own;
+        digest.inputs.insert(listing);
+    }
     // Outside the workspace a change cannot be replayed: only a temporary file the task
     // created and removed again is harmless.
     for (path, state) in &states {
@@ -409,6 +435,7 @@ pub fn observe(
                 let mut names: Vec<Vec<u8>> = entries
                     .flatten()
                     .map(|e| e.file_name().as_bytes().to_vec())
+                    .filter(|name| observation.except.binary_search(name).is_err())
                     .collect();
                 names.sort();
                 let mut hasher = KeyHasher::new("listing");

@@ -73,6 +73,7 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
 /// the directories of its outputs writable.
 fn jail_for(plan: &Plan, sandbox: &SandboxPlan) -> anyhow::Result<Jail> {
     let mut read_only = vec![sandbox.workspace.clone()];
+    read_only.extend(sandbox.linked.iter().cloned());
     if let Some(path) = plan.env.get("PATH") {
         read_only.extend(std::env::split_paths(path).filter(|dir| {
             dir.is_absolute() && dir.is_dir() && !dir.starts_with(&sandbox.workspace)

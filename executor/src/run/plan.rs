@@ -51,6 +51,9 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct SandboxPlan {
     pub workspace: PathBuf,
+    /// Directories outside the workspace that its `node_modules` link to (a shared store,
+    /// `npm link`): read-only, or the task's dependencies would vanish in the sandbox.
+    pub linked: Vec<PathBuf>,
     /// The directories of the task's output globs: the only writable part of the workspace.
     pub writable: Vec<PathBuf>,
     pub network: bool,
@@ -78,6 +81,45 @@ fn globs(label: &str, package_rel: &Path, patterns: &[String]) -> Result<GlobSet
         label: label.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// Where the `node_modules` of `dirs` (the directory itself, its packages and scoped
+/// packages) link outside `root`, resolved.
+fn linked_outside(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
+    let mut linked: Vec<PathBuf> = Vec::new();
+    let mut consider = |path: &Path| {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if let Some(target) = is_link.then(|| std::fs::canonicalize(path).ok()).flatten()
+            && !target.starts_with(root)
+            && !linked.contains(&target)
+        {
+            linked.push(target);
+        }
+        is_link
+    };
+    for dir in dirs {
+        let modules = dir.join("node_modules");
+        if consider(&modules) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&modules) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if consider(&path) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().starts_with('@')
+                && let Ok(scoped) = std::fs::read_dir(&path)
+            {
+                for inner in scoped.flatten() {
+                    consider(&inner.path());
+                }
+            }
+        }
+    }
+    linked
 }
 
 fn matches_any(patterns: &[&str], name: &str) -> bool {
@@ -196,6 +238,7 @@ pub fn plan(
     }
     let sandbox = (config.sandbox == Some(true)).then(|| SandboxPlan {
         workspace: workspace.root.clone(),
+        linked: linked_outside(&workspace.root, &[&workspace.root, &package.dir]),
         writable: sandbox::jail::output_dirs(&package.dir, &output.include),
         network: config.network == Some(true),
     });

@@ -45,6 +45,16 @@ fn status_line(label: &str, message: &str) {
 /// Runs `plan` with the cache (if any).
 pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Result<TaskResult> {
     let mut console = Console::new(mode, &plan.label);
+    if let Some(sandbox) = &plan.sandbox {
+        // A sandboxed task finds its output directories in place (they are its writable
+        // mount points); create them before the lookup, so the state a path set is
+        // checked against is the state the task would start from.
+        for dir in &sandbox.writable {
+            anyhow::Context::with_context(std::fs::create_dir_all(dir), || {
+                format!("{}: cannot create {}", plan.label, dir.display())
+            })?;
+        }
+    }
     let lookup = match cache {
         Some(cache) if plan.cacheable => {
             Some(cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env()))
@@ -199,12 +209,14 @@ fn store(
         inputs.insert(Observation {
             kind: observe::ObsKind::Env,
             path: observe::CachePath(name.clone().into_bytes()),
+            except: Vec::new(),
         });
     }
     for glob in &report.tracked_globs {
         inputs.insert(Observation {
             kind: observe::ObsKind::Env,
             path: observe::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
+            except: Vec::new(),
         });
     }
     let observations: Vec<Observation> = inputs.into_iter().collect();
