@@ -941,3 +941,46 @@ fn s48_log_modes_label_and_group_task_output() {
     let b1 = text.find("b1\n").expect("b1");
     assert_eq!(&text[b1..b1 + 6], "b1\nb2\n", "{text}");
 }
+
+#[test]
+fn s49_a_task_listing_its_own_output_dir_hits_after_the_dir_is_deleted() {
+    let ws = Ws::new(&[(
+        "vt.json",
+        r#"{ "tasks": { "build": { "command": "mkdir -p dist && ls dist > /dev/null && cat src/a.js > dist/a.js" } } }"#,
+    )]);
+    // dist/ is there (empty) when the stored run lists it.
+    std::fs::create_dir_all(ws.path("dist")).expect("dist");
+    let first = ws.run("build", &[]);
+    assert_eq!(first.status(APP), "stored", "{}", first.stderr());
+    ws.run("build", &[]).assert_hit(APP);
+    std::fs::remove_dir_all(ws.path("dist")).expect("rm dist");
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(ws.read("dist/a.js"), "const a = 1;\n");
+    // A foreign file in the output dir is something the listing sees: a miss.
+    ws.write("dist/foreign.txt", "left by someone else\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "dist: directory entries changed");
+}
+
+#[test]
+fn s50_a_sandboxed_task_is_stored_and_replayed() {
+    let ws = built(&[(
+        "vt.json",
+        r#"{ "tasks": { "build": { "command": "node build.js", "output": ["dist/**"], "sandbox": true } } }"#,
+    )]);
+    let first_output = ws.read("dist/out.txt");
+    ws.run("build", &[]).assert_hit(APP);
+    std::fs::remove_dir_all(ws.path("dist")).expect("rm dist");
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(ws.read("dist/out.txt"), first_output);
+    ws.write("src/a.js", "const a = 3;\n");
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+    // The sandbox is part of the key: the same task unsandboxed is a different entry.
+    ws.write(
+        "vt.json",
+        r#"{ "tasks": { "build": { "command": "node build.js", "output": ["dist/**"] } } }"#,
+    );
+    let plain = ws.run("build", &[]);
+    assert_eq!(plain.status(APP), "stored", "{}", plain.stderr());
+}

@@ -260,7 +260,9 @@ pub fn digest(
         })
         .collect();
     digest.inputs.retain(|o| {
-        !(matches!(o.kind, ObsKind::Meta | ObsKind::Absent) && output_dirs.contains(&o.path))
+        // Opening the directory (`ls`, `readdir`) reads no content; its listing is below.
+        !(matches!(o.kind, ObsKind::Meta | ObsKind::Absent | ObsKind::Content)
+            && output_dirs.contains(&o.path))
     });
     let listed_output_dirs: Vec<Observation> = digest
         .inputs
@@ -431,23 +433,33 @@ pub fn observe(
             Err(e) => describe_missing(&e),
         },
         ObsKind::List => match std::fs::read_dir(&path) {
+            // An output directory that is gone lists as empty: whether it exists is not an
+            // input (restoring the outputs recreates it), only foreign entries in it are.
+            Err(e) if !observation.except.is_empty() && describe_missing(&e) == "missing" => {
+                listing_value(Vec::new())
+            }
             Ok(entries) => {
-                let mut names: Vec<Vec<u8>> = entries
+                let names: Vec<Vec<u8>> = entries
                     .flatten()
                     .map(|e| e.file_name().as_bytes().to_vec())
                     .filter(|name| observation.except.binary_search(name).is_err())
                     .collect();
-                names.sort();
-                let mut hasher = KeyHasher::new("listing");
-                for name in &names {
-                    hasher.field(name);
-                }
-                format!("list:{}:{}", names.len(), hasher.finish().hex())
+                listing_value(names)
             }
             Err(e) => describe_missing(&e),
         },
         ObsKind::Env => unreachable!("handled above"),
     }
+}
+
+/// A directory's sorted names as one value.
+fn listing_value(mut names: Vec<Vec<u8>>) -> String {
+    names.sort();
+    let mut hasher = KeyHasher::new("listing");
+    for name in &names {
+        hasher.field(name);
+    }
+    format!("list:{}:{}", names.len(), hasher.finish().hex())
 }
 
 fn file_type(meta: &std::fs::Metadata) -> &'static str {
