@@ -1,0 +1,190 @@
+//! Real builds under `--sandbox`: a `make` build of C files and a `vite build` produce the
+//! same outputs as without the sandbox, and the sandboxed result is replayed from the cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vt_tests::{vt_binary, workdir};
+
+fn vt(root: &Path, args: &[&str]) -> Output {
+    Command::new(vt_binary())
+        .current_dir(root)
+        .env("VT_CACHE_DIR", root.join(".vt-cache"))
+        .args(args)
+        .output()
+        .expect("vt runs")
+}
+
+#[track_caller]
+fn succeed(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "vt failed:\n{stderr}");
+    stderr
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path.strip_prefix(base).expect("inside").to_path_buf();
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn c_project() -> (tempfile::TempDir, PathBuf) {
+    let (temp, root) = workdir();
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write("package.json", r#"{"name":"cproj","private":true}"#);
+    write(
+        "vt.json",
+        r#"{ "tasks": { "build": { "command": "make -j2", "output": ["build/**"] } } }"#,
+    );
+    write("src/util.h", "int twice(int x);\nint thrice(int x);\n");
+    write(
+        "src/twice.c",
+        "#include \"util.h\"\nint twice(int x) { return 2 * x; }\n",
+    );
+    write(
+        "src/thrice.c",
+        "#include \"util.h\"\nint thrice(int x) { return 3 * x; }\n",
+    );
+    write(
+        "src/main.c",
+        "#include <stdio.h>\n#include \"util.h\"\nint main(void) { printf(\"%d\\n\", twice(thrice(7))); return 0; }\n",
+    );
+    write(
+        "Makefile",
+        "OBJ = build/main.o build/twice.o build/thrice.o\n\
+         build/app: $(OBJ)\n\tcc -o $@ $(OBJ)\n\
+         build/%.o: src/%.c src/util.h\n\tmkdir -p build\n\tcc -O2 -c -o $@ $<\n",
+    );
+    (temp, root)
+}
+
+#[test]
+fn make_builds_the_same_outputs_in_the_sandbox_and_replays_them() {
+    let (_temp, root) = c_project();
+    succeed(vt(&root, &["exec", "--no-cache", "build"]));
+    let plain = snapshot(&root.join("build"));
+    assert_eq!(plain.len(), 4, "{:?}", plain.keys());
+    std::fs::remove_dir_all(root.join("build")).expect("clean");
+
+    let stderr = succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert!(stderr.contains("cache miss"), "{stderr}");
+    assert_eq!(
+        snapshot(&root.join("build")),
+        plain,
+        "sandboxed outputs differ"
+    );
+    let run = Command::new(root.join("build/app")).output().expect("app");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "42\n");
+
+    // Replayed from the cache: the whole output directory comes back byte for byte.
+    std::fs::remove_dir_all(root.join("build")).expect("clean");
+    let stderr = succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert!(stderr.contains("cache hit, replaying"), "{stderr}");
+    assert_eq!(snapshot(&root.join("build")), plain);
+
+    // An edited header is an input the sandboxed run saw: a miss, and a rebuild.
+    std::fs::write(
+        root.join("src/util.h"),
+        "int twice(int x);\nint thrice(int x);\n/* edited */\n",
+    )
+    .expect("edit");
+    let stderr = succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert!(stderr.contains("src/util.h: content changed"), "{stderr}");
+}
+
+/// vite from npm, installed once per machine outside the clone (as node-client's tests do).
+fn vite_modules() -> PathBuf {
+    let cache = std::env::var_os("VT_NPM_INSTALLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vt-ci/npm-installs"))
+        .join("vite");
+    let modules = cache.join("node_modules");
+    if !modules.join("vite/bin/vite.js").exists() {
+        std::fs::create_dir_all(&cache).expect("npm cache dir");
+        if !cache.join("package.json").exists() {
+            std::fs::write(cache.join("package.json"), r#"{"private":true}"#).expect("pkg");
+        }
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "vite@^8"])
+            .current_dir(&cache)
+            .status()
+            .expect("npm is installed (.ci/env.sh installs it)");
+        assert!(status.success(), "npm install vite failed");
+    }
+    modules
+}
+
+#[test]
+fn vite_builds_the_same_bundle_in_the_sandbox_and_replays_it() {
+    let (_temp, root) = workdir();
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    // node_modules links outside the workspace, as with a shared store: the sandbox shows
+    // the link's target read-only.
+    std::os::unix::fs::symlink(vite_modules(), root.join("node_modules")).expect("link");
+    write(
+        "package.json",
+        r#"{"name":"vite-app","private":true,"type":"module"}"#,
+    );
+    write(
+        "vt.json",
+        r#"{ "tasks": { "build": { "command": "node node_modules/vite/bin/vite.js build", "output": ["dist/**"] } } }"#,
+    );
+    write(
+        "index.html",
+        "<!doctype html><html><body><div id=\"app\"></div><script type=\"module\" src=\"/src/main.js\"></script></body></html>\n",
+    );
+    write(
+        "src/main.js",
+        "import { greet } from './greet.js';\ndocument.querySelector('#app').textContent = greet('sandbox');\n",
+    );
+    write(
+        "src/greet.js",
+        "export const greet = (who) => `hello ${who} ${[1, 2, 3].map((x) => x * 2).join(',')}`;\n",
+    );
+
+    succeed(vt(&root, &["exec", "--no-cache", "build"]));
+    let plain = snapshot(&root.join("dist"));
+    assert!(plain.keys().any(|p| p.starts_with("assets")), "{plain:?}");
+    std::fs::remove_dir_all(root.join("dist")).expect("clean");
+
+    succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert_eq!(
+        snapshot(&root.join("dist")),
+        plain,
+        "sandboxed bundle differs"
+    );
+
+    std::fs::remove_dir_all(root.join("dist")).expect("clean");
+    let stderr = succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert!(stderr.contains("cache hit, replaying"), "{stderr}");
+    assert_eq!(snapshot(&root.join("dist")), plain);
+
+    write(
+        "src/greet.js",
+        "export const greet = (who) => `bye ${who}`;\n",
+    );
+    let stderr = succeed(vt(&root, &["exec", "--sandbox", "build"]));
+    assert!(stderr.contains("src/greet.js: content changed"), "{stderr}");
+    assert_ne!(snapshot(&root.join("dist")), plain);
+}
