@@ -13,8 +13,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages: libclang for rocksdb's bindgen, a C/C++ toolchain for RocksDB itself,
 # strace as the tracer's correctness oracle, make/gcc/python3/node for the test workloads,
-# python3-venv and git for the benchmarks (matplotlib plots; turbo wants a git checkout).
-APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git nodejs npm)
+# python3-venv, git and bubblewrap for the benchmarks (matplotlib plots; turbo wants a git
+# checkout; bwrap is the sandbox peer).
+APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git bubblewrap nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

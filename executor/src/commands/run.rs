@@ -108,9 +108,9 @@ fn execute_graph(
         }
     }
     let graph = &graph;
-    if graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
+    if graph.nodes.len() > 1 && graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
         // Before anything runs: a host that cannot build the sandbox fails every sandboxed
-        // task the same way.
+        // task the same way. (A lone task needs no probe: its sandbox fails before exec.)
         sandbox::jail::probe().context("--sandbox cannot work on this host")?;
     }
     signals::install()?;
