@@ -480,3 +480,31 @@ fn a_host_without_user_namespaces_fails_before_running_anything() {
     assert!(traced.status.success(), "{}", stderr(&traced));
     assert!(marker.exists());
 }
+
+#[test]
+fn killing_vt_kills_the_sandboxed_tree() {
+    let ws = workspace();
+    let marker = ws.root.join("dist/survivor");
+    std::fs::create_dir_all(ws.root.join("dist")).expect("dist");
+    // A task whose background child would write the marker after vt is gone.
+    let mut vt = Command::new(vt_binary())
+        .current_dir(&ws.root)
+        .args(["exec", "--no-cache", "--sandbox", "--", "sh", "-c"])
+        .arg(format!(
+            "(sleep 1; echo alive > {}) & sleep 30",
+            marker.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vt");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    vt.kill().expect("SIGKILL vt");
+    vt.wait().expect("reap vt");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !marker.exists(),
+        "a sandboxed process survived vt's SIGKILL and wrote {}",
+        marker.display()
+    );
+}

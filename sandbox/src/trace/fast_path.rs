@@ -55,6 +55,8 @@ pub fn library() -> Result<Library, String> {
 
 /// The library injected into one traced command, and its buffer directory.
 pub struct Injection {
+    /// The library's directory when it is a user's file (`VT_PRELOAD=FILE`).
+    library_parent: Option<PathBuf>,
     /// Where the embedded library was written (None for `VT_PRELOAD=FILE`).
     library_dir: Option<tempfile::TempDir>,
     /// The per-process buffers: on tmpfs when there is one, because the first store to a
@@ -117,6 +119,10 @@ impl Injection {
         command.env("LD_PRELOAD", preload);
         command.env(preload_abi::DIR_ENV, buffers.path());
         Ok(Injection {
+            library_parent: library_dir
+                .is_none()
+                .then(|| library.parent().map(Path::to_path_buf))
+                .flatten(),
             library_dir,
             buffers,
         })
@@ -126,6 +132,7 @@ impl Injection {
     pub fn private_dirs(&self) -> Vec<(&Path, bool)> {
         let mut dirs = vec![(self.buffers.path(), true)];
         dirs.extend(self.library_dir.as_ref().map(|d| (d.path(), false)));
+        dirs.extend(self.library_parent.as_deref().map(|d| (d, false)));
         dirs
     }
 
