@@ -508,3 +508,55 @@ fn killing_vt_kills_the_sandboxed_tree() {
         marker.display()
     );
 }
+
+#[test]
+fn works_for_an_unprivileged_user_too() {
+    if !is_root() {
+        // Already unprivileged: every other case here is this case.
+        return;
+    }
+    let ws = workspace();
+    let nobody = "65534";
+    let status = Command::new("chown")
+        .args(["-R", &format!("{nobody}:{nobody}")])
+        .arg(&ws.root)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let output = Command::new("setpriv")
+        .args(["--reuid", nobody, "--regid", nobody, "--clear-groups", "--"])
+        .arg(vt_binary())
+        .args(["exec", "--sandbox", "escape", "--", "write", "dist/out.txt"])
+        .current_dir(&ws.root)
+        .env("HOME", &ws.root)
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(ws.root.join("dist/out.txt")).expect("output"),
+        "escaped\n"
+    );
+    let source = ws.root.join("src/main.js").to_string_lossy().into_owned();
+    let output = Command::new("setpriv")
+        .args(["--reuid", nobody, "--regid", nobody, "--clear-groups", "--"])
+        .arg(vt_binary())
+        .args([
+            "exec",
+            "--no-cache",
+            "--sandbox",
+            "escape",
+            "--",
+            "write",
+            &source,
+        ])
+        .current_dir(&ws.root)
+        .env("HOME", &ws.root)
+        .output()
+        .expect("setpriv");
+    assert!(!output.status.success(), "wrote the sources as nobody");
+    assert!(
+        stderr(&output).contains("Read-only file system"),
+        "{}",
+        stderr(&output)
+    );
+}

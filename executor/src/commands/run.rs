@@ -108,10 +108,14 @@ fn execute_graph(
         }
     }
     let graph = &graph;
-    if graph.nodes.len() > 1 && graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
-        // Before anything runs: a host that cannot build the sandbox fails every sandboxed
-        // task the same way. (A lone task needs no probe: its sandbox fails before exec.)
-        sandbox::jail::probe().context("--sandbox cannot work on this host")?;
+    if graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
+        if graph.nodes.len() > 1 {
+            // Before anything runs: a host that cannot build the sandbox fails every
+            // sandboxed task the same way. (A lone task needs no probe: its sandbox fails
+            // before exec.)
+            sandbox::jail::probe().context("--sandbox cannot work on this host")?;
+        }
+        eprintln!("vt: sandbox: {}", sandbox::jail::describe_host());
     }
     signals::install()?;
     let cache = if common.no_cache {

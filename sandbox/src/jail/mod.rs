@@ -119,6 +119,16 @@ impl Jail {
     }
 }
 
+/// What isolates a sandboxed task on this host (the landlock ABI is the kernel's).
+pub fn describe_host() -> String {
+    let rights = landlock::Rights::for_abi(landlock::kernel_abi());
+    format!(
+        "user, mount, pid, ipc, uts and (unless --network) network namespaces; {}; seccomp \
+         deny-list; no capabilities",
+        rights.describe()
+    )
+}
+
 /// Checks once that this host can build a sandbox, by running `/bin/true` in one. Failing
 /// here names the step and how to allow it, before any task runs.
 pub fn probe() -> Result<(), JailError> {
