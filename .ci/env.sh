@@ -14,8 +14,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # Debian packages: libclang for rocksdb's bindgen, a C/C++ toolchain for RocksDB itself,
 # strace as the tracer's correctness oracle, make/gcc/python3/node for the test workloads,
 # python3-venv, git and bubblewrap for the benchmarks (matplotlib plots; turbo wants a git
-# checkout; bwrap is the sandbox peer).
-APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git bubblewrap nodejs npm)
+# checkout; bwrap is the sandbox peer); docker.io and debootstrap for the container tests
+# (tests/tests/docker.rs starts its own dockerd).
+APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git bubblewrap docker.io debootstrap nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -24,14 +24,14 @@ pub use plan::{HostPath, Mount, Plan, PlanError, Spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
-    #[error("cannot plan the sandbox: {0}")]
+    #[error("cannot plan the sandbox")]
     Plan(#[from] PlanError),
     #[error("cannot prepare the sandbox: {0}")]
     Prepare(String),
-    #[error("the sandbox could not be set up: {step} failed: {source}\n  hint: {hint}")]
+    #[error("the sandbox could not be set up: {step} failed: {cause}\n  hint: {hint}")]
     Setup {
         step: String,
-        source: std::io::Error,
+        cause: std::io::Error,
         hint: String,
     },
 }
@@ -175,7 +175,7 @@ impl Installed {
         Some(JailError::Setup {
             step: step.describe(&self.plan),
             hint: hint(step, errno),
-            source,
+            cause: source,
         })
     }
 }
@@ -192,8 +192,9 @@ fn hint(step: apply::Step, errno: i32) -> String {
                 .into()
         }
         (Step::Attach(_), libc::EPERM) => {
-            "the host hides part of /proc or /sys (container runtimes do), so a fresh /proc \
-             cannot be mounted; see docker/README.md"
+            "the kernel refuses a fresh /proc while parts of the host's /proc are covered \
+             (Docker masks /proc/kcore and others): run the container with \
+             `--security-opt systempaths=unconfined` as well (see docker/README.md)"
                 .into()
         }
         (Step::Capture(_), libc::ENOENT) => {

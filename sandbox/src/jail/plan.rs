@@ -253,7 +253,11 @@ fn order(mounts: Vec<Mount>) -> Vec<Mount> {
     let mut unique: Vec<Mount> = Vec::with_capacity(mounts.len());
     for mount in mounts {
         if let Some(existing) = unique.iter_mut().find(|m| m.path() == mount.path()) {
-            *existing = mount;
+            // What the task must see (a workspace that *is* /tmp) beats scratch there.
+            let scratch = matches!(mount, Mount::Tmpfs { .. } | Mount::Proc { .. });
+            if !(scratch && matches!(existing, Mount::Bind { .. })) {
+                *existing = mount;
+            }
         } else {
             unique.push(mount);
         }
@@ -412,6 +416,29 @@ mod tests {
         assert!(tmp < ws, "{paths:?}");
         assert!(plan.shows_host(Path::new("/tmp/ws/a")));
         assert!(!plan.shows_host(Path::new("/tmp/other")));
+    }
+
+    #[test]
+    fn a_workspace_that_is_tmp_stays_visible() {
+        let spec = Spec {
+            read_only: vec!["/tmp".into()],
+            writable: vec![],
+            cwd: "/tmp".into(),
+            network: false,
+        };
+        let host = |p: &Path| {
+            if p == Path::new("/tmp") {
+                HostPath::Dir
+            } else {
+                debian_host(p)
+            }
+        };
+        let plan = Plan::new(&spec, host).expect("plan");
+        assert!(plan.mounts.contains(&Mount::Bind {
+            path: "/tmp".into(),
+            writable: false
+        }));
+        assert!(plan.shows_host(Path::new("/tmp/package.json")));
     }
 
     #[test]

@@ -14,6 +14,50 @@ use nix::unistd::Pid;
 
 const PAGE: usize = 4096;
 
+/// Set once `process_vm_readv` has been refused while `/proc/PID/mem` worked: a container's
+/// seccomp profile (Docker's default) blocks the former unless the container has
+/// CAP_SYS_PTRACE, while reading the latter needs the same ptrace access and plain
+/// `pread`, which no profile blocks.
+static USE_PROC_MEM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reads `buffer.len()` bytes at `addr` of `pid`: `process_vm_readv`, or `/proc/PID/mem`
+/// where the former is refused. Returns the bytes read (short at an unmapped page).
+fn read_memory(pid: u32, addr: usize, buffer: &mut [u8]) -> Result<usize, Errno> {
+    use std::sync::atomic::Ordering;
+    if !USE_PROC_MEM.load(Ordering::Relaxed) {
+        let remote = [RemoteIoVec {
+            base: addr,
+            len: buffer.len(),
+        }];
+        match process_vm_readv(
+            Pid::from_raw(pid as i32),
+            &mut [IoSliceMut::new(buffer)],
+            &remote,
+        ) {
+            Err(Errno::EPERM | Errno::ENOSYS) => {}
+            other => return other,
+        }
+    }
+    let read = read_proc_mem(pid, addr, buffer)?;
+    USE_PROC_MEM.store(true, Ordering::Relaxed);
+    Ok(read)
+}
+
+fn read_proc_mem(pid: u32, addr: usize, buffer: &mut [u8]) -> Result<usize, Errno> {
+    use std::os::unix::fs::FileExt;
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let file = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| match errno(e) {
+        Errno::ENOENT => Errno::ESRCH,
+        other => other,
+    })?;
+    match file.read_at(buffer, addr as u64) {
+        Ok(n) => Ok(n),
+        // An unmapped address reads as EIO here where process_vm_readv says EFAULT.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Err(Errno::EFAULT),
+        Err(e) => Err(errno(e)),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadError {
     /// The pointer is bad: the syscall itself will fail with EFAULT, nothing is accessed.
@@ -37,15 +81,7 @@ pub fn read_c_string(pid: u32, addr: u64, limit: usize) -> Result<Vec<u8>, ReadE
         let chunk = (PAGE - cursor % PAGE).min(limit + 1 - out.len());
         let start = out.len();
         out.resize(start + chunk, 0);
-        let remote = [RemoteIoVec {
-            base: cursor,
-            len: chunk,
-        }];
-        let read = match process_vm_readv(
-            Pid::from_raw(pid as i32),
-            &mut [IoSliceMut::new(&mut out[start..])],
-            &remote,
-        ) {
+        let read = match read_memory(pid, cursor, &mut out[start..]) {
             Ok(n) => n,
             Err(Errno::EFAULT) => return Err(ReadError::Fault),
             Err(Errno::ESRCH) => return Err(ReadError::Gone),
@@ -67,15 +103,7 @@ pub fn read_c_string(pid: u32, addr: u64, limit: usize) -> Result<Vec<u8>, ReadE
 /// Reads a little-endian u64 at `addr` (e.g. `open_how.flags`).
 pub fn read_u64(pid: u32, addr: u64) -> Result<u64, ReadError> {
     let mut bytes = [0u8; 8];
-    let remote = [RemoteIoVec {
-        base: addr as usize,
-        len: 8,
-    }];
-    match process_vm_readv(
-        Pid::from_raw(pid as i32),
-        &mut [IoSliceMut::new(&mut bytes)],
-        &remote,
-    ) {
+    match read_memory(pid, addr as usize, &mut bytes) {
         Ok(8) => Ok(u64::from_le_bytes(bytes)),
         Ok(_) | Err(Errno::EFAULT) => Err(ReadError::Fault),
         Err(Errno::ESRCH) => Err(ReadError::Gone),
@@ -164,6 +192,19 @@ mod tests {
         buffer[offset + 10] = 0;
         let got = read_c_string(std::process::id(), start as u64, 4096).expect("readable");
         assert_eq!(got, vec![b'a'; 10]);
+    }
+
+    #[test]
+    fn proc_mem_reads_what_process_vm_readv_reads() {
+        let text = b"through /proc/self/mem\0";
+        let mut buffer = vec![0u8; text.len()];
+        let n = read_proc_mem(std::process::id(), text.as_ptr() as usize, &mut buffer)
+            .expect("readable");
+        assert_eq!(&buffer[..n], text);
+        assert_eq!(
+            read_proc_mem(std::process::id(), 8, &mut buffer),
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]
