@@ -154,20 +154,25 @@ fn ensure_base() {
             "debootstrap",
         );
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&rootfs)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .expect("tar");
+    let archive = tar.stdout.take().expect("tar stdout");
     check(
         docker()
             .args(["import", "-", BASE])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(archive)
             .output()
             .expect("docker import"),
         "docker import",
+    );
+    assert!(
+        tar.wait().is_ok_and(|s| s.success()),
+        "tar of the rootfs failed"
     );
 }
 
