@@ -12,3 +12,4 @@ pub mod reaper;
 pub mod trace;
 
 pub use access::{Access, AccessKind, AccessLog, Gap};
+pub use trace::LinuxTracer;

@@ -335,3 +335,34 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
     };
     Ok((child.id(), Running::Seccomp { status, supervisor }))
 }
+
+/// The Linux backends (seccomp user-notify, or ptrace) behind the portable tracer trait the
+/// macOS and Windows fallbacks implement too.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxTracer;
+
+impl access_log::Tracer for LinuxTracer {
+    fn name(&self) -> &'static str {
+        match choose_backend() {
+            Ok(Backend::Ptrace) => "ptrace",
+            _ => "seccomp",
+        }
+    }
+
+    fn spawn(
+        &self,
+        command: Command,
+    ) -> Result<Box<dyn access_log::Traced>, access_log::TracerError> {
+        Ok(Box::new(spawn(command)?))
+    }
+}
+
+impl access_log::Traced for TracedChild {
+    fn id(&self) -> u32 {
+        self.pid
+    }
+
+    fn wait(self: Box<Self>) -> Result<(ExitStatus, AccessLog), access_log::TracerError> {
+        Ok(TracedChild::wait(*self)?)
+    }
+}

@@ -193,7 +193,7 @@ fn record(tracee: Pid, log: &mut AccessLog) {
     };
     let tid = tracee.as_raw() as u32;
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-    log.count_notification(regs.orig_rax as i64);
+    crate::access::count_notification(log, regs.orig_rax as i64);
     decode::record(
         log,
         tid,

@@ -26,7 +26,7 @@ pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
         }
         let tid = notification.pid;
         let nr = i64::from(notification.data.nr);
-        log.count_notification(nr);
+        crate::access::count_notification(log, nr);
         let decoded = decode_syscall(tid, nr, notification.data.args);
         // Only trust what we read if the tracee is still stopped in *this* call; otherwise
         // the pid may have been reused and the memory belongs to someone else.

@@ -1,0 +1,199 @@
+//! What a traced process tree did to the filesystem, in one normalized form, whichever
+//! tracer saw it (seccomp/ptrace on Linux, interposition on macOS, ETW on Windows), and the
+//! [`Tracer`] trait those backends share.
+//!
+//! Paths are absolute and lexically clean (`.`/`..`/`//` removed, with `..` resolved the way
+//! the kernel does, through symlinks). Everything a tracer could not see or decode is a
+//! [`Gap`]: a log with gaps must never produce a cache entry.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// How a path was touched. See DESIGN.md §3 for each kind's role in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessKind {
+    /// Opened for reading (contents are an input).
+    Read,
+    /// Metadata or existence probed, or a directory opened without being listed.
+    Stat,
+    /// Directory listed (its entry names are an input).
+    ReadDir,
+    /// Looked up and not found (ENOENT/ENOTDIR): must still be absent.
+    Missing,
+    /// Existing file opened for writing, or its metadata changed.
+    Write,
+    /// Created (file, directory, node, link).
+    Create,
+    /// Unlinked or removed.
+    Delete,
+    /// Source of a rename (it no longer exists under this name).
+    RenameFrom,
+    /// Destination of a rename.
+    RenameTo,
+    /// Executed.
+    Exec,
+}
+
+impl AccessKind {
+    /// Kinds whose path becomes a cache input.
+    pub fn is_input(self) -> bool {
+        matches!(
+            self,
+            AccessKind::Read
+                | AccessKind::Stat
+                | AccessKind::ReadDir
+                | AccessKind::Missing
+                | AccessKind::Exec
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::Read => "read",
+            AccessKind::Stat => "stat",
+            AccessKind::ReadDir => "read_dir",
+            AccessKind::Missing => "missing",
+            AccessKind::Write => "write",
+            AccessKind::Create => "create",
+            AccessKind::Delete => "delete",
+            AccessKind::RenameFrom => "rename_from",
+            AccessKind::RenameTo => "rename_to",
+            AccessKind::Exec => "exec",
+        }
+    }
+}
+
+/// One observation, in the order the tracer saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Access {
+    pub kind: AccessKind,
+    #[serde(serialize_with = "lossy_path")]
+    pub path: PathBuf,
+    /// Thread id (in vt's pid namespace) that made the call.
+    pub pid: u32,
+    /// CLOCK_MONOTONIC nanoseconds when the call was made (0: unknown, e.g. an open only
+    /// fanotify saw). Orders accesses from different sources and processes, which is what
+    /// "read before written" is decided on.
+    pub at_ns: u64,
+}
+
+/// A monotonic clock in nanoseconds: on Unix CLOCK_MONOTONIC, the clock the Linux preload
+/// recorder stamps its records with; elsewhere time since this process first asked.
+pub fn monotonic_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: all-zero is a valid timespec, and clock_gettime only writes it.
+        let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and a pointer to a live timespec.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+            return 0;
+        }
+        (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+    }
+    #[cfg(not(unix))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
+    }
+}
+
+/// Something the tracer could not observe or decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub pid: u32,
+    pub syscall: String,
+    pub reason: String,
+}
+
+/// Everything one traced run observed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct AccessLog {
+    /// Which backend produced the log (e.g. `seccomp`).
+    pub tracer: String,
+    pub accesses: Vec<Access>,
+    pub gaps: Vec<Gap>,
+    /// Notifications (or traps) handled, for overhead accounting.
+    pub notifications: u64,
+    /// Notifications per syscall name: what to make cheaper next.
+    pub notified_by_syscall: std::collections::BTreeMap<&'static str, u64>,
+    /// Calls the LD_PRELOAD recorder observed without a notification.
+    pub fast_path_records: u64,
+}
+
+impl AccessLog {
+    /// Records an access made now (the supervisor decodes a call while it is stopped).
+    pub fn push(&mut self, kind: AccessKind, path: PathBuf, pid: u32) {
+        self.push_at(kind, path, pid, monotonic_ns());
+    }
+
+    pub fn push_at(&mut self, kind: AccessKind, path: PathBuf, pid: u32, at_ns: u64) {
+        self.accesses.push(Access {
+            kind,
+            path,
+            pid,
+            at_ns,
+        });
+    }
+
+    /// Counts one notification (or trap, or event) of the call named `name`.
+    pub fn count_notification(&mut self, name: &'static str) {
+        self.notifications += 1;
+        *self.notified_by_syscall.entry(name).or_default() += 1;
+    }
+
+    pub fn gap(&mut self, pid: u32, syscall: impl Into<String>, reason: impl Into<String>) {
+        self.gaps.push(Gap {
+            pid,
+            syscall: syscall.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// The distinct `(kind, path)` pairs, sorted: the shape tests and `vt trace` print.
+    pub fn distinct(&self) -> BTreeSet<(AccessKind, PathBuf)> {
+        self.accesses
+            .iter()
+            .map(|a| (a.kind, a.path.clone()))
+            .collect()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.gaps.is_empty()
+    }
+}
+
+fn lossy_path<S: serde::Serializer>(
+    path: &std::path::Path,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    // JSON strings must be UTF-8; non-UTF-8 bytes show as U+FFFD here. The cache does not
+    // go through JSON and keeps the exact bytes.
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+/// A running, traced process tree.
+pub trait Traced {
+    /// The root process's id.
+    fn id(&self) -> u32;
+    /// Waits until the root has exited *and* every descendant is gone, then returns the
+    /// root's status and what the whole tree did.
+    fn wait(self: Box<Self>) -> Result<(std::process::ExitStatus, AccessLog), TracerError>;
+}
+
+/// A tracer backend: starts a command so that everything its process tree does to the file
+/// system ends up in one [`AccessLog`].
+pub trait Tracer {
+    /// A short name for logs (`seccomp`, `ptrace`, `interpose`, `etw`).
+    fn name(&self) -> &'static str;
+    /// Starts `command` (stdio, env and cwd as the caller set them) traced.
+    fn spawn(&self, command: std::process::Command) -> Result<Box<dyn Traced>, TracerError>;
+}
+
+/// Why a backend could not trace (its own error, boxed so the trait stays object safe).
+pub type TracerError = Box<dyn std::error::Error + Send + Sync>;
