@@ -128,10 +128,7 @@ impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Event>, FrameError> {
         self.pending.extend_from_slice(bytes);
         let mut events = Vec::new();
-        loop {
-            let Some(header) = self.pending.get(..4) else {
-                break;
-            };
+        while let Some(header) = self.pending.get(..4) {
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             if len > MAX_FRAME {
                 return Err(FrameError::TooLarge(len));
