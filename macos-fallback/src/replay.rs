@@ -28,6 +28,18 @@ fn failed_lookup(result: i32) -> bool {
     result == -errno::ENOENT || result == -errno::ENOTDIR
 }
 
+/// What a call on an existing-or-not path observed: `done` when it worked, the absence when
+/// the lookup failed, and existence (a `Stat`) when it failed for another reason.
+fn outcome(result: i32, done: AccessKind) -> AccessKind {
+    if result >= 0 {
+        done
+    } else if failed_lookup(result) {
+        AccessKind::Missing
+    } else {
+        AccessKind::Stat
+    }
+}
+
 /// Builds the log, event by event, in time order.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -142,22 +154,10 @@ impl Replay {
                 self.push(kind, resolved, when);
             }
             Call::Probe { result, .. } => {
-                let kind = if failed_lookup(result) {
-                    AccessKind::Missing
-                } else {
-                    AccessKind::Stat
-                };
-                self.push(kind, resolved, when);
+                self.push(outcome(result, AccessKind::Stat), resolved, when);
             }
             Call::ListDir { result, .. } => {
-                let kind = if result >= 0 {
-                    AccessKind::ReadDir
-                } else if failed_lookup(result) {
-                    AccessKind::Missing
-                } else {
-                    AccessKind::Stat
-                };
-                self.push(kind, resolved, when);
+                self.push(outcome(result, AccessKind::ReadDir), resolved, when);
             }
             Call::Exec { result, .. } => {
                 if failed_lookup(result) {
@@ -187,14 +187,7 @@ impl Replay {
                 self.push(kind, resolved, when);
             }
             Call::Unlink { result, .. } | Call::Rmdir { result, .. } => {
-                let kind = if result >= 0 {
-                    AccessKind::Delete
-                } else if failed_lookup(result) {
-                    AccessKind::Missing
-                } else {
-                    AccessKind::Stat
-                };
-                self.push(kind, resolved, when);
+                self.push(outcome(result, AccessKind::Delete), resolved, when);
             }
             Call::Rename { to, result, .. } => {
                 if result < 0 {

@@ -68,19 +68,7 @@ fn event(v: &Value) -> Event {
 }
 
 fn kind(name: &str) -> AccessKind {
-    match name {
-        "read" => AccessKind::Read,
-        "stat" => AccessKind::Stat,
-        "read_dir" => AccessKind::ReadDir,
-        "missing" => AccessKind::Missing,
-        "write" => AccessKind::Write,
-        "create" => AccessKind::Create,
-        "delete" => AccessKind::Delete,
-        "rename_from" => AccessKind::RenameFrom,
-        "rename_to" => AccessKind::RenameTo,
-        "exec" => AccessKind::Exec,
-        other => panic!("unknown kind {other}"),
-    }
+    AccessKind::parse(name).unwrap_or_else(|| panic!("unknown kind {name}"))
 }
 
 #[test]

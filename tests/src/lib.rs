@@ -38,6 +38,13 @@ pub fn json_summary(stdout: &[u8]) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Writes `text` to `root/rel`, creating the directories on the way.
+pub fn write(root: &std::path::Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a file has a parent")).expect("mkdir");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 /// A temp dir and its canonical path (tracers report canonical paths).
 pub fn workdir() -> (tempfile::TempDir, PathBuf) {
     let temp = tempfile::tempdir().expect("tempdir");

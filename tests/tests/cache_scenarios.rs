@@ -51,9 +51,7 @@ impl Ws {
     }
 
     fn write(&self, rel: &str, text: &str) {
-        let path = self.path(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
+        vt_tests::write(&self.root, rel, text);
     }
 
     fn read(&self, rel: &str) -> String {

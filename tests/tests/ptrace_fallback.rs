@@ -2,11 +2,10 @@
 //! ptrace fallback (`VT_TRACER=ptrace`) and under seccomp must give the same hits, misses and
 //! reasons, step by step.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use vt_tests::{json_summary, vt_binary, workdir};
+use vt_tests::{json_summary, vt_binary, workdir, write};
 
 const BUILD_JS: &str = r#"
 const fs = require("node:fs");
@@ -16,12 +15,6 @@ const body = files.map((f) => fs.readFileSync("src/" + f, "utf8")).join("");
 fs.mkdirSync("dist", { recursive: true });
 fs.writeFileSync("dist/out.txt", banner + body + (process.env.MODE ?? "none") + "\n");
 "#;
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, text).expect("write");
-}
 
 /// Runs the sequence with `backend` and returns, per step, "status: reason" of each task.
 fn sequence(backend: &str) -> Vec<String> {

@@ -43,11 +43,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn c_project() -> (tempfile::TempDir, PathBuf) {
     let (temp, root) = workdir();
-    let write = |rel: &str, text: &str| {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    };
+    let write = |rel: &str, text: &str| vt_tests::write(&root, rel, text);
     write("package.json", r#"{"name":"cproj","private":true}"#);
     write(
         "vt.json",
@@ -134,11 +130,7 @@ fn vite_modules() -> PathBuf {
 #[test]
 fn vite_builds_the_same_bundle_in_the_sandbox_and_replays_it() {
     let (_temp, root) = workdir();
-    let write = |rel: &str, text: &str| {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    };
+    let write = |rel: &str, text: &str| vt_tests::write(&root, rel, text);
     // node_modules links outside the workspace, as with a shared store: the sandbox shows
     // the link's target read-only.
     std::os::unix::fs::symlink(vite_modules(), root.join("node_modules")).expect("link");

@@ -50,6 +50,25 @@ impl AccessKind {
         )
     }
 
+    /// Every kind, for parsing and listing.
+    pub const ALL: [AccessKind; 10] = [
+        AccessKind::Read,
+        AccessKind::Stat,
+        AccessKind::ReadDir,
+        AccessKind::Missing,
+        AccessKind::Write,
+        AccessKind::Create,
+        AccessKind::Delete,
+        AccessKind::RenameFrom,
+        AccessKind::RenameTo,
+        AccessKind::Exec,
+    ];
+
+    /// The kind [`Self::as_str`] names (`None` for anything else).
+    pub fn parse(name: &str) -> Option<AccessKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AccessKind::Read => "read",
