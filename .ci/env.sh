@@ -47,5 +47,14 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# BuildGrid, the REAPI server the remote-cache tests start (0.4.4 runs on Debian's Python
+# 3.11; later releases need 3.12), in a venv outside the clone; pip downloads are cached.
+bgd=/var/cache/vt-ci/buildgrid/venv/bin/bgd
+if [[ ! -x "$bgd" ]]; then
+  say "installing BuildGrid 0.4.4 (PyPI) into /var/cache/vt-ci/buildgrid/venv"
+  /usr/bin/python3 -m venv /var/cache/vt-ci/buildgrid/venv
+  PIP_CACHE_DIR=/var/cache/vt-ci/pip /var/cache/vt-ci/buildgrid/venv/bin/pip install --quiet buildgrid==0.4.4
+fi
+
 VT="$CARGO_TARGET_DIR/debug/vt"
 export VT

@@ -55,6 +55,10 @@ pub struct CommonRunArgs {
     /// Let sandboxed tasks use the host's network (as if "network": true).
     #[arg(long)]
     pub network: bool,
+    /// Use the REAPI remote cache at $VT_REMOTE_CACHE (grpc[s]://host:port[/instance]).
+    /// Default when that is set: read-only, read-write when $CI is set.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub remote_cache: Option<crate::cache::remote::Mode>,
     /// Arguments appended to each requested task's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,

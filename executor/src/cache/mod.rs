@@ -11,6 +11,7 @@ pub mod entry;
 pub mod key;
 pub mod lock;
 pub mod observe;
+pub mod remote;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -43,8 +44,15 @@ impl PreRun {
 }
 
 pub enum Lookup {
-    Hit { key: Key, entry: Box<Entry> },
-    Miss { reason: String },
+    /// `remote`: found in the remote cache (and now written to the local one).
+    Hit {
+        key: Key,
+        entry: Box<Entry>,
+        remote: bool,
+    },
+    Miss {
+        reason: String,
+    },
 }
 
 pub struct Cache {
@@ -52,6 +60,8 @@ pub struct Cache {
     root: PathBuf,
     _lock: lock::CacheLock,
     pub opened: OpenOutcome,
+    /// The second level, if configured (`VT_REMOTE_CACHE`).
+    remote: Option<remote::RemoteCache>,
 }
 
 fn meta_last(task: &str) -> Vec<u8> {
@@ -75,7 +85,17 @@ impl Cache {
             root: root.to_path_buf(),
             _lock: lock,
             opened,
+            remote: None,
         })
+    }
+
+    /// Adds the remote cache as a second level behind this one.
+    pub fn set_remote(&mut self, remote: remote::RemoteCache) {
+        self.remote = Some(remote);
+    }
+
+    pub fn remote(&self) -> Option<&remote::RemoteCache> {
+        self.remote.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -122,6 +142,7 @@ impl Cache {
                         return Lookup::Hit {
                             key: post,
                             entry: Box::new(entry),
+                            remote: false,
                         };
                     }
                     Err(e) => corrupt = Some(format!("the entry {post} is corrupt: {e}")),
@@ -131,7 +152,23 @@ impl Cache {
             }
         }
         memo.flush();
-        let reason = corrupt.unwrap_or_else(|| self.explain(task, pre, env));
+        let mut remote_reason = None;
+        if let Some(remote) = &self.remote {
+            match remote.lookup(self, pre, env) {
+                remote::RemoteLookup::Hit { post, entry } => {
+                    return Lookup::Hit {
+                        key: post,
+                        entry,
+                        remote: true,
+                    };
+                }
+                remote::RemoteLookup::Miss(reason) => remote_reason = reason,
+            }
+        }
+        let mut reason = corrupt.unwrap_or_else(|| self.explain(task, pre, env));
+        if let Some(remote) = remote_reason {
+            reason.push_str(&format!(" (remote cache: {remote})"));
+        }
         Lookup::Miss { reason }
     }
 
@@ -198,6 +235,22 @@ impl Cache {
             return Ok(None);
         };
         entry::decode(&bytes).map(Some)
+    }
+
+    /// Stores a run locally and, in read-write mode, in the remote cache.
+    pub fn store_run(&self, entry: &Entry, batch: Batch) -> Result<Key, StoreError> {
+        let blobs: Vec<(Key, Vec<u8>)> = match self.remote.as_ref().filter(|r| r.writes()) {
+            Some(_) => batch
+                .blobs()
+                .filter_map(|(key, bytes)| Some((Key(key.try_into().ok()?), bytes.to_vec())))
+                .collect(),
+            None => Vec::new(),
+        };
+        let post = self.put(entry, batch)?;
+        if let Some(remote) = &self.remote {
+            remote.store(entry, &post, blobs);
+        }
+        Ok(post)
     }
 
     /// Stores a run: blobs, path set, entry and the task's "last" pointer in one batch.

@@ -129,6 +129,14 @@ impl Batch {
         self
     }
 
+    /// The blobs this batch writes (content key, bytes).
+    pub fn blobs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.puts
+            .iter()
+            .filter(|(family, _, _)| *family == Family::Blobs)
+            .map(|(_, key, value)| (key.as_slice(), value.as_slice()))
+    }
+
     pub fn delete(&mut self, family: Family, key: impl Into<Vec<u8>>) -> &mut Self {
         self.deletes.push((family, key.into()));
         self

@@ -122,7 +122,11 @@ fn execute_graph(
         None
     } else {
         let dir = Cache::default_dir(&workspace.root);
-        let cache = Cache::open(&dir, &workspace.root)?;
+        let mut cache = Cache::open(&dir, &workspace.root)?;
+        if let Some(remote) = crate::cache::remote::RemoteCache::from_env(common.remote_cache)? {
+            eprintln!("vt: remote cache: {}", remote.describe());
+            cache.set_remote(remote);
+        }
         if let OpenOutcome::Wiped { found } = &cache.opened {
             eprintln!(
                 "vt: the cache at {} was written by another vt (schema {}); it was emptied",
@@ -172,7 +176,7 @@ fn summarize(
     let saved_ms: u64 = results
         .iter()
         .map(|r| match r.outcome {
-            Outcome::Hit { saved_ms } => saved_ms,
+            Outcome::Hit { saved_ms, .. } => saved_ms,
             _ => 0,
         })
         .sum();

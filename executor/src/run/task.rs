@@ -16,8 +16,8 @@ use crate::cache::{Cache, Lookup};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Replayed from the cache.
-    Hit { saved_ms: u64 },
+    /// Replayed from the cache (`remote`: found in the remote cache).
+    Hit { saved_ms: u64, remote: bool },
     /// Ran and was stored.
     Stored { reason: String },
     /// Ran; not stored, for `reason`.
@@ -63,15 +63,16 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
     };
     let looked_up = lookup.is_some();
     let miss_reason = match lookup {
-        Some(Lookup::Hit { key, entry }) => {
+        Some(Lookup::Hit { key, entry, remote }) => {
             let cache = cache.expect("a lookup implies a cache");
-            match replay(cache, &entry, &mut console) {
+            match replay(cache, &entry, remote, &mut console) {
                 Ok(()) => {
                     return Ok(TaskResult {
                         task: plan.label.clone(),
                         key: key.hex(),
                         outcome: Outcome::Hit {
                             saved_ms: entry.duration_ms,
+                            remote,
                         },
                         duration_ms: 0,
                     });
@@ -146,7 +147,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
     }
 }
 
-fn replay(cache: &Cache, entry: &Entry, console: &mut Console) -> Result<(), String> {
+fn replay(cache: &Cache, entry: &Entry, remote: bool, console: &mut Console) -> Result<(), String> {
     let log = cache
         .store()
         .get(Family::Blobs, entry.log.0)
@@ -156,7 +157,14 @@ fn replay(cache: &Cache, entry: &Entry, console: &mut Console) -> Result<(), Str
         return Err("its log is corrupt".into());
     }
     let blobs = archive::fetch(cache.store(), &entry.outputs).map_err(|e| e.to_string())?;
-    status_line(&entry.task, "cache hit, replaying");
+    status_line(
+        &entry.task,
+        if remote {
+            "cache hit (remote cache), replaying"
+        } else {
+            "cache hit, replaying"
+        },
+    );
     archive::restore(cache.root(), &entry.outputs, blobs).map_err(|e| e.to_string())?;
     console.replay(&log);
     Ok(())
@@ -238,7 +246,7 @@ fn store(
         duration_ms: execution.duration.as_millis() as u64,
     };
     cache
-        .put(&entry, batch)
+        .store_run(&entry, batch)
         .map(|key| key.hex())
         .map_err(|e| format!("cannot write the cache: {e}"))
 }
