@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import npm_install
+
 
 CONFIGS = ("vt.json", "vite-task.json", "none")
 
@@ -76,6 +78,30 @@ def main() -> int:
         source = {"vt.json": "`vt.json`", "vite-task.json": "`vite-task.json` (vite-task's file)",
                   "none": "`package.json` scripts only (zero config)"}[config]
         print(f"| {source} | {cold:.2f} | {median:.2f} | {median * 1000 / 100:.1f} |")
+    # The peer on the zero-config workspace: vite-task, as `vp run` in Vite+ (npm `vite-plus`),
+    # which caches package.json scripts when given --cache.
+    vp = npm_install("vite-plus", "vite-plus") / ".bin" / "vp"
+    root = work / "none" / "ws"
+    shutil.rmtree(root / "node_modules" / ".vite", ignore_errors=True)
+
+    def vp_run():
+        for dist in root.glob("packages/*/dist"):
+            shutil.rmtree(dist)
+        start = time.perf_counter()
+        out = subprocess.run([str(vp), "run", "--cache", "-r", "build"], cwd=root, check=True,
+                             capture_output=True, text=True)
+        return time.perf_counter() - start, out.stdout.strip().splitlines()[-1]
+
+    cold, _ = vp_run()
+    warm = []
+    for _ in range(args.rounds):
+        elapsed, summary = vp_run()
+        assert "100/100 cache hit" in summary, summary
+        warm.append(elapsed)
+    median = statistics.median(warm)
+    version = subprocess.run([str(vp), "--version"], capture_output=True, text=True).stdout.split()[1]
+    print(f"| vite-task ({version}, `vp run --cache -r build`), `package.json` scripts only | "
+          f"{cold:.2f} | {median:.2f} | {median * 1000 / 100:.1f} |")
     shutil.rmtree(work)
     return 0
 
