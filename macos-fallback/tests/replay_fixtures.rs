@@ -107,11 +107,7 @@ fn sh_node_build_fixture() {
     replay.events(decoded.into_iter().rev()); // arrival order does not matter, time does
     let log = replay.finish(&seen);
 
-    let got: Vec<(AccessKind, PathBuf)> = log
-        .accesses
-        .iter()
-        .map(|a| (a.kind, a.path.clone()))
-        .collect();
+    let got = log.sequence();
     let expected: Vec<(AccessKind, PathBuf)> = fixture["expected"]
         .as_array()
         .expect("expected")

@@ -94,11 +94,7 @@ fn node_build_fixture() {
         replay.event(event(e));
     }
     let log = replay.finish();
-    let got: Vec<(AccessKind, PathBuf)> = log
-        .accesses
-        .iter()
-        .map(|a| (a.kind, a.path.clone()))
-        .collect();
+    let got = log.sequence();
     let expected: Vec<(AccessKind, PathBuf)> = fixture["expected"]
         .as_array()
         .expect("expected")

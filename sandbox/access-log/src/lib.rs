@@ -182,6 +182,14 @@ impl AccessLog {
             .collect()
     }
 
+    /// Every `(kind, path)` in the order recorded: the shape fixture tests compare.
+    pub fn sequence(&self) -> Vec<(AccessKind, PathBuf)> {
+        self.accesses
+            .iter()
+            .map(|a| (a.kind, a.path.clone()))
+            .collect()
+    }
+
     pub fn is_complete(&self) -> bool {
         self.gaps.is_empty()
     }
