@@ -139,6 +139,23 @@ fn can_write_declared_outputs_only() {
 }
 
 #[test]
+fn home_and_tmpdir_are_scratch_inside_the_sandbox() {
+    let ws = workspace();
+    let output = Command::new(vt_binary())
+        .current_dir(&ws.root)
+        .env("HOME", ws.home.path())
+        .env("TMPDIR", ws.home.path())
+        .args(["exec", "--no-cache", "--sandbox", "--", "sh", "-c"])
+        .arg("mkdir -p \"$HOME/.cache/tool\" && echo cached > \"$HOME/.cache/tool/x\" && mktemp && echo home=$HOME")
+        .output()
+        .expect("vt");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("home=/tmp"));
+    // Nothing reached the host's home.
+    assert!(!ws.home.path().join(".cache").exists());
+}
+
+#[test]
 fn cannot_write_home() {
     let ws = workspace();
     let target = ws.home.path().join("pwned");

@@ -37,6 +37,12 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_write))
         .stderr(Stdio::from(err_write));
+    if plan.sandbox.is_some() {
+        // The host's home and temp directories are not in the sandbox: tools that keep a
+        // cache under $HOME or write to $TMPDIR get the sandbox's scratch instead (thrown
+        // away with it), rather than failing on a path that does not exist.
+        command.env("HOME", "/tmp").env("TMPDIR", "/tmp");
+    }
     let mut ipc = crate::ipc::TaskIpc::start()
         .with_context(|| format!("{}: cannot start the task's IPC server", plan.label))?;
     ipc.attach(&mut command);
