@@ -7,7 +7,6 @@ Each package's build copies its source into dist/ (sh, cat); every tenth package
 the one before it. The first run executes and stores all 100 tasks; then rounds of the fully
 cached run (with dist/ deleted each time, so every output is restored) are timed.
 """
-import argparse
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import npm_install
+from common import npm_install, parse_args
 
 
 CONFIGS = ("vt.json", "vite-task.json", "none")
@@ -43,11 +42,7 @@ def generate(root: Path, packages: int = 100, config: str = "vt.json") -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    default_vt = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target")) / "release" / "vt"
-    parser.add_argument("--vt", default=str(default_vt))
-    args = parser.parse_args()
+    args = parse_args(rounds=5)
     print(f"machine: {os.cpu_count()} cores; rounds: {args.rounds}\n")
     print("| 100 packages, `vt run build -r`, tasks from | first run: 100 tasks executed (s) | fully cached run (s, median) | per task (ms) |")
     print("|---|---|---|---|")

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: npm packages installed once outside the clone, and
 results written for bench/plot.py."""
+import argparse
 import json
 import os
 import subprocess
@@ -23,3 +24,12 @@ def save_results(name: str, data) -> None:
     """bench/results/NAME.json, which bench/plot.py draws."""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def parse_args(rounds: int) -> argparse.Namespace:
+    """`--rounds N` and `--vt PATH` (default: the release vt in $CARGO_TARGET_DIR)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
+    parser.add_argument("--vt", default=str(target / "release" / "vt"))
+    return parser.parse_args()

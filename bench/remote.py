@@ -2,7 +2,6 @@
 """Fully cached `vt run build -r` of the 100-package workspace (bench/cached_run.py's), with
 every output restored from the local cache versus from the remote cache (BuildGrid 0.4.4 on
 loopback, a fresh empty local cache each round), rounds interleaved."""
-import argparse
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 from cached_run import generate
-from common import save_results
+from common import parse_args, save_results
 
 BGD = Path(os.environ.get("VT_BUILDGRID", "/var/cache/vt-ci/buildgrid/venv/bin/bgd"))
 
@@ -65,11 +64,7 @@ def start_server(work: Path):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    default_vt = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target")) / "release" / "vt"
-    parser.add_argument("--vt", default=str(default_vt))
-    args = parser.parse_args()
+    args = parse_args(rounds=5)
     if not BGD.exists():
         print(f"BuildGrid is not installed at {BGD} (.ci/env.sh installs it)", file=sys.stderr)
         return 1
