@@ -94,10 +94,6 @@ impl Cache {
         self.remote = Some(remote);
     }
 
-    pub fn remote(&self) -> Option<&remote::RemoteCache> {
-        self.remote.as_ref()
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -239,17 +235,15 @@ impl Cache {
 
     /// Stores a run locally and, in read-write mode, in the remote cache.
     pub fn store_run(&self, entry: &Entry, batch: Batch) -> Result<Key, StoreError> {
-        let blobs: Vec<(Key, Vec<u8>)> = match self.remote.as_ref().filter(|r| r.writes()) {
-            Some(_) => batch
-                .blobs()
-                .filter_map(|(key, bytes)| Some((Key(key.try_into().ok()?), bytes.to_vec())))
-                .collect(),
-            None => Vec::new(),
+        let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) else {
+            return self.put(entry, batch);
         };
+        let blobs: Vec<(Key, Vec<u8>)> = batch
+            .blobs()
+            .filter_map(|(key, bytes)| Some((Key(key.try_into().ok()?), bytes.to_vec())))
+            .collect();
         let post = self.put(entry, batch)?;
-        if let Some(remote) = &self.remote {
-            remote.store(entry, &post, blobs);
-        }
+        remote.store(entry, &post, blobs);
         Ok(post)
     }
 

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
+use anyhow::Context;
+
 use super::execute::execute;
 use super::output::{Console, LogMode};
 use super::plan::{Plan, files_matching};
@@ -50,9 +52,8 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
         // mount points); create them before the lookup, so the state a path set is
         // checked against is the state the task would start from.
         for dir in &sandbox.writable {
-            anyhow::Context::with_context(std::fs::create_dir_all(dir), || {
-                format!("{}: cannot create {}", plan.label, dir.display())
-            })?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create {}", plan.label, dir.display()))?;
         }
     }
     let lookup = match cache {

@@ -44,17 +44,9 @@ pub struct Jail {
 }
 
 impl Jail {
-    /// Checks `spec` and creates the declared output directories (they are the mount
-    /// points of the writable binds, so they must exist before the task starts).
+    /// Checks `spec`. Its writable directories are the mount points of the writable binds,
+    /// so the caller creates them first (vt does before the cache lookup: `run::task`).
     pub fn new(spec: Spec) -> Result<Jail, JailError> {
-        for dir in &spec.writable {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                JailError::Prepare(format!(
-                    "cannot create the output directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
         Plan::new(&spec, HostPath::probe)?;
         Ok(Jail {
             spec,

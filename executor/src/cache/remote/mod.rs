@@ -354,11 +354,9 @@ impl RemoteCache {
         Some(Ok((entry, blobs)))
     }
 
-    /// Uploads a stored run (read-write mode): blobs, entry, then the path-set list.
+    /// Uploads a stored run (the caller checks [`Self::writes`]): blobs, entry, then the
+    /// path-set list.
     pub fn store(&self, entry: &Entry, post: &Key, blobs: Vec<(Key, Vec<u8>)>) {
-        if !self.writes() {
-            return;
-        }
         let Some(client) = self.client() else { return };
         let entry_bytes = entry::encode(entry);
         let entry_digest = mapping::digest(&entry_bytes);
