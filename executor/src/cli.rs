@@ -32,6 +32,29 @@ pub enum Command {
     /// Inspect or clear the cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Serve a REAPI engine as a build worker (a bot of its Remote Workers API): run the
+    /// actions it leases under vt's tracer and sandbox, and report their results.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The engine: grpc[s]://host:port[/instance].
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Where inputs are materialized (one directory per action, removed after it).
+    /// Default: /var/tmp/vt-worker/BOT_ID.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// The bot id the engine knows this worker by (default: HOSTNAME-PID).
+    #[arg(long, value_name = "ID")]
+    pub bot_id: Option<String>,
+    /// Run actions traced but without the sandbox (for hosts without user namespaces).
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Exit after N leases.
+    #[arg(long, value_name = "N")]
+    pub max_leases: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +82,10 @@ pub struct CommonRunArgs {
     /// Default when that is set: read-only, read-write when $CI is set.
     #[arg(long, value_enum, value_name = "MODE")]
     pub remote_cache: Option<crate::cache::remote::Mode>,
+    /// Run tasks that miss the cache on the workers of the REAPI engine at
+    /// $VT_REMOTE_EXEC (or $VT_REMOTE_CACHE); a task that cannot runs locally, with a reason.
+    #[arg(long)]
+    pub remote_exec: bool,
     /// Arguments appended to each requested task's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
@@ -131,5 +158,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(args),
         Command::Exec(args) => commands::run::exec(args),
         Command::Cache(command) => commands::cache::run(command),
+        Command::Worker(args) => commands::worker::run(args),
     }
 }

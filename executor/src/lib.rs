@@ -9,5 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod graph;
 pub mod ipc;
+pub mod reapi;
+pub mod remote_exec;
 pub mod run;
 pub mod signals;

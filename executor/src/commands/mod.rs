@@ -1,3 +1,4 @@
 pub mod cache;
 pub mod run;
 pub mod trace;
+pub mod worker;

@@ -142,6 +142,17 @@ fn execute_graph(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         log: common.log,
         args: common.args.clone(),
+        remote_exec: match (common.remote_exec, &cache) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!(
+                "--remote-exec needs the cache (what workers ran is stored in it): drop --no-cache"
+            ),
+            (true, Some(_)) => {
+                let remote = crate::remote_exec::RemoteExec::from_env()?;
+                eprintln!("vt: remote execution: {}", remote.describe());
+                Some(remote)
+            }
+        },
     };
     let started = std::time::Instant::now();
     let results = run::run(workspace, graph, cache.as_ref(), &options)?;
@@ -173,6 +184,7 @@ fn summarize(
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
         .count();
+    let remote = results.iter().filter(|r| r.worker.is_some()).count();
     let saved_ms: u64 = results
         .iter()
         .map(|r| match r.outcome {
@@ -187,6 +199,9 @@ fn summarize(
         hits,
         saved_ms as f64 / 1000.0
     );
+    if remote > 0 {
+        line.push_str(&format!(", {remote} ran on workers"));
+    }
     if failed > 0 {
         line.push_str(&format!(", {failed} failed"));
     }
@@ -203,6 +218,7 @@ fn summarize(
                 "cached": hits,
                 "failed": failed,
                 "skipped": skipped,
+                "remote": remote,
                 "saved_ms": saved_ms,
                 "duration_ms": elapsed.as_millis() as u64,
             }

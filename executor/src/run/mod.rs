@@ -20,6 +20,8 @@ pub struct Options {
     pub jobs: usize,
     pub log: LogMode,
     pub args: Vec<OsString>,
+    /// `--remote-exec`: the engine tasks that miss the cache run on.
+    pub remote_exec: Option<crate::remote_exec::RemoteExec>,
 }
 
 /// Runs every node; returns the results in graph order (skipped tasks included).
@@ -65,6 +67,7 @@ pub fn run(
                             because: failed.task.clone(),
                         },
                         duration_ms: 0,
+                        worker: None,
                     });
                     continue;
                 }
@@ -75,10 +78,11 @@ pub fn run(
                 let plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
                 let sender = sender.clone();
                 let mode = options.log;
+                let remote_exec = options.remote_exec.as_ref();
                 running += 1;
                 progress::running(&node.label);
                 scope.spawn(move || {
-                    let result = run_task(&plan, cache, mode);
+                    let result = run_task(&plan, cache, mode, remote_exec);
                     let _ = sender.send((index, result));
                 });
             }

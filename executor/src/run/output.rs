@@ -14,6 +14,9 @@ pub enum LogMode {
     Labeled,
     /// Each task's output in one block when it finishes.
     Grouped,
+    /// Captured only (a worker's: its output is shown by the client).
+    #[value(skip)]
+    Quiet,
 }
 
 pub const STDOUT: u8 = 1;
@@ -60,7 +63,7 @@ impl Console {
 
     pub fn show(&mut self, stream: u8, bytes: &[u8]) {
         match self.mode {
-            LogMode::Grouped => {}
+            LogMode::Grouped | LogMode::Quiet => {}
             LogMode::Interleaved => write_stream(stream, bytes),
             LogMode::Labeled => {
                 let slot = usize::from(stream == STDERR);
@@ -98,7 +101,7 @@ impl Console {
                     }
                 }
             }
-            LogMode::Interleaved => {}
+            LogMode::Interleaved | LogMode::Quiet => {}
         }
     }
 

@@ -14,6 +14,7 @@ use crate::cache::entry::Entry;
 use crate::cache::observe::{self, Observation, is_noise};
 use crate::cache::store::{Batch, Family};
 use crate::cache::{Cache, Lookup};
+use crate::remote_exec::RemoteExec;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -38,6 +39,9 @@ pub struct TaskResult {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub duration_ms: u64,
+    /// The remote worker that ran it (`--remote-exec`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 fn status_line(label: &str, message: &str) {
@@ -45,7 +49,12 @@ fn status_line(label: &str, message: &str) {
 }
 
 /// Runs `plan` with the cache (if any).
-pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Result<TaskResult> {
+pub fn run_task(
+    plan: &Plan,
+    cache: Option<&Cache>,
+    mode: LogMode,
+    remote_exec: Option<&RemoteExec>,
+) -> anyhow::Result<TaskResult> {
     let mut console = Console::new(mode, &plan.label);
     if let Some(sandbox) = &plan.sandbox {
         // A sandboxed task finds its output directories in place (they are its writable
@@ -76,6 +85,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
                             remote,
                         },
                         duration_ms: 0,
+                        worker: None,
                     });
                 }
                 Err(reason) => format!("the entry cannot be replayed: {reason}"),
@@ -92,6 +102,15 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
             &plan.label,
             &format!("executing (not cached: {miss_reason})"),
         );
+    }
+    if let (Some(remote), Some(cache)) = (remote_exec, cache.filter(|_| plan.cacheable)) {
+        match remote.refuses(plan) {
+            Some(reason) => status_line(&plan.label, &format!("running locally: {reason}")),
+            None => match remote.run(plan, cache) {
+                Ok(done) => return Ok(finish_remote(plan, cache, done, &mut console, miss_reason)),
+                Err(reason) => status_line(&plan.label, &format!("running locally: {reason}")),
+            },
+        }
     }
     let execution = execute(plan, &mut console)?;
     let duration_ms = execution.duration.as_millis() as u64;
@@ -115,6 +134,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
                 reason: format!("exited with {exit_code}"),
             },
             duration_ms,
+            worker: None,
         });
     }
     let Some(cache) = cache.filter(|_| plan.cacheable) else {
@@ -125,6 +145,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
                 reason: miss_reason,
             },
             duration_ms,
+            worker: None,
         });
     };
     match store(cache, plan, &execution) {
@@ -135,6 +156,7 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
                 reason: miss_reason,
             },
             duration_ms,
+            worker: None,
         }),
         Err(reason) => {
             status_line(&plan.label, &format!("not cached: {reason}"));
@@ -143,8 +165,80 @@ pub fn run_task(plan: &Plan, cache: Option<&Cache>, mode: LogMode) -> anyhow::Re
                 key: nonce(),
                 outcome: Outcome::NotCached { reason },
                 duration_ms,
+                worker: None,
             })
         }
+    }
+}
+
+/// A task a worker ran: its output shown, and stored like a local run.
+fn finish_remote(
+    plan: &Plan,
+    cache: &Cache,
+    done: crate::remote_exec::client::Done,
+    console: &mut Console,
+    miss_reason: String,
+) -> TaskResult {
+    status_line(
+        &plan.label,
+        &format!(
+            "ran on worker {}{}",
+            done.worker,
+            if done.attempts > 1 {
+                format!(" ({} submissions)", done.attempts)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    console.replay(&done.output);
+    let duration_ms = done.duration.as_millis() as u64;
+    let nonce = format!(
+        "uncached-{}-{}",
+        std::process::id(),
+        observe::blob_key(&done.output).hex()
+    );
+    let (key, outcome) = if done.exit_code != 0 {
+        (
+            nonce,
+            Outcome::Failed {
+                exit_code: done.exit_code,
+                reason: format!("exited with {} on worker {}", done.exit_code, done.worker),
+            },
+        )
+    } else if let Some(reason) = done.uncacheable {
+        (nonce, Outcome::NotCached { reason })
+    } else {
+        let stored = store_observed(
+            cache,
+            plan,
+            Observed {
+                observations: done.observations,
+                values: done.values,
+                outputs: done.outputs,
+                output: &done.output,
+                duration: done.duration,
+            },
+        );
+        match stored {
+            Ok(key) => (
+                key,
+                Outcome::Stored {
+                    reason: miss_reason,
+                },
+            ),
+            Err(reason) => {
+                status_line(&plan.label, &format!("not cached: {reason}"));
+                (nonce, Outcome::NotCached { reason })
+            }
+        }
+    };
+    TaskResult {
+        task: plan.label.clone(),
+        key,
+        outcome,
+        duration_ms,
+        worker: Some(done.worker),
     }
 }
 
@@ -177,8 +271,29 @@ fn store(
     plan: &Plan,
     execution: &super::execute::Execution,
 ) -> Result<String, String> {
-    let root = cache.root();
-    let cache_dir = cache.store().path();
+    let (observations, outputs) = path_set(execution, plan, cache.root(), cache.store().path())?;
+    let values = cache.observe_all(&observations, &crate::ipc::process_env());
+    store_observed(
+        cache,
+        plan,
+        Observed {
+            observations,
+            values,
+            outputs,
+            output: &execution.output,
+            duration: execution.duration,
+        },
+    )
+}
+
+/// What a run observed (its path set, paths relative to `root`) and the absolute paths it
+/// changed under `root`, or why it cannot be cached.
+pub fn path_set(
+    execution: &super::execute::Execution,
+    plan: &Plan,
+    root: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<(Vec<Observation>, BTreeSet<std::path::PathBuf>), String> {
     let report = &execution.ipc;
     if let Some(who) = &report.disabled_by {
         return Err(format!("disabled by {who}"));
@@ -199,19 +314,6 @@ fn store(
         &ignored,
     )
     .map_err(|e| e.to_string())?;
-    let mut outputs: BTreeSet<_> = digest.outputs;
-    if !plan.output_include.is_empty() {
-        let mut builder = globset::GlobSetBuilder::new();
-        for pattern in &plan.output_include {
-            if let Ok(glob) = globset::Glob::new(pattern) {
-                builder.add(glob);
-            }
-        }
-        if let Ok(set) = builder.build() {
-            outputs.extend(files_matching(root, root, &set));
-        }
-    }
-    outputs.retain(|p| !is_noise(p, cache_dir));
     let mut inputs = digest.inputs;
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
@@ -228,23 +330,53 @@ fn store(
             except: Vec::new(),
         });
     }
-    let observations: Vec<Observation> = inputs.into_iter().collect();
-    let values = cache.observe_all(&observations, &crate::ipc::process_env());
+    Ok((inputs.into_iter().collect(), digest.outputs))
+}
+
+/// A finished run as the cache keeps it: the path set with its values now, and the paths
+/// the task changed.
+pub struct Observed<'a> {
+    pub observations: Vec<Observation>,
+    pub values: Vec<String>,
+    /// Absolute paths inside the workspace.
+    pub outputs: BTreeSet<std::path::PathBuf>,
+    /// The captured stdout/stderr chunks.
+    pub output: &'a [u8],
+    pub duration: std::time::Duration,
+}
+
+/// Archives the outputs (traced, plus the task's output globs) and stores the entry.
+pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<String, String> {
+    let root = cache.root();
+    let cache_dir = cache.store().path();
+    let mut outputs = run.outputs;
+    if !plan.output_include.is_empty() {
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in &plan.output_include {
+            if let Ok(glob) = globset::Glob::new(pattern) {
+                builder.add(glob);
+            }
+        }
+        if let Ok(set) = builder.build() {
+            outputs.extend(files_matching(root, root, &set));
+        }
+    }
+    outputs.retain(|p| !is_noise(p, cache_dir));
     let mut batch = Batch::default();
     let outputs = archive::archive(root, &outputs, &mut batch)
         .map_err(|e| format!("cannot archive the outputs: {e}"))?;
-    let log_key = archive::log_key(&execution.output);
-    batch.put(Family::Blobs, log_key.0.to_vec(), execution.output.clone());
+    let log_key = archive::log_key(run.output);
+    batch.put(Family::Blobs, log_key.0.to_vec(), run.output.to_vec());
     let entry = Entry {
         task: plan.label.clone(),
         pre_key: plan.pre.key(),
         pre_parts: plan.pre.parts.clone(),
-        observations,
-        values,
+        observations: run.observations,
+        values: run.values,
         outputs,
         log: log_key,
         exit_code: 0,
-        duration_ms: execution.duration.as_millis() as u64,
+        duration_ms: run.duration.as_millis() as u64,
     };
     cache
         .store_run(&entry, batch)

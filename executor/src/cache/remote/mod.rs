@@ -11,7 +11,6 @@
 //!   failure prints one warning and turns the remote cache off for the rest of the run.
 
 pub mod mapping;
-pub mod reapi;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,7 +24,7 @@ use super::key::{Key, content};
 use super::observe::{path_set_id, post_key};
 use super::store::{Batch, Family};
 use super::{Cache, PreRun};
-use reapi::{Address, Client, Deadlines, RemoteError};
+use crate::reapi::{Address, Client, Deadlines, RemoteError};
 
 /// `VT_REMOTE_CACHE=grpc[s]://host:port[/instance]`.
 pub const URL_ENV: &str = "VT_REMOTE_CACHE";

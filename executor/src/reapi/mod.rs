@@ -1,6 +1,11 @@
 //! A small REAPI v2 client: capabilities, ActionCache get/update, CAS find/batch
-//! read/update, ByteStream for blobs larger than a batch. Every call has a deadline;
-//! every blob read is checked against its digest by the caller ([`super::mapping::verify`]).
+//! read/update, ByteStream for blobs larger than a batch, Execution ([`execution`]) and
+//! the Remote Workers API a bot speaks ([`bots`]). Every call has a deadline; every blob
+//! read is checked against its digest by the caller
+//! ([`crate::cache::remote::mapping::verify`]).
+
+pub mod bots;
+pub mod execution;
 
 use std::time::Duration;
 

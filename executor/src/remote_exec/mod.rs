@@ -1,0 +1,129 @@
+//! Remote execution on a REAPI engine (DESIGN.md §7): `vt run --remote-exec` submits
+//! tasks ([`client`]), `vt worker` runs them ([`worker`]). What crosses between them
+//! besides the standard messages is in [`report`].
+
+pub mod client;
+pub mod input_root;
+pub mod materialize;
+pub mod report;
+pub mod worker;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::cache::remote::{CA_ENV, TOKEN_ENV, URL_ENV};
+use crate::reapi::{Address, Client, Deadlines};
+use crate::run::plan::Plan;
+
+/// `VT_REMOTE_EXEC=grpc[s]://host:port[/instance]`; defaults to `VT_REMOTE_CACHE`.
+pub const EXEC_URL_ENV: &str = "VT_REMOTE_EXEC";
+/// How long one remote task may take, in seconds (default 3600).
+pub const EXEC_TIMEOUT_ENV: &str = "VT_REMOTE_EXEC_TIMEOUT_S";
+
+/// The engine of this run, connected on first use.
+pub struct RemoteExec {
+    address: Address,
+    url: String,
+    token: Option<String>,
+    ca: Option<Vec<u8>>,
+    wait: Duration,
+    runtime: tokio::runtime::Runtime,
+    client: Mutex<Option<Client>>,
+    /// Set when the engine could not be reached: the rest of the run is local.
+    unavailable: AtomicBool,
+}
+
+impl RemoteExec {
+    /// The engine `--remote-exec` asks for.
+    pub fn from_env() -> anyhow::Result<RemoteExec> {
+        let url = [EXEC_URL_ENV, URL_ENV]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|u| !u.is_empty()))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--remote-exec needs an engine: set {EXEC_URL_ENV} (or {URL_ENV}) to \
+                     grpc://host:port[/instance]"
+                )
+            })?;
+        let address = Address::parse(&url).map_err(|e| anyhow::anyhow!("{EXEC_URL_ENV}: {e}"))?;
+        let ca = match std::env::var_os(CA_ENV) {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                anyhow::anyhow!("{CA_ENV}: cannot read {}: {e}", path.to_string_lossy())
+            })?),
+            None => None,
+        };
+        let wait = std::env::var(EXEC_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Duration::from_secs(3600), Duration::from_secs);
+        Ok(RemoteExec {
+            address,
+            url,
+            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+            ca,
+            wait,
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?,
+            client: Mutex::new(None),
+            unavailable: AtomicBool::new(false),
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.url
+    }
+
+    /// Why `plan` cannot run remotely, if it cannot.
+    pub fn refuses(&self, plan: &Plan) -> Option<String> {
+        if self.unavailable.load(Ordering::Relaxed) {
+            return Some(format!("the engine at {} is unavailable", self.url));
+        }
+        if plan.sandbox.as_ref().is_some_and(|s| s.network) {
+            return Some("it needs the network, which workers do not give".into());
+        }
+        None
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = &*slot {
+            return Ok(client.clone());
+        }
+        let connected = self.runtime.block_on(Client::connect(
+            &self.address,
+            self.token.as_deref(),
+            self.ca.as_deref(),
+            Deadlines {
+                connect: Duration::from_secs(5),
+                call: self.wait,
+            },
+        ));
+        match connected {
+            Ok(client) => {
+                *slot = Some(client.clone());
+                Ok(client)
+            }
+            Err(e) => {
+                if !self.unavailable.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "vt: warning: remote execution at {} is unavailable ({e}); running \
+                         tasks locally",
+                        self.url
+                    );
+                }
+                Err(format!("the engine is unavailable: {e}"))
+            }
+        }
+    }
+
+    /// Runs `plan` on a worker; `Err` says why it must run locally instead.
+    pub fn run(&self, plan: &Plan, cache: &Cache) -> Result<client::Done, String> {
+        let client = self.client()?;
+        self.runtime
+            .block_on(client::run(&client, plan, cache, self.wait))
+    }
+}

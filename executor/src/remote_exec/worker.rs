@@ -1,0 +1,470 @@
+//! `vt worker`: a bot of a REAPI engine (Remote Workers API). It long-polls its session for
+//! leases; each lease's action runs under vt's tracer (and sandbox), and the bot reports
+//! the `ActionResult` with the outputs, stdout/stderr and vt's run report in the CAS.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    Action, ActionResult, Command, Digest, ExecutedActionMetadata, OutputFile,
+};
+use bazel_remote_apis::google::rpc::Status;
+use prost::Message;
+
+use super::materialize::{fetch_all, fetch_tree, write_tree};
+use super::report::{self, BlobRef, RemoteRun};
+use crate::cache::PreRun;
+use crate::cache::archive;
+use crate::cache::entry::Output;
+use crate::cache::observe::{StatMemo, observe};
+use crate::cache::remote::mapping::digest;
+use crate::cache::store::{Batch, Store};
+use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, pack};
+use crate::reapi::{Address, Client, Deadlines};
+use crate::run::execute::execute;
+use crate::run::output::{Console, LogMode, STDERR, STDOUT, chunks};
+use crate::run::plan::{Plan, SandboxPlan, quote};
+use crate::run::task::path_set;
+
+pub struct Options {
+    pub server: String,
+    pub work_dir: PathBuf,
+    pub bot_id: String,
+    /// Run actions in vt's sandbox (the default; `--no-sandbox` for hosts without user
+    /// namespaces).
+    pub sandbox: bool,
+    /// Stop after this many leases (for tests and benchmarks).
+    pub max_leases: Option<usize>,
+}
+
+/// How long one UpdateBotSession may wait for work.
+const POLL: Duration = Duration::from_secs(30);
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let address = Address::parse(&options.server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
+    std::fs::create_dir_all(&options.work_dir)
+        .with_context(|| format!("cannot create {}", options.work_dir.display()))?;
+    // The stat memo makes observing the same toolchain files across leases cheap.
+    let (memo_store, _) = Store::open(options.work_dir.join("memo")).with_context(|| {
+        format!(
+            "cannot open the worker's store in {} (is another worker using it?)",
+            options.work_dir.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let token = std::env::var(crate::cache::remote::TOKEN_ENV).ok();
+    let ca = match std::env::var_os(crate::cache::remote::CA_ENV) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .with_context(|| format!("cannot read {}", PathBuf::from(&path).display()))?,
+        ),
+        None => None,
+    };
+    let deadlines = Deadlines {
+        connect: Duration::from_secs(5),
+        call: Duration::from_secs(600),
+    };
+    let mut done = 0usize;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let connected = runtime.block_on(Client::connect(
+            &address,
+            token.as_deref(),
+            ca.as_deref(),
+            deadlines,
+        ));
+        let client = match connected {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!(
+                    "vt worker: {}: {e}; retrying in {backoff:?}",
+                    options.server
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let fresh = BotSession {
+            bot_id: options.bot_id.clone(),
+            status: BotStatus::Ok as i32,
+            ..BotSession::default()
+        };
+        let mut session = match runtime.block_on(client.create_bot_session(fresh, POLL)) {
+            Ok(session) => session,
+            Err(e) => {
+                eprintln!("vt worker: cannot open a bot session: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        eprintln!(
+            "vt worker: {} serving {} as {}",
+            options.bot_id, options.server, session.name
+        );
+        loop {
+            for lease in &mut session.leases {
+                if lease.state != LeaseState::Active as i32 {
+                    continue;
+                }
+                let started = Instant::now();
+                let outcome = run_lease(&runtime, &client, &options, &memo_store, lease);
+                lease.state = LeaseState::Completed as i32;
+                match outcome {
+                    Ok(result) => {
+                        eprintln!(
+                            "vt worker: lease {} done: exit {} in {:.2} s",
+                            lease.id,
+                            result.exit_code,
+                            started.elapsed().as_secs_f64()
+                        );
+                        lease.status = Some(Status::default());
+                        lease.result = Some(pack(
+                            "build.bazel.remote.execution.v2.ActionResult",
+                            &result,
+                        ));
+                    }
+                    Err(message) => {
+                        eprintln!("vt worker: lease {} failed: {message}", lease.id);
+                        // FAILED_PRECONDITION: the action itself is unusable; not retried.
+                        lease.status = Some(Status {
+                            code: tonic::Code::FailedPrecondition as i32,
+                            message,
+                            details: Vec::new(),
+                        });
+                        lease.result = None;
+                    }
+                }
+                done += 1;
+            }
+            let finished = options.max_leases.is_some_and(|max| done >= max);
+            if finished {
+                // Report the last result without waiting for more work.
+                let _ = runtime.block_on(client.update_bot_session(
+                    BotSession {
+                        status: BotStatus::BotTerminating as i32,
+                        ..session.clone()
+                    },
+                    Duration::from_secs(10),
+                ));
+                return Ok(());
+            }
+            match runtime.block_on(client.update_bot_session(session.clone(), POLL)) {
+                Ok(next) => {
+                    session = next;
+                    // Leases the server says are done or cancelled are dropped from the session.
+                    session.leases.retain(|l| {
+                        l.state == LeaseState::Active as i32
+                            || l.state == LeaseState::Pending as i32
+                    });
+                }
+                Err(e) if is_deadline(&e) => {}
+                Err(e) => {
+                    eprintln!("vt worker: the session broke ({e}); opening a new one");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn is_deadline(error: &crate::reapi::RemoteError) -> bool {
+    matches!(error, crate::reapi::RemoteError::Call { status, .. }
+        if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled))
+}
+
+/// Runs one lease: fetch, materialize, execute traced, upload.
+fn run_lease(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    options: &Options,
+    memo_store: &Store,
+    lease: &Lease,
+) -> Result<ActionResult, String> {
+    let (command, exec_root) = runtime.block_on(prepare(client, options, lease))?;
+    let result = run_action(options, memo_store, &command, &exec_root);
+    let result = match result {
+        Ok((result, blobs)) => runtime
+            .block_on(client.upload(blobs))
+            .map(|()| result)
+            .map_err(|e| format!("cannot upload the results: {e}")),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&exec_root);
+    result
+}
+
+/// Fetches the lease's action and command and writes its input root.
+async fn prepare(
+    client: &Client,
+    options: &Options,
+    lease: &Lease,
+) -> Result<(Command, PathBuf), String> {
+    let payload = lease.payload.as_ref().ok_or("the lease has no payload")?;
+    let action = if payload
+        .type_url
+        .ends_with("build.bazel.remote.execution.v2.Action")
+    {
+        Action::decode(payload.value.as_slice()).map_err(|e| format!("a malformed Action: {e}"))?
+    } else if payload
+        .type_url
+        .ends_with("build.bazel.remote.execution.v2.Digest")
+    {
+        let digest = Digest::decode(payload.value.as_slice())
+            .map_err(|e| format!("a malformed Digest: {e}"))?;
+        let bytes = fetch_all(client, &[digest]).await?.remove(0);
+        Action::decode(bytes.as_slice()).map_err(|e| format!("a malformed Action: {e}"))?
+    } else {
+        return Err(format!("cannot run a lease of type {}", payload.type_url));
+    };
+    let command_digest = action
+        .command_digest
+        .clone()
+        .ok_or("the action has no command")?;
+    let command_bytes = fetch_all(client, &[command_digest]).await?.remove(0);
+    let command = Command::decode(command_bytes.as_slice())
+        .map_err(|e| format!("a malformed Command: {e}"))?;
+    let root_digest = action
+        .input_root_digest
+        .clone()
+        .ok_or("the action has no input root")?;
+    let tree = fetch_tree(client, &root_digest).await?;
+    let exec_root = options.work_dir.join("runs").join(sanitize(&lease.id));
+    if exec_root.exists() {
+        std::fs::remove_dir_all(&exec_root)
+            .map_err(|e| format!("cannot clear {}: {e}", exec_root.display()))?;
+    }
+    write_tree(client, &tree, &exec_root).await?;
+    Ok((command, exec_root))
+}
+
+/// A lease id as a directory name.
+fn sanitize(id: &str) -> String {
+    let name: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = blake3::hash(id.as_bytes()).to_hex();
+    format!("{}-{}", &name[name.len().saturating_sub(40)..], &hash[..12])
+}
+
+/// The shell command for an argv: vt's own actions are `sh -c SCRIPT`; anything else is
+/// quoted and exec'd.
+fn script_of(arguments: &[String]) -> Result<String, String> {
+    match arguments {
+        [] => Err("the command has no arguments".into()),
+        [sh, c, script] if (sh == "sh" || sh == "/bin/sh") && c == "-c" => Ok(script.clone()),
+        argv => Ok(format!(
+            "exec {}",
+            argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        )),
+    }
+}
+
+/// Blobs to upload, by digest.
+type Blobs = Vec<(Digest, Vec<u8>)>;
+
+/// Executes the command in `exec_root` and builds the result and the blobs to upload.
+fn run_action(
+    options: &Options,
+    memo_store: &Store,
+    command: &Command,
+    exec_root: &Path,
+) -> Result<(ActionResult, Blobs), String> {
+    let root_text = exec_root.to_string_lossy().into_owned();
+    let env: BTreeMap<String, String> = command
+        .environment_variables
+        .iter()
+        .map(|v| (v.name.clone(), report::concrete_root(&v.value, &root_text)))
+        .collect();
+    let working = Path::new(&command.working_directory);
+    if !command.working_directory.is_empty() && !super::input_root::is_plain(working) {
+        return Err(format!(
+            "the working directory {:?} is not inside the input root",
+            command.working_directory
+        ));
+    }
+    let cwd = exec_root.join(working);
+    std::fs::create_dir_all(&cwd).map_err(|e| format!("cannot create {}: {e}", cwd.display()))?;
+    let plan = Plan {
+        label: format!("remote action in {}", command.working_directory),
+        command: script_of(&command.arguments)?,
+        cwd: cwd.clone(),
+        env: env.clone(),
+        pre: PreRun::default(),
+        cacheable: true,
+        input_exclude: globset::GlobSet::empty(),
+        output_exclude: globset::GlobSet::empty(),
+        output_include: Vec::new(),
+        sandbox: options.sandbox.then(|| SandboxPlan {
+            workspace: exec_root.to_path_buf(),
+            linked: Vec::new(),
+            writable: vec![exec_root.to_path_buf()],
+            network: false,
+        }),
+    };
+    // The output is shown on the client; the worker keeps its console quiet.
+    let mut console = Console::new(LogMode::Quiet, &plan.label);
+    let execution = execute(&plan, &mut console).map_err(|e| format!("{e:#}"))?;
+    let exit_code = execution.status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + execution.status.signal().unwrap_or(0)
+    });
+    let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
+    let mut add_blob = |bytes: Vec<u8>| {
+        let d = digest(&bytes);
+        blobs.push((d.clone(), bytes));
+        d
+    };
+    // The path set, observed here (relative paths inside the execution root).
+    // The worker's own files (its store) are not the action's; the execution root, which
+    // is under the work directory too, is.
+    let traced = path_set(&execution, &plan, exec_root, memo_store.path());
+    let (observations, mut changed, uncacheable) = match traced {
+        Ok((observations, changed)) => (observations, changed, None),
+        Err(reason) => (Vec::new(), BTreeSet::new(), Some(reason)),
+    };
+    let uncacheable = uncacheable.or_else(|| {
+        (!execution.ipc.tracked_env.is_empty() || !execution.ipc.tracked_globs.is_empty()).then(
+            || {
+                "a tool read variables through vt's IPC, which a worker cannot answer from the \
+                 client's environment"
+                    .to_owned()
+            },
+        )
+    });
+    let memo = StatMemo::new(memo_store);
+    let values: Vec<String> = observations
+        .iter()
+        .map(|o| observe(o, exec_root, &env, &memo))
+        .collect();
+    memo.flush();
+    // Declared output paths count even when the tracer saw no write (a tool that renamed
+    // a whole directory into place, say).
+    for declared in &command.output_paths {
+        let path = cwd.join(declared);
+        if path.starts_with(exec_root) && path.exists() {
+            changed.extend(crate::run::plan::files_matching(
+                exec_root,
+                &path,
+                &everything(),
+            ));
+            changed.insert(path);
+        }
+    }
+    let mut batch = Batch::default();
+    let outputs = archive::archive(exec_root, &changed, &mut batch)
+        .map_err(|e| format!("cannot read the outputs: {e}"))?;
+    let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (key, bytes) in batch.blobs() {
+        by_key.insert(key.to_vec(), bytes.to_vec());
+    }
+    let mut run_blobs = Vec::new();
+    let mut output_files = Vec::new();
+    for output in &outputs {
+        if let Output::File {
+            path, mode, blob, ..
+        } = output
+        {
+            let bytes = by_key.get(blob.0.as_slice()).cloned().unwrap_or_default();
+            let d = add_blob(bytes);
+            run_blobs.push((*blob, BlobRef::of(&d)));
+            // The standard list, for other REAPI clients: paths under the working directory.
+            let absolute = path.absolute(exec_root);
+            if let Ok(rel) = absolute.strip_prefix(&cwd) {
+                output_files.push(OutputFile {
+                    path: rel.to_string_lossy().into_owned(),
+                    digest: Some(d),
+                    is_executable: mode & 0o111 != 0,
+                    ..OutputFile::default()
+                });
+            }
+        }
+    }
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for (stream, bytes) in chunks(&execution.output).unwrap_or_default() {
+        match stream {
+            STDERR => stderr.extend_from_slice(bytes),
+            STDOUT => stdout.extend_from_slice(bytes),
+            _ => {}
+        }
+    }
+    let log = add_blob(execution.output.clone());
+    let run = RemoteRun {
+        worker: options.bot_id.clone(),
+        tracer: execution.log.tracer.clone(),
+        uncacheable,
+        observations,
+        values,
+        outputs,
+        blobs: run_blobs,
+        log: BlobRef::of(&log),
+        duration_ms: execution.duration.as_millis() as u64,
+    };
+    let run_digest = add_blob(run.encode());
+    let stdout_digest = add_blob(stdout);
+    let stderr_digest = add_blob(stderr);
+    let result = ActionResult {
+        output_files,
+        exit_code,
+        stdout_digest: Some(stdout_digest),
+        stderr_digest: Some(stderr_digest),
+        execution_metadata: Some(ExecutedActionMetadata {
+            worker: options.bot_id.clone(),
+            auxiliary_metadata: vec![report::reference(&run_digest)],
+            ..ExecutedActionMetadata::default()
+        }),
+        ..ActionResult::default()
+    };
+    blobs.sort_by(|a, b| a.0.hash.cmp(&b.0.hash));
+    blobs.dedup_by(|a, b| a.0 == b.0);
+    Ok((result, blobs))
+}
+
+fn everything() -> globset::GlobSet {
+    let mut builder = globset::GlobSetBuilder::new();
+    if let Ok(glob) = globset::Glob::new("**") {
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vt_actions_run_their_script_and_others_are_quoted() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            script_of(&args(&["sh", "-c", "node build.js && echo ok"])).as_deref(),
+            Ok("node build.js && echo ok")
+        );
+        assert_eq!(
+            script_of(&args(&["gcc", "-c", "a b.c"])).as_deref(),
+            Ok("exec gcc -c 'a b.c'")
+        );
+        assert!(script_of(&[]).is_err());
+    }
+
+    #[test]
+    fn lease_ids_become_safe_directory_names() {
+        let name = sanitize("instance/operations/../x y");
+        assert!(!name.contains('/') && !name.contains(' ') && !name.contains(".."));
+        assert_ne!(sanitize("a/b"), sanitize("a_b"));
+    }
+}
