@@ -15,8 +15,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # strace as the tracer's correctness oracle, make/gcc/python3/node for the test workloads,
 # python3-venv, git and bubblewrap for the benchmarks (matplotlib plots; turbo wants a git
 # checkout; bwrap is the sandbox peer); docker.io and debootstrap for the container tests
-# (tests/tests/docker.rs starts its own dockerd).
-APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git bubblewrap docker.io debootstrap nodejs npm)
+# (tests/tests/docker.rs starts its own dockerd); postgresql for BuildGrid's scheduler in
+# the remote-execution tests (they start their own server; the Debian service is not used).
+APT_PACKAGES=(libclang-dev clang build-essential pkg-config strace make python3 python3-venv git bubblewrap docker.io debootstrap postgresql nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -54,6 +55,11 @@ if [[ ! -x "$bgd" ]]; then
   say "installing BuildGrid 0.4.4 (PyPI) into /var/cache/vt-ci/buildgrid/venv"
   /usr/bin/python3 -m venv /var/cache/vt-ci/buildgrid/venv
   PIP_CACHE_DIR=/var/cache/vt-ci/pip /var/cache/vt-ci/buildgrid/venv/bin/pip install --quiet buildgrid==0.4.4
+fi
+# Its SQL scheduler (remote execution) talks to PostgreSQL through psycopg2.
+if ! /var/cache/vt-ci/buildgrid/venv/bin/python -c "import psycopg2" 2>/dev/null; then
+  say "installing psycopg2-binary into the BuildGrid venv"
+  PIP_CACHE_DIR=/var/cache/vt-ci/pip /var/cache/vt-ci/buildgrid/venv/bin/pip install --quiet psycopg2-binary==2.9.13
 fi
 
 VT="$CARGO_TARGET_DIR/debug/vt"

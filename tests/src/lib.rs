@@ -1,5 +1,6 @@
 //! Helpers shared by vt's end-to-end suites (see `tests/tests/`).
 
+pub mod buildgrid;
 pub mod oracle;
 
 use std::path::PathBuf;

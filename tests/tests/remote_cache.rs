@@ -3,113 +3,14 @@
 //!
 //! Two "machines" are two workspace copies at different paths with their own local caches.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vt_tests::buildgrid::{Server, bgd};
 use vt_tests::{json_summary, vt_binary, workdir, write};
-
-fn bgd() -> Option<PathBuf> {
-    let path = std::env::var_os("VT_BUILDGRID")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/vt-ci/buildgrid/venv/bin/bgd"));
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "BuildGrid is not installed at {} (.ci/env.sh installs it)",
-        path.display()
-    );
-    eprintln!("skipped: BuildGrid is not installed at {}", path.display());
-    None
-}
-
-/// A BuildGrid cache server on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(bgd: &Path) -> Server {
-        let dir = tempfile::tempdir().expect("server dir");
-        let storage = dir.path().join("cas");
-        std::fs::create_dir_all(&storage).expect("cas dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "server:\n  - !channel\n    address: \"127.0.0.1:{port}\"\n    insecure-mode: true\n\
-                 authorization:\n  method: none\n\
-                 storages:\n  - !disk-storage &cas\n    path: {}\n\
-                 caches:\n  - !lru-action-cache &ac\n    storage: *cas\n    max-cached-refs: 100000\n    allow-updates: true\n    cache-failed-actions: false\n\
-                 instances:\n  - name: ''\n    services:\n      - !action-cache\n        cache: *ac\n      - !cas\n        storage: *cas\n      - !bytestream\n        storage: *cas\n",
-                storage.display()
-            ),
-        )
-        .expect("config");
-        let log = std::fs::File::create(dir.path().join("bgd.log")).expect("log");
-        let child = Command::new(bgd)
-            .args(["server", "start"])
-            .arg(&config)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start bgd");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "BuildGrid did not listen on {port}: {}",
-                std::fs::read_to_string(dir.path().join("bgd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Server {
-            child,
-            port,
-            storage,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("grpc://127.0.0.1:{}", self.port)
-    }
-
-    /// Every file of the server's CAS storage.
-    fn stored_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.storage, &mut out);
-        out
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const BUILD_JS: &str = r#"
 const fs = require("node:fs");
@@ -164,7 +65,7 @@ fn read(path: PathBuf) -> Vec<u8> {
 #[test]
 fn machine_b_hits_what_machine_a_stored_and_restores_it_byte_for_byte() {
     let Some(bgd) = bgd() else { return };
-    let server = Server::start(&bgd);
+    let server = Server::cache(&bgd);
     let (_a, a) = machine();
     let (_b, b) = machine();
     // A: CI, so read-write by default.
@@ -198,7 +99,7 @@ fn machine_b_hits_what_machine_a_stored_and_restores_it_byte_for_byte() {
 #[test]
 fn a_tampered_blob_is_a_miss_and_is_never_restored() {
     let Some(bgd) = bgd() else { return };
-    let server = Server::start(&bgd);
+    let server = Server::cache(&bgd);
     let (_a, a) = machine();
     let (_b, b) = machine();
     let (out, _) = vt(&a, &server.url(), &["--remote-cache", "read-write"], &[]);
@@ -231,7 +132,7 @@ fn a_tampered_blob_is_a_miss_and_is_never_restored() {
 #[test]
 fn read_only_mode_never_writes() {
     let Some(bgd) = bgd() else { return };
-    let server = Server::start(&bgd);
+    let server = Server::cache(&bgd);
     let (_a, a) = machine();
     let (out, json) = vt(
         &a,
@@ -255,7 +156,7 @@ fn read_only_mode_never_writes() {
 #[test]
 fn a_server_that_dies_mid_run_never_fails_the_build() {
     let Some(bgd) = bgd() else { return };
-    let mut server = Server::start(&bgd);
+    let mut server = Server::cache(&bgd);
     let (_ws, root) = workdir();
     // Three tasks in a chain; the second kills the server.
     write(
@@ -268,7 +169,7 @@ fn a_server_that_dies_mid_run_never_fails_the_build() {
         (
             "two",
             r#","dependencies":{"one":"*"}"#,
-            format!("kill -9 {} && echo two > out.txt", server.child.id()),
+            format!("kill -9 {} && echo two > out.txt", server.pid()),
         ),
         (
             "three",
@@ -301,7 +202,7 @@ fn a_server_that_dies_mid_run_never_fails_the_build() {
         ])
         .output()
         .expect("vt");
-    let _ = server.child.wait();
+    server.wait();
     let text = stderr(&output);
     assert!(output.status.success(), "{text}");
     assert_eq!(

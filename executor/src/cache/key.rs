@@ -26,6 +26,18 @@ impl Key {
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// The key [`Key::hex`] printed, `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Key> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Key(key))
+    }
 }
 
 /// Builds a key from a sequence of fields.
@@ -63,5 +75,14 @@ mod tests {
         let a = KeyHasher::new("t").field(b"ab").field(b"c").finish();
         let b = KeyHasher::new("t").field(b"a").field(b"bc").finish();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_anything_else() {
+        let key = content(b"x");
+        assert_eq!(Key::from_hex(&key.hex()), Some(key));
+        assert_eq!(Key::from_hex("uncached-12-ab"), None);
+        assert_eq!(Key::from_hex(&"zz".repeat(32)), None);
+        assert_eq!(Key::from_hex(""), None);
     }
 }

@@ -215,6 +215,12 @@ impl Cache {
         reason
     }
 
+    /// The entry stored under `key`, if any (and readable).
+    pub fn entry(&self, key: &Key) -> Option<Entry> {
+        let bytes = self.store.get(Family::Entries, key.0).ok()??;
+        entry::decode(&bytes).ok()
+    }
+
     pub fn last_entry(&self, task: &str) -> Result<Option<Entry>, String> {
         let Some(key) = self
             .store

@@ -1,8 +1,9 @@
 //! `vt run --remote-exec`: a task that missed the cache runs on a worker of the REAPI
 //! engine instead of here.
 //!
-//! 1. The input root is the task's package (without `node_modules` and dot-directories)
-//!    plus every workspace path its last stored path set observed, as they are now.
+//! 1. The input root is the task's package (without `node_modules` and dot-directories),
+//!    the outputs of its dependencies' runs, and every workspace path its last stored path
+//!    set observed, all as they are now.
 //! 2. The action is `sh -c COMMAND` in the package directory with the task's environment
 //!    (the workspace path abstracted, [`super::report::ROOT_PLACEHOLDER`]).
 //! 3. The worker reports its traced path set with the values it saw. Each is observed
@@ -25,6 +26,7 @@ use super::input_root::Listing;
 use super::report::{self, RemoteRun};
 use crate::cache::Cache;
 use crate::cache::archive;
+use crate::cache::key::Key;
 use crate::cache::observe::{CachePath, ObsKind, Observation};
 use crate::cache::remote::mapping::{digest, verify};
 use crate::reapi::Client;
@@ -73,6 +75,22 @@ pub async fn run(
                 .filter(|o| o.kind != ObsKind::Env && o.path.inside_workspace())
                 .map(|o| PathBuf::from(o.path.display())),
         );
+    }
+    // What the task's dependencies produced in this run: the likeliest inputs of a task
+    // that has not run before.
+    for (name, value) in &plan.pre.parts {
+        if name.starts_with("dependency ")
+            && let Some(entry) = Key::from_hex(value).and_then(|key| cache.entry(&key))
+        {
+            extra.extend(
+                entry
+                    .outputs
+                    .iter()
+                    .map(|o| o.path())
+                    .filter(|p| p.inside_workspace())
+                    .map(|p| PathBuf::from(p.display())),
+            );
+        }
     }
     let started = Instant::now();
     for attempt in 1..=ATTEMPTS {

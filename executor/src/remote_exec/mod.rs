@@ -80,7 +80,7 @@ impl RemoteExec {
     /// Why `plan` cannot run remotely, if it cannot.
     pub fn refuses(&self, plan: &Plan) -> Option<String> {
         if self.unavailable.load(Ordering::Relaxed) {
-            return Some(format!("the engine at {} is unavailable", self.url));
+            return Some("no engine (see the warning above)".into());
         }
         if plan.sandbox.as_ref().is_some_and(|s| s.network) {
             return Some("it needs the network, which workers do not give".into());
@@ -115,7 +115,7 @@ impl RemoteExec {
                         self.url
                     );
                 }
-                Err(format!("the engine is unavailable: {e}"))
+                Err("no engine (see the warning above)".into())
             }
         }
     }
