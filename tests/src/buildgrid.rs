@@ -64,14 +64,17 @@ impl Server {
         Server::start(bgd, None, "", CACHE_SERVICES.to_owned())
     }
 
-    /// A whole engine: the cache services plus Execution and Bots.
-    pub fn engine(bgd: &Path) -> Server {
+    /// A whole engine: the cache services plus Execution and Bots; a bot it has not heard
+    /// from for `keepalive_s` seconds counts as dead.
+    pub fn engine(bgd: &Path, keepalive_s: u32) -> Server {
         let postgres = Postgres::start();
         let sql = format!(
             "connections:\n  - !sql-connection &sql\n    connection-string: {}\n    pool-size: 5\n    max-overflow: 10\n\
              schedulers:\n  - !sql-scheduler &sched\n    sql: *sql\n    storage: *cas\n    action-cache: *ac\n    \
-             bot-session-keepalive-timeout: 120\n    poll-interval: 0.05\n    bot-poll-interval: 0.05\n",
-            postgres.url()
+             bot-session-keepalive-timeout: {keepalive_s}\n    poll-interval: 0.05\n    bot-poll-interval: 0.05\n    \
+             assigners:\n      - !priority-age-assigner\n        count: 1\n        interval: 0.05\n        \
+             priority-assignment-percentage: 100\n",
+            postgres.url(),
         );
         let services = format!(
             "{CACHE_SERVICES}      - !execution\n        scheduler: *sched\n      - !bots\n        scheduler: *sched\n"
@@ -89,6 +92,7 @@ impl Server {
             &config,
             format!(
                 "server:\n  - !channel\n    address: \"127.0.0.1:{port}\"\n    insecure-mode: true\n\
+                 thread-pool-size: 64\n\
                  authorization:\n  method: none\n\
                  storages:\n  - !disk-storage &cas\n    path: {}\n\
                  caches:\n  - !lru-action-cache &ac\n    storage: *cas\n    max-cached-refs: 100000\n    allow-updates: true\n    cache-failed-actions: false\n\

@@ -17,11 +17,16 @@ struct Worker {
 
 impl Worker {
     fn start(url: &str, id: &str, dir: &Path) -> Worker {
+        Worker::start_with(url, id, dir, &[])
+    }
+
+    fn start_with(url: &str, id: &str, dir: &Path, args: &[&str]) -> Worker {
         let log = dir.join(format!("{id}.log"));
         let file = std::fs::File::create(&log).expect("log");
         let child = Command::new(vt_binary())
             .args(["worker", "--server", url, "--bot-id", id, "--work-dir"])
             .arg(dir.join(id))
+            .args(args)
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .spawn()
@@ -120,7 +125,7 @@ fn outputs(root: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn ten_packages_run_on_two_workers_then_hit() {
     let Some(bgd) = bgd() else { return };
-    let engine = Server::engine(&bgd);
+    let engine = Server::engine(&bgd, 120);
     let (_dir, dir) = workdir();
     let workers = [
         Worker::start(&engine.url(), "w1", &dir),
@@ -197,7 +202,7 @@ fn ten_packages_run_on_two_workers_then_hit() {
 #[test]
 fn a_file_the_input_root_lacked_is_found_and_resubmitted() {
     let Some(bgd) = bgd() else { return };
-    let engine = Server::engine(&bgd);
+    let engine = Server::engine(&bgd, 120);
     let (_dir, dir) = workdir();
     let _worker = Worker::start(&engine.url(), "w1", &dir);
     let (_ws, root) = workdir();
@@ -249,7 +254,7 @@ fn a_file_the_input_root_lacked_is_found_and_resubmitted() {
 #[test]
 fn a_worker_runs_actions_in_the_sandbox() {
     let Some(bgd) = bgd() else { return };
-    let engine = Server::engine(&bgd);
+    let engine = Server::engine(&bgd, 120);
     let (_dir, dir) = workdir();
     let _worker = Worker::start(&engine.url(), "w1", &dir);
     let (_ws, root) = workdir();
@@ -302,4 +307,39 @@ fn remote_exec_without_an_engine_is_a_clear_error() {
     assert!(!output.status.success());
     assert!(text.contains("--remote-exec needs an engine"), "{text}");
     assert!(!root.join("packages/p0/dist").exists(), "nothing ran");
+}
+
+#[test]
+fn a_worker_busy_longer_than_the_keepalive_timeout_keeps_its_lease() {
+    let Some(bgd) = bgd() else { return };
+    // BuildGrid drops bots silent for 8 s (its expiry check runs every 10 s); the action
+    // takes 15 s; the worker reports every 2 s.
+    let engine = Server::engine(&bgd, 8);
+    let (_dir, dir) = workdir();
+    let worker = Worker::start_with(&engine.url(), "w1", &dir, &["--keepalive", "2"]);
+    let (_ws, root) = workdir();
+    write(
+        &root,
+        "package.json",
+        r#"{"name":"slow","scripts":{"build":"sleep 15 && echo done > out.txt"}}"#,
+    );
+    let (out, json) = vt(&root, &engine.url(), &["--remote-exec"]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{text}\n{}", worker.log());
+    assert_eq!(tasks(&json)[0]["worker"], "w1", "{text}");
+    assert_eq!(
+        worker.log().matches("done: exit 0").count(),
+        1,
+        "ran once, not requeued:\n{}",
+        worker.log()
+    );
+    assert!(
+        !worker.log().contains("keepalive failed"),
+        "{}",
+        worker.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("out.txt")).unwrap_or_default(),
+        "done\n"
+    );
 }

@@ -33,6 +33,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         bot_id,
         sandbox,
         max_leases: args.max_leases,
+        keepalive: std::time::Duration::from_secs(args.keepalive.max(1)),
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,12 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The server is overloaded or briefly unavailable: the same call may work later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RemoteError::Call { status, .. }
+            if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable))
+    }
+
     fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RemoteError {
         move |status| RemoteError::Call {
             call,
@@ -420,6 +426,27 @@ impl Client {
         }
         Ok(Some(data))
     }
+}
+
+/// Runs `call` again (up to 8 times, backing off from 50 ms to 2 s) while the server says
+/// it is overloaded (`RESOURCE_EXHAUSTED`, e.g. BuildGrid's concurrent-RPC limit) or
+/// briefly unavailable.
+pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, RemoteError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RemoteError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        match call().await {
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+    call().await
 }
 
 /// A finite stream of messages for a client-streaming call.

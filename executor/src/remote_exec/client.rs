@@ -29,7 +29,7 @@ use crate::cache::archive;
 use crate::cache::key::Key;
 use crate::cache::observe::{CachePath, ObsKind, Observation};
 use crate::cache::remote::mapping::{digest, verify};
-use crate::reapi::Client;
+use crate::reapi::{Client, retrying};
 use crate::run::plan::Plan;
 
 /// The action cache namespace of this vt's actions.
@@ -97,8 +97,7 @@ pub async fn run(
         let listing = listing(root, &working, cache.store().path(), &extra)
             .map_err(|e| format!("cannot read the workspace for the input root: {e}"))?;
         let action = submit(client, plan, root, &working, &listing).await?;
-        let response = client
-            .execute(&action, wait)
+        let response = retrying(|| client.execute(&action, wait))
             .await
             .map_err(|e| format!("the engine failed: {e}"))?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
@@ -243,16 +242,14 @@ async fn submit(
     let mut blobs = tree.blobs;
     blobs.push((command_digest, command_bytes));
     blobs.push((action_digest.clone(), action_bytes));
-    client
-        .upload(blobs)
+    retrying(|| client.upload(blobs.clone()))
         .await
         .map_err(|e| format!("cannot upload the input root: {e}"))?;
     Ok(action_digest)
 }
 
 async fn fetch_one(client: &Client, digest: &Digest, what: &str) -> Result<Vec<u8>, String> {
-    let blob = client
-        .download(std::slice::from_ref(digest))
+    let blob = retrying(|| client.download(std::slice::from_ref(digest)))
         .await
         .map_err(|e| format!("cannot download {what}: {e}"))?
         .pop()
@@ -278,8 +275,7 @@ async fn restore(client: &Client, root: &Path, run: &RemoteRun) -> Result<(), St
         }
     }
     let wanted: Vec<Digest> = run.blobs.iter().map(|(_, b)| b.digest()).collect();
-    let downloaded = client
-        .download(&wanted)
+    let downloaded = retrying(|| client.download(&wanted))
         .await
         .map_err(|e| format!("cannot download the outputs: {e}"))?;
     let mut contents = std::collections::BTreeMap::new();

@@ -9,11 +9,13 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, Directory};
 use prost::Message;
 
 use crate::cache::remote::mapping::verify;
-use crate::reapi::Client;
+use crate::reapi::{Client, retrying};
 
 /// Downloads `digests` and checks each; a missing or mismatching blob is an error naming it.
 pub async fn fetch_all(client: &Client, digests: &[Digest]) -> Result<Vec<Vec<u8>>, String> {
-    let blobs = client.download(digests).await.map_err(|e| e.to_string())?;
+    let blobs = retrying(|| client.download(digests))
+        .await
+        .map_err(|e| e.to_string())?;
     digests
         .iter()
         .zip(blobs)

@@ -22,7 +22,7 @@ use crate::cache::observe::{StatMemo, observe};
 use crate::cache::remote::mapping::digest;
 use crate::cache::store::{Batch, Store};
 use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, pack};
-use crate::reapi::{Address, Client, Deadlines};
+use crate::reapi::{Address, Client, Deadlines, retrying};
 use crate::run::execute::execute;
 use crate::run::output::{Console, LogMode, STDERR, STDOUT, chunks};
 use crate::run::plan::{Plan, SandboxPlan, quote};
@@ -37,10 +37,28 @@ pub struct Options {
     pub sandbox: bool,
     /// Stop after this many leases (for tests and benchmarks).
     pub max_leases: Option<usize>,
+    /// How often a worker busy with an action tells the engine it is alive (the engine
+    /// requeues the actions of a bot it has not heard from: BuildGrid after its
+    /// `bot-session-keepalive-timeout`, 600 s by default).
+    pub keepalive: Duration,
 }
 
 /// How long one UpdateBotSession may wait for work.
 const POLL: Duration = Duration::from_secs(30);
+
+/// Reports the session unchanged (its lease still active) so the engine does not count a
+/// busy worker as dead and requeue its action. At capacity, the server answers at once.
+fn keep_alive(runtime: &tokio::runtime::Runtime, client: &Client, session: &mut BotSession) {
+    let answer = runtime.block_on(client.update_bot_session(session.clone(), POLL));
+    match answer {
+        // Keep our leases (the running one included); take what identifies the session.
+        Ok(next) => {
+            session.version = next.version;
+            session.expire_time = next.expire_time;
+        }
+        Err(e) => eprintln!("vt worker: keepalive failed: {e}"),
+    }
+}
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     let address = Address::parse(&options.server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
@@ -109,12 +127,31 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             options.bot_id, options.server, session.name
         );
         loop {
-            for lease in &mut session.leases {
-                if lease.state != LeaseState::Active as i32 {
+            for index in 0..session.leases.len() {
+                if session.leases[index].state != LeaseState::Active as i32 {
                     continue;
                 }
                 let started = Instant::now();
-                let outcome = run_lease(&runtime, &client, &options, &memo_store, lease);
+                let lease = session.leases[index].clone();
+                let (sender, receiver) = std::sync::mpsc::channel();
+                let (rt, cl, op, store) = (&runtime, &client, &options, &memo_store);
+                let outcome = std::thread::scope(|scope| {
+                    scope.spawn(move || {
+                        let _ = sender.send(run_lease(rt, cl, op, store, &lease));
+                    });
+                    loop {
+                        match receiver.recv_timeout(op.keepalive) {
+                            Ok(outcome) => return outcome,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                                return Err("the action's thread died".to_owned());
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                keep_alive(&runtime, &client, &mut session);
+                            }
+                        }
+                    }
+                });
+                let lease = &mut session.leases[index];
                 lease.state = LeaseState::Completed as i32;
                 match outcome {
                     Ok(result) => {
@@ -191,7 +228,7 @@ fn run_lease(
     let result = run_action(options, memo_store, &command, &exec_root);
     let result = match result {
         Ok((result, blobs)) => runtime
-            .block_on(client.upload(blobs))
+            .block_on(retrying(|| client.upload(blobs.clone())))
             .map(|()| result)
             .map_err(|e| format!("cannot upload the results: {e}")),
         Err(e) => Err(e),
