@@ -55,6 +55,9 @@ pub struct WorkerArgs {
     /// Exit after N leases.
     #[arg(long, value_name = "N")]
     pub max_leases: Option<usize>,
+    /// Run up to N actions at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
     /// While running an action, tell the engine every SECONDS that this worker is alive
     /// (keep it well under the engine's bot keepalive timeout).
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]

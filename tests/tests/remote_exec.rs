@@ -313,10 +313,15 @@ fn remote_exec_without_an_engine_is_a_clear_error() {
 fn a_worker_busy_longer_than_the_keepalive_timeout_keeps_its_lease() {
     let Some(bgd) = bgd() else { return };
     // BuildGrid drops bots silent for 8 s (its expiry check runs every 10 s); the action
-    // takes 15 s; the worker reports every 2 s.
+    // takes 15 s; the worker, at its capacity of one action, reports every 2 s.
     let engine = Server::engine(&bgd, 8);
     let (_dir, dir) = workdir();
-    let worker = Worker::start_with(&engine.url(), "w1", &dir, &["--keepalive", "2"]);
+    let worker = Worker::start_with(
+        &engine.url(),
+        "w1",
+        &dir,
+        &["--keepalive", "2", "--jobs", "1"],
+    );
     let (_ws, root) = workdir();
     write(
         &root,

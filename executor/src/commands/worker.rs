@@ -33,6 +33,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         bot_id,
         sandbox,
         max_leases: args.max_leases,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1),
         keepalive: std::time::Duration::from_secs(args.keepalive.max(1)),
     })?;
     Ok(ExitCode::SUCCESS)

@@ -59,6 +59,9 @@ pub struct Worker {
     pub devices: Vec<Device>,
     #[prost(message, repeated, tag = "2")]
     pub properties: Vec<Property>,
+    /// `Worker.Config`: settings such as BuildGrid's `capacity`.
+    #[prost(message, repeated, tag = "3")]
+    pub configs: Vec<Property>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -69,7 +72,7 @@ pub struct Device {
     pub properties: Vec<Property>,
 }
 
-/// `Worker.Property` and `Device.Property` have the same shape.
+/// `Worker.Property`, `Worker.Config` and `Device.Property` have the same shape.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Property {
     #[prost(string, tag = "1")]

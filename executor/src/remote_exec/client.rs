@@ -49,8 +49,6 @@ pub struct Done {
     pub values: Vec<String>,
     /// Absolute paths in the workspace the task changed (restored already).
     pub outputs: BTreeSet<PathBuf>,
-    /// Set when the worker could not record a complete path set.
-    pub uncacheable: Option<String>,
     pub attempts: usize,
 }
 
@@ -112,10 +110,10 @@ pub async fn run(
         )?;
         let bytes = fetch_one(client, &run_digest, "the run report").await?;
         let run = RemoteRun::decode(&bytes).map_err(|e| format!("the run report is {e}"))?;
-        if let Some(reason) = &run.uncacheable
-            && run.observations.is_empty()
-        {
-            return Err(format!("the worker could not trace the run: {reason}"));
+        // Without a complete path set (a tracing gap, a tool's getEnv answered from the
+        // worker's environment) the result cannot be checked: run here instead.
+        if let Some(reason) = &run.uncacheable {
+            return Err(format!("the worker's run cannot be checked: {reason}"));
         }
         let here = cache.observe_all(&run.observations, &crate::ipc::process_env());
         let mut differ = Vec::new();
@@ -166,7 +164,6 @@ pub async fn run(
             observations: run.observations,
             values: here,
             outputs,
-            uncacheable: run.uncacheable,
             attempts: attempt,
         });
     }

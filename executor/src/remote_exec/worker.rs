@@ -21,7 +21,7 @@ use crate::cache::entry::Output;
 use crate::cache::observe::{StatMemo, observe};
 use crate::cache::remote::mapping::digest;
 use crate::cache::store::{Batch, Store};
-use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, pack};
+use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, Property, Worker, pack};
 use crate::reapi::{Address, Client, Deadlines, retrying};
 use crate::run::execute::execute;
 use crate::run::output::{Console, LogMode, STDERR, STDOUT, chunks};
@@ -37,6 +37,8 @@ pub struct Options {
     pub sandbox: bool,
     /// Stop after this many leases (for tests and benchmarks).
     pub max_leases: Option<usize>,
+    /// How many actions run at once.
+    pub jobs: usize,
     /// How often a worker busy with an action tells the engine it is alive (the engine
     /// requeues the actions of a bot it has not heard from: BuildGrid after its
     /// `bot-session-keepalive-timeout`, 600 s by default).
@@ -46,19 +48,8 @@ pub struct Options {
 /// How long one UpdateBotSession may wait for work.
 const POLL: Duration = Duration::from_secs(30);
 
-/// Reports the session unchanged (its lease still active) so the engine does not count a
-/// busy worker as dead and requeue its action. At capacity, the server answers at once.
-fn keep_alive(runtime: &tokio::runtime::Runtime, client: &Client, session: &mut BotSession) {
-    let answer = runtime.block_on(client.update_bot_session(session.clone(), POLL));
-    match answer {
-        // Keep our leases (the running one included); take what identifies the session.
-        Ok(next) => {
-            session.version = next.version;
-            session.expire_time = next.expire_time;
-        }
-        Err(e) => eprintln!("vt worker: keepalive failed: {e}"),
-    }
-}
+/// A lease's outcome, from the thread that ran it.
+type Finished = (String, Result<ActionResult, String>, Duration);
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     let address = Address::parse(&options.server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
@@ -72,7 +63,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         )
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let token = std::env::var(crate::cache::remote::TOKEN_ENV).ok();
@@ -87,8 +78,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         connect: Duration::from_secs(5),
         call: Duration::from_secs(600),
     };
-    let mut done = 0usize;
     let mut backoff = Duration::from_millis(200);
+    let mut bot = Bot {
+        options: &options,
+        memo_store: &memo_store,
+        runtime: &runtime,
+        done: 0,
+    };
     loop {
         let connected = runtime.block_on(Client::connect(
             &address,
@@ -112,9 +108,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let fresh = BotSession {
             bot_id: options.bot_id.clone(),
             status: BotStatus::Ok as i32,
+            worker: Some(Worker {
+                // BuildGrid leases up to this many actions at once to the bot.
+                configs: vec![Property {
+                    key: "capacity".into(),
+                    value: options.jobs.to_string(),
+                }],
+                ..Worker::default()
+            }),
             ..BotSession::default()
         };
-        let mut session = match runtime.block_on(client.create_bot_session(fresh, POLL)) {
+        let session = match runtime.block_on(client.create_bot_session(fresh, POLL)) {
             Ok(session) => session,
             Err(e) => {
                 eprintln!("vt worker: cannot open a bot session: {e}");
@@ -123,92 +127,144 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             }
         };
         eprintln!(
-            "vt worker: {} serving {} as {}",
-            options.bot_id, options.server, session.name
+            "vt worker: {} serving {} as {} ({} at a time)",
+            options.bot_id, options.server, session.name, options.jobs
         );
-        loop {
-            for index in 0..session.leases.len() {
-                if session.leases[index].state != LeaseState::Active as i32 {
-                    continue;
-                }
-                let started = Instant::now();
-                let lease = session.leases[index].clone();
-                let (sender, receiver) = std::sync::mpsc::channel();
-                let (rt, cl, op, store) = (&runtime, &client, &options, &memo_store);
-                let outcome = std::thread::scope(|scope| {
+        match bot.serve(&client, session) {
+            Ok(()) => return Ok(()),
+            Err(e) => eprintln!("vt worker: the session broke ({e}); opening a new one"),
+        }
+    }
+}
+
+/// A worker and what it has done so far.
+struct Bot<'a> {
+    options: &'a Options,
+    memo_store: &'a Store,
+    runtime: &'a tokio::runtime::Runtime,
+    done: usize,
+}
+
+impl Bot<'_> {
+    /// Runs leases `jobs` at a time, each on its own thread, until the session breaks
+    /// (`Err`) or `--max-leases` are done (`Ok`). The session is reported whenever a lease
+    /// finishes; between, it long-polls for work while there is room, or reports every
+    /// `--keepalive` when there is not.
+    fn serve(&mut self, client: &Client, mut session: BotSession) -> Result<(), String> {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+        let mut started: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut running = 0usize;
+        std::thread::scope(|scope| {
+            loop {
+                for lease in &session.leases {
+                    if lease.state != LeaseState::Active as i32 || !started.insert(lease.id.clone())
+                    {
+                        continue;
+                    }
+                    running += 1;
+                    let (sender, lease) = (sender.clone(), lease.clone());
+                    let (runtime, options, store) = (self.runtime, self.options, self.memo_store);
                     scope.spawn(move || {
-                        let _ = sender.send(run_lease(rt, cl, op, store, &lease));
+                        let clock = Instant::now();
+                        let outcome = run_lease(runtime, client, options, store, &lease);
+                        let _ = sender.send((lease.id, outcome, clock.elapsed()));
                     });
-                    loop {
-                        match receiver.recv_timeout(op.keepalive) {
-                            Ok(outcome) => return outcome,
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                                return Err("the action's thread died".to_owned());
+                }
+                while let Ok(finished) = receiver.try_recv() {
+                    running -= 1;
+                    self.complete(&mut session, finished);
+                }
+                let max = self.options.max_leases;
+                if running == 0 && max.is_some_and(|max| self.done >= max) {
+                    // Report the last results without waiting for more work.
+                    session.status = BotStatus::BotTerminating as i32;
+                    let _ = self.runtime.block_on(
+                        client.update_bot_session(session.clone(), Duration::from_secs(10)),
+                    );
+                    return Ok(());
+                }
+                // Room for more: long-poll, but a lease finishing ends the wait (the poll
+                // is cancelled; BuildGrid sends any lease it assigned meanwhile again).
+                // At capacity: wait for a lease to finish, reporting every --keepalive.
+                let at_capacity = running >= self.options.jobs;
+                let answer = self.runtime.block_on(async {
+                    let poll = async {
+                        if at_capacity {
+                            tokio::time::sleep(self.options.keepalive).await;
+                        }
+                        client.update_bot_session(session.clone(), POLL).await
+                    };
+                    tokio::select! {
+                        answer = poll => Some(answer),
+                        finished = receiver.recv(), if running > 0 => {
+                            if let Some(finished) = finished {
+                                running -= 1;
+                                self.complete(&mut session, finished);
                             }
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                                keep_alive(&runtime, &client, &mut session);
-                            }
+                            None
                         }
                     }
                 });
-                let lease = &mut session.leases[index];
-                lease.state = LeaseState::Completed as i32;
-                match outcome {
-                    Ok(result) => {
-                        eprintln!(
-                            "vt worker: lease {} done: exit {} in {:.2} s",
-                            lease.id,
-                            result.exit_code,
-                            started.elapsed().as_secs_f64()
-                        );
-                        lease.status = Some(Status::default());
-                        lease.result = Some(pack(
-                            "build.bazel.remote.execution.v2.ActionResult",
-                            &result,
-                        ));
-                    }
-                    Err(message) => {
-                        eprintln!("vt worker: lease {} failed: {message}", lease.id);
-                        // FAILED_PRECONDITION: the action itself is unusable; not retried.
-                        lease.status = Some(Status {
-                            code: tonic::Code::FailedPrecondition as i32,
-                            message,
-                            details: Vec::new(),
-                        });
-                        lease.result = None;
-                    }
+                match answer {
+                    None => {}
+                    Some(Ok(next)) => session = acknowledged(next),
+                    Some(Err(e)) if is_deadline(&e) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
                 }
-                done += 1;
             }
-            let finished = options.max_leases.is_some_and(|max| done >= max);
-            if finished {
-                // Report the last result without waiting for more work.
-                let _ = runtime.block_on(client.update_bot_session(
-                    BotSession {
-                        status: BotStatus::BotTerminating as i32,
-                        ..session.clone()
-                    },
-                    Duration::from_secs(10),
+        })
+    }
+
+    /// Marks a finished lease completed in the session, with its result.
+    fn complete(&mut self, session: &mut BotSession, (id, outcome, took): Finished) {
+        self.done += 1;
+        let mut lease = session
+            .leases
+            .iter()
+            .find(|l| l.id == id)
+            .cloned()
+            .unwrap_or_else(|| Lease {
+                id: id.clone(),
+                ..Lease::default()
+            });
+        lease.state = LeaseState::Completed as i32;
+        match outcome {
+            Ok(result) => {
+                eprintln!(
+                    "vt worker: lease {id} done: exit {} in {:.2} s",
+                    result.exit_code,
+                    took.as_secs_f64()
+                );
+                lease.status = Some(Status::default());
+                lease.result = Some(pack(
+                    "build.bazel.remote.execution.v2.ActionResult",
+                    &result,
                 ));
-                return Ok(());
             }
-            match runtime.block_on(client.update_bot_session(session.clone(), POLL)) {
-                Ok(next) => {
-                    session = next;
-                    // Leases the server says are done or cancelled are dropped from the session.
-                    session.leases.retain(|l| {
-                        l.state == LeaseState::Active as i32
-                            || l.state == LeaseState::Pending as i32
-                    });
-                }
-                Err(e) if is_deadline(&e) => {}
-                Err(e) => {
-                    eprintln!("vt worker: the session broke ({e}); opening a new one");
-                    break;
-                }
+            Err(message) => {
+                eprintln!("vt worker: lease {id} failed: {message}");
+                // FAILED_PRECONDITION: the action itself is unusable; not retried.
+                lease.status = Some(Status {
+                    code: tonic::Code::FailedPrecondition as i32,
+                    message,
+                    details: Vec::new(),
+                });
+                lease.result = None;
             }
         }
+        session.leases.retain(|l| l.id != id);
+        session.leases.push(lease);
     }
+}
+
+/// The server's answer as the session to report next: it has acknowledged the completions
+/// of the request it answers (those of a cancelled poll stay in ours and are sent again),
+/// and a lease it no longer lists is done or cancelled.
+fn acknowledged(mut theirs: BotSession) -> BotSession {
+    theirs
+        .leases
+        .retain(|l| l.state == LeaseState::Active as i32 || l.state == LeaseState::Pending as i32);
+    theirs
 }
 
 fn is_deadline(error: &crate::reapi::RemoteError) -> bool {

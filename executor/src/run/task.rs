@@ -206,8 +206,6 @@ fn finish_remote(
                 reason: format!("exited with {} on worker {}", done.exit_code, done.worker),
             },
         )
-    } else if let Some(reason) = done.uncacheable {
-        (nonce, Outcome::NotCached { reason })
     } else {
         let stored = store_observed(
             cache,
