@@ -203,3 +203,85 @@ fn the_tasks_own_ld_preload_is_kept_after_vts() {
     assert!(ours.ends_with("/libvt_preload.so"), "{line}");
     assert_eq!(theirs, libm);
 }
+
+/// execvp/execvpe as a program uses them: each in a child, printing how it failed.
+const EXECVP_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static void try(const char *name, int pe) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {(char *)name, "arg1", NULL};
+        if (pe) execvpe(name, argv, environ); else execvp(name, argv);
+        printf("%s: %s\n", name, strerror(errno));
+        fflush(stdout);
+        _exit(1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+}
+int main(void) {
+    try("nothere", 0);   /* ENOENT after every PATH entry */
+    try("onlya", 1);     /* only a non-executable file: EACCES */
+    try("tool", 0);      /* a/ is not executable, b/ is a script without #!: /bin/sh runs it */
+    try("./tool", 0);    /* a slash: no search, not executable here */
+    return 0;
+}
+"#;
+
+#[test]
+fn execvp_searches_path_like_glibc_and_each_candidate_is_recorded_not_notified() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = workdir();
+    std::fs::write(dir.join("probe.c"), EXECVP_PROBE).expect("write");
+    let built = Command::new("gcc")
+        .args(["-O1", "-o", "probe", "probe.c"])
+        .current_dir(&dir)
+        .status()
+        .expect("gcc runs");
+    assert!(built.success());
+    for sub in ["a", "b"] {
+        std::fs::create_dir(dir.join(sub)).expect("mkdir");
+    }
+    let file = |rel: &str, text: &str, mode: u32| {
+        std::fs::write(dir.join(rel), text).expect("write");
+        std::fs::set_permissions(dir.join(rel), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    };
+    file("a/tool", "not executable\n", 0o644);
+    file("a/onlya", "not executable\n", 0o644);
+    file("b/tool", "echo ran b/tool with \"$1\"\n", 0o755);
+    file("tool", "not executable\n", 0o644);
+    let path = format!("{0}/a:{0}/b:/usr/bin:/bin", dir.display());
+    let bare = Command::new(dir.join("probe"))
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .output()
+        .expect("runs");
+    let (traced, log) = trace(&dir, &[("PATH", &path)], &["./probe"]);
+    assert!(bare.status.success() && traced.status.success());
+    let bare_out = String::from_utf8_lossy(&bare.stdout);
+    assert!(bare_out.contains("ran b/tool with arg1"), "{bare_out}");
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        bare_out,
+        "the interposed execvp must do what glibc's does"
+    );
+    let seen = accesses(&log);
+    let has = |kind: &str, path: String| seen.contains(&(kind.to_owned(), path));
+    let d = dir.display();
+    assert!(has("missing", format!("{d}/a/nothere")), "{seen:?}");
+    assert!(has("missing", format!("{d}/b/nothere")), "{seen:?}");
+    assert!(has("missing", "/usr/bin/nothere".into()), "{seen:?}");
+    assert!(has("exec", format!("{d}/b/tool")), "{seen:?}");
+    assert!(has("exec", "/bin/sh".into()) || has("exec", "/usr/bin/sh".into()));
+    // Only vt's own exec of ./probe reaches the supervisor.
+    let notified = log["notified_by_syscall"]["execve"].as_u64().unwrap_or(0);
+    assert!(notified <= 1, "{}", log["notified_by_syscall"]);
+}

@@ -193,6 +193,20 @@ impl AccessLog {
     pub fn is_complete(&self) -> bool {
         self.gaps.is_empty()
     }
+
+    /// Adds what another recorder of the same run observed (another supervisor thread),
+    /// keeping the accesses in the order they were made.
+    pub fn absorb(&mut self, other: AccessLog) {
+        self.accesses.extend(other.accesses);
+        // Stable: equal times keep each recorder's own order.
+        self.accesses.sort_by_key(|a| a.at_ns);
+        self.gaps.extend(other.gaps);
+        self.notifications += other.notifications;
+        for (name, count) in other.notified_by_syscall {
+            *self.notified_by_syscall.entry(name).or_default() += count;
+        }
+        self.fast_path_records += other.fast_path_records;
+    }
 }
 
 fn lossy_path<S: serde::Serializer>(
@@ -224,3 +238,27 @@ pub trait Tracer {
 
 /// Why a backend could not trace (its own error, boxed so the trait stays object safe).
 pub type TracerError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorbing_another_recorder_keeps_time_order_and_sums_counts() {
+        let mut one = AccessLog::default();
+        one.push_at(AccessKind::Read, "/a".into(), 1, 10);
+        one.push_at(AccessKind::Write, "/c".into(), 1, 30);
+        one.count_notification("openat");
+        let mut two = AccessLog::default();
+        two.push_at(AccessKind::Stat, "/b".into(), 2, 20);
+        two.count_notification("openat");
+        two.count_notification("execve");
+        two.gap(2, "openat", "gone");
+        one.absorb(two);
+        let paths: Vec<_> = one.accesses.iter().map(|a| a.path.clone()).collect();
+        assert_eq!(paths, [PathBuf::from("/a"), "/b".into(), "/c".into()]);
+        assert_eq!(one.notifications, 3);
+        assert_eq!(one.notified_by_syscall["openat"], 2);
+        assert_eq!(one.gaps.len(), 1);
+    }
+}

@@ -477,6 +477,128 @@ pub extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_in
     exec(path, argv, unsafe { environ })
 }
 
+// ---- exec with a PATH search ---------------------------------------------------------
+
+fn set_errno(code: c_int) -> c_int {
+    // SAFETY: errno is this thread's; libc's accessor is not interposed.
+    unsafe { *libc::__errno_location() = code };
+    -1
+}
+
+/// `execvp`/`execvpe` as glibc does them: a name without a slash is tried in each `PATH`
+/// directory in turn (an empty entry is the current directory). Every attempt goes through
+/// [`exec`], so it is recorded (a missing candidate as a failed exec, which vt reads as a
+/// lookup that found nothing) instead of notified: `gcc` starting `as` cost one
+/// notification per `PATH` entry, with gcc itself stopped in `vfork` meanwhile.
+fn exec_search(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    if file.is_null() {
+        return exec(file, argv, envp);
+    }
+    // SAFETY: the caller's NUL-terminated file name.
+    let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
+    if name.is_empty() {
+        return set_errno(libc::ENOENT);
+    }
+    if name.contains(&b'/') {
+        return exec(file, argv, envp);
+    }
+    if name.len() > 255 {
+        return set_errno(libc::ENAMETOOLONG);
+    }
+    // glibc searches the caller's PATH (not `envp`'s), or confstr(_CS_PATH) without one.
+    // SAFETY: getenv on a NUL-terminated name; the result is NUL-terminated or null.
+    let path_env = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let search: &[u8] = if path_env.is_null() {
+        b"/bin:/usr/bin"
+    } else {
+        // SAFETY: getenv returned a NUL-terminated string.
+        unsafe { core::ffi::CStr::from_ptr(path_env) }.to_bytes()
+    };
+    let mut got_eacces = false;
+    let mut result = set_errno(libc::ENOENT);
+    for dir in search.split(|&b| b == b':') {
+        let mut candidate = [0u8; libc::PATH_MAX as usize];
+        let len = if dir.is_empty() {
+            name.len()
+        } else {
+            dir.len() + 1 + name.len()
+        };
+        let Some(target) = candidate.get_mut(..len) else {
+            continue; // too long for a path: glibc skips it too
+        };
+        if dir.is_empty() {
+            target.copy_from_slice(name);
+        } else {
+            target[..dir.len()].copy_from_slice(dir);
+            target[dir.len()] = b'/';
+            target[dir.len() + 1..].copy_from_slice(name);
+        }
+        if len >= candidate.len() {
+            continue; // no room for the NUL
+        }
+        result = exec(candidate.as_ptr().cast(), argv, envp);
+        // SAFETY: errno is this thread's.
+        match unsafe { *libc::__errno_location() } {
+            libc::ENOEXEC => return exec_script(candidate.as_ptr().cast(), argv, envp),
+            libc::EACCES => got_eacces = true,
+            libc::ENOENT | libc::ESTALE | libc::ENOTDIR | libc::ENODEV | libc::ETIMEDOUT => {}
+            _ => return result,
+        }
+    }
+    if got_eacces {
+        return set_errno(libc::EACCES);
+    }
+    result
+}
+
+/// A file the kernel would not execute, run as a shell script the way glibc's `execvp`
+/// does: `/bin/sh FILE ARGS…` (argv[0] dropped).
+fn exec_script(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    const MAX: usize = 1024;
+    let mut args: [*const c_char; MAX] = [core::ptr::null(); MAX];
+    args[0] = c"/bin/sh".as_ptr();
+    args[1] = path;
+    if !argv.is_null() {
+        let mut i = 1;
+        loop {
+            // SAFETY: argv is the caller's NULL-terminated array; we stop at its NULL.
+            let arg = unsafe { *argv.add(i) };
+            if arg.is_null() {
+                break;
+            }
+            let Some(slot) = args.get_mut(i + 1).filter(|_| i + 2 < MAX) else {
+                return set_errno(libc::E2BIG);
+            };
+            *slot = arg;
+            i += 1;
+        }
+    }
+    exec(c"/bin/sh".as_ptr(), args.as_ptr(), envp)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: reading libc's environ pointer, as glibc's execvp does.
+    exec_search(file, argv, unsafe { environ })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    exec_search(file, argv, envp)
+}
+
 // ---- syscall() -----------------------------------------------------------------------
 
 /// `syscall(2)`, which libuv (node) uses for `statx`. The sixth argument is read from the

@@ -290,7 +290,8 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
                 tracer: "seccomp".into(),
                 ..AccessLog::default()
             };
-            supervisor::supervise(&listener, &mut log).map_err(TraceError::Supervisor)?;
+            supervisor::supervise_on(&listener, supervisor::threads(), &mut log)
+                .map_err(TraceError::Supervisor)?;
             Ok(log)
         })
         .map_err(TraceError::Setup)?;
