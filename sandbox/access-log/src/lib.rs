@@ -7,7 +7,7 @@
 //! [`Gap`]: a log with gaps must never produce a cache entry.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -176,9 +176,23 @@ impl AccessLog {
 
     /// The distinct `(kind, path)` pairs, sorted: the shape tests and `vt trace` print.
     pub fn distinct(&self) -> BTreeSet<(AccessKind, PathBuf)> {
-        self.accesses
+        // Hash first: a build's log repeats paths by the hundred thousand, and a BTreeSet
+        // built from all of them sorts them all (component-wise path comparisons).
+        // Keyed by bytes: hashing a `Path` walks its components (the paths are clean, so
+        // equal paths have equal bytes).
+        let unique: std::collections::HashMap<(AccessKind, &[u8]), &Path> = self
+            .accesses
             .iter()
-            .map(|a| (a.kind, a.path.clone()))
+            .map(|a| {
+                (
+                    (a.kind, a.path.as_os_str().as_encoded_bytes()),
+                    a.path.as_path(),
+                )
+            })
+            .collect();
+        unique
+            .into_iter()
+            .map(|((kind, _), path)| (kind, path.to_path_buf()))
             .collect()
     }
 

@@ -14,12 +14,13 @@
 //! and the log says so.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use super::paths::is_under;
 use crate::access::{AccessKind, AccessLog};
 
 /// Set to `off` to run without the second source.
@@ -236,12 +237,15 @@ fn reconcile(
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut changed: HashSet<PathBuf> = HashSet::new();
     // Distinct paths first: canonicalizing costs syscalls, and logs repeat paths a lot.
-    let mut inside: HashMap<&Path, bool> = HashMap::new();
-    for access in log.accesses.iter().filter(|a| a.path.starts_with(root)) {
-        *inside.entry(&access.path).or_default() |= !access.kind.is_input();
+    // Keyed by bytes: hashing a `Path` walks its components.
+    let mut inside: HashMap<&[u8], bool> = HashMap::new();
+    for access in log.accesses.iter().filter(|a| is_under(&a.path, root)) {
+        *inside
+            .entry(access.path.as_os_str().as_bytes())
+            .or_default() |= !access.kind.is_input();
     }
     for (path, is_output) in inside {
-        let path = canonical(path);
+        let path = canonical(Path::new(OsStr::from_bytes(path)));
         if is_output {
             changed.insert(path.clone());
         }
