@@ -244,8 +244,9 @@ fn reconcile(
             .entry(access.path.as_os_str().as_bytes())
             .or_default() |= !access.kind.is_input();
     }
+    let mut canonical = Canonical::default();
     for (path, is_output) in inside {
-        let path = canonical(Path::new(OsStr::from_bytes(path)));
+        let path = canonical.of(Path::new(OsStr::from_bytes(path)));
         if is_output {
             changed.insert(path.clone());
         }
@@ -297,17 +298,33 @@ fn reconcile(
     }
 }
 
-/// `path` with symlinks resolved where it still exists (else its parent's, plus the name).
-fn canonical(path: &Path) -> PathBuf {
-    if let Ok(real) = std::fs::canonicalize(path) {
-        return real;
-    }
-    match (
-        path.parent().and_then(|p| std::fs::canonicalize(p).ok()),
-        path.file_name(),
-    ) {
-        (Some(parent), Some(name)) => parent.join(name),
-        _ => path.to_path_buf(),
+/// Paths with symlinks resolved, as fanotify names them (from the dentry). The directories
+/// are remembered: a log names thousands of files in a few directories, and resolving each
+/// path whole costs a syscall per component.
+#[derive(Default)]
+struct Canonical {
+    dirs: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Canonical {
+    /// `path` with symlinks resolved where it exists (else its parent's, plus the name).
+    fn of(&mut self, path: &Path) -> PathBuf {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        };
+        let parent = self
+            .dirs
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| std::fs::canonicalize(parent).ok())
+            .clone();
+        match (parent, std::fs::symlink_metadata(path)) {
+            // The name itself is a link: resolve it whole.
+            (_, Ok(meta)) if meta.file_type().is_symlink() => {
+                std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+            }
+            (Some(parent), _) => parent.join(name),
+            (None, _) => path.to_path_buf(),
+        }
     }
 }
 
@@ -342,6 +359,30 @@ fn resolve_handle(mount: &OwnedFd, handle: &[u8]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_paths_resolve_links_in_directories_and_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir(root.join("real")).expect("mkdir");
+        std::fs::write(root.join("real/f"), "x").expect("write");
+        std::os::unix::fs::symlink(root.join("real"), root.join("dirlink")).expect("symlink");
+        std::os::unix::fs::symlink(root.join("real/f"), root.join("real/flink")).expect("symlink");
+        let mut canonical = Canonical::default();
+        assert_eq!(canonical.of(&root.join("dirlink/f")), root.join("real/f"));
+        assert_eq!(canonical.of(&root.join("real/flink")), root.join("real/f"));
+        assert_eq!(
+            canonical.of(&root.join("dirlink/gone")),
+            root.join("real/gone")
+        );
+        assert_eq!(canonical.of(&root.join("nodir/x")), root.join("nodir/x"));
+        for path in ["dirlink/f", "real/flink", "real/f"] {
+            assert_eq!(
+                canonical.of(&root.join(path)),
+                std::fs::canonicalize(root.join(path)).expect("exists")
+            );
+        }
+    }
 
     /// Builds one event record with a DFID_NAME info record, as the kernel lays it out.
     fn record(mask: u64, pid: i32, handle: &[u8], name: &[u8]) -> Vec<u8> {
