@@ -8,6 +8,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Downloads (crates, npm) are cached outside the clone too.
 export npm_config_cache="${npm_config_cache:-/var/cache/vt-ci/npm}"
 mkdir -p "$CARGO_TARGET_DIR" "$npm_config_cache"
+# Every build leaves its test binaries behind (~300 MB each with debug info); drop the ones
+# no build has touched for two days, so the persistent target dir does not fill the disk.
+find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f -perm -u+x ! -name '*.*' -mtime +2 -delete 2>/dev/null || true
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -5,7 +5,6 @@ loopback, a fresh empty local cache each round), rounds interleaved."""
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -14,64 +13,18 @@ import time
 from pathlib import Path
 
 from cached_run import generate
+import buildgrid
 from common import parse_args, save_results
-
-BGD = Path(os.environ.get("VT_BUILDGRID", "/var/cache/vt-ci/buildgrid/venv/bin/bgd"))
-
-CONFIG = """server:
-  - !channel
-    address: "127.0.0.1:{port}"
-    insecure-mode: true
-authorization:
-  method: none
-storages:
-  - !disk-storage &cas
-    path: {cas}
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 100000
-    allow-updates: true
-    cache-failed-actions: false
-instances:
-  - name: ''
-    services:
-      - !action-cache
-        cache: *ac
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-"""
-
-
-def start_server(work: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (work / "cas").mkdir()
-    config = work / "bgd.yml"
-    config.write_text(CONFIG.format(port=port, cas=work / "cas"))
-    server = subprocess.Popen([str(BGD), "server", "start", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return server, f"grpc://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("BuildGrid did not start")
-
 
 def main() -> int:
     args = parse_args(rounds=5)
-    if not BGD.exists():
-        print(f"BuildGrid is not installed at {BGD} (.ci/env.sh installs it)", file=sys.stderr)
+    if not buildgrid.BGD.exists():
+        print(f"BuildGrid is not installed at {buildgrid.BGD} (.ci/env.sh installs it)", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="vt-bench-remote-"))
     root = work / "ws"
     generate(root)
-    server, url = start_server(work)
+    server, url = buildgrid.start(work)
     try:
         def run(cache_dir: Path, mode: str):
             for dist in root.glob("packages/*/dist"):

@@ -7,7 +7,6 @@ vt's caches nor the engine's action cache); rounds interleave remote and local."
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,119 +15,23 @@ import time
 from pathlib import Path
 
 from cached_run import generate
+import buildgrid
 from common import parse_args, save_results
-
-VENV = Path("/var/cache/vt-ci/buildgrid/venv")
-BGD = Path(os.environ.get("VT_BUILDGRID", VENV / "bin" / "bgd"))
-
-CONFIG = """server:
-  - !channel
-    address: "127.0.0.1:{port}"
-    insecure-mode: true
-# The default (5 per core) is less than 8 clients' Execute streams plus the bots' polls.
-thread-pool-size: 64
-authorization:
-  method: none
-connections:
-  - !sql-connection &sql
-    connection-string: {sql}
-    pool-size: 10
-    max-overflow: 10
-storages:
-  - !disk-storage &cas
-    path: {cas}
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 100000
-    allow-updates: true
-    cache-failed-actions: false
-schedulers:
-  - !sql-scheduler &sched
-    sql: *sql
-    storage: *cas
-    action-cache: *ac
-    poll-interval: 0.05
-    bot-poll-interval: 0.05
-    assigners:
-      - !priority-age-assigner
-        count: 1
-        interval: 0.05
-        priority-assignment-percentage: 100
-instances:
-  - name: ''
-    services:
-      - !action-cache
-        cache: *ac
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-      - !execution
-        scheduler: *sched
-      - !bots
-        scheduler: *sched
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, what: str) -> None:
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on {port}")
-
-
-def start_postgres(work: Path) -> tuple[Path, str]:
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not bins:
-        raise SystemExit("PostgreSQL is not installed (.ci/env.sh installs it)")
-    bin_dir = bins[-1].parent
-    pg = work / "pg"
-    pg.mkdir()
-    subprocess.run(["chown", "-R", "postgres:postgres", str(pg)], check=True)
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(as_pg + [str(bin_dir / "initdb"), "--auth=trust", "-U", "bgd", "-D", str(pg / "data")],
-                   check=True, capture_output=True, cwd="/")
-    port = free_port()
-    subprocess.run(as_pg + [str(bin_dir / "pg_ctl"), "-D", str(pg / "data"), "-l", str(pg / "log"), "-w",
-                            "-o", f"-p {port} -k {pg} -c listen_addresses=127.0.0.1 -c fsync=off",
-                            "start"], check=True, capture_output=True, cwd="/")
-    url = f"postgresql+psycopg2://bgd@127.0.0.1:{port}/postgres"
-    subprocess.run([str(VENV / "bin" / "python"), "-c",
-                    "from buildgrid.server.sql.models import Base\n"
-                    "from sqlalchemy import create_engine\n"
-                    f"Base.metadata.create_all(create_engine({url!r}))"], check=True)
-    return bin_dir, url
-
 
 def main() -> int:
     args = parse_args(rounds=3)
-    if not BGD.exists():
-        print(f"BuildGrid is not installed at {BGD} (.ci/env.sh installs it)", file=sys.stderr)
+    if not buildgrid.BGD.exists():
+        print(f"BuildGrid is not installed at {buildgrid.BGD} (.ci/env.sh installs it)", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="vt-bench-remote-exec-"))
     work.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
     remote_root, local_root = work / "remote" / "ws", work / "local" / "ws"
     generate(remote_root)
     generate(local_root)
-    pg_bin, sql = start_postgres(work)
-    port = free_port()
-    (work / "cas").mkdir()
-    (work / "bgd.yml").write_text(CONFIG.format(port=port, sql=sql, cas=work / "cas"))
-    procs = [subprocess.Popen([str(BGD), "server", "start", str(work / "bgd.yml")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    url = f"grpc://127.0.0.1:{port}"
+    pg_bin, sql = buildgrid.start_postgres(work)
+    server, url = buildgrid.start(work, sql)
+    procs = [server]
     try:
-        wait_port(port, "BuildGrid")
         logs = []
         for bot in ("w1", "w2"):
             log = open(work / f"{bot}.log", "w")
@@ -164,8 +67,7 @@ def main() -> int:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait()
-        subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin / "pg_ctl"), "-D",
-                        str(work / "pg" / "data"), "-m", "immediate", "stop"], capture_output=True, cwd="/")
+        buildgrid.stop_postgres(pg_bin, work)
     remote_s, local_s = statistics.median(remote), statistics.median(local)
     print(f"rounds: {args.rounds}; leases per worker over all rounds: {leases}\n")
     print("| 100 tasks, nothing cached | median (s) | tasks/s |")

@@ -44,6 +44,17 @@ fn accesses(log: &serde_json::Value) -> Vec<(String, String)> {
     all
 }
 
+/// Compiles `source` to `dir/probe`.
+fn build_probe(dir: &Path, source: &str) {
+    std::fs::write(dir.join("probe.c"), source).expect("write");
+    let built = Command::new("gcc")
+        .args(["-O1", "-o", "probe", "probe.c"])
+        .current_dir(dir)
+        .status()
+        .expect("gcc runs");
+    assert!(built.success(), "gcc could not build the probe");
+}
+
 fn count(log: &serde_json::Value, field: &str) -> u64 {
     log[field].as_u64().expect("a count")
 }
@@ -146,13 +157,7 @@ int main(void) {
 #[test]
 fn interposed_functions_behave_like_glibc() {
     let (_t, dir) = workdir();
-    std::fs::write(dir.join("probe.c"), REALPATH_PROBE).expect("write");
-    let built = Command::new("gcc")
-        .args(["-O1", "-o", "probe", "probe.c"])
-        .current_dir(&dir)
-        .status()
-        .expect("gcc runs");
-    assert!(built.success());
+    build_probe(&dir, REALPATH_PROBE);
     std::fs::create_dir(dir.join("d")).expect("mkdir");
     std::fs::create_dir(dir.join("d/sub")).expect("mkdir");
     std::fs::write(dir.join("d/f"), "x").expect("write");
@@ -239,13 +244,7 @@ int main(void) {
 fn execvp_searches_path_like_glibc_and_each_candidate_is_recorded_not_notified() {
     use std::os::unix::fs::PermissionsExt;
     let (_t, dir) = workdir();
-    std::fs::write(dir.join("probe.c"), EXECVP_PROBE).expect("write");
-    let built = Command::new("gcc")
-        .args(["-O1", "-o", "probe", "probe.c"])
-        .current_dir(&dir)
-        .status()
-        .expect("gcc runs");
-    assert!(built.success());
+    build_probe(&dir, EXECVP_PROBE);
     for sub in ["a", "b"] {
         std::fs::create_dir(dir.join(sub)).expect("mkdir");
     }

@@ -53,6 +53,36 @@ impl Address {
     }
 }
 
+/// Sent as `authorization: Bearer TOKEN`.
+pub const TOKEN_ENV: &str = "VT_REMOTE_CACHE_TOKEN";
+/// A PEM file with the CA that signed the server's certificate (grpcs:// only).
+pub const CA_ENV: &str = "VT_REMOTE_CACHE_CA";
+
+/// How vt proves itself to a server and checks it: the same for the remote cache, remote
+/// execution and `vt worker`.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub ca: Option<Vec<u8>>,
+}
+
+impl Credentials {
+    /// From [`TOKEN_ENV`] and [`CA_ENV`].
+    pub fn from_env() -> Result<Credentials, String> {
+        let ca =
+            match std::env::var_os(CA_ENV) {
+                Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                    format!("{CA_ENV}: cannot read {}: {e}", path.to_string_lossy())
+                })?),
+                None => None,
+            };
+        Ok(Credentials {
+            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+            ca,
+        })
+    }
+}
+
 /// How long one call may take before the server counts as unavailable.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -108,10 +138,10 @@ impl Client {
     /// Connects and asks for the server's capabilities.
     pub async fn connect(
         address: &Address,
-        token: Option<&str>,
-        ca_pem: Option<&[u8]>,
+        credentials: &Credentials,
         deadlines: Deadlines,
     ) -> Result<Client, RemoteError> {
+        let (token, ca_pem) = (credentials.token.as_deref(), credentials.ca.as_deref());
         let scheme = if address.tls { "https" } else { "http" };
         let url = format!("{scheme}://{}", address.authority);
         let mut endpoint = Endpoint::from_shared(url.clone())

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::cache::Cache;
-use crate::cache::remote::{CA_ENV, TOKEN_ENV, URL_ENV};
-use crate::reapi::{Address, Client, Deadlines};
+use crate::cache::remote::URL_ENV;
+use crate::reapi::{Address, Client, Credentials, Deadlines};
 use crate::run::plan::Plan;
 
 /// `VT_REMOTE_EXEC=grpc[s]://host:port[/instance]`; defaults to `VT_REMOTE_CACHE`.
@@ -26,8 +26,7 @@ pub const EXEC_TIMEOUT_ENV: &str = "VT_REMOTE_EXEC_TIMEOUT_S";
 pub struct RemoteExec {
     address: Address,
     url: String,
-    token: Option<String>,
-    ca: Option<Vec<u8>>,
+    credentials: Credentials,
     wait: Duration,
     runtime: tokio::runtime::Runtime,
     client: Mutex<Option<Client>>,
@@ -48,12 +47,7 @@ impl RemoteExec {
                 )
             })?;
         let address = Address::parse(&url).map_err(|e| anyhow::anyhow!("{EXEC_URL_ENV}: {e}"))?;
-        let ca = match std::env::var_os(CA_ENV) {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| {
-                anyhow::anyhow!("{CA_ENV}: cannot read {}: {e}", path.to_string_lossy())
-            })?),
-            None => None,
-        };
+        let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
         let wait = std::env::var(EXEC_TIMEOUT_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -61,8 +55,7 @@ impl RemoteExec {
         Ok(RemoteExec {
             address,
             url,
-            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-            ca,
+            credentials,
             wait,
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -95,8 +88,7 @@ impl RemoteExec {
         }
         let connected = self.runtime.block_on(Client::connect(
             &self.address,
-            self.token.as_deref(),
-            self.ca.as_deref(),
+            &self.credentials,
             Deadlines {
                 connect: Duration::from_secs(5),
                 call: self.wait,

@@ -22,7 +22,7 @@ use crate::cache::observe::{StatMemo, observe};
 use crate::cache::remote::mapping::digest;
 use crate::cache::store::{Batch, Store};
 use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, Property, Worker, pack};
-use crate::reapi::{Address, Client, Deadlines, retrying};
+use crate::reapi::{Address, Client, Credentials, Deadlines, retrying};
 use crate::run::execute::execute;
 use crate::run::output::{Console, LogMode, STDERR, STDOUT, chunks};
 use crate::run::plan::{Plan, SandboxPlan, quote};
@@ -66,14 +66,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let token = std::env::var(crate::cache::remote::TOKEN_ENV).ok();
-    let ca = match std::env::var_os(crate::cache::remote::CA_ENV) {
-        Some(path) => Some(
-            std::fs::read(&path)
-                .with_context(|| format!("cannot read {}", PathBuf::from(&path).display()))?,
-        ),
-        None => None,
-    };
+    let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
     let deadlines = Deadlines {
         connect: Duration::from_secs(5),
         call: Duration::from_secs(600),
@@ -86,12 +79,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         done: 0,
     };
     loop {
-        let connected = runtime.block_on(Client::connect(
-            &address,
-            token.as_deref(),
-            ca.as_deref(),
-            deadlines,
-        ));
+        let connected = runtime.block_on(Client::connect(&address, &credentials, deadlines));
         let client = match connected {
             Ok(client) => client,
             Err(e) => {

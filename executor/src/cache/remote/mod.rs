@@ -24,14 +24,11 @@ use super::key::{Key, content};
 use super::observe::{path_set_id, post_key};
 use super::store::{Batch, Family};
 use super::{Cache, PreRun};
-use crate::reapi::{Address, Client, Deadlines, RemoteError};
+use crate::reapi::{Address, Client, Credentials, Deadlines, RemoteError};
 
 /// `VT_REMOTE_CACHE=grpc[s]://host:port[/instance]`.
 pub const URL_ENV: &str = "VT_REMOTE_CACHE";
-/// Sent as `authorization: Bearer TOKEN`.
-pub const TOKEN_ENV: &str = "VT_REMOTE_CACHE_TOKEN";
-/// A PEM file with the CA that signed the server's certificate (grpcs:// only).
-pub const CA_ENV: &str = "VT_REMOTE_CACHE_CA";
+pub use crate::reapi::{CA_ENV, TOKEN_ENV};
 /// Per-call deadline in milliseconds (default 10 000; connecting: 2 000).
 pub const TIMEOUT_ENV: &str = "VT_REMOTE_CACHE_TIMEOUT_MS";
 
@@ -49,8 +46,7 @@ pub struct RemoteCache {
     address: Address,
     url: String,
     mode: Mode,
-    token: Option<String>,
-    ca: Option<Vec<u8>>,
+    credentials: Credentials,
     deadlines: Deadlines,
     runtime: tokio::runtime::Runtime,
     client: Mutex<Option<Client>>,
@@ -84,12 +80,7 @@ impl RemoteCache {
         };
         let url = url.unwrap_or_default();
         let address = Address::parse(&url).map_err(|e| anyhow::anyhow!("{URL_ENV}: {e}"))?;
-        let ca = match std::env::var_os(CA_ENV) {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| {
-                anyhow::anyhow!("{CA_ENV}: cannot read {}: {e}", path.to_string_lossy())
-            })?),
-            None => None,
-        };
+        let credentials = Credentials::from_env().map_err(anyhow::Error::msg)?;
         let call = std::env::var(TIMEOUT_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -102,8 +93,7 @@ impl RemoteCache {
             address,
             url,
             mode,
-            token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-            ca,
+            credentials,
             deadlines: Deadlines {
                 connect: call.min(Duration::from_secs(2)),
                 call,
@@ -137,8 +127,7 @@ impl RemoteCache {
         }
         let connected = self.runtime.block_on(Client::connect(
             &self.address,
-            self.token.as_deref(),
-            self.ca.as_deref(),
+            &self.credentials,
             self.deadlines,
         ));
         match connected {
