@@ -399,10 +399,7 @@ fn run_action(
     // The output is shown on the client; the worker keeps its console quiet.
     let mut console = Console::new(LogMode::Quiet, &plan.label);
     let execution = execute(&plan, &mut console).map_err(|e| format!("{e:#}"))?;
-    let exit_code = execution.status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        128 + execution.status.signal().unwrap_or(0)
-    });
+    let exit_code = execution.exit_code();
     let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
     let mut add_blob = |bytes: Vec<u8>| {
         let d = digest(&bytes);

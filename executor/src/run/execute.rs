@@ -23,6 +23,16 @@ pub struct Execution {
     pub duration: Duration,
 }
 
+impl Execution {
+    /// The exit code, or 128 + the signal that killed the task (as a shell reports it).
+    pub fn exit_code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        self.status
+            .code()
+            .unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+}
+
 pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> {
     let started = Instant::now();
     let (out_read, out_write) = pipe()?;

@@ -2,7 +2,6 @@
 //! what it did if it may be cached.
 
 use std::collections::BTreeSet;
-use std::os::unix::process::ExitStatusExt;
 
 use anyhow::Context;
 
@@ -114,18 +113,9 @@ pub fn run_task(
     }
     let execution = execute(plan, &mut console)?;
     let duration_ms = execution.duration.as_millis() as u64;
-    let nonce = || {
-        format!(
-            "uncached-{}-{}",
-            std::process::id(),
-            observe::blob_key(&execution.output).hex()
-        )
-    };
+    let nonce = || uncached_key(&execution.output);
     if !execution.status.success() {
-        let exit_code = execution
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + execution.status.signal().unwrap_or(0));
+        let exit_code = execution.exit_code();
         return Ok(TaskResult {
             task: plan.label.clone(),
             key: nonce(),
@@ -171,6 +161,15 @@ pub fn run_task(
     }
 }
 
+/// The key of a run that was not stored: unique, so dependents never hit on it.
+fn uncached_key(output: &[u8]) -> String {
+    format!(
+        "uncached-{}-{}",
+        std::process::id(),
+        observe::blob_key(output).hex()
+    )
+}
+
 /// A task a worker ran: its output shown, and stored like a local run.
 fn finish_remote(
     plan: &Plan,
@@ -193,11 +192,7 @@ fn finish_remote(
     );
     console.replay(&done.output);
     let duration_ms = done.duration.as_millis() as u64;
-    let nonce = format!(
-        "uncached-{}-{}",
-        std::process::id(),
-        observe::blob_key(&done.output).hex()
-    );
+    let nonce = uncached_key(&done.output);
     let (key, outcome) = if done.exit_code != 0 {
         (
             nonce,
