@@ -115,6 +115,13 @@ pub async fn run(
         if let Some(reason) = &run.uncacheable {
             return Err(format!("the worker's run cannot be checked: {reason}"));
         }
+        if run.values.len() != run.observations.len() {
+            return Err(format!(
+                "the run report is inconsistent ({} observations, {} values)",
+                run.observations.len(),
+                run.values.len()
+            ));
+        }
         let here = cache.observe_all(&run.observations, &crate::ipc::process_env());
         let mut differ = Vec::new();
         for ((observation, theirs), ours) in run.observations.iter().zip(&run.values).zip(&here) {
