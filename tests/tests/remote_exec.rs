@@ -348,3 +348,48 @@ fn a_worker_busy_longer_than_the_keepalive_timeout_keeps_its_lease() {
         "done\n"
     );
 }
+
+#[test]
+fn an_action_past_its_timeout_is_killed_on_the_worker_and_runs_locally() {
+    let Some(bgd) = bgd() else { return };
+    let engine = Server::engine(&bgd, 120);
+    let (_dir, dir) = workdir();
+    let worker = Worker::start(&engine.url(), "w1", &dir);
+    let (_ws, root) = workdir();
+    // Hangs only inside the worker's sandbox (whose hostname is vt-sandbox).
+    write(
+        &root,
+        "package.json",
+        r#"{"name":"slow","scripts":{"build":"if [ \"$(cat /proc/sys/kernel/hostname)\" = vt-sandbox ]; then sleep 60; fi; echo done > out.txt"}}"#,
+    );
+    let started = std::time::Instant::now();
+    let output = Command::new(vt_binary())
+        .current_dir(&root)
+        .env("VT_CACHE_DIR", root.join(".local-cache"))
+        .env("VT_REMOTE_EXEC", engine.url())
+        .env("VT_REMOTE_EXEC_TIMEOUT_S", "3")
+        .env_remove("VT_REMOTE_CACHE")
+        .env_remove("CI")
+        .args(["run", "--json", "-r", "build", "--remote-exec"])
+        .output()
+        .expect("vt");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{text}\n{}", worker.log());
+    assert!(
+        text.contains("running locally: it timed out on the worker"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(45),
+        "the worker did not kill the action: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        worker.log().contains("ran past its timeout of 3 s"),
+        "{}",
+        worker.log()
+    );
+    let json = json_summary(&output.stdout);
+    assert_eq!(tasks(&json)[0]["status"], "stored");
+    assert!(tasks(&json)[0].get("worker").is_none());
+}

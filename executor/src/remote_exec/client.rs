@@ -94,10 +94,18 @@ pub async fn run(
     for attempt in 1..=ATTEMPTS {
         let listing = listing(root, &working, cache.store().path(), &extra)
             .map_err(|e| format!("cannot read the workspace for the input root: {e}"))?;
-        let action = submit(client, plan, root, &working, &listing).await?;
-        let response = retrying(|| client.execute(&action, wait))
+        let action = submit(client, plan, root, &working, &listing, wait).await?;
+        // The worker enforces the action's timeout; the engine gets a minute more to say so.
+        let response = retrying(|| client.execute(&action, wait + Duration::from_secs(60)))
             .await
             .map_err(|e| format!("the engine failed: {e}"))?;
+        if let Some(status) = response
+            .status
+            .as_ref()
+            .filter(|s| s.code == tonic::Code::DeadlineExceeded as i32)
+        {
+            return Err(format!("it timed out on the worker: {}", status.message));
+        }
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
             return Err(format!(
                 "the engine failed the action: {} (code {})",
@@ -215,6 +223,7 @@ async fn submit(
     root: &Path,
     working: &Path,
     listing: &Listing,
+    timeout: Duration,
 ) -> Result<Digest, String> {
     let tree = listing.tree();
     let root_text = root.to_string_lossy();
@@ -236,6 +245,10 @@ async fn submit(
     let action = Action {
         command_digest: Some(command_digest.clone()),
         input_root_digest: Some(tree.root.clone()),
+        timeout: Some(bazel_remote_apis::google::protobuf::Duration {
+            seconds: timeout.as_secs().min(i64::MAX as u64) as i64,
+            nanos: 0,
+        }),
         // Results of other vt versions (whose run reports may differ) live apart in the
         // engine's action cache.
         salt: SALT.as_bytes().to_vec(),

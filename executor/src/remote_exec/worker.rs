@@ -49,7 +49,24 @@ pub struct Options {
 const POLL: Duration = Duration::from_secs(30);
 
 /// A lease's outcome, from the thread that ran it.
-type Finished = (String, Result<ActionResult, String>, Duration);
+type Finished = (String, Result<ActionResult, LeaseError>, Duration);
+
+/// Why a lease produced no result, as the status reported for it.
+#[derive(Debug)]
+struct LeaseError {
+    code: tonic::Code,
+    message: String,
+}
+
+impl From<String> for LeaseError {
+    /// FAILED_PRECONDITION: the action itself is unusable; the engine does not retry it.
+    fn from(message: String) -> LeaseError {
+        LeaseError {
+            code: tonic::Code::FailedPrecondition,
+            message,
+        }
+    }
+}
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     let address = Address::parse(&options.server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
@@ -229,11 +246,10 @@ impl Bot<'_> {
                     &result,
                 ));
             }
-            Err(message) => {
+            Err(LeaseError { code, message }) => {
                 eprintln!("vt worker: lease {id} failed: {message}");
-                // FAILED_PRECONDITION: the action itself is unusable; not retried.
                 lease.status = Some(Status {
-                    code: tonic::Code::FailedPrecondition as i32,
+                    code: code as i32,
                     message,
                     details: Vec::new(),
                 });
@@ -267,14 +283,14 @@ fn run_lease(
     options: &Options,
     memo_store: &Store,
     lease: &Lease,
-) -> Result<ActionResult, String> {
-    let (command, exec_root) = runtime.block_on(prepare(client, options, lease))?;
-    let result = run_action(options, memo_store, &command, &exec_root);
+) -> Result<ActionResult, LeaseError> {
+    let (command, exec_root, timeout) = runtime.block_on(prepare(client, options, lease))?;
+    let result = run_action(options, memo_store, &command, &exec_root, timeout);
     let result = match result {
         Ok((result, blobs)) => runtime
             .block_on(retrying(|| client.upload(blobs.clone())))
             .map(|()| result)
-            .map_err(|e| format!("cannot upload the results: {e}")),
+            .map_err(|e| LeaseError::from(format!("cannot upload the results: {e}"))),
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&exec_root);
@@ -286,7 +302,7 @@ async fn prepare(
     client: &Client,
     options: &Options,
     lease: &Lease,
-) -> Result<(Command, PathBuf), String> {
+) -> Result<(Command, PathBuf, Option<Duration>), String> {
     let payload = lease.payload.as_ref().ok_or("the lease has no payload")?;
     let action = if payload
         .type_url
@@ -322,7 +338,12 @@ async fn prepare(
             .map_err(|e| format!("cannot clear {}: {e}", exec_root.display()))?;
     }
     write_tree(client, &tree, &exec_root).await?;
-    Ok((command, exec_root))
+    // A zero or absent timeout is no limit (REAPI leaves the default to the server).
+    let timeout = action
+        .timeout
+        .filter(|t| t.seconds > 0 || t.nanos > 0)
+        .map(|t| Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32));
+    Ok((command, exec_root, timeout))
 }
 
 /// A lease id as a directory name.
@@ -363,7 +384,8 @@ fn run_action(
     memo_store: &Store,
     command: &Command,
     exec_root: &Path,
-) -> Result<(ActionResult, Blobs), String> {
+    timeout: Option<Duration>,
+) -> Result<(ActionResult, Blobs), LeaseError> {
     let root_text = exec_root.to_string_lossy().into_owned();
     let env: BTreeMap<String, String> = command
         .environment_variables
@@ -375,7 +397,8 @@ fn run_action(
         return Err(format!(
             "the working directory {:?} is not inside the input root",
             command.working_directory
-        ));
+        )
+        .into());
     }
     let cwd = exec_root.join(working);
     std::fs::create_dir_all(&cwd).map_err(|e| format!("cannot create {}: {e}", cwd.display()))?;
@@ -389,6 +412,7 @@ fn run_action(
         input_exclude: globset::GlobSet::empty(),
         output_exclude: globset::GlobSet::empty(),
         output_include: Vec::new(),
+        timeout,
         sandbox: options.sandbox.then(|| SandboxPlan {
             workspace: exec_root.to_path_buf(),
             linked: Vec::new(),
@@ -399,6 +423,15 @@ fn run_action(
     // The output is shown on the client; the worker keeps its console quiet.
     let mut console = Console::new(LogMode::Quiet, &plan.label);
     let execution = execute(&plan, &mut console).map_err(|e| format!("{e:#}"))?;
+    if execution.timed_out {
+        return Err(LeaseError {
+            code: tonic::Code::DeadlineExceeded,
+            message: format!(
+                "the action ran past its timeout of {} s and was killed",
+                timeout.unwrap_or_default().as_secs()
+            ),
+        });
+    }
     let exit_code = execution.exit_code();
     let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
     let mut add_blob = |bytes: Vec<u8>| {

@@ -21,6 +21,8 @@ pub struct Execution {
     /// Captured stdout/stderr chunks.
     pub output: Vec<u8>,
     pub duration: Duration,
+    /// Killed for running past `Plan::timeout`.
+    pub timed_out: bool,
 }
 
 impl Execution {
@@ -68,9 +70,14 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
     ipc.spawned();
     let pid = child.id();
     signals::register_tree(pid);
+    let watchdog = plan.timeout.map(|limit| watchdog(pid, limit));
     let output = capture(out_read, err_read, console);
     let waited = child.wait();
     signals::unregister_tree(pid);
+    let timed_out = watchdog.is_some_and(|(done, thread)| {
+        drop(done);
+        thread.join().unwrap_or(false)
+    });
     if signals::received().is_some() {
         signals::wait_for_shutdown();
     }
@@ -82,7 +89,31 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         log,
         output,
         duration: started.elapsed(),
+        timed_out,
     })
+}
+
+/// Kills the task's process group once `limit` has passed, unless the returned sender is
+/// dropped first; the thread says whether it killed. (A sandboxed task's whole pid
+/// namespace goes with its outer process; an unsandboxed daemon in a session of its own
+/// outlives the kill.)
+fn watchdog(
+    pid: u32,
+    limit: Duration,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let expired =
+            finished.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if expired {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        expired
+    });
+    (done, thread)
 }
 
 /// The sandbox for a task: the workspace and the tool directories on its PATH read-only,

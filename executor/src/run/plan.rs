@@ -45,6 +45,9 @@ pub struct Plan {
     pub output_include: Vec<String>,
     /// The sandbox to run in, if the task asks for one.
     pub sandbox: Option<SandboxPlan>,
+    /// Killed (its process group) after this long. Only a worker sets it, from the
+    /// action's timeout.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a sandboxed task sees and may change.
@@ -269,6 +272,7 @@ pub fn plan(
         output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
         output_include,
         sandbox,
+        timeout: None,
     })
 }
 
