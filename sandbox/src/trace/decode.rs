@@ -149,88 +149,13 @@ pub fn decode_syscall(
     nr: i64,
     args: [u64; 6],
 ) -> Result<Vec<(AccessKind, PathBuf)>, (&'static str, NoAccess)> {
-    let (name, pending) = decode_syscall_stopped(tid, nr, args);
-    pending.finish().map_err(|e| (name, e))
-}
-
-/// The part of [`decode_syscall`] that needs the call stopped, and its syscall's name.
-pub fn decode_syscall_stopped(tid: u32, nr: i64, args: [u64; 6]) -> (&'static str, Pending) {
     let Some(syscall) = super::syscalls::lookup(nr) else {
-        return (
+        return Err((
             "unknown",
-            Pending::Done(Err(NoAccess::Gap(format!(
-                "stopped in syscall {nr}, which vt does not decode"
-            )))),
-        );
+            NoAccess::Gap(format!("stopped in syscall {nr}, which vt does not decode")),
+        ));
     };
-    (syscall.name, decode_stopped(&Call { tid, syscall, args }))
-}
-
-/// A stopped call with everything read that needs it stopped (its path arguments, the
-/// directories they are relative to). What is left only looks at the file system, for a
-/// call that does not change what it looks at: the supervisor lets the tracee go first and
-/// finishes afterwards, so the tracee does not wait for the probing.
-pub enum Pending {
-    /// Decided while stopped: the answer depends on the state before the call (does the
-    /// file an `O_CREAT` open, `unlink` or `rename` names exist *now*?).
-    Done(Decoded),
-    /// An open that creates nothing: found (read, written, a directory) or missing.
-    Open { path: PathBuf, flags: i32 },
-    /// stat, access, readlink: found or missing.
-    Probe { path: PathBuf, follow: bool },
-    /// execve: the file (and a script's interpreter) or missing.
-    Exec { path: PathBuf },
-}
-
-impl Pending {
-    /// The accesses; for the deferred kinds, probed now.
-    pub fn finish(self) -> Decoded {
-        match self {
-            Pending::Done(decoded) => decoded,
-            Pending::Open { path, flags } => {
-                let existence = probe(&path, flags & libc::O_NOFOLLOW == 0);
-                Ok(open_accesses(path, flags, existence))
-            }
-            Pending::Probe { path, follow } => {
-                let kind = found_or_missing(&path, follow, AccessKind::Stat);
-                Ok(vec![(kind, path)])
-            }
-            Pending::Exec { path } => Ok(exec_accesses(path)),
-        }
-    }
-}
-
-/// Reads a stopped call; classifies it now only where the call's own effect would change
-/// the answer.
-pub fn decode_stopped(call: &Call<'_>) -> Pending {
-    let read = || -> Result<Option<Pending>, NoAccess> {
-        Ok(match call.syscall.op {
-            Op::Open { path, flags } => {
-                let flags = call.open_flags(flags)?;
-                // O_CREAT creates, O_TRUNC empties: whether the file was there before
-                // decides Create or Write, so that is looked at while stopped.
-                if flags & (libc::O_CREAT | libc::O_TRUNC) != 0 {
-                    None
-                } else {
-                    let path = call.resolve(path)?;
-                    Some(Pending::Open { path, flags })
-                }
-            }
-            Op::Probe { path, follow } => Some(Pending::Probe {
-                path: call.resolve(path)?,
-                follow: call.follows(follow),
-            }),
-            Op::Exec { path } => Some(Pending::Exec {
-                path: call.resolve(path)?,
-            }),
-            _ => None,
-        })
-    };
-    match read() {
-        Ok(Some(pending)) => pending,
-        Ok(None) => Pending::Done(decode(call)),
-        Err(e) => Pending::Done(Err(e)),
-    }
+    decode(&Call { tid, syscall, args }).map_err(|e| (syscall.name, e))
 }
 
 /// Adds what a decoded call did to `log`: its accesses, or a gap.
@@ -239,21 +164,10 @@ pub fn record(
     tid: u32,
     decoded: Result<Vec<(AccessKind, PathBuf)>, (&'static str, NoAccess)>,
 ) {
-    record_at(log, tid, decoded, crate::access::monotonic_ns());
-}
-
-/// [`record`] for a call made at `at_ns` (the supervisor finishes some calls after letting
-/// them go; their place among the tracee's other accesses is when they were made).
-pub fn record_at(
-    log: &mut crate::access::AccessLog,
-    tid: u32,
-    decoded: Result<Vec<(AccessKind, PathBuf)>, (&'static str, NoAccess)>,
-    at_ns: u64,
-) {
     match decoded {
         Ok(accesses) => {
             for (kind, path) in accesses {
-                log.push_at(kind, path, tid, at_ns);
+                log.push(kind, path, tid);
             }
         }
         Err((_, NoAccess::Nothing)) => {}
