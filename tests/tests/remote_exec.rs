@@ -94,12 +94,17 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn vt(root: &Path, engine: &str, args: &[&str]) -> (Output, Value) {
+    vt_with(root, engine, args, &[])
+}
+
+fn vt_with(root: &Path, engine: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
     let output = Command::new(vt_binary())
         .current_dir(root)
         .env("VT_CACHE_DIR", root.join(".local-cache"))
         .env("VT_REMOTE_EXEC", engine)
         .env_remove("VT_REMOTE_CACHE")
         .env_remove("CI")
+        .envs(env.iter().copied())
         .args(["run", "--json", "-r", "build"])
         .args(args)
         .output()
@@ -363,16 +368,12 @@ fn an_action_past_its_timeout_is_killed_on_the_worker_and_runs_locally() {
         r#"{"name":"slow","scripts":{"build":"if [ \"$(cat /proc/sys/kernel/hostname)\" = vt-sandbox ]; then sleep 60; fi; echo done > out.txt"}}"#,
     );
     let started = std::time::Instant::now();
-    let output = Command::new(vt_binary())
-        .current_dir(&root)
-        .env("VT_CACHE_DIR", root.join(".local-cache"))
-        .env("VT_REMOTE_EXEC", engine.url())
-        .env("VT_REMOTE_EXEC_TIMEOUT_S", "3")
-        .env_remove("VT_REMOTE_CACHE")
-        .env_remove("CI")
-        .args(["run", "--json", "-r", "build", "--remote-exec"])
-        .output()
-        .expect("vt");
+    let (output, json) = vt_with(
+        &root,
+        &engine.url(),
+        &["--remote-exec"],
+        &[("VT_REMOTE_EXEC_TIMEOUT_S", "3")],
+    );
     let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{text}\n{}", worker.log());
     assert!(
