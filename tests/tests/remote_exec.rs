@@ -390,7 +390,6 @@ fn an_action_past_its_timeout_is_killed_on_the_worker_and_runs_locally() {
         "{}",
         worker.log()
     );
-    let json = json_summary(&output.stdout);
     assert_eq!(tasks(&json)[0]["status"], "stored");
     assert!(tasks(&json)[0].get("worker").is_none());
 }
