@@ -92,6 +92,8 @@ pub const OP_PROBE_FOLLOW: u8 = 2;
 pub const OP_PROBE_NOFOLLOW: u8 = 3;
 /// `execve`: a record that stays pending means the exec succeeded (the image is gone).
 pub const OP_EXEC: u8 = 4;
+/// `unlink`/`unlinkat`/`rmdir`: flags are unlinkat's (`AT_REMOVEDIR`).
+pub const OP_REMOVE: u8 = 5;
 
 /// The opened file is a directory (OP_OPEN, done).
 pub const BIT_DIR: u8 = 1;

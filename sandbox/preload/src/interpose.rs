@@ -3,7 +3,7 @@
 
 use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
-use preload_abi::{BIT_DIR, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
+use preload_abi::{BIT_DIR, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, OP_REMOVE};
 
 use crate::observe::{Dir, observed};
 use crate::realpath;
@@ -436,6 +436,55 @@ pub extern "C" fn __realpath_chk(
 #[unsafe(no_mangle)]
 pub extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
     realpath::realpath(path, core::ptr::null_mut())
+}
+
+// ---- remove ---------------------------------------------------------------------------
+
+/// `unlinkat` as glibc makes it. The result says whether the name was there, so the
+/// supervisor's look beforehand is not needed: gcc removing its temporary files cost one
+/// notification each.
+fn remove_at(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    let args = [dirfd as usize, path as usize, flags as usize, 0, 0, 0];
+    // SAFETY: the caller's own unlinkat on its own path argument.
+    let r = unsafe {
+        observed(
+            OP_REMOVE,
+            flags,
+            Dir::at(dirfd),
+            path,
+            |sys| sys(libc::SYS_unlinkat, args),
+            |_| 0,
+        )
+    };
+    to_libc(r) as c_int
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn unlink(path: *const c_char) -> c_int {
+    remove_at(libc::AT_FDCWD, path, 0)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    remove_at(dirfd, path, flags)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn rmdir(path: *const c_char) -> c_int {
+    remove_at(libc::AT_FDCWD, path, libc::AT_REMOVEDIR)
+}
+
+/// glibc's `remove`: unlink, and if that says it is a directory, rmdir.
+#[unsafe(no_mangle)]
+pub extern "C" fn remove(path: *const c_char) -> c_int {
+    if remove_at(libc::AT_FDCWD, path, 0) == 0 {
+        return 0;
+    }
+    // SAFETY: errno is this thread's.
+    if unsafe { *libc::__errno_location() } != libc::EISDIR {
+        return -1;
+    }
+    remove_at(libc::AT_FDCWD, path, libc::AT_REMOVEDIR)
 }
 
 // ---- exec -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use preload_abi::{
-    BIT_DIR, BufferError, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, Record,
+    BIT_DIR, BufferError, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, OP_REMOVE, Record,
 };
 
 use crate::access::{AccessKind, AccessLog};
@@ -290,6 +290,11 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
         // A finished exec failed; a pending one succeeded (or its process died on the way).
         OP_EXEC if record.done && is_missing(errno) => vec![(Missing, path)],
         OP_EXEC => exec_accesses(path),
+        // As the supervisor decides a removal: a name that was not there is a lookup that
+        // found nothing; anything else (removed, or refused: not empty, a directory) is
+        // the task acting on its output. A pending one (its process died) counts as done.
+        OP_REMOVE if record.done && is_missing(errno) => vec![(Missing, path)],
+        OP_REMOVE => vec![(Delete, path)],
         // A newer library's operation this vt does not know: say so rather than drop it.
         _ => vec![(Read, path)],
     }
@@ -374,6 +379,15 @@ mod tests {
             ),
             vec![(Stat, p("/proc/7/exe"))]
         );
+        let remove = |result: i32| {
+            decode_record(
+                &record(OP_REMOVE, 0, result, 0, b"/w/tmp.s"),
+                &mut CleanPaths::default(),
+            )
+        };
+        assert_eq!(remove(0), vec![(Delete, p("/w/tmp.s"))]);
+        assert_eq!(remove(-libc::ENOENT), vec![(Missing, p("/w/tmp.s"))]);
+        assert_eq!(remove(-libc::ENOTEMPTY), vec![(Delete, p("/w/tmp.s"))]);
     }
 
     #[test]
