@@ -8,30 +8,8 @@ use std::path::{Path, PathBuf};
 use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, Directory};
 use prost::Message;
 
-use crate::cache::remote::mapping::verify;
-use crate::reapi::{Client, retrying};
-
-/// Downloads `digests` and checks each; a missing or mismatching blob is an error naming it.
-pub async fn fetch_all(client: &Client, digests: &[Digest]) -> Result<Vec<Vec<u8>>, String> {
-    let blobs = retrying(|| client.download(digests))
-        .await
-        .map_err(|e| e.to_string())?;
-    digests
-        .iter()
-        .zip(blobs)
-        .map(|(digest, blob)| match blob {
-            Some(bytes) if verify(&bytes, digest) => Ok(bytes),
-            Some(_) => Err(format!(
-                "blob {}/{} does not match its digest",
-                digest.hash, digest.size_bytes
-            )),
-            None => Err(format!(
-                "blob {}/{} is not in the CAS",
-                digest.hash, digest.size_bytes
-            )),
-        })
-        .collect()
-}
+use super::fetch_all;
+use crate::reapi::Client;
 
 /// A `Directory` tree, by relative path.
 pub async fn fetch_tree(

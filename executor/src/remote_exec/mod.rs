@@ -14,13 +14,25 @@ use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::cache::remote::URL_ENV;
-use crate::reapi::{Address, Client, Credentials, Deadlines};
+use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
+
+use crate::cache::remote::mapping;
+use crate::reapi::{self, Address, Client, Credentials, Deadlines};
 use crate::run::plan::Plan;
 
 /// `VT_REMOTE_EXEC=grpc[s]://host:port[/instance]`; defaults to `VT_REMOTE_CACHE`.
 pub const EXEC_URL_ENV: &str = "VT_REMOTE_EXEC";
 /// How long one remote task may take, in seconds (default 3600).
 pub const EXEC_TIMEOUT_ENV: &str = "VT_REMOTE_EXEC_TIMEOUT_S";
+
+/// Downloads `digests` (retrying an overloaded server) and checks each; a missing or
+/// mismatching blob is an error naming it.
+pub async fn fetch_all(client: &Client, digests: &[Digest]) -> Result<Vec<Vec<u8>>, String> {
+    let blobs = reapi::retrying(|| client.download(digests))
+        .await
+        .map_err(|e| e.to_string())?;
+    mapping::verified(digests, blobs)
+}
 
 /// The engine of this run, connected on first use.
 pub struct RemoteExec {

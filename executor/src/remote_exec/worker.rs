@@ -13,7 +13,8 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 use bazel_remote_apis::google::rpc::Status;
 use prost::Message;
 
-use super::materialize::{fetch_all, fetch_tree, write_tree};
+use super::fetch_all;
+use super::materialize::{fetch_tree, write_tree};
 use super::report::{self, BlobRef, RemoteRun};
 use crate::cache::PreRun;
 use crate::cache::archive;

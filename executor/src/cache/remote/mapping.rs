@@ -118,9 +118,40 @@ pub fn verify(bytes: &[u8], expected: &Digest) -> bool {
     digest(bytes) == *expected
 }
 
+/// The downloaded `blobs` of `digests`, each present and matching its digest; otherwise
+/// which one is not.
+pub fn verified(digests: &[Digest], blobs: Vec<Option<Vec<u8>>>) -> Result<Vec<Vec<u8>>, String> {
+    digests
+        .iter()
+        .zip(blobs)
+        .map(|(digest, blob)| match blob {
+            Some(bytes) if verify(&bytes, digest) => Ok(bytes),
+            Some(_) => Err(format!(
+                "blob {} does not match its digest (truncated or tampered)",
+                digest.hash
+            )),
+            None => Err(format!("blob {} is missing on the server", digest.hash)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verified_names_a_missing_or_mismatching_blob() {
+        let (a, b) = (b"a".to_vec(), b"b".to_vec());
+        let digests = [digest(&a), digest(&b)];
+        assert_eq!(
+            verified(&digests, vec![Some(a.clone()), Some(b.clone())]),
+            Ok(vec![a.clone(), b.clone()])
+        );
+        let missing = verified(&digests, vec![Some(a.clone()), None]);
+        assert!(missing.is_err_and(|e| e.contains("missing") && e.contains(&digests[1].hash)));
+        let tampered = verified(&digests, vec![Some(b), Some(a)]);
+        assert!(tampered.is_err_and(|e| e.contains("does not match its digest")));
+    }
 
     #[test]
     fn sha256_digests_match_the_standard() {

@@ -269,23 +269,7 @@ impl RemoteCache {
             Ok(blobs) => blobs,
             Err(reason) => return Some(Err(reason)),
         };
-        let mut out = Vec::with_capacity(blobs.len());
-        for (digest, blob) in digests.iter().zip(blobs) {
-            let Some(bytes) = blob else {
-                return Some(Err(format!(
-                    "blob {} is missing on the server",
-                    digest.hash
-                )));
-            };
-            if !mapping::verify(&bytes, digest) {
-                return Some(Err(format!(
-                    "blob {} does not match its digest (truncated or tampered)",
-                    digest.hash
-                )));
-            }
-            out.push(bytes);
-        }
-        Some(Ok(out))
+        Some(mapping::verified(digests, blobs))
     }
 
     /// The entry an ActionResult stores, and its blobs, all verified.
