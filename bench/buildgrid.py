@@ -4,6 +4,7 @@ over a PostgreSQL started here from Debian's binaries)."""
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,14 @@ ENGINE_SERVICES = CACHE_SERVICES + """      - !execution
       - !bots
         scheduler: *sched
 """
+
+
+def installed() -> bool:
+    """Whether BuildGrid is there; says where it was looked for if not."""
+    if BGD.exists():
+        return True
+    print(f"BuildGrid is not installed at {BGD} (.ci/env.sh installs it)", file=sys.stderr)
+    return False
 
 
 def free_port() -> int:

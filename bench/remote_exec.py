@@ -18,10 +18,10 @@ from cached_run import generate
 import buildgrid
 from common import parse_args, save_results
 
+
 def main() -> int:
     args = parse_args(rounds=3)
-    if not buildgrid.BGD.exists():
-        print(f"BuildGrid is not installed at {buildgrid.BGD} (.ci/env.sh installs it)", file=sys.stderr)
+    if not buildgrid.installed():
         return 1
     work = Path(tempfile.mkdtemp(prefix="vt-bench-remote-exec-"))
     work.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
