@@ -284,3 +284,84 @@ fn execvp_searches_path_like_glibc_and_each_candidate_is_recorded_not_notified()
     let notified = log["notified_by_syscall"]["execve"].as_u64().unwrap_or(0);
     assert!(notified <= 1, "{}", log["notified_by_syscall"]);
 }
+
+/// glibc opening files on its own: the locale (`setlocale`), message catalogues (`gettext`)
+/// and `opendir`, none of which goes through an interposable symbol.
+const GLIBC_INTERNAL_PROBE: &str = r#"
+#include <dirent.h>
+#include <libintl.h>
+#include <locale.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    const char *loc = setlocale(LC_ALL, "");
+    bindtextdomain("probe", argv[1]);
+    textdomain("probe");
+    const char *msg = gettext("hello");
+    DIR *d = opendir("sub");
+    int n = 0;
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    printf("locale=%s msg=%s entries=%d\n", loc ? loc : "NULL", msg, n);
+    return 0;
+}
+"#;
+
+#[test]
+fn glibcs_own_opens_are_recorded_in_process_like_seccomp_sees_them() {
+    let (_t, dir) = workdir();
+    build_probe(&dir, GLIBC_INTERNAL_PROBE);
+    std::fs::create_dir(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("sub/f"), "x").expect("write");
+    let catalogues = dir.join("locale");
+    let catalogues = catalogues.to_str().expect("UTF-8 temp dir");
+    let command = ["./probe", catalogues];
+    let env = [("LC_ALL", "C.UTF-8")];
+    let bare = Command::new(dir.join("probe"))
+        .arg(catalogues)
+        .current_dir(&dir)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("runs");
+    let (out, fast) = trace(&dir, &env, &command);
+    let (slow_out, slow) = trace(
+        &dir,
+        &[("LC_ALL", "C.UTF-8"), ("VT_PRELOAD", "off")],
+        &command,
+    );
+    assert!(bare.status.success() && out.status.success() && slow_out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&bare.stdout),
+        "glibc must behave as without vt"
+    );
+    assert_eq!(
+        accesses(&fast),
+        accesses(&slow),
+        "the two paths saw different things"
+    );
+    let seen = accesses(&fast);
+    let has = |kind: &str, path: String| seen.contains(&(kind.to_owned(), path));
+    let d = dir.display();
+    assert!(has("read_dir", format!("{d}/sub")), "opendir: {seen:?}");
+    assert!(
+        has(
+            "missing",
+            format!("{d}/locale/C.UTF-8/LC_MESSAGES/probe.mo")
+        ),
+        "gettext's catalogue probe: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, p)| p.starts_with("/usr/lib/locale/")),
+        "setlocale's files: {seen:?}"
+    );
+    let openat =
+        |log: &serde_json::Value| log["notified_by_syscall"]["openat"].as_u64().unwrap_or(0);
+    // What is left notified is the dynamic loader's: ld.so.cache, vt's recorder, libc.
+    assert!(openat(&fast) <= 4, "{}", fast["notified_by_syscall"]);
+    assert!(
+        openat(&slow) >= openat(&fast) + 3,
+        "glibc's own opens should have moved to the recorder: {} vs {}",
+        fast["notified_by_syscall"],
+        slow["notified_by_syscall"]
+    );
+}

@@ -13,7 +13,7 @@ use crate::syscall::{to_libc, traced};
 
 /// `openat` as glibc makes it. Creating opens are outputs and rare: they stay notified, so
 /// the supervisor sees whether the file existed before.
-fn open_at(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+pub(crate) fn open_at(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     let args = [
         dirfd as usize,
         path as usize,

@@ -5,7 +5,9 @@
 //! libc functions (`open`, `stat`, `access`, `readlink`, `realpath`, …). This library
 //! interposes those, writes each observation into a per-process buffer that vt reads when
 //! the task ends, and makes the real syscall through a trampoline at a fixed address that
-//! the seccomp filter lets through without a notification.
+//! the seccomp filter lets through without a notification. glibc's own opens (locale files,
+//! message catalogues, `opendir`), which no symbol interposition reaches, are sent to the
+//! same code by a jump written over glibc's entry points (`patch`).
 //!
 //! Completeness never depends on this library: anything it does not interpose, any process
 //! it is not loaded into (static binaries, cleared `LD_PRELOAD`), and every case it declines
@@ -23,6 +25,7 @@
 mod buffer;
 mod interpose;
 mod observe;
+mod patch;
 mod realpath;
 mod syscall;
 
@@ -33,6 +36,9 @@ extern "C" fn init() {
     unsafe {
         if syscall::map_trampoline() {
             buffer::open();
+            if buffer::ready() {
+                patch::redirect_libc_opens();
+            }
         }
     }
 }
