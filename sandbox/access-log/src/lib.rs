@@ -180,7 +180,7 @@ impl AccessLog {
         // built from all of them sorts them all (component-wise path comparisons).
         // Keyed by bytes: hashing a `Path` walks its components (the paths are clean, so
         // equal paths have equal bytes).
-        let unique: std::collections::HashMap<(AccessKind, &[u8]), &Path> = self
+        let unique: rustc_hash::FxHashMap<(AccessKind, &[u8]), &Path> = self
             .accesses
             .iter()
             .map(|a| {
@@ -211,15 +211,22 @@ impl AccessLog {
     /// Adds what another recorder of the same run observed (another supervisor thread),
     /// keeping the accesses in the order they were made.
     pub fn absorb(&mut self, other: AccessLog) {
-        self.accesses.extend(other.accesses);
+        self.absorb_all([other]);
+    }
+
+    /// [`AccessLog::absorb`] for several logs, ordering once.
+    pub fn absorb_all(&mut self, others: impl IntoIterator<Item = AccessLog>) {
+        for other in others {
+            self.accesses.extend(other.accesses);
+            self.gaps.extend(other.gaps);
+            self.notifications += other.notifications;
+            for (name, count) in other.notified_by_syscall {
+                *self.notified_by_syscall.entry(name).or_default() += count;
+            }
+            self.fast_path_records += other.fast_path_records;
+        }
         // Stable: equal times keep each recorder's own order.
         self.accesses.sort_by_key(|a| a.at_ns);
-        self.gaps.extend(other.gaps);
-        self.notifications += other.notifications;
-        for (name, count) in other.notified_by_syscall {
-            *self.notified_by_syscall.entry(name).or_default() += count;
-        }
-        self.fast_path_records += other.fast_path_records;
     }
 }
 

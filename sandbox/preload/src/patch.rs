@@ -65,13 +65,41 @@ pub unsafe fn redirect_libc_opens() {
     let Some(libc) = Libc::find() else {
         return;
     };
-    for (name, replacement) in redirections() {
-        if let Some(entry) = libc.function(name) {
-            // SAFETY: `entry` is the start of an ordinary libc function of the stated size
-            // (checked by `function`), in this process's own text.
-            unsafe { jump(entry, replacement) };
-        }
+    let mut jumps: [Option<Jump>; 3] = [None, None, None];
+    for (slot, (name, replacement)) in jumps.iter_mut().zip(redirections()) {
+        *slot = libc.function(name).and_then(|f| Jump::to(f, replacement));
     }
+    // One protection change for all of them: they sit a few pages apart in libc's text,
+    // and every mprotect there splits and re-merges its mapping.
+    let Some(first) = jumps.iter().flatten().map(|j| j.at).min() else {
+        return;
+    };
+    let end = jumps
+        .iter()
+        .flatten()
+        .map(|j| j.at + 8)
+        .max()
+        .unwrap_or(first + 8);
+    let page = first & !(PAGE - 1);
+    let len = (end - page).div_ceil(PAGE) * PAGE;
+    // Only ever libc's code: a range reaching past its executable segment would make
+    // whatever lies beyond executable afterwards.
+    if !(libc.text.0 <= page && page + len <= libc.text.1) {
+        return;
+    }
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    // SAFETY: widening the protection of libc's own text pages for the writes; they stay
+    // executable throughout, so another thread running libc code is not faulted.
+    if unsafe { traced(libc::SYS_mprotect, [page, len, rwx as usize, 0, 0, 0]) } != 0 {
+        return;
+    }
+    for jump in jumps.iter().flatten() {
+        // SAFETY: the pages are writable now; `jump` was checked against its function.
+        unsafe { jump.write() };
+    }
+    let rx = libc::PROT_READ | libc::PROT_EXEC;
+    // SAFETY: restoring the text pages' protection.
+    unsafe { traced(libc::SYS_mprotect, [page, len, rx as usize, 0, 0, 0]) };
 }
 
 /// A libc function: its address and size.
@@ -83,6 +111,8 @@ struct Function {
 /// What is needed of the loaded libc's dynamic section.
 struct Libc {
     base: usize,
+    /// The executable segment, page-aligned: `[start, end)`.
+    text: (usize, usize),
     symtab: *const Sym,
     strtab: *const u8,
     gnu_hash: *const u32,
@@ -99,7 +129,9 @@ struct Sym {
     size: u64,
 }
 
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
+const PF_X: u32 = 1;
 const DT_NULL: i64 = 0;
 const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
@@ -195,9 +227,17 @@ unsafe extern "C" fn visit(
     }
     let base = info.dlpi_addr as usize;
     let mut tables = (0usize, 0usize, 0usize);
+    let mut text = None;
+    let mut executable_segments = 0;
     for k in 0..info.dlpi_phnum as usize {
         // SAFETY: `dlpi_phnum` program headers at `dlpi_phdr`.
         let ph = unsafe { &*info.dlpi_phdr.add(k) };
+        if ph.p_type == PT_LOAD && ph.p_flags & PF_X != 0 {
+            let start = (base + ph.p_vaddr as usize) & !(PAGE - 1);
+            let end = (base + (ph.p_vaddr + ph.p_memsz) as usize).div_ceil(PAGE) * PAGE;
+            text = Some((start, end));
+            executable_segments += 1;
+        }
         if ph.p_type != PT_DYNAMIC {
             continue;
         }
@@ -222,9 +262,13 @@ unsafe extern "C" fn visit(
             }
         }
     }
-    if tables.0 != 0 && tables.1 != 0 && tables.2 != 0 {
+    // One executable segment, as glibc is linked; anything else is not the libc this
+    // was written against.
+    let text = text.filter(|_| executable_segments == 1);
+    if let (Some(text), true) = (text, tables.0 != 0 && tables.1 != 0 && tables.2 != 0) {
         *found = Some(Libc {
             base,
+            text,
             symtab: tables.0 as *const Sym,
             strtab: tables.1 as *const u8,
             gnu_hash: tables.2 as *const u32,
@@ -236,55 +280,57 @@ unsafe extern "C" fn visit(
 const PAGE: usize = 4096;
 const JMP_LEN: usize = 5;
 
-/// Writes `jmp replacement` over the start of `f`, after its `endbr64` if it has one.
-///
-/// # Safety
-/// `f` is an ordinary function of this process that nothing jumps into the middle of
-/// within its first instruction bytes (glibc's entry points: callers call or tail-jump to
-/// the start).
-unsafe fn jump(f: Function, replacement: usize) {
-    const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
-    // SAFETY: reading the function's own first bytes (at least JMP_LEN are its, checked).
-    let starts_with_endbr = f.size >= 4 + JMP_LEN
-        && unsafe { core::ptr::read_unaligned(f.addr as *const [u8; 4]) } == ENDBR64;
-    let at = if starts_with_endbr {
-        f.addr + 4
-    } else {
-        f.addr
-    };
-    if f.size < (at - f.addr) + JMP_LEN {
-        return;
-    }
-    let Ok(rel) = i32::try_from(replacement as i64 - (at + JMP_LEN) as i64) else {
-        return;
-    };
-    let page = at & !(PAGE - 1);
-    let len = (at + 8 - page).div_ceil(PAGE) * PAGE;
-    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    // SAFETY: widening the protection of libc's own text pages for the write; they stay
-    // executable throughout, so another thread running libc code is not faulted.
-    if unsafe { traced(libc::SYS_mprotect, [page, len, rwx as usize, 0, 0, 0]) } != 0 {
-        return;
-    }
-    let mut code = [0u8; 8];
-    code[0] = 0xe9;
-    code[1..5].copy_from_slice(&rel.to_le_bytes());
-    if at % 8 == 0 && f.size >= (at - f.addr) + 8 {
-        // One aligned 8-byte store: a thread running the function sees the old entry or
-        // the new one, never half of each.
-        // SAFETY: 8 aligned bytes of the function, writable now.
-        unsafe {
-            let old = core::ptr::read_volatile(at as *const [u8; 8]);
-            code[5..8].copy_from_slice(&old[5..8]);
-            let word = u64::from_ne_bytes(code);
-            (*(at as *const core::sync::atomic::AtomicU64))
-                .store(word, core::sync::atomic::Ordering::SeqCst);
+/// A `jmp rel32` to write at `at`, the start of a function of `room` bytes from there.
+struct Jump {
+    at: usize,
+    room: usize,
+    rel: i32,
+}
+
+impl Jump {
+    /// The jump from the start of `f` (after its `endbr64` if it has one) to `replacement`,
+    /// if it fits in the function and in a `rel32`.
+    fn to(f: Function, replacement: usize) -> Option<Jump> {
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        // SAFETY: reading the function's own first bytes (at least 4 + JMP_LEN are its).
+        let starts_with_endbr = f.size >= 4 + JMP_LEN
+            && unsafe { core::ptr::read_unaligned(f.addr as *const [u8; 4]) } == ENDBR64;
+        let at = if starts_with_endbr {
+            f.addr + 4
+        } else {
+            f.addr
+        };
+        let room = f.size.checked_sub(at - f.addr)?;
+        if room < JMP_LEN {
+            return None;
         }
-    } else {
-        // SAFETY: JMP_LEN bytes of the function, writable now.
-        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, JMP_LEN) };
+        let rel = i32::try_from(replacement as i64 - (at + JMP_LEN) as i64).ok()?;
+        Some(Jump { at, room, rel })
     }
-    let rx = libc::PROT_READ | libc::PROT_EXEC;
-    // SAFETY: restoring the text pages' protection.
-    unsafe { traced(libc::SYS_mprotect, [page, len, rx as usize, 0, 0, 0]) };
+
+    /// # Safety
+    /// The page(s) at `at` are writable, and nothing jumps into the middle of the
+    /// function's first instruction bytes (glibc's entry points: callers call or tail-jump
+    /// to the start).
+    unsafe fn write(&self) {
+        let mut code = [0u8; 8];
+        code[0] = 0xe9;
+        code[1..5].copy_from_slice(&self.rel.to_le_bytes());
+        let at = self.at;
+        if at.is_multiple_of(8) && self.room >= 8 {
+            // One aligned 8-byte store: a thread running the function sees the old entry
+            // or the new one, never half of each.
+            // SAFETY: 8 aligned bytes of the function, writable now.
+            unsafe {
+                let old = core::ptr::read_volatile(at as *const [u8; 8]);
+                code[5..8].copy_from_slice(&old[5..8]);
+                let word = u64::from_ne_bytes(code);
+                (*(at as *const core::sync::atomic::AtomicU64))
+                    .store(word, core::sync::atomic::Ordering::SeqCst);
+            }
+        } else {
+            // SAFETY: JMP_LEN bytes of the function, writable now.
+            unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, JMP_LEN) };
+        }
+    }
 }

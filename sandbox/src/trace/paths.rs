@@ -36,7 +36,7 @@ pub fn absolute_clean(base: Option<&Path>, raw: &[u8]) -> PathBuf {
 /// path with `..` in it costs a `canonicalize` per `..`.
 #[derive(Default)]
 pub struct CleanPaths {
-    memo: std::collections::HashMap<Vec<u8>, PathBuf>,
+    memo: rustc_hash::FxHashMap<Vec<u8>, PathBuf>,
 }
 
 impl CleanPaths {
