@@ -65,21 +65,15 @@ pub unsafe fn redirect_libc_opens() {
     let Some(libc) = Libc::find() else {
         return;
     };
-    let mut jumps: [Option<Jump>; 3] = [None, None, None];
-    for (slot, (name, replacement)) in jumps.iter_mut().zip(redirections()) {
-        *slot = libc.function(name).and_then(|f| Jump::to(f, replacement));
-    }
+    let jumps = redirections()
+        .map(|(name, replacement)| libc.function(name).and_then(|f| Jump::to(f, replacement)));
     // One protection change for all of them: they sit a few pages apart in libc's text,
     // and every mprotect there splits and re-merges its mapping.
     let Some(first) = jumps.iter().flatten().map(|j| j.at).min() else {
         return;
     };
-    let end = jumps
-        .iter()
-        .flatten()
-        .map(|j| j.at + 8)
-        .max()
-        .unwrap_or(first + 8);
+    let last = jumps.iter().flatten().map(|j| j.at).max().unwrap_or(first);
+    let end = last + 8;
     let page = first & !(PAGE - 1);
     let len = (end - page).div_ceil(PAGE) * PAGE;
     // Only ever libc's code: a range reaching past its executable segment would make
