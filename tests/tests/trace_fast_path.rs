@@ -365,3 +365,53 @@ fn glibcs_own_opens_are_recorded_in_process_like_seccomp_sees_them() {
         slow["notified_by_syscall"]
     );
 }
+
+/// Forks; parent and child each open `/proc/self/comm` and print their pid.
+const FORK_PROBE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    pid_t child = fork();
+    if (child < 0) return 2;
+    if (child == 0) {
+        printf("child %d\n", getpid());
+        fflush(stdout);
+        close(open("/proc/self/comm", O_RDONLY));
+        _exit(0);
+    }
+    waitpid(child, 0, 0);
+    printf("parent %d\n", getpid());
+    fflush(stdout);
+    close(open("/proc/self/comm", O_RDONLY));
+    return 0;
+}
+"#;
+
+#[test]
+fn a_forked_childs_records_carry_its_own_process_id() {
+    // The recorder stamps records with a process id it keeps rather than asks for per call;
+    // a fork child must not inherit its parent's. `/proc/self` is mapped with that id.
+    let (_t, dir) = workdir();
+    build_probe(&dir, FORK_PROBE);
+    let (out, log) = trace(&dir, &[], &["./probe"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pid_of = |who: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(who))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {who} line in {stdout}"))
+    };
+    let seen = accesses(&log);
+    for who in ["parent ", "child "] {
+        let path = format!("/proc/{}/comm", pid_of(who));
+        assert!(
+            seen.contains(&("read".to_owned(), path.clone())),
+            "{who}'s /proc/self/comm should be {path}: {seen:?}"
+        );
+    }
+    assert!(count(&log, "fast_path_records") > 0, "recorded in-process");
+}

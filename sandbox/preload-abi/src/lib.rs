@@ -8,7 +8,7 @@
 //! ## Buffer
 //! One file per exec'd process image, `$VT_PRELOAD_DIR/<pid>.<n>`, mapped `MAP_SHARED`: what
 //! a process stored survives its death (even `SIGKILL`), because the pages belong to the file.
-//! A forked child shares its parent's mapping, so records carry the thread id.
+//! A forked child shares its parent's mapping, so records carry the process id.
 //!
 //! ```text
 //! [0..4)   MAGIC
@@ -23,7 +23,7 @@
 //! [4]      op (OP_*)
 //! [5]      bits (BIT_*)
 //! [6..8)   path length
-//! [8..12)  thread id
+//! [8..12)  process id (a `vfork` child's records carry its parent's until it execs)
 //! [12..16) open flags (OP_OPEN) or 0
 //! [16..20) result: 0 or a negative errno
 //! [20..24) reserved
@@ -109,7 +109,8 @@ pub struct Record<'a> {
     pub done: bool,
     pub op: u8,
     pub bits: u8,
-    pub tid: u32,
+    /// The writing process (see the record layout for `vfork` children).
+    pub pid: u32,
     pub flags: i32,
     pub result: i32,
     /// CLOCK_MONOTONIC nanoseconds when the call began.
@@ -197,7 +198,7 @@ impl<'a> Iterator for Records<'a> {
             done: state == STATE_DONE,
             op: b[offset + 4],
             bits: b[offset + 5],
-            tid: field(8),
+            pid: field(8),
             flags: field(12) as i32,
             result: field(16) as i32,
             time_ns,
@@ -245,7 +246,7 @@ mod tests {
         assert_eq!(all.len(), 2);
         let first = all[0].expect("record");
         assert!(first.done);
-        assert_eq!((first.op, first.tid, first.result), (OP_OPEN, 42, -2));
+        assert_eq!((first.op, first.pid, first.result), (OP_OPEN, 42, -2));
         assert_eq!(first.time_ns, 0x1_0000_0007);
         assert_eq!(first.path, b"/a/b");
         let second = all[1].expect("record");

@@ -49,16 +49,28 @@ pub unsafe fn observed(
         // and the supervisor handle these rare cases.
         return call(traced);
     }
+    if raw[0] == b'/' {
+        return recorded(op, flags, &[raw], call, bits);
+    }
+    // Only a relative path needs (and zeroes) a buffer for its base: zeroing 4 KiB costs
+    // ~20 ns, a tenth of what recording a call costs.
     let mut base = [0u8; PATH_MAX];
-    let parts: [&[u8]; 3] = if raw[0] == b'/' {
-        [b"", b"", raw]
-    } else {
-        match base_dir(dir, &mut base) {
-            Some(dir) => [dir, b"/", raw],
-            None => return call(traced),
-        }
-    };
-    let Some(slot) = buffer::begin(op, flags, &parts) else {
+    match base_dir(dir, &mut base) {
+        Some(dir) => recorded(op, flags, &[dir, b"/", raw], call, bits),
+        None => call(traced),
+    }
+}
+
+/// Records the call on the path `parts` concatenated, then makes it through the trampoline;
+/// without room in the buffer it makes the call notified instead.
+fn recorded(
+    op: u8,
+    flags: i32,
+    parts: &[&[u8]],
+    call: impl FnOnce(Sys) -> isize,
+    bits: impl FnOnce(isize) -> u8,
+) -> isize {
+    let Some(slot) = buffer::begin(op, flags, parts) else {
         return call(traced);
     };
     let result = call(exempt);

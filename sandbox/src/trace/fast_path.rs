@@ -251,7 +251,7 @@ fn add_buffer(bytes: &[u8], path: &Path, paths: &mut CleanPaths, log: &mut Acces
             Ok(record) => {
                 log.fast_path_records += 1;
                 let key = (
-                    record.tid,
+                    record.pid,
                     record.op,
                     record.flags,
                     record.result,
@@ -263,7 +263,7 @@ fn add_buffer(bytes: &[u8], path: &Path, paths: &mut CleanPaths, log: &mut Acces
                     continue;
                 }
                 for (kind, access_path) in decode_record(&record, paths) {
-                    log.push_at(kind, access_path, record.tid, record.time_ns);
+                    log.push_at(kind, access_path, record.pid, record.time_ns);
                 }
             }
             Err(BufferError::Torn { offset } | BufferError::Corrupt { offset }) => log.gap(
@@ -289,7 +289,7 @@ fn is_missing(errno: i32) -> bool {
 /// (the process died during the call) is decided by looking now, as the supervisor would.
 pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(AccessKind, PathBuf)> {
     use AccessKind::*;
-    let path = without_self_links(paths.absolute(record.path), record.tid);
+    let path = without_self_links(paths.absolute(record.path), record.pid);
     let errno = -record.result;
     match record.op {
         OP_OPEN => {
@@ -341,7 +341,7 @@ mod tests {
             done: true,
             op,
             bits,
-            tid: 7,
+            pid: 7,
             flags,
             result,
             time_ns: 1,

@@ -59,14 +59,15 @@ pub fn is_under(path: &Path, dir: &Path) -> bool {
     path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
 }
 
-/// `/proc/self` in a tracee's path means the tracee, not vt, which probes the path later.
-pub fn without_self_links(path: PathBuf, tid: u32) -> PathBuf {
+/// `/proc/self` in a tracee's path means the tracee (`pid`: its thread or process id), not
+/// vt, which probes the path later.
+pub fn without_self_links(path: PathBuf, pid: u32) -> PathBuf {
     if !path.as_os_str().as_bytes().starts_with(b"/proc/") {
         return path;
     }
     for alias in ["/proc/self", "/proc/thread-self"] {
         if let Ok(rest) = path.strip_prefix(alias) {
-            return Path::new("/proc").join(tid.to_string()).join(rest);
+            return Path::new("/proc").join(pid.to_string()).join(rest);
         }
     }
     path
