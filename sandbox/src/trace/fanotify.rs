@@ -14,11 +14,13 @@
 //! and the log says so.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::paths::is_under;
 use crate::access::{AccessKind, AccessLog};
@@ -195,7 +197,6 @@ fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
 }
 
 impl Watch {
-    /// Stops watching and reconciles what fanotify saw with `log`.
     /// Stops watching and reconciles with `log`; events under `ignore` (vt's own files in
     /// the task's processes, such as the preload buffers) are not the task's.
     pub fn finish(self, log: &mut AccessLog, ignore: &[&Path]) {
@@ -232,13 +233,13 @@ fn reconcile(
     ignore: &[&Path],
     log: &mut AccessLog,
 ) {
-    let task_pids: HashSet<u32> = log.accesses.iter().map(|a| a.pid).collect();
+    let task_pids: FxHashSet<u32> = log.accesses.iter().map(|a| a.pid).collect();
     // The tracer's paths, canonicalized like fanotify's (which come from the dentry).
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut changed: HashSet<PathBuf> = HashSet::new();
     // Distinct paths first: canonicalizing costs syscalls, and logs repeat paths a lot.
     // Keyed by bytes: hashing a `Path` walks its components.
-    let mut inside: HashMap<&[u8], bool> = HashMap::new();
+    let mut inside: FxHashMap<&[u8], bool> = FxHashMap::default();
     for access in log.accesses.iter().filter(|a| is_under(&a.path, root)) {
         *inside
             .entry(access.path.as_os_str().as_bytes())
@@ -252,20 +253,24 @@ fn reconcile(
         }
         seen.insert(path);
     }
-    let mut dirs: HashMap<&[u8], Option<PathBuf>> = HashMap::new();
+    // Each event's directory, resolved once; None for one that is gone or that cannot hold
+    // the workspace or anything in it. Most events of a build are its reads of system
+    // headers and libraries (the mark covers the whole file system): they stop here.
+    let mut dirs: FxHashMap<&[u8], Option<PathBuf>> = FxHashMap::default();
+    let root_parent = root.parent();
     let mut extra_inputs = Vec::new();
     let mut gaps = Vec::new();
     let mut reported: HashSet<PathBuf> = HashSet::new();
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
-        let dir = dirs
-            .entry(&event.dir_handle)
-            .or_insert_with(|| resolve_handle(mount, &event.dir_handle))
-            .clone();
+        let dir = dirs.entry(&event.dir_handle).or_insert_with(|| {
+            resolve_handle(mount, &event.dir_handle)
+                .filter(|dir| dir.starts_with(root) || Some(dir.as_path()) == root_parent)
+        });
         let Some(dir) = dir else { continue };
         let path = if event.name.is_empty() || event.name == b"." {
-            dir
+            dir.clone()
         } else {
-            dir.join(OsString::from_vec(event.name.clone()))
+            dir.join(OsStr::from_bytes(&event.name))
         };
         if !path.starts_with(root) || ignore.iter().any(|dir| path.starts_with(dir)) {
             continue;

@@ -210,7 +210,6 @@ impl Injection {
             }
             parts
         });
-        // One order for all sources: when each call began.
         log.absorb_all(parts);
     }
 }
