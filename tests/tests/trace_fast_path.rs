@@ -415,3 +415,47 @@ fn a_forked_childs_records_carry_its_own_process_id() {
     }
     assert!(count(&log, "fast_path_records") > 0, "recorded in-process");
 }
+
+/// Starts `/bin/true` five times with `posix_spawn`, as make starts its jobs.
+const SPAWN_PROBE: &str = r#"
+#include <spawn.h>
+#include <sys/wait.h>
+extern char **environ;
+int main(void) {
+    for (int i = 0; i < 5; i++) {
+        pid_t child;
+        char *argv[] = {"true", 0};
+        if (posix_spawn(&child, "/bin/true", 0, 0, argv, environ) != 0) return 2;
+        int status;
+        if (waitpid(child, &status, 0) < 0 || status != 0) return 3;
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn posix_spawns_own_execve_is_recorded_in_process_like_seccomp_sees_it() {
+    // glibc's posix_spawn child calls `__execve` directly, past any interposed `execve`;
+    // the recorder's patch of glibc's entry must catch it without changing what is seen.
+    let (_t, dir) = workdir();
+    build_probe(&dir, SPAWN_PROBE);
+    let (out, fast) = trace(&dir, &[], &["./probe"]);
+    let (slow_out, slow) = trace(&dir, &[("VT_PRELOAD", "off")], &["./probe"]);
+    assert!(out.status.success() && slow_out.status.success());
+    assert_eq!(
+        accesses(&fast),
+        accesses(&slow),
+        "the two paths saw different things"
+    );
+    assert!(
+        accesses(&fast).contains(&("exec".to_owned(), "/usr/bin/true".to_owned()))
+            || accesses(&fast).contains(&("exec".to_owned(), "/bin/true".to_owned())),
+        "{:?}",
+        accesses(&fast)
+    );
+    let execve =
+        |log: &serde_json::Value| log["notified_by_syscall"]["execve"].as_u64().unwrap_or(0);
+    // Only vt's own exec of the probe is left notified.
+    assert!(execve(&fast) <= 1, "{}", fast["notified_by_syscall"]);
+    assert!(execve(&slow) >= 6, "{}", slow["notified_by_syscall"]);
+}

@@ -493,7 +493,11 @@ unsafe extern "C" {
     static environ: *const *const c_char;
 }
 
-fn exec(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub(crate) fn exec(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     let args = [path as usize, argv as usize, envp as usize, 0, 0, 0];
     // On success this never returns: the record stays pending and vt decides it by looking
     // at the file, as the supervisor would have.

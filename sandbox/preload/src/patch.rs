@@ -4,7 +4,8 @@
 //! internal calls do not: `setlocale` loading `LC_*` files, `gettext` probing `*.mo`
 //! catalogues, `iconv` reading `gconv-modules.cache` and glibc's own `fopen` call
 //! `__open_nocancel` or `__open` directly. In a C build that is ~11 notified opens per
-//! process, half of all notifications (BENCHMARKS.md).
+//! process, half of all notifications (BENCHMARKS.md). Likewise `posix_spawn`'s child
+//! calls `__execve` directly: make starts every job that way.
 //!
 //! So, once the fast path is up, the constructor writes a `jmp` to the recorder's own
 //! `open64`/`openat64` over the first instruction of those glibc functions, as function-hook
@@ -23,11 +24,11 @@
 
 use core::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
-use crate::interpose::open_at;
+use crate::interpose::{exec, open_at};
 use crate::syscall::traced;
 
 /// The glibc functions redirected, and where to.
-fn redirections() -> [(&'static CStr, usize); 3] {
+fn redirections() -> [(&'static CStr, usize); 4] {
     [
         // `open`, `open64`, `__open` and `__open64` share this address: glibc's fopen,
         // gettext's catalogue loading and every external caller.
@@ -35,6 +36,9 @@ fn redirections() -> [(&'static CStr, usize); 3] {
         // The locale loader, gconv's cache, opendir: non-cancellable opens.
         (c"__open_nocancel", redirected_open as *const () as usize),
         (c"openat64", redirected_openat as *const () as usize),
+        // `execve` and `__execve`: posix_spawn's child (on a stack of 32 KiB and the
+        // arguments' size; recording an absolute path takes a few hundred bytes of it).
+        (c"execve", redirected_execve as *const () as usize),
     ]
 }
 
@@ -54,6 +58,14 @@ extern "C" fn redirected_openat(
     mode: c_uint,
 ) -> c_int {
     open_at(dirfd, path, flags, mode)
+}
+
+extern "C" fn redirected_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    exec(path, argv, envp)
 }
 
 /// Redirects the functions of [`redirections`] in the loaded libc.
