@@ -147,6 +147,10 @@ pub struct AccessLog {
     pub notified_by_syscall: std::collections::BTreeMap<&'static str, u64>,
     /// Calls the LD_PRELOAD recorder observed without a notification.
     pub fast_path_records: u64,
+    /// Processes the recorder saw, including those whose accesses all repeated another
+    /// process's (kept once, see `sandbox::trace::fast_path`): which processes are the task's.
+    #[serde(skip)]
+    pub processes: std::collections::BTreeSet<u32>,
 }
 
 impl AccessLog {
@@ -255,6 +259,7 @@ impl AccessLog {
                 *self.notified_by_syscall.entry(name).or_default() += count;
             }
             self.fast_path_records += other.fast_path_records;
+            self.processes.extend(other.processes);
         }
     }
 }

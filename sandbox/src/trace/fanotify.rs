@@ -233,7 +233,12 @@ fn reconcile(
     ignore: &[&Path],
     log: &mut AccessLog,
 ) {
-    let task_pids: FxHashSet<u32> = log.accesses.iter().map(|a| a.pid).collect();
+    let task_pids: FxHashSet<u32> = log
+        .accesses
+        .iter()
+        .map(|a| a.pid)
+        .chain(log.processes.iter().copied())
+        .collect();
     // The tracer's paths, canonicalized like fanotify's (which come from the dentry).
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut changed: HashSet<PathBuf> = HashSet::new();
