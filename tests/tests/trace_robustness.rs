@@ -448,3 +448,34 @@ fn fanotify_catches_a_write_through_an_inherited_fd() {
     );
     assert!(gaps[0].contains("inherited.txt"), "{gaps:?}");
 }
+
+#[test]
+fn vt_finishes_while_another_process_keeps_writing_to_the_watched_file_system() {
+    // `strace -f -o LOG vt …` writes a line to LOG for each of vt's syscalls, including
+    // each read of fanotify's queue: every read queued the next event, and vt never
+    // finished draining. Events are read until the queue is empty once, not until it stays
+    // empty. (strace is also what the oracle suite needs.)
+    let (_t, dir) = workdir();
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(dir.join("strace.log"))
+        .arg(vt_tests::vt_binary())
+        .args(["trace", "-o", "/dev/null", "--", "/bin/true"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace runs (apt package strace)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = strace.try_wait().expect("wait") {
+            assert!(status.success(), "vt under strace: {status}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = strace.kill();
+            panic!("vt did not finish in 60 s while strace logged it to the same file system");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -133,6 +133,14 @@ fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
                 break;
             }
             overflowed |= parse(&buffer[..n as usize], &mut events);
+            // A read that left room for another event emptied the queue. Stop there: a
+            // process writing to the same file system, or one reacting to vt's own reads
+            // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
+            // forever and vt would never finish. Later events are read next time, or, when
+            // stopping, came after the task was gone.
+            if (n as usize) + MAX_EVENT_LEN <= buffer.len() {
+                break;
+            }
         }
         if stopping {
             break;
@@ -140,6 +148,10 @@ fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
     }
     (events, overflowed)
 }
+
+/// More than one event can take: metadata, a DFID_NAME record with the largest file handle
+/// (`MAX_HANDLE_SZ`) and a 255-byte name.
+const MAX_EVENT_LEN: usize = 1024;
 
 /// How often the reader drains the queue while the task runs.
 const DRAIN_INTERVAL_MS: i32 = 20;
