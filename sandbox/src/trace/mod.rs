@@ -113,6 +113,9 @@ impl TracedChild {
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
         .map(|(status, mut log)| {
+            if let Ok(watch) = &self.second_source {
+                watch.stop_watching();
+            }
             match &self.fast_path {
                 Ok(injection) => {
                     injection.collect(&mut log);
