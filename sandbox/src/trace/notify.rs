@@ -172,7 +172,7 @@ impl Listener {
     }
 
     fn set_flags(&self, flags: u64) -> bool {
-        // SAFETY: the ioctl reads a u64 flags value from the pointer we pass.
+        // SAFETY: SET_FLAGS takes the flags as the argument itself; no memory is passed.
         unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
