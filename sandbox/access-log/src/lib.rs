@@ -182,25 +182,11 @@ impl AccessLog {
         });
     }
 
-    /// The distinct `(kind, path)` pairs, sorted: the shape tests and `vt trace` print.
+    /// The distinct `(kind, path)` pairs, sorted: the shape tests and `vt trace --json` print.
     pub fn distinct(&self) -> BTreeSet<(AccessKind, PathBuf)> {
-        // Hash first: a build's log repeats paths by the hundred thousand, and a BTreeSet
-        // built from all of them sorts them all (component-wise path comparisons).
-        // Keyed by bytes: hashing a `Path` walks its components (the paths are clean, so
-        // equal paths have equal bytes).
-        let unique: rustc_hash::FxHashMap<(AccessKind, &[u8]), &Path> = self
-            .accesses
-            .iter()
-            .map(|a| {
-                (
-                    (a.kind, a.path.as_os_str().as_encoded_bytes()),
-                    a.path.as_path(),
-                )
-            })
-            .collect();
-        unique
+        self.distinct_by_path()
             .into_iter()
-            .map(|((kind, _), path)| (kind, path.to_path_buf()))
+            .map(|(kind, path)| (kind, path.to_path_buf()))
             .collect()
     }
 
@@ -208,6 +194,9 @@ impl AccessLog {
     /// `vt trace`'s text log. Byte order (what `LC_ALL=C sort` gives) rather than
     /// [`AccessLog::distinct`]'s component order, which is several times slower to sort.
     pub fn distinct_by_path(&self) -> Vec<(AccessKind, &Path)> {
+        // Hash first: a build's log repeats paths by the hundred thousand. Keyed by bytes:
+        // hashing a `Path` walks its components (the paths are clean, so equal paths have
+        // equal bytes).
         let unique: rustc_hash::FxHashMap<(&[u8], AccessKind), &Path> = self
             .accesses
             .iter()
