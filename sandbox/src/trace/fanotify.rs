@@ -293,7 +293,7 @@ fn reconcile(
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
         let dir = dirs.entry(&event.dir_handle).or_insert_with(|| {
             resolve_handle(mount, &event.dir_handle)
-                .filter(|dir| dir.starts_with(root) || Some(dir.as_path()) == root_parent)
+                .filter(|dir| is_under(dir, root) || Some(dir.as_path()) == root_parent)
         });
         let Some(dir) = dir else { continue };
         let path = if event.name.is_empty() || event.name == b"." {
@@ -301,7 +301,7 @@ fn reconcile(
         } else {
             dir.join(OsStr::from_bytes(&event.name))
         };
-        if !path.starts_with(root) || ignore.iter().any(|dir| path.starts_with(dir)) {
+        if !is_under(&path, root) || ignore.iter().any(|dir| is_under(&path, dir)) {
             continue;
         }
         let first_time = reported.insert(path.clone());

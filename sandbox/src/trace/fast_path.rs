@@ -20,7 +20,7 @@ use preload_abi::{
 use crate::access::{AccessKind, AccessLog};
 
 use super::decode::{Existence, exec_accesses, open_accesses, probe};
-use super::paths::{CleanPaths, without_self_links};
+use super::paths::{CleanPaths, is_under, without_self_links};
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
 /// that file instead of the library built into vt (for working on the recorder).
@@ -149,7 +149,7 @@ impl Injection {
     pub fn collect(&self, log: &mut AccessLog) {
         let own = self.own_dirs();
         log.accesses
-            .retain(|a| !own.iter().any(|dir| a.path.starts_with(dir)));
+            .retain(|a| !own.iter().any(|dir| is_under(&a.path, dir)));
         let entries = match std::fs::read_dir(self.buffers.path()) {
             Ok(entries) => entries,
             Err(e) => {

@@ -26,7 +26,7 @@ pub fn threads() -> usize {
 }
 
 /// Serves notifications on `threads` threads (this one included) until every process
-/// using the filter is gone; what they record ends up in `log`, in order.
+/// using the filter is gone; what they record ends up in `log`, each thread's in its order.
 pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) -> io::Result<()> {
     listener.request_sync_wake_up();
     let helpers: Vec<io::Result<AccessLog>> = std::thread::scope(|scope| {
