@@ -7,7 +7,7 @@ use preload_abi::{BIT_DIR, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW,
 
 use crate::observe::{Dir, observed};
 use crate::realpath;
-use crate::syscall::{to_libc, traced};
+use crate::syscall::{errno, set_errno, to_libc, traced};
 
 // ---- open ----------------------------------------------------------------------------
 
@@ -154,12 +154,10 @@ fn fopen_impl(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
     // SAFETY: wrapping our fresh fd in a stream, as glibc's fopen does.
     let file = unsafe { libc::fdopen(fd, mode) };
     if file.is_null() {
-        // SAFETY: errno is this thread's; closing our own fd.
-        unsafe {
-            let errno = *libc::__errno_location();
-            traced(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);
-            *libc::__errno_location() = errno;
-        }
+        let errno = errno();
+        // SAFETY: closing our own fd.
+        unsafe { traced(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]) };
+        set_errno(errno);
     }
     file
 }
@@ -480,8 +478,7 @@ pub extern "C" fn remove(path: *const c_char) -> c_int {
     if remove_at(libc::AT_FDCWD, path, 0) == 0 {
         return 0;
     }
-    // SAFETY: errno is this thread's.
-    if unsafe { *libc::__errno_location() } != libc::EISDIR {
+    if errno() != libc::EISDIR {
         return -1;
     }
     remove_at(libc::AT_FDCWD, path, libc::AT_REMOVEDIR)
@@ -532,9 +529,9 @@ pub extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_in
 
 // ---- exec with a PATH search ---------------------------------------------------------
 
-fn set_errno(code: c_int) -> c_int {
-    // SAFETY: errno is this thread's; libc's accessor is not interposed.
-    unsafe { *libc::__errno_location() = code };
+/// Fails with `code`, as libc functions do.
+fn fail(code: c_int) -> c_int {
+    set_errno(code);
     -1
 }
 
@@ -554,13 +551,13 @@ fn exec_search(
     // SAFETY: the caller's NUL-terminated file name.
     let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
     if name.is_empty() {
-        return set_errno(libc::ENOENT);
+        return fail(libc::ENOENT);
     }
     if name.contains(&b'/') {
         return exec(file, argv, envp);
     }
     if name.len() > 255 {
-        return set_errno(libc::ENAMETOOLONG);
+        return fail(libc::ENAMETOOLONG);
     }
     // glibc searches the caller's PATH (not `envp`'s), or confstr(_CS_PATH) without one.
     // SAFETY: getenv on a NUL-terminated name; the result is NUL-terminated or null.
@@ -572,7 +569,7 @@ fn exec_search(
         unsafe { core::ffi::CStr::from_ptr(path_env) }.to_bytes()
     };
     let mut got_eacces = false;
-    let mut result = set_errno(libc::ENOENT);
+    let mut result = fail(libc::ENOENT);
     for dir in search.split(|&b| b == b':') {
         let mut candidate = [0u8; libc::PATH_MAX as usize];
         let len = if dir.is_empty() {
@@ -594,8 +591,7 @@ fn exec_search(
             continue; // no room for the NUL
         }
         result = exec(candidate.as_ptr().cast(), argv, envp);
-        // SAFETY: errno is this thread's.
-        match unsafe { *libc::__errno_location() } {
+        match errno() {
             libc::ENOEXEC => return exec_script(candidate.as_ptr().cast(), argv, envp),
             libc::EACCES => got_eacces = true,
             libc::ENOENT | libc::ESTALE | libc::ENOTDIR | libc::ENODEV | libc::ETIMEDOUT => {}
@@ -603,7 +599,7 @@ fn exec_search(
         }
     }
     if got_eacces {
-        return set_errno(libc::EACCES);
+        return fail(libc::EACCES);
     }
     result
 }
@@ -628,7 +624,7 @@ fn exec_script(
                 break;
             }
             let Some(slot) = args.get_mut(i + 1).filter(|_| i + 2 < MAX) else {
-                return set_errno(libc::E2BIG);
+                return fail(libc::E2BIG);
             };
             *slot = arg;
             i += 1;

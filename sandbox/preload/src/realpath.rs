@@ -8,15 +8,14 @@ use core::ffi::{CStr, c_char};
 use preload_abi::{OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
 
 use crate::observe::{Dir, observed};
-use crate::syscall::{exempt, fast_path_ready};
+use crate::syscall::{exempt, fast_path_ready, set_errno};
 
 const PATH_MAX: usize = libc::PATH_MAX as usize;
 /// glibc's `MAXSYMLINKS`/`__eloop_threshold`.
 const MAX_LINKS: u32 = 40;
 
 fn fail(errno: i32) -> *mut c_char {
-    // SAFETY: errno is this thread's.
-    unsafe { *libc::__errno_location() = errno };
+    set_errno(errno);
     core::ptr::null_mut()
 }
 

@@ -108,10 +108,20 @@ pub unsafe fn traced(nr: i64, a: [usize; 6]) -> isize {
 /// Converts a raw result to libc's convention: the value, or -1 with `errno` set.
 pub fn to_libc(ret: isize) -> isize {
     if (-4095..0).contains(&ret) {
-        // SAFETY: errno is this thread's; libc's accessor is not interposed.
-        unsafe { *libc::__errno_location() = -ret as i32 };
+        set_errno(-ret as i32);
         -1
     } else {
         ret
     }
+}
+
+/// This thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: errno is this thread's; libc's accessor is not interposed.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(code: i32) {
+    // SAFETY: errno is this thread's; libc's accessor is not interposed.
+    unsafe { *libc::__errno_location() = code };
 }
