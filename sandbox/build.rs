@@ -41,6 +41,15 @@ fn main() {
         "building sandbox/preload failed: {status}"
     );
     let built = target_dir.join("release").join("libvt_preload.so");
-    std::fs::copy(&built, out_dir.join("libvt_preload.so"))
-        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    let bytes =
+        std::fs::read(&built).unwrap_or_else(|e| panic!("cannot read {}: {e}", built.display()));
+    std::fs::write(out_dir.join("libvt_preload.so"), &bytes)
+        .unwrap_or_else(|e| panic!("cannot write the recorder into {}: {e}", out_dir.display()));
+    // Names vt's reusable copy of the library (`trace::library_file`): a new build gets a
+    // new file, never an old one of the same name. FNV-1a: a name, not a security check
+    // (vt compares the bytes before each use).
+    let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    println!("cargo::rustc-env=VT_PRELOAD_DIGEST={digest:016x}");
 }

@@ -475,3 +475,76 @@ fn posix_spawns_own_execve_is_recorded_in_process_like_seccomp_sees_it() {
         slow["notified_by_syscall"]
     );
 }
+
+/// Repeats the same lookups, as cc1 does for every prefix of every header, then changes
+/// their answer; a fork child repeats its parent's lookup of `/proc/self`.
+const REPEAT_PROBE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    struct stat st;
+    char link[64];
+    for (int i = 0; i < 1000; i++) {
+        stat("later", &st);
+        stat("present", &st);
+        readlink("present", link, sizeof link);
+        stat("/proc/self/comm", &st);
+    }
+    close(open("later", O_CREAT | O_WRONLY, 0644));
+    if (stat("later", &st) != 0) return 2;
+    pid_t child = fork();
+    if (child == 0) {
+        for (int i = 0; i < 100; i++) stat("/proc/self/comm", &st);
+        printf("child %d\n", getpid());
+        return 0;
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("parent %d\n", getpid());
+    return status == 0 ? 0 : 3;
+}
+"#;
+
+#[test]
+fn a_process_records_a_repeated_lookup_once_until_its_answer_changes() {
+    let (_t, dir) = workdir();
+    build_probe(&dir, REPEAT_PROBE);
+    std::fs::write(dir.join("present"), "x").expect("write");
+    let (out, log) = trace(&dir, &[], &["./probe"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pid_of = |who: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(who))
+            .map(|p| p.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {who} line in {stdout}"))
+    };
+    let seen = accesses(&log);
+    let has = |kind: &str, path: String| seen.contains(&(kind.to_owned(), path));
+    let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // The answer changed (missing, then there): both are observations.
+    assert!(has("missing", at("later")), "{seen:?}");
+    assert!(has("stat", at("later")), "{seen:?}");
+    assert!(has("stat", at("present")), "{seen:?}");
+    // A fork child's `/proc/self` is its own, even though its parent looked first.
+    for who in ["parent ", "child "] {
+        assert!(
+            has("stat", format!("/proc/{}/comm", pid_of(who))),
+            "{who}: {seen:?}"
+        );
+    }
+    // 4 000 repeated lookups in the parent and 100 in the child: a handful of records
+    // (plus the loader's and libc's own), none notified.
+    let records = count(&log, "fast_path_records");
+    assert!(records < 100, "{records} records for ~10 distinct lookups");
+    assert_eq!(notified(&log, "newfstatat"), 0);
+    assert_eq!(notified(&log, "readlink"), 0);
+}

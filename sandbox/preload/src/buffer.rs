@@ -24,6 +24,7 @@ extern "C" fn after_fork_in_child() {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { traced(libc::SYS_getpid, [0; 6]) } as u32;
     PID.store(pid, Ordering::Relaxed);
+    crate::seen::fork_child();
 }
 
 /// Creates and maps this process image's buffer; leaves the fast path off on any failure.
@@ -142,15 +143,28 @@ pub fn ready() -> bool {
     !BUFFER.load(Ordering::Relaxed).is_null()
 }
 
+/// The mapping's start (null without a buffer).
+pub fn base() -> *const u8 {
+    BUFFER.load(Ordering::Acquire)
+}
+
 /// A reserved record being written.
 pub struct Slot {
     record: *mut u8,
     len: usize,
+    /// Where the record starts in the buffer.
+    offset: usize,
 }
 
-/// Reserves and writes a pending record for `op` on the path `parts` concatenated; None if
-/// there is no buffer or no room (the caller then makes a notified call instead).
+/// Reserves and writes a pending record for `op` on the path `parts` concatenated, made
+/// now; None if there is no buffer or no room (the caller then makes a notified call
+/// instead).
 pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
+    begin_at(op, flags, parts, monotonic_ns())
+}
+
+/// [`begin`] for a call that began at `time_ns` ([`monotonic_ns`]).
+pub fn begin_at(op: u8, flags: i32, parts: &[&[u8]], time_ns: u64) -> Option<Slot> {
     let base = BUFFER.load(Ordering::Acquire);
     if base.is_null() {
         return None;
@@ -180,10 +194,13 @@ pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
     }
     // SAFETY: [HEADER_LEN + used, + len) is ours alone and inside the mapping.
     let record = unsafe { base.add(HEADER_LEN + used as usize) };
-    let slot = Slot { record, len };
+    let slot = Slot {
+        record,
+        len,
+        offset: HEADER_LEN + used as usize,
+    };
     slot.state().store((len as u32) << 2, Ordering::Relaxed);
     let pid = PID.load(Ordering::Relaxed);
-    let time_ns = monotonic_ns();
     // SAFETY: the header fields and the path lie inside our reserved record.
     unsafe {
         *record.add(4) = op;
@@ -205,7 +222,7 @@ pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
 
 /// CLOCK_MONOTONIC in nanoseconds, through the vDSO (libc's `clock_gettime` is not a file
 /// API and never comes back here).
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -217,15 +234,25 @@ fn monotonic_ns() -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
+/// What a record keeps of a call's result: 0 or the negative errno (a length or an fd
+/// says nothing about the path).
+pub fn stored_result(result: isize) -> i32 {
+    if result < 0 { result as i32 } else { 0 }
+}
+
 impl Slot {
     fn state(&self) -> &AtomicU32 {
         // SAFETY: the record starts 8-aligned inside the mapping.
         unsafe { &*(self.record as *const AtomicU32) }
     }
 
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
     /// Stores the call's result and marks the record done.
     pub fn finish(self, result: isize, bits: u8) {
-        let result = if result < 0 { result as i32 } else { 0 };
+        let result = stored_result(result);
         // SAFETY: fields inside our reserved record.
         unsafe {
             *self.record.add(5) = bits;

@@ -27,6 +27,7 @@ mod interpose;
 mod observe;
 mod patch;
 mod realpath;
+mod seen;
 mod syscall;
 
 /// Runs when the dynamic loader maps this library, before `main`.

@@ -3,8 +3,10 @@
 
 use core::ffi::{CStr, c_char};
 
-use crate::buffer;
+use preload_abi::{OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
+
 use crate::syscall::{Sys, exempt, fast_path_ready, traced};
+use crate::{buffer, seen};
 
 const PATH_MAX: usize = libc::PATH_MAX as usize;
 
@@ -36,7 +38,7 @@ pub unsafe fn observed(
     flags: i32,
     dir: Dir,
     path: *const c_char,
-    call: impl FnOnce(Sys) -> isize,
+    mut call: impl FnMut(Sys) -> isize,
     bits: impl FnOnce(isize) -> u8,
 ) -> isize {
     if path.is_null() || !fast_path_ready() || !buffer::ready() {
@@ -67,9 +69,12 @@ fn recorded(
     op: u8,
     flags: i32,
     parts: &[&[u8]],
-    call: impl FnOnce(Sys) -> isize,
+    mut call: impl FnMut(Sys) -> isize,
     bits: impl FnOnce(isize) -> u8,
 ) -> isize {
+    if op == OP_PROBE_FOLLOW || op == OP_PROBE_NOFOLLOW {
+        return recorded_lookup(op, flags, parts, call, bits);
+    }
     let Some(slot) = buffer::begin(op, flags, parts) else {
         return call(traced);
     };
@@ -77,6 +82,42 @@ fn recorded(
     let bits = bits(result);
     slot.finish(result, bits);
     result
+}
+
+/// A lookup (stat, access, readlink) changes nothing, so unlike an open it needs no record
+/// before it is made: a process that dies during one never acted on its answer. It is made
+/// first and recorded after, unless this process already recorded the same answer
+/// ([`seen`]). Without room for the record, it is made again, notified, and the caller gets
+/// that answer: the one seccomp saw.
+fn recorded_lookup(
+    op: u8,
+    flags: i32,
+    parts: &[&[u8]],
+    mut call: impl FnMut(Sys) -> isize,
+    bits: impl FnOnce(isize) -> u8,
+) -> isize {
+    let time_ns = buffer::monotonic_ns();
+    let result = call(exempt);
+    let bits = bits(result);
+    let key = seen::Key {
+        op,
+        bits,
+        flags,
+        result: buffer::stored_result(result),
+        parts,
+    };
+    if seen::contains(buffer::base(), &key) {
+        return result;
+    }
+    match buffer::begin_at(op, flags, parts, time_ns) {
+        Some(slot) => {
+            let offset = slot.offset();
+            slot.finish(result, bits);
+            seen::remember(&key, offset);
+            result
+        }
+        None => call(traced),
+    }
 }
 
 /// The absolute path of the cwd or of the directory open on `fd`; None when it has no

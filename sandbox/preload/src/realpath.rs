@@ -104,7 +104,8 @@ fn resolve(name: &[u8], out: &mut [u8; PATH_MAX]) -> Result<usize, i32> {
         out[len..len + component.len()].copy_from_slice(component);
         len += component.len();
 
-        let mut target = [0u8; PATH_MAX];
+        // Not zeroed (see `lookup`): only the bytes readlink wrote are read.
+        let mut target = core::mem::MaybeUninit::<[u8; PATH_MAX]>::uninit();
         let r = lookup(&out[..len], OP_PROBE_NOFOLLOW, |p, sys| {
             // SAFETY: readlinkat into our buffer.
             unsafe {
@@ -129,15 +130,21 @@ fn resolve(name: &[u8], out: &mut [u8; PATH_MAX]) -> Result<usize, i32> {
                 return Err(libc::ELOOP);
             }
             let target_len = r as usize;
+            if target_len == 0 {
+                return Err(libc::ENOENT); // Linux has no empty symlinks; never trust one
+            }
             if target_len >= PATH_MAX - 1 {
                 return Err(libc::ENAMETOOLONG);
             }
+            // SAFETY: readlink wrote `target_len` bytes (less than its size) at the start.
+            let target =
+                unsafe { core::slice::from_raw_parts(target.as_ptr() as *const u8, target_len) };
             let tail_len = rest_len - at;
             if target_len + tail_len >= rest.len() {
                 return Err(libc::ENAMETOOLONG);
             }
             rest.copy_within(at..rest_len, target_len);
-            rest[..target_len].copy_from_slice(&target[..target_len]);
+            rest[..target_len].copy_from_slice(target);
             rest_len = target_len + tail_len;
             at = 0;
             len = prefix_len;
@@ -193,11 +200,21 @@ fn suffix_requires_dir_check(end: &[u8]) -> bool {
 fn lookup(
     path: &[u8],
     op: u8,
-    call: impl FnOnce(*const c_char, crate::syscall::Sys) -> isize,
+    mut call: impl FnMut(*const c_char, crate::syscall::Sys) -> isize,
 ) -> isize {
-    let mut c = [0u8; PATH_MAX + 1];
-    c[..path.len()].copy_from_slice(path);
-    let p = c.as_ptr() as *const c_char;
+    if path.len() > PATH_MAX {
+        return -(libc::ENAMETOOLONG as isize);
+    }
+    // Not zeroed: this runs for every prefix of every resolved name (hundreds of thousands
+    // of times in a C build), and only the path and its NUL are ever read.
+    let mut c = core::mem::MaybeUninit::<[u8; PATH_MAX + 1]>::uninit();
+    let p = c.as_mut_ptr() as *mut u8;
+    // SAFETY: `path` fits with its NUL (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(path.as_ptr(), p, path.len());
+        *p.add(path.len()) = 0;
+    }
+    let p = p as *const c_char;
     // SAFETY: `p` is NUL-terminated; `call` makes the lookup on it.
     unsafe { observed(op, 0, Dir::Cwd, p, |sys| call(p, sys), |_| 0) }
 }

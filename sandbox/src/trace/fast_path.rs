@@ -29,6 +29,8 @@ pub const LIBRARY_NAME: &str = "libvt_preload.so";
 
 /// The recorder, built by `build.rs` from `sandbox/preload`.
 static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libvt_preload.so"));
+/// A digest of [`EMBEDDED`] (`build.rs`), naming its reusable copy.
+const EMBEDDED_DIGEST: &str = env!("VT_PRELOAD_DIGEST");
 
 /// Where the library to inject comes from.
 #[derive(Debug, Clone)]
@@ -58,7 +60,7 @@ pub struct Injection {
     /// The library's directory when it is a user's file (`VT_PRELOAD=FILE`).
     library_parent: Option<PathBuf>,
     /// Where the embedded library was written (None for `VT_PRELOAD=FILE`).
-    library_dir: Option<tempfile::TempDir>,
+    library_dir: Option<LibraryDir>,
     /// The per-process buffers: on tmpfs when there is one, because the first store to a
     /// sparse file on a disk file system costs a block allocation (measured: ~35 ms on ext4,
     /// once per process).
@@ -78,6 +80,23 @@ fn buffer_parent() -> PathBuf {
     }
 }
 
+/// The directory holding the embedded library.
+enum LibraryDir {
+    /// This user's copy, kept for later runs (`library_file`).
+    Shared(PathBuf),
+    /// A private copy for this run only, where no shared one could be made.
+    Private(tempfile::TempDir),
+}
+
+impl LibraryDir {
+    fn path(&self) -> &Path {
+        match self {
+            LibraryDir::Shared(path) => path,
+            LibraryDir::Private(dir) => dir.path(),
+        }
+    }
+}
+
 impl Injection {
     /// Creates vt's private directories (the library, the buffers), and sets `LD_PRELOAD`
     /// (in front of any the command already has) and `VT_PRELOAD_DIR`.
@@ -91,11 +110,16 @@ impl Injection {
         let (library, library_dir) = match library {
             Library::File(path) => (path.clone(), None),
             Library::Embedded => {
-                let dir = private_dir(&std::env::temp_dir())?;
-                let path = dir.path().join(LIBRARY_NAME);
-                std::fs::write(&path, EMBEDDED)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                (path, Some(dir))
+                match super::library_file::shared_copy(EMBEDDED, EMBEDDED_DIGEST, LIBRARY_NAME) {
+                    Some((dir, path)) => (path, Some(LibraryDir::Shared(dir))),
+                    None => {
+                        let dir = private_dir(&std::env::temp_dir())?;
+                        let path = dir.path().join(LIBRARY_NAME);
+                        std::fs::write(&path, EMBEDDED)
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                        (path, Some(LibraryDir::Private(dir)))
+                    }
+                }
             }
         };
         // The loader cannot map a library from a noexec mount; it would say so on the

@@ -18,6 +18,7 @@ mod decode;
 pub mod fanotify;
 pub mod fast_path;
 pub mod filter;
+mod library_file;
 mod notify;
 pub mod paths;
 mod ptrace;
