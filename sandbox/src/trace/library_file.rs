@@ -8,7 +8,7 @@
 //!
 //! The file lives in a directory only this user can write (`$XDG_RUNTIME_DIR/vt`, else
 //! `$TMPDIR/vt-UID`, created 0700 and checked: ours, a real directory, no access for
-//! others), under a name that carries a digest of its content. It is written to a
+//! others, not on a noexec mount), under a name that carries a digest of its content. It is written to a
 //! temporary name and renamed into place, and compared with the embedded bytes before each
 //! use, so a torn or altered copy is rewritten, never loaded. Anything unexpected (someone
 //! else's directory, a symlink, an unwritable place) makes the caller fall back to a
@@ -34,17 +34,25 @@ pub fn shared_copy(content: &[u8], digest: &str, name: &str) -> Option<(PathBuf,
     Some((dir, path))
 }
 
-/// This user's directory for vt's reusable files.
+/// This user's directory for vt's reusable files: the first of `$XDG_RUNTIME_DIR/vt` and
+/// `$TMPDIR/vt-UID` that is private and allows mapping code (the loader cannot map a
+/// library from a noexec mount, and some systems mount the runtime directory so).
 fn user_dir() -> Option<PathBuf> {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir());
-    let dir = match runtime {
-        Some(runtime) => runtime.join("vt"),
-        // SAFETY: geteuid cannot fail.
-        None => std::env::temp_dir().join(format!("vt-{}", unsafe { libc::geteuid() })),
-    };
-    private_dir(&dir).then_some(dir)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .map(|d| d.join("vt"));
+    // SAFETY: geteuid cannot fail.
+    let temp = std::env::temp_dir().join(format!("vt-{}", unsafe { libc::geteuid() }));
+    runtime
+        .into_iter()
+        .chain(Some(temp))
+        .find(|dir| private_dir(dir) && allows_exec(dir))
+}
+
+fn allows_exec(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|fs| !fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
 }
 
 /// Creates `dir` (0700) if missing; true if it is a real directory owned by this user that
