@@ -548,3 +548,84 @@ fn a_process_records_a_repeated_lookup_once_until_its_answer_changes() {
     assert_eq!(notified(&log, "newfstatat"), 0);
     assert_eq!(notified(&log, "readlink"), 0);
 }
+
+/// Opens with O_CREAT as programs make them: a new file, an existing one truncated, mkstemp's
+/// O_EXCL on a name that exists, a missing directory, a directory, a symlink to a new file;
+/// prints each result so the traced run can be compared with the bare one.
+const CREATE_PROBE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+static void try(const char *path, int flags) {
+    int fd = open(path, flags, 0644);
+    printf("%s %d %d\n", path, fd >= 0, fd >= 0 ? 0 : errno);
+    if (fd >= 0) close(fd);
+}
+int main(void) {
+    try("new.txt", O_WRONLY | O_CREAT | O_TRUNC);
+    try("old.txt", O_WRONLY | O_CREAT | O_TRUNC);
+    try("old.txt", O_WRONLY | O_CREAT | O_EXCL);
+    try("nodir/x.txt", O_WRONLY | O_CREAT);
+    try("d", O_RDONLY | O_CREAT);
+    try("link", O_WRONLY | O_CREAT);
+    FILE *f = fopen("appended.txt", "a");
+    if (!f) return 2;
+    fclose(f);
+    return 0;
+}
+"#;
+
+#[test]
+fn creating_opens_are_recorded_in_process_with_what_was_there_before() {
+    let (_t, dir) = workdir();
+    build_probe(&dir, CREATE_PROBE);
+    let reset = || {
+        for name in ["new.txt", "appended.txt", "target.txt"] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        std::fs::write(dir.join("old.txt"), "old").expect("write");
+    };
+    std::fs::create_dir(dir.join("d")).expect("mkdir");
+    std::os::unix::fs::symlink("target.txt", dir.join("link")).expect("symlink");
+    reset();
+    let bare = Command::new(dir.join("probe"))
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    reset();
+    let (traced, log) = trace(&dir, &[], &["./probe"]);
+    assert!(bare.status.success(), "{bare:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&bare.stdout),
+        "the opens must return what they return untraced"
+    );
+    let seen = accesses(&log);
+    let has = |kind: &str, rel: &str| {
+        seen.contains(&(
+            kind.to_owned(),
+            dir.join(rel).to_string_lossy().into_owned(),
+        ))
+    };
+    assert!(has("create", "new.txt"), "{seen:?}");
+    assert!(has("write", "old.txt"), "{seen:?}");
+    assert!(has("missing", "nodir/x.txt"), "{seen:?}");
+    assert!(has("stat", "d"), "{seen:?}");
+    // Through a symlink to a missing file: the target is created.
+    assert!(
+        has("create", "link") || has("create", "target.txt"),
+        "{seen:?}"
+    );
+    assert!(has("create", "appended.txt"), "{seen:?}");
+    assert!(
+        !has("write", "new.txt") && !has("create", "old.txt"),
+        "{seen:?}"
+    );
+    // None of them stopped the process: only the loader's opens are notified.
+    assert!(
+        notified(&log, "openat") <= 4,
+        "{} notified openat",
+        notified(&log, "openat")
+    );
+}

@@ -38,6 +38,12 @@
 //! - between `PENDING` and `DONE` leaves a pending record: the reader probes the path itself;
 //! - between reserving and storing the length leaves a zero word the reader cannot step
 //!   over: it reports a tracing gap. An observation is never lost silently.
+//!
+//! Lookups (`OP_PROBE_*`: stat, access, readlink) change nothing, so they are recorded only
+//! after the call, done at once, and not at all when the same process image already has a
+//! done record saying the same thing (same op, flags, result, bits and path): a process that
+//! dies during a lookup never acted on its answer, and the reader keeps only the earliest of
+//! identical records anyway. Opens, execs and removals keep the pending step.
 
 #![no_std]
 
@@ -70,7 +76,7 @@ pub const TRAMPOLINE_CODE: [u8; 27] = [
 pub const DIR_ENV: &str = "VT_PRELOAD_DIR";
 
 pub const MAGIC: u32 = 0x7674_7072; // "vtpr"
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 64;
 pub const OFFSET_CURSOR: usize = 8;
 /// Size of each buffer file (sparse: only written pages cost memory). A process that fills
@@ -84,7 +90,8 @@ pub const STATE_PENDING: u32 = 1;
 pub const STATE_DONE: u32 = 2;
 pub const STATE_MASK: u32 = 3;
 
-/// `open`/`openat` without `O_CREAT`/`O_TMPFILE`: flags say how.
+/// `open`/`openat` (not `O_TMPFILE`): flags say how. With `O_CREAT`, the bits say whether
+/// the path existed just before (`BIT_FOUND`, `BIT_DIR`, `BIT_UNSURE`).
 pub const OP_OPEN: u8 = 1;
 /// A lookup that follows a final symlink (stat, access, …).
 pub const OP_PROBE_FOLLOW: u8 = 2;
@@ -95,8 +102,12 @@ pub const OP_EXEC: u8 = 4;
 /// `unlink`/`unlinkat`/`rmdir`: flags are unlinkat's (`AT_REMOVEDIR`).
 pub const OP_REMOVE: u8 = 5;
 
-/// The opened file is a directory (OP_OPEN, done).
+/// The opened file is a directory (OP_OPEN, done); with `O_CREAT`: the path was one.
 pub const BIT_DIR: u8 = 1;
+/// A creating open (OP_OPEN with `O_CREAT`): the path existed just before the call.
+pub const BIT_FOUND: u8 = 2;
+/// A creating open: whether the path existed could not be told (EACCES, ELOOP, …).
+pub const BIT_UNSURE: u8 = 4;
 
 /// The 8-aligned length of a record with a `path_len`-byte path.
 pub const fn record_len(path_len: usize) -> usize {

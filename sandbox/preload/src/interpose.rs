@@ -5,14 +5,14 @@ use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
 use preload_abi::{BIT_DIR, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, OP_REMOVE};
 
-use crate::observe::{Dir, observed};
+use crate::observe::{Dir, observed, observed_create};
 use crate::realpath;
 use crate::syscall::{errno, set_errno, to_libc, traced};
 
 // ---- open ----------------------------------------------------------------------------
 
-/// `openat` as glibc makes it. Creating opens are outputs and rare: they stay notified, so
-/// the supervisor sees whether the file existed before.
+/// `openat` as glibc makes it. A creating open also records whether its path existed
+/// before ([`observed_create`]); an `O_TMPFILE` one (a nameless file) stays notified.
 pub(crate) fn open_at(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
     let args = [
         dirfd as usize,
@@ -22,10 +22,12 @@ pub(crate) fn open_at(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_u
         0,
         0,
     ];
-    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
-    let r = if creates {
+    let r = if flags & libc::O_TMPFILE == libc::O_TMPFILE {
         // SAFETY: the caller's own openat.
         unsafe { traced(libc::SYS_openat, args) }
+    } else if flags & libc::O_CREAT != 0 {
+        // SAFETY: the caller's own openat on its own path argument.
+        unsafe { observed_create(dirfd, path, flags, mode) }
     } else {
         // SAFETY: the caller's own openat on its own path argument.
         unsafe {

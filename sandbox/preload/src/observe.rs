@@ -3,7 +3,7 @@
 
 use core::ffi::{CStr, c_char};
 
-use preload_abi::{OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
+use preload_abi::{BIT_DIR, BIT_FOUND, BIT_UNSURE, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW};
 
 use crate::syscall::{Sys, exempt, fast_path_ready, traced};
 use crate::{buffer, seen};
@@ -41,25 +41,112 @@ pub unsafe fn observed(
     mut call: impl FnMut(Sys) -> isize,
     bits: impl FnOnce(isize) -> u8,
 ) -> isize {
+    // SAFETY: the caller's path argument, as `named` requires.
+    let made = unsafe {
+        named(dir, path, |parts| {
+            recorded(op, flags, parts, &mut call, bits)
+        })
+    };
+    match made {
+        Some(result) => result,
+        None => call(traced),
+    }
+}
+
+/// Runs `f` on the absolute path that `path` names relative to `dir`, as parts to
+/// concatenate; None when the fast path is off or cannot name it (empty or overlong, a
+/// base directory without a usable name): the caller then makes its call notified, and the
+/// kernel and the supervisor handle these rare cases.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn named<R>(dir: Dir, path: *const c_char, f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
     if path.is_null() || !fast_path_ready() || !buffer::ready() {
-        return call(traced);
+        return None;
     }
     // SAFETY: the caller's NUL-terminated path argument.
     let raw = unsafe { CStr::from_ptr(path) }.to_bytes();
     if raw.is_empty() || raw.len() >= PATH_MAX {
-        // AT_EMPTY_PATH (fd-only, not notified anyway), ENOENT or ENAMETOOLONG: the kernel
-        // and the supervisor handle these rare cases.
-        return call(traced);
+        // AT_EMPTY_PATH (fd-only, not notified anyway), ENOENT or ENAMETOOLONG.
+        return None;
     }
     if raw[0] == b'/' {
-        return recorded(op, flags, &[raw], call, bits);
+        return Some(f(&[raw]));
     }
     // Only a relative path needs (and zeroes) a buffer for its base: zeroing 4 KiB costs
     // ~20 ns, a tenth of what recording a call costs.
     let mut base = [0u8; PATH_MAX];
-    match base_dir(dir, &mut base) {
-        Some(dir) => recorded(op, flags, &[dir, b"/", raw], call, bits),
-        None => call(traced),
+    let dir = base_dir(dir, &mut base)?;
+    Some(f(&[dir, b"/", raw]))
+}
+
+/// An open with `O_CREAT` (not `O_TMPFILE`), made in process. Whether it creates the file
+/// decides what it is (an output, or a write to a file that was there), and its result does
+/// not say; so, as the supervisor does for a notified one, the path is looked up first
+/// (`newfstatat`, following a final symlink unless `O_NOFOLLOW`, as the open will), and the
+/// record carries what that found. The open itself is exactly the caller's.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+pub unsafe fn observed_create(dirfd: i32, path: *const c_char, flags: i32, mode: u32) -> isize {
+    let open = |sys: Sys| {
+        let args = [
+            dirfd as usize,
+            path as usize,
+            flags as usize,
+            mode as usize,
+            0,
+            0,
+        ];
+        // SAFETY: the caller's own openat.
+        unsafe { sys(libc::SYS_openat, args) }
+    };
+    // SAFETY: the caller's path argument, as `named` requires.
+    let made = unsafe {
+        named(Dir::at(dirfd), path, |parts| {
+            let slot = buffer::begin(OP_OPEN, flags, parts)?;
+            let found = existed(dirfd, path, flags);
+            let result = open(exempt);
+            slot.finish(result, found);
+            Some(result)
+        })
+    };
+    match made.flatten() {
+        Some(result) => result,
+        None => open(traced),
+    }
+}
+
+/// What a creating open's path was just before it: `BIT_FOUND` (and `BIT_DIR`), nothing
+/// (missing), or `BIT_UNSURE`.
+fn existed(dirfd: i32, path: *const c_char, flags: i32) -> u8 {
+    // SAFETY: all-zero is a valid `stat`; newfstatat writes into it.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let follow = if flags & libc::O_NOFOLLOW != 0 {
+        libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        0
+    };
+    // SAFETY: a lookup of the caller's path into our `stat`; through the trampoline because
+    // the record carries its answer.
+    let r = unsafe {
+        exempt(
+            libc::SYS_newfstatat,
+            [
+                dirfd as usize,
+                path as usize,
+                &mut st as *mut libc::stat as usize,
+                follow as usize,
+                0,
+                0,
+            ],
+        )
+    };
+    match r {
+        0 if st.st_mode & libc::S_IFMT == libc::S_IFDIR => BIT_FOUND | BIT_DIR,
+        0 => BIT_FOUND,
+        e if e == -(libc::ENOENT as isize) || e == -(libc::ENOTDIR as isize) => 0,
+        _ => BIT_UNSURE,
     }
 }
 

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use preload_abi::{
-    BIT_DIR, BufferError, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW, OP_PROBE_NOFOLLOW, OP_REMOVE, Record,
+    BIT_DIR, BIT_FOUND, BIT_UNSURE, BufferError, OP_EXEC, OP_OPEN, OP_PROBE_FOLLOW,
+    OP_PROBE_NOFOLLOW, OP_REMOVE, Record,
 };
 
 use crate::access::{AccessKind, AccessLog};
@@ -368,6 +369,24 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
     let path = without_self_links(paths.absolute(record.path), record.pid);
     let errno = -record.result;
     match record.op {
+        OP_OPEN if record.flags & libc::O_CREAT != 0 && record.done => {
+            // The recorder looked the path up just before the open; the result says whether
+            // the open then created it.
+            let existence = if record.bits & BIT_UNSURE != 0 {
+                Existence::Unknown
+            } else if record.bits & BIT_FOUND == 0 {
+                Existence::Missing
+            } else if record.bits & BIT_DIR != 0 {
+                Existence::Dir
+            } else {
+                Existence::File
+            };
+            match existence {
+                Existence::Missing if record.result == 0 => vec![(Create, path)],
+                Existence::Missing if is_missing(errno) => vec![(Missing, path)],
+                _ => open_accesses(path, record.flags, existence),
+            }
+        }
         OP_OPEN => {
             let flags = record.flags;
             let existence = if record.done {
@@ -383,7 +402,7 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
             } else {
                 probe(&path, flags & libc::O_NOFOLLOW == 0)
             };
-            // The recorder never records creating opens, so the result alone decides.
+            // Not creating (or pending: decided by looking), so the result alone decides.
             open_accesses(path, flags, existence)
         }
         OP_PROBE_FOLLOW | OP_PROBE_NOFOLLOW => {
@@ -495,6 +514,39 @@ mod tests {
         assert_eq!(remove(0), vec![(Delete, p("/w/tmp.s"))]);
         assert_eq!(remove(-libc::ENOENT), vec![(Missing, p("/w/tmp.s"))]);
         assert_eq!(remove(-libc::ENOTEMPTY), vec![(Delete, p("/w/tmp.s"))]);
+    }
+
+    #[test]
+    fn a_creating_open_is_decided_by_what_was_there_before_and_its_result() {
+        use AccessKind::*;
+        let p = PathBuf::from;
+        let w = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        let open = |flags: i32, result: i32, bits: u8| {
+            decode_record(
+                &record(OP_OPEN, flags, result, bits, b"/w/out.o"),
+                &mut CleanPaths::default(),
+            )
+        };
+        // Missing before, opened: the open created it.
+        assert_eq!(open(w, 0, 0), vec![(Create, p("/w/out.o"))]);
+        // There before: the task wrote to it.
+        assert_eq!(open(w, 0, BIT_FOUND), vec![(Write, p("/w/out.o"))]);
+        assert_eq!(
+            open((w & !libc::O_WRONLY) | libc::O_RDWR, 0, BIT_FOUND),
+            vec![(Read, p("/w/out.o")), (Write, p("/w/out.o"))]
+        );
+        // mkstemp's O_EXCL on a name that exists: only looked up.
+        assert_eq!(
+            open(w | libc::O_EXCL, -libc::EEXIST, BIT_FOUND),
+            vec![(Stat, p("/w/out.o"))]
+        );
+        // No such directory: a lookup that found nothing.
+        assert_eq!(open(w, -libc::ENOENT, 0), vec![(Missing, p("/w/out.o"))]);
+        // A directory: looked up, never written.
+        assert_eq!(
+            open(w, -libc::EISDIR, BIT_FOUND | BIT_DIR),
+            vec![(Stat, p("/w/out.o"))]
+        );
     }
 
     #[test]
