@@ -55,6 +55,15 @@ fn build_probe(dir: &Path, source: &str) {
     assert!(built.success(), "gcc could not build the probe");
 }
 
+/// The process id a probe printed on its line starting with `who`.
+fn printed_pid(stdout: &str, who: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(who))
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {who} line in {stdout}"))
+}
+
 fn count(log: &serde_json::Value, field: &str) -> u64 {
     log[field].as_u64().expect("a count")
 }
@@ -408,13 +417,7 @@ fn a_forked_childs_records_carry_its_own_process_id() {
     let (out, log) = trace(&dir, &[], &["./probe"]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let pid_of = |who: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(who))
-            .map(|p| p.trim().to_owned())
-            .unwrap_or_else(|| panic!("no {who} line in {stdout}"))
-    };
+    let pid_of = |who: &str| printed_pid(&stdout, who);
     let seen = accesses(&log);
     for who in ["parent ", "child "] {
         let path = format!("/proc/{}/comm", pid_of(who));
@@ -520,13 +523,7 @@ fn a_process_records_a_repeated_lookup_once_until_its_answer_changes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let pid_of = |who: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(who))
-            .map(|p| p.trim().to_owned())
-            .unwrap_or_else(|| panic!("no {who} line in {stdout}"))
-    };
+    let pid_of = |who: &str| printed_pid(&stdout, who);
     let seen = accesses(&log);
     let has = |kind: &str, path: String| seen.contains(&(kind.to_owned(), path));
     let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
