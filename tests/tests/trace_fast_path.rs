@@ -55,6 +55,19 @@ fn build_probe(dir: &Path, source: &str) {
     assert!(built.success(), "gcc could not build the probe");
 }
 
+/// `dir/probe`, untraced.
+fn run_probe(dir: &Path) -> Output {
+    Command::new(dir.join("probe"))
+        .current_dir(dir)
+        .output()
+        .expect("the probe runs")
+}
+
+/// Whether `seen` (from [`accesses`]) has a `kind` access to `path`.
+fn has_access(seen: &[(String, String)], kind: &str, path: &Path) -> bool {
+    seen.contains(&(kind.to_owned(), path.to_string_lossy().into_owned()))
+}
+
 /// The process id a probe printed on its line starting with `who`.
 fn printed_pid(stdout: &str, who: &str) -> String {
     stdout
@@ -184,10 +197,7 @@ fn interposed_functions_behave_like_glibc() {
     symlink("../d/./f", "d/rel");
     symlink(dir.join("d/sub").to_str().expect("utf-8"), "d/abs");
 
-    let bare = Command::new(dir.join("probe"))
-        .current_dir(&dir)
-        .output()
-        .expect("runs");
+    let bare = run_probe(&dir);
     let (traced, log) = trace(&dir, &[], &["./probe"]);
     assert!(bare.status.success(), "{bare:?}");
     assert!(traced.status.success(), "{traced:?}");
@@ -199,12 +209,7 @@ fn interposed_functions_behave_like_glibc() {
     assert!(count(&log, "fast_path_records") > 20);
     // What realpath looked at is recorded: the links it followed and the name it missed.
     let seen = accesses(&log);
-    let has = |kind: &str, rel: &str| {
-        seen.contains(&(
-            kind.to_owned(),
-            dir.join(rel).to_string_lossy().into_owned(),
-        ))
-    };
+    let has = |kind: &str, rel: &str| has_access(&seen, kind, &dir.join(rel));
     assert!(has("stat", "d/chain") && has("stat", "d/link") && has("missing", "d/none"));
 }
 
@@ -586,10 +591,7 @@ fn creating_opens_are_recorded_in_process_with_what_was_there_before() {
     std::fs::create_dir(dir.join("d")).expect("mkdir");
     std::os::unix::fs::symlink("target.txt", dir.join("link")).expect("symlink");
     reset();
-    let bare = Command::new(dir.join("probe"))
-        .current_dir(&dir)
-        .output()
-        .expect("runs");
+    let bare = run_probe(&dir);
     reset();
     let (traced, log) = trace(&dir, &[], &["./probe"]);
     assert!(bare.status.success(), "{bare:?}");
@@ -599,12 +601,7 @@ fn creating_opens_are_recorded_in_process_with_what_was_there_before() {
         "the opens must return what they return untraced"
     );
     let seen = accesses(&log);
-    let has = |kind: &str, rel: &str| {
-        seen.contains(&(
-            kind.to_owned(),
-            dir.join(rel).to_string_lossy().into_owned(),
-        ))
-    };
+    let has = |kind: &str, rel: &str| has_access(&seen, kind, &dir.join(rel));
     assert!(has("create", "new.txt"), "{seen:?}");
     assert!(has("write", "old.txt"), "{seen:?}");
     assert!(has("missing", "nodir/x.txt"), "{seen:?}");
