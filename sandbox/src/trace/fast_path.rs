@@ -383,7 +383,11 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
             };
             match existence {
                 Existence::Missing if record.result == 0 => vec![(Create, path)],
-                Existence::Missing if is_missing(errno) => vec![(Missing, path)],
+                // Not there, and the open failed (no such directory, no permission to
+                // create, read-only file system, …): nothing was created, the task only
+                // found that the name is free. (The supervisor, which never sees results,
+                // has to call this a creation.)
+                Existence::Missing => vec![(Missing, path)],
                 _ => open_accesses(path, record.flags, existence),
             }
         }
@@ -540,8 +544,9 @@ mod tests {
             open(w | libc::O_EXCL, -libc::EEXIST, BIT_FOUND),
             vec![(Stat, p("/w/out.o"))]
         );
-        // No such directory: a lookup that found nothing.
+        // No such directory, or no right to create: a lookup that found nothing.
         assert_eq!(open(w, -libc::ENOENT, 0), vec![(Missing, p("/w/out.o"))]);
+        assert_eq!(open(w, -libc::EACCES, 0), vec![(Missing, p("/w/out.o"))]);
         // A directory: looked up, never written.
         assert_eq!(
             open(w, -libc::EISDIR, BIT_FOUND | BIT_DIR),
