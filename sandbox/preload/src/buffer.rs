@@ -192,12 +192,13 @@ pub fn begin_at(op: u8, flags: i32, parts: &[&[u8]], time_ns: u64) -> Option<Slo
             Err(now) => used = now,
         }
     }
-    // SAFETY: [HEADER_LEN + used, + len) is ours alone and inside the mapping.
-    let record = unsafe { base.add(HEADER_LEN + used as usize) };
+    let offset = HEADER_LEN + used as usize;
+    // SAFETY: [offset, offset + len) is ours alone and inside the mapping.
+    let record = unsafe { base.add(offset) };
     let slot = Slot {
         record,
         len,
-        offset: HEADER_LEN + used as usize,
+        offset,
     };
     slot.state().store((len as u32) << 2, Ordering::Relaxed);
     let pid = PID.load(Ordering::Relaxed);

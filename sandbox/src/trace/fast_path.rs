@@ -125,9 +125,7 @@ impl Injection {
         };
         // The loader cannot map a library from a noexec mount; it would say so on the
         // task's stderr and go on without it.
-        if nix::sys::statvfs::statvfs(&library)
-            .is_ok_and(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
-        {
+        if super::library_file::on_noexec_mount(&library) == Some(true) {
             return Err(format!("{} is on a noexec mount", library.display()));
         }
         let buffers = private_dir(&buffer_parent())?;

@@ -8,11 +8,11 @@
 //!
 //! The file lives in a directory only this user can write (`$XDG_RUNTIME_DIR/vt`, else
 //! `$TMPDIR/vt-UID`, created 0700 and checked: ours, a real directory, no access for
-//! others, not on a noexec mount), under a name that carries a digest of its content. It is written to a
-//! temporary name and renamed into place, and compared with the embedded bytes before each
-//! use, so a torn or altered copy is rewritten, never loaded. Anything unexpected (someone
-//! else's directory, a symlink, an unwritable place) makes the caller fall back to a
-//! private temporary directory, as before.
+//! others, not on a noexec mount), under a name that carries a digest of its content. It
+//! is written to a temporary name and renamed into place, and compared with the embedded
+//! bytes before each use, so a torn or altered copy is rewritten, never loaded. Anything
+//! unexpected (someone else's directory, a symlink, an unwritable place) makes the caller
+//! fall back to a private temporary directory, as before.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -47,12 +47,15 @@ fn user_dir() -> Option<PathBuf> {
     runtime
         .into_iter()
         .chain(Some(temp))
-        .find(|dir| private_dir(dir) && allows_exec(dir))
+        .find(|dir| private_dir(dir) && on_noexec_mount(dir) == Some(false))
 }
 
-fn allows_exec(dir: &Path) -> bool {
-    nix::sys::statvfs::statvfs(dir)
-        .is_ok_and(|fs| !fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+/// Whether `path` is on a `noexec` mount, where the loader cannot map a library; None when
+/// that cannot be told.
+pub fn on_noexec_mount(path: &Path) -> Option<bool> {
+    nix::sys::statvfs::statvfs(path)
+        .ok()
+        .map(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
 }
 
 /// Creates `dir` (0700) if missing; true if it is a real directory owned by this user that
