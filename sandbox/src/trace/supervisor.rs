@@ -80,12 +80,11 @@ pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
         // fidelity: `as` read a temporary file that gcc deleted before the late probe,
         // which then said "missing" (the strace oracle caught it).
         let decoded = decode_syscall(tid, nr, notification.data.args);
-        // Only trust what we read if the tracee is still stopped in *this* call; otherwise
-        // the pid may have been reused and the memory belongs to someone else.
-        if listener.is_pending(notification.id) {
+        // Only trust what we read if the tracee was still stopped in *this* call when we let
+        // it go; otherwise the pid may have been reused and the memory was someone else's.
+        if listener.continue_syscall(notification.id)? {
             record(log, tid, decoded);
         }
-        listener.continue_syscall(notification.id)?;
     }
     Ok(())
 }
