@@ -479,3 +479,39 @@ fn vt_finishes_while_another_process_keeps_writing_to_the_watched_file_system() 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Where the kernel ties speculation mitigations to seccomp (its `seccomp` mode, the
+/// default before 5.16), a filter installed without `SECCOMP_FILTER_FLAG_SPEC_ALLOW` would
+/// force them on for the whole task and make every traced build slower than bare. Both
+/// tracers must leave the task exactly as a bare run has it. (On a kernel in `prctl` mode,
+/// as here, both runs read the same either way; the test guards the hosts where it matters.)
+#[test]
+fn tracing_leaves_the_tasks_speculation_mitigations_as_they_were() {
+    let (_dir, root) = workdir();
+    let read = "grep '^Speculation' /proc/self/status";
+    let bare = Command::new("sh")
+        .args(["-c", read])
+        .output()
+        .expect("sh runs");
+    let bare = String::from_utf8_lossy(&bare.stdout).into_owned();
+    assert!(
+        bare.contains("Speculation_Store_Bypass"),
+        "this kernel reports speculation control in /proc/PID/status: {bare}"
+    );
+    for tracer in ["seccomp", "ptrace"] {
+        let output = Command::new(vt_tests::vt_binary())
+            .args(["trace", "-o"])
+            .arg(root.join("log.txt"))
+            .args(["--", "sh", "-c", read])
+            .env("VT_TRACER", tracer)
+            .current_dir(&root)
+            .output()
+            .expect("vt runs");
+        assert!(output.status.success(), "{tracer}: {output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            bare,
+            "{tracer}: a traced task has the mitigations of a bare one"
+        );
+    }
+}

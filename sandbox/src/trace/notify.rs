@@ -11,6 +11,18 @@ use nix::errno::Errno;
 /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (6.6+): wake the supervisor on the tracee's CPU.
 const SYNC_WAKE_UP: u64 = 1;
 
+/// `SECCOMP_FILTER_FLAG_SPEC_ALLOW` (4.17+), on every filter the tracer installs.
+///
+/// Where the kernel's speculation mitigations are in their `seccomp` mode (the default for
+/// Speculative Store Bypass and for user-space Spectre v2 until 5.16, and still chosen by
+/// some distributions), installing a filter *without* this flag force-disables speculative
+/// store bypass and indirect branch speculation for the task and everything it starts,
+/// irreversibly: on such a host every traced build runs slower than the same build bare, for
+/// a reason that has nothing to do with tracing. This filter only observes; the task runs
+/// with exactly the mitigations it would have had without vt. The sandbox's own deny-list
+/// filter (`jail`) is a confinement and keeps the kernel's default.
+pub const OBSERVE_ONLY: libc::c_ulong = libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+
 /// Installs `program` with a new listener and returns the listener fd.
 ///
 /// Runs in the forked child before `exec`, so it is async-signal-safe: no allocation, only
@@ -24,9 +36,9 @@ pub fn install_listener(program: &[sock_filter]) -> io::Result<RawFd> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let with_killable =
-        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
-    for flags in [with_killable, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER] {
+    let listener = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | OBSERVE_ONLY;
+    let with_killable = listener | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    for flags in [with_killable, listener] {
         // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
         let fd = unsafe {
             libc::syscall(

@@ -105,14 +105,22 @@ pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
                 len: program_filter.len() as u16,
                 filter: program_filter.as_ptr().cast_mut(),
             };
-            if libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &fprog as *const libc::sock_fprog,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
+            // The ptrace fallback serves kernels older than user-notify; before 4.17 the
+            // flag itself is EINVAL, and the filter goes in without it.
+            for flags in [super::notify::OBSERVE_ONLY, 0] {
+                if libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    flags,
+                    &fprog as *const libc::sock_fprog,
+                ) == 0
+                {
+                    return Ok(());
+                }
+                let err = std::io::Error::last_os_error();
+                if flags == 0 || err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
             }
             Ok(())
         })
