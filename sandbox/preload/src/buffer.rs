@@ -160,11 +160,7 @@ pub struct Slot {
 /// now; None if there is no buffer or no room (the caller then makes a notified call
 /// instead).
 pub fn begin(op: u8, flags: i32, parts: &[&[u8]]) -> Option<Slot> {
-    begin_at(op, flags, parts, monotonic_ns())
-}
-
-/// [`begin`] for a call that began at `time_ns` ([`monotonic_ns`]).
-pub fn begin_at(op: u8, flags: i32, parts: &[&[u8]], time_ns: u64) -> Option<Slot> {
+    let time_ns = monotonic_ns();
     let base = BUFFER.load(Ordering::Acquire);
     if base.is_null() {
         return None;
@@ -223,7 +219,7 @@ pub fn begin_at(op: u8, flags: i32, parts: &[&[u8]], time_ns: u64) -> Option<Slo
 
 /// CLOCK_MONOTONIC in nanoseconds, through the vDSO (libc's `clock_gettime` is not a file
 /// API and never comes back here).
-pub fn monotonic_ns() -> u64 {
+fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -176,6 +176,12 @@ fn recorded(
 /// first and recorded after, unless this process already recorded the same answer
 /// ([`seen`]). Without room for the record, it is made again, notified, and the caller gets
 /// that answer: the one seccomp saw.
+///
+/// Its time is read after the call, and only when it is recorded: most lookups of a C build
+/// are repeats, and reading the clock for each was a quarter of what skipping one costs.
+/// The end of a call orders it against calls that did not overlap it exactly as its start
+/// does; and vt orders a lookup against nothing but the same path's changes, which make
+/// it the task checking its own output whatever the order (`executor::cache::observe`).
 fn recorded_lookup(
     op: u8,
     flags: i32,
@@ -183,7 +189,6 @@ fn recorded_lookup(
     mut call: impl FnMut(Sys) -> isize,
     bits: impl FnOnce(isize) -> u8,
 ) -> isize {
-    let time_ns = buffer::monotonic_ns();
     let result = call(exempt);
     let bits = bits(result);
     let key = seen::Key {
@@ -196,7 +201,7 @@ fn recorded_lookup(
     if seen::contains(buffer::base(), &key) {
         return result;
     }
-    match buffer::begin_at(op, flags, parts, time_ns) {
+    match buffer::begin(op, flags, parts) {
         Some(slot) => {
             let offset = slot.offset();
             slot.finish(result, bits);
