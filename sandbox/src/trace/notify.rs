@@ -28,19 +28,31 @@ pub const OBSERVE_ONLY: libc::c_ulong = libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW;
 /// Runs in the forked child before `exec`, so it is async-signal-safe: no allocation, only
 /// syscalls. Requires `PR_SET_NO_NEW_PRIVS` (set here) unless the caller has CAP_SYS_ADMIN.
 pub fn install_listener(program: &[sock_filter]) -> io::Result<RawFd> {
-    let fprog = sock_fprog {
-        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
-        filter: program.as_ptr().cast_mut(),
-    };
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let listener = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | OBSERVE_ONLY;
+    // WAIT_KILLABLE_RECV is 5.19+; older kernels say EINVAL, so retry without it.
     let with_killable = listener | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
-    for flags in [with_killable, listener] {
+    install_filter(program, &[with_killable, listener])
+}
+
+/// Installs `program` with the first of `flag_sets` the kernel takes (EINVAL names a flag
+/// it does not know: the next set goes without it) and returns what `seccomp` returned: the
+/// listener fd with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, else 0.
+///
+/// Async-signal-safe (no allocation), for a forked child before `exec`; the caller has set
+/// `PR_SET_NO_NEW_PRIVS`.
+pub fn install_filter(program: &[sock_filter], flag_sets: &[libc::c_ulong]) -> io::Result<RawFd> {
+    let fprog = sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let mut refused = io::Error::from_raw_os_error(libc::EINVAL);
+    for &flags in flag_sets {
         // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
-        let fd = unsafe {
+        let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
@@ -48,16 +60,15 @@ pub fn install_listener(program: &[sock_filter]) -> io::Result<RawFd> {
                 &fprog as *const sock_fprog,
             )
         };
-        if fd >= 0 {
-            return Ok(fd as RawFd);
+        if rc >= 0 {
+            return Ok(rc as RawFd);
         }
-        let err = io::Error::last_os_error();
-        // WAIT_KILLABLE_RECV is 5.19+; older kernels say EINVAL, so retry without it.
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
+        refused = io::Error::last_os_error();
+        if refused.raw_os_error() != Some(libc::EINVAL) {
+            return Err(refused);
         }
     }
-    Err(io::Error::last_os_error())
+    Err(refused)
 }
 
 /// What the child reports before `exec`: the listener, or why there is none.

@@ -101,28 +101,10 @@ pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let fprog = libc::sock_fprog {
-                len: program_filter.len() as u16,
-                filter: program_filter.as_ptr().cast_mut(),
-            };
             // The ptrace fallback serves kernels older than user-notify; before 4.17 the
             // flag itself is EINVAL, and the filter goes in without it.
-            for flags in [super::notify::OBSERVE_ONLY, 0] {
-                if libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    flags,
-                    &fprog as *const libc::sock_fprog,
-                ) == 0
-                {
-                    return Ok(());
-                }
-                let err = std::io::Error::last_os_error();
-                if flags == 0 || err.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(err);
-                }
-            }
-            Ok(())
+            super::notify::install_filter(&program_filter, &[super::notify::OBSERVE_ONLY, 0])
+                .map(|_| ())
         })
     };
     let spawned = command.spawn();
