@@ -131,7 +131,8 @@ pub fn remember(key: &Key<'_>, offset: usize) {
         return;
     };
     let generation = GENERATION.load(Ordering::Relaxed);
-    let set = &SLOTS_TABLE[key.set()..key.set() + WAYS];
+    let first = key.set();
+    let set = &SLOTS_TABLE[first..first + WAYS];
     let slot = set
         .iter()
         .find(|slot| slot.load(Ordering::Relaxed) >> 32 != u64::from(generation))
