@@ -3,6 +3,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Files changed before vt started were changed before any task it starts.
+    executor::cache::guard::settled();
     let cli = executor::cli::Cli::parse();
     match executor::cli::run(cli) {
         Ok(code) => code,

@@ -265,9 +265,18 @@ fn s10_a_dependency_output_change_misses_downstream() {
     let first = ws.run("app#build", &[]);
     first.assert_miss("lib#build", "no previous run");
     first.assert_miss(APP, "no previous run");
+    // `cp` looks at its destination before writing it: lib's first run found
+    // dist/index.js missing, and with it in place now a fresh run is a different run (the
+    // state a task found before changing a path is keyed). It runs once more, then hits.
     let second = ws.run("app#build", &[]);
-    second.assert_hit("lib#build");
+    second.assert_miss(
+        "lib#build",
+        "packages/lib/dist/index.js exists (it was missing before the cached run made it)",
+    );
     second.assert_hit(APP);
+    let third = ws.run("app#build", &[]);
+    third.assert_hit("lib#build");
+    third.assert_hit(APP);
     ws.write("packages/lib/src/index.js", "export const v = 2;\n");
     let third = ws.run("app#build", &[]);
     third.assert_miss("lib#build", "packages/lib/src/index.js: content changed");
@@ -754,7 +763,16 @@ fn s41_temporary_files_outside_the_workspace_are_fine() {
         r#"{"name":"app","scripts":{"build":"t=$(mktemp) && cat src/a.js > $t && cp $t out.txt && rm $t"}}"#,
     )]);
     ws.run("build", &[]).assert_miss(APP, "no previous run");
+    // `cp` looked at out.txt before writing it (see s10): one more run, then hits.
+    ws.run("build", &[]).assert_miss(
+        APP,
+        "out.txt exists (it was missing before the cached run made it)",
+    );
     ws.run("build", &[]).assert_hit(APP);
+    // The temporary file is not an input, and out.txt deleted by the user is restored.
+    std::fs::remove_file(ws.path("out.txt")).expect("rm");
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(ws.read("out.txt"), "const a = 1;\n");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Outputs: archiving what a run left behind, and restoring it atomically on a hit.
 
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::Output;
@@ -38,6 +39,7 @@ pub fn archive(
                     mode: meta.permissions().mode() & 0o7777,
                     blob,
                     size,
+                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
                 }
             }
         };
@@ -47,6 +49,17 @@ pub fn archive(
 }
 
 /// Why an entry cannot be restored.
+/// The time `ns` nanoseconds after (or before) the epoch.
+fn mtime(ns: i64) -> std::time::SystemTime {
+    let epoch = std::time::UNIX_EPOCH;
+    let offset = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        epoch + offset
+    } else {
+        epoch - offset
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("output blob for {path} is missing from the cache")]
@@ -148,9 +161,13 @@ pub fn restore(
                 std::fs::create_dir_all(parent).map_err(fail(target))?;
             }
             match output {
-                Output::File { mode, .. } => {
-                    std::fs::write(&temp, bytes.as_deref().unwrap_or_default())
+                Output::File { mode, mtime_ns, .. } => {
+                    let file = std::fs::File::create(&temp).map_err(fail(target))?;
+                    (&file)
+                        .write_all(bytes.as_deref().unwrap_or_default())
                         .map_err(fail(target))?;
+                    file.set_modified(mtime(*mtime_ns)).map_err(fail(target))?;
+                    drop(file);
                     std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(*mode))
                         .map_err(fail(target))?;
                 }
@@ -177,12 +194,16 @@ fn replace(temp: &Path, target: &Path) -> std::io::Result<()> {
     })
 }
 
+/// A name beside `target` that no other restore writes: tasks of one `vt run` restore in
+/// parallel, and two whose declared outputs overlap restore the same files.
 fn temp_name(target: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.vt-{}", std::process::id()))
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    target.with_file_name(format!(".{name}.vt-{}-{n}", std::process::id()))
 }
 
 /// The blob key of a log.

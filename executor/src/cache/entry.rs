@@ -16,6 +16,9 @@ pub enum Output {
         mode: u32,
         blob: Key,
         size: u64,
+        /// Modification time (ns since the epoch), put back on restore: a dependent that
+        /// only stats the file (make) keys its mtime, which a restore must not move.
+        mtime_ns: i64,
     },
     Symlink {
         path: CachePath,
@@ -65,6 +68,60 @@ pub struct Entry {
     pub log: Key,
     pub exit_code: i32,
     pub duration_ms: u64,
+}
+
+impl Entry {
+    /// What a dependent's pre-run key includes of this run: what it left in the workspace
+    /// (each output's path, kind, mode and content; not its mtime) and its exit code. Not
+    /// the entry's own key: a run that had to execute again (its sources touched, the state
+    /// of its outputs beforehand differing) but produced the same files changes nothing a
+    /// dependent can see, so the dependent still hits (what it reads of them is observed
+    /// by its own trace anyway).
+    pub fn result_key(&self) -> Key {
+        let mut hasher = super::key::KeyHasher::new("result");
+        hasher.field(&self.exit_code.to_le_bytes());
+        // A directory that holds another output exists anyway: whether this run created it
+        // or found it (`mkdir -p`) does not change what a dependent sees.
+        let holders: std::collections::BTreeSet<&[u8]> = self
+            .outputs
+            .iter()
+            .filter(|o| matches!(o, Output::File { .. } | Output::Symlink { .. }))
+            .flat_map(|o| {
+                let path = o.path().0.as_slice();
+                path.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'/')
+                    .map(move |(i, _)| &path[..i])
+            })
+            .collect();
+        for output in &self.outputs {
+            if let Output::Dir { path } = output
+                && holders.contains(path.0.as_slice())
+            {
+                continue;
+            }
+            match output {
+                Output::File {
+                    path,
+                    mode,
+                    blob,
+                    size,
+                    mtime_ns: _,
+                } => hasher
+                    .field(b"file")
+                    .field(&path.0)
+                    .field(&mode.to_le_bytes())
+                    .field(&blob.0)
+                    .field(&size.to_le_bytes()),
+                Output::Symlink { path, target } => {
+                    hasher.field(b"symlink").field(&path.0).field(target)
+                }
+                Output::Dir { path } => hasher.field(b"dir").field(&path.0),
+                Output::Deleted { path } => hasher.field(b"deleted").field(&path.0),
+            };
+        }
+        hasher.finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,5 +175,40 @@ mod tests {
         assert!(decode::<Entry>(&bytes[..bytes.len() / 2]).is_err());
         assert!(decode::<Entry>(b"\x07junk").is_err());
         assert!(decode::<Entry>(b"").is_err());
+    }
+
+    #[test]
+    fn the_result_a_dependent_sees_is_the_files_left_not_how_they_got_there() {
+        let file = |content: u8, mtime_ns| Output::File {
+            path: CachePath(b"dist/index.js".to_vec()),
+            mode: 0o644,
+            blob: Key([content; 32]),
+            size: 10,
+            mtime_ns,
+        };
+        let entry = |outputs: Vec<Output>| Entry {
+            task: "lib#build".into(),
+            pre_key: Key([1; 32]),
+            pre_parts: Vec::new(),
+            observations: Vec::new(),
+            values: Vec::new(),
+            outputs,
+            log: Key([2; 32]),
+            exit_code: 0,
+            duration_ms: 1,
+        };
+        let dir = |path: &[u8]| Output::Dir {
+            path: CachePath(path.to_vec()),
+        };
+        // First run: created dist/; second: found it (`mkdir -p`), wrote the same bytes later.
+        let first = entry(vec![dir(b"dist"), file(7, 100)]);
+        let second = entry(vec![file(7, 200)]);
+        assert_eq!(first.result_key(), second.result_key());
+        assert_ne!(first.result_key(), entry(vec![file(8, 100)]).result_key());
+        // An empty directory it made is a result of its own.
+        assert_ne!(
+            entry(vec![dir(b"empty"), file(7, 100)]).result_key(),
+            second.result_key()
+        );
     }
 }

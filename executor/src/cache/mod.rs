@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod entry;
+pub mod guard;
 pub mod key;
 pub mod lock;
 pub mod observe;
@@ -19,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use entry::{Entry, PathSetRecord, PreParts};
 use key::{Key, KeyHasher};
-use observe::{Observation, StatMemo, observe, path_set_id, post_key};
+use observe::{
+    Moved, Observation, RunCheck, StatMemo, observe, observe_checked, path_set_id, post_key,
+};
 use store::{Batch, Family, OpenOutcome, Store, StoreError};
 
 /// Everything the pre-run key is made of, by name (names show up in miss reasons).
@@ -80,6 +83,11 @@ impl Cache {
     pub fn open(dir: &Path, root: &Path) -> anyhow::Result<Cache> {
         let lock = lock::CacheLock::acquire(dir)?;
         let (store, opened) = Store::open(dir)?;
+        if opened != OpenOutcome::Reused {
+            // Creating the cache directory changed its parents (`node_modules/.cache`),
+            // which a task may list: that was before any task this vt starts.
+            guard::settled();
+        }
         Ok(Cache {
             store,
             root: root.to_path_buf(),
@@ -269,7 +277,30 @@ impl Cache {
         Ok(post)
     }
 
-    /// Observes `observations` now (after a run) for storing.
+    /// The values a finished run saw of `observations`, or the first that changed while it
+    /// ran (see [`guard`]): then the run must not be stored.
+    pub fn observe_run(
+        &self,
+        observations: &[Observation],
+        env: &BTreeMap<String, String>,
+        run: &RunCheck<'_>,
+    ) -> Result<Vec<String>, Moved> {
+        if run.window.clock_set_back() {
+            return Err(Moved {
+                path: "the system clock".into(),
+                how: "was set back",
+            });
+        }
+        let memo = StatMemo::new(&self.store);
+        let values = observations
+            .iter()
+            .map(|o| observe_checked(o, &self.root, env, &memo, Some(run)))
+            .collect();
+        memo.flush();
+        values
+    }
+
+    /// Observes `observations` now, as a run starting now would see them.
     pub fn observe_all(
         &self,
         observations: &[Observation],

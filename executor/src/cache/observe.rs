@@ -15,6 +15,7 @@ use globset::GlobSet;
 use sandbox::{AccessKind, AccessLog};
 use serde::{Deserialize, Serialize};
 
+use super::guard::Window;
 use super::key::{self, Key, KeyHasher};
 use super::store::{Batch, Family, Store};
 
@@ -85,6 +86,10 @@ pub enum ObsKind {
     Absent,
     /// An environment variable passed to the task.
     Env,
+    /// A path the task looked at and then changed itself: whether it existed *before* the
+    /// task changed it (`[ -e gen.txt ] || …; touch gen.txt`). Its value at store time is
+    /// what the task's first look found, taken from the log, not the state after the run.
+    Prior,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -143,6 +148,19 @@ pub struct Digest {
     pub inputs: BTreeSet<Observation>,
     /// Absolute paths the task changed inside the workspace (final state is the output).
     pub outputs: BTreeSet<PathBuf>,
+    /// What the task itself did, which the store-time check must not take for the world
+    /// moving: see [`OwnChanges`].
+    pub own: OwnChanges,
+}
+
+/// What a run did itself, as the store-time check needs it.
+#[derive(Debug, Default, Clone)]
+pub struct OwnChanges {
+    /// For each [`ObsKind::Prior`] path: whether it existed when the task first looked.
+    pub prior: BTreeMap<CachePath, bool>,
+    /// Directories the task created, changed or removed entries of (ignored paths
+    /// included), with those entries' names: their own ctime moves with the task's work.
+    pub entries: HashMap<PathBuf, BTreeSet<Vec<u8>>>,
 }
 
 /// Paths never treated as inputs or outputs: pseudo file systems and vt's own files.
@@ -180,6 +198,8 @@ pub fn digest(
         written: bool,
         created_by_task: bool,
         read_before_written: bool,
+        /// The task's first look at a path it changed later found it (true) or not.
+        first_look: Option<bool>,
     }
     // First pass: which paths the task changed at all. A probe of such a path (does
     // `dist/` exist? is `out.o` there?) is the task checking its own output, not an input:
@@ -191,11 +211,18 @@ pub fn digest(
         .collect();
     let mut states: HashMap<&Path, State> = HashMap::new();
     let mut digest = Digest::default();
+    for path in &changed {
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            let names = digest.own.entries.entry(dir.to_path_buf()).or_default();
+            names.insert(name.as_bytes().to_vec());
+        }
+    }
     for access in accesses {
         let path = access.path.as_path();
         if is_noise(path, cache_dir) {
             continue;
         }
+        let first = !states.contains_key(path);
         let state = states.entry(path).or_default();
         let relative = path.strip_prefix(root).ok();
         if access.kind.is_input() {
@@ -206,6 +233,9 @@ pub fn digest(
             if changed.contains(path) {
                 if reads_content {
                     state.read_before_written = true;
+                } else if first {
+                    // What it found before changing it can decide what the task does.
+                    state.first_look = Some(access.kind != AccessKind::Missing);
                 }
                 continue;
             }
@@ -263,6 +293,50 @@ pub fn digest(
         // Opening the directory (`ls`, `readdir`) reads no content; its listing is below.
         !(matches!(o.kind, ObsKind::Meta | ObsKind::Absent | ObsKind::Content)
             && output_dirs.contains(&o.path))
+    });
+    // The state a path was in before the task changed it is part of what the task saw.
+    // Not for directories: `mkdir -p` and a tool emptying its output directory look at one
+    // before writing into it, and restoring outputs recreates it either way. Not for a path
+    // the task removed: emptying `dist/` looks at each old file before deleting it, and
+    // keying those would make the run after every rebuild a miss (README, known limits).
+    // Not for paths tools declared their own (a tool cache is probed every run).
+    for (path, state) in &states {
+        let Some(existed) = state.first_look else {
+            continue;
+        };
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue; // a write outside the workspace is refused below
+        };
+        let cache_path = CachePath::new(root, path);
+        if output_dirs.contains(&cache_path)
+            || output_exclude.is_match(relative)
+            || input_exclude.is_match(relative)
+            || crate::ipc::is_under(path, &ignored.outputs)
+            || crate::ipc::is_under(path, &ignored.inputs)
+            || !std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir())
+        {
+            continue;
+        }
+        digest.own.prior.insert(cache_path.clone(), existed);
+        digest.inputs.insert(Observation {
+            kind: ObsKind::Prior,
+            path: cache_path,
+            except: Vec::new(),
+        });
+    }
+    // A file whose content is an input needs no stat of its own: its content says more
+    // than its size, and its mtime would only add misses (`touch`, a checkout back and
+    // forth). Not a symlink's: reading follows it, a stat may look at the link.
+    let read: BTreeSet<CachePath> = digest
+        .inputs
+        .iter()
+        .filter(|o| o.kind == ObsKind::Content)
+        .map(|o| o.path.clone())
+        .collect();
+    digest.inputs.retain(|o| {
+        !(o.kind == ObsKind::Meta
+            && read.contains(&o.path)
+            && std::fs::symlink_metadata(o.path.absolute(root)).is_ok_and(|m| m.is_file()))
     });
     let listed_output_dirs: Vec<Observation> = digest
         .inputs
@@ -347,14 +421,19 @@ impl<'a> StatMemo<'a> {
             return Ok(Key(hash));
         }
         let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(std::fs::File::open(path)?)?;
+        let mut file = std::fs::File::open(path)?;
+        hasher.update_reader(&mut file)?;
         let hash = Key(*hasher.finalize().as_bytes());
-        // Only remember files that have not changed for a moment: a file written within
-        // the same clock tick could change again without its timestamps moving.
-        let settled = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .is_ok_and(|now| now.as_secs() as i64 > meta.ctime() + 1);
-        if settled {
+        // The bytes hashed belong to `meta` only if the file opened is that inode and it did
+        // not change while it was read (a write moves ctime, a replacement the inode).
+        let read = file.metadata()?;
+        if Self::key(&read) != key || Self::stamp(&read) != stamp {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                format!("{} changed while it was hashed", path.display()),
+            ));
+        }
+        if may_remember(meta.ctime(), std::time::SystemTime::now()) {
             let mut value = stamp.to_vec();
             value.extend_from_slice(&hash.0);
             if let Ok(mut pending) = self.pending.lock() {
@@ -381,35 +460,107 @@ impl<'a> StatMemo<'a> {
     }
 }
 
-/// The value of one observation now.
+/// Whether a hash computed at `now` may be remembered for a file whose ctime is `ctime_sec`
+/// (git's racy-clean rule). A file changed in the same timestamp tick as the hash could be
+/// changed again within that tick with no timestamp moving (coarse timestamps, or a file
+/// system that keeps whole seconds), and a memo entry for it would then vouch for old
+/// content. So only a change at least one whole second older than the hash is trusted.
+fn may_remember(ctime_sec: i64, now: std::time::SystemTime) -> bool {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|now| now.as_secs() as i64 > ctime_sec + 1)
+}
+
+/// The value of one observation now (a lookup: what a run would see if it started now).
 pub fn observe(
     observation: &Observation,
     root: &Path,
     env: &BTreeMap<String, String>,
     memo: &StatMemo<'_>,
 ) -> String {
+    match observe_checked(observation, root, env, memo, None) {
+        Ok(value) => value,
+        Err(moved) => unreachable!("no run to compare with, yet {moved}"),
+    }
+}
+
+/// What the store-time check compares a finished run's observations with.
+pub struct RunCheck<'a> {
+    pub window: &'a Window,
+    pub own: &'a OwnChanges,
+}
+
+/// An observation whose value now is not what the task saw: the world moved while it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub path: String,
+    pub how: &'static str,
+}
+
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} while the task ran", self.path, self.how)
+    }
+}
+
+/// The value of one observation now; with `run`, the value the task saw, or [`Moved`] where
+/// the path changed since the task started (so the value now may not be what it saw).
+pub fn observe_checked(
+    observation: &Observation,
+    root: &Path,
+    env: &BTreeMap<String, String>,
+    memo: &StatMemo<'_>,
+    run: Option<&RunCheck<'_>>,
+) -> Result<String, Moved> {
     if observation.kind == ObsKind::Env {
         let name = observation.path.display();
         if let Some(glob) = name.strip_prefix("=glob ") {
-            return crate::ipc::glob_value(glob, env);
+            return Ok(crate::ipc::glob_value(glob, env));
         }
-        return match env.get(&name) {
+        return Ok(match env.get(&name) {
             Some(value) => format!("set:{value}"),
             None => "unset".into(),
-        };
+        });
     }
+    let moved = |how| Moved {
+        path: observation.path.display(),
+        how,
+    };
+    // Changed at or after the task's start (by someone else: paths the task changed are not
+    // observations, see `digest`).
+    let since_start = |meta: &std::fs::Metadata| {
+        run.is_some_and(|run| {
+            run.window
+                .changed_since_start(meta.ctime(), meta.ctime_nsec())
+        })
+    };
     let path = observation.path.absolute(root);
     let lstat = std::fs::symlink_metadata(&path);
     let describe_missing = |e: &std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => "missing".to_owned(),
         _ => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
     };
-    match observation.kind {
+    // A path the task found (read, stat'ed, listed) that is gone now went away while it ran.
+    let gone = |e: &std::io::Error| run.is_some() && describe_missing(e) == "missing";
+    Ok(match observation.kind {
+        ObsKind::Prior => match (run, &lstat) {
+            (Some(run), _) => match run.own.prior.get(&observation.path) {
+                Some(true) => "present".to_owned(),
+                Some(false) => "missing".to_owned(),
+                None => return Err(moved("has no recorded first look")),
+            },
+            (None, Ok(_)) => "present".to_owned(),
+            (None, Err(e)) => describe_missing(e),
+        },
         ObsKind::Absent => match &lstat {
+            // The tracer saw the lookup fail: present now means it appeared afterwards.
+            Ok(_) if run.is_some() => return Err(moved("appeared")),
             Ok(meta) => format!("present:{}", file_type(meta)),
             Err(e) => describe_missing(e),
         },
         ObsKind::Meta => match &lstat {
+            // A directory's own ctime moves with every entry made in it; its value is its
+            // type only, which a change of entries does not touch.
+            Ok(meta) if !meta.is_dir() && since_start(meta) => return Err(moved("changed")),
             Ok(meta) if meta.file_type().is_symlink() => {
                 let target = std::fs::read_link(&path)
                     .map(|t| t.as_os_str().as_bytes().to_vec())
@@ -420,36 +571,87 @@ pub fn observe(
                 };
                 format!("symlink:{}:{followed}", String::from_utf8_lossy(&target))
             }
-            Ok(meta) if meta.is_file() => format!("file:{}", meta.len()),
+            // The mtime too: a tool that only stats a file decides on it (make, ninja).
+            Ok(meta) if meta.is_file() => {
+                format!(
+                    "file:{}:{}.{:09}",
+                    meta.len(),
+                    meta.mtime(),
+                    meta.mtime_nsec()
+                )
+            }
             Ok(meta) => file_type(meta).to_owned(),
+            Err(e) if gone(e) => return Err(moved("was deleted")),
             Err(e) => describe_missing(e),
         },
-        ObsKind::Content => match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => match memo.hash(&path, &meta) {
-                Ok(hash) => format!("file:{}", hash.hex()),
-                Err(e) => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
-            },
-            Ok(meta) => file_type(&meta).to_owned(),
-            Err(e) => describe_missing(&e),
-        },
-        ObsKind::List => match std::fs::read_dir(&path) {
-            // An output directory that is gone lists as empty: whether it exists is not an
-            // input (restoring the outputs recreates it), only foreign entries in it are.
-            Err(e) if !observation.except.is_empty() && describe_missing(&e) == "missing" => {
-                listing_value(Vec::new())
+        ObsKind::Content => {
+            // Through a symlink both the link and its target are what was read.
+            if let Ok(meta) = &lstat
+                && meta.file_type().is_symlink()
+                && since_start(meta)
+            {
+                return Err(moved("changed"));
             }
-            Ok(entries) => {
-                let names: Vec<Vec<u8>> = entries
-                    .flatten()
-                    .map(|e| e.file_name().as_bytes().to_vec())
-                    .filter(|name| observation.except.binary_search(name).is_err())
-                    .collect();
-                listing_value(names)
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() && since_start(&meta) => return Err(moved("changed")),
+                Ok(meta) if meta.is_file() => match memo.hash(&path, &meta) {
+                    Ok(hash) => format!("file:{}", hash.hex()),
+                    Err(e) if run.is_some() && e.kind() == std::io::ErrorKind::Interrupted => {
+                        return Err(moved("changed"));
+                    }
+                    Err(e) => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
+                },
+                Ok(meta) => file_type(&meta).to_owned(),
+                Err(e) if gone(&e) => return Err(moved("was deleted")),
+                Err(e) => describe_missing(&e),
             }
-            Err(e) => describe_missing(&e),
-        },
+        }
+        ObsKind::List => {
+            let own = run.and_then(|run| run.own.entries.get(&path));
+            // Entries made or removed by the task move the directory's ctime too: then each
+            // other entry is checked on its own instead (an entry removed by someone else
+            // beside the task's own work is not seen: README, known limits).
+            if own.is_none()
+                && let Ok(meta) = &lstat
+                && since_start(meta)
+            {
+                return Err(moved("had entries added or removed"));
+            }
+            match std::fs::read_dir(&path) {
+                // An output directory that is gone lists as empty: whether it exists is not
+                // an input (restoring the outputs recreates it), only foreign entries in it.
+                Err(e) if !observation.except.is_empty() && describe_missing(&e) == "missing" => {
+                    listing_value(Vec::new())
+                }
+                Ok(entries) => {
+                    let mut names = Vec::new();
+                    for entry in entries.flatten() {
+                        let name = entry.file_name().as_bytes().to_vec();
+                        if observation.except.binary_search(&name).is_ok() {
+                            continue;
+                        }
+                        if let Some(own) = own
+                            && !own.contains(&name)
+                            && entry.metadata().is_ok_and(|m| since_start(&m))
+                        {
+                            return Err(moved("had entries added or changed"));
+                        }
+                        names.push(name);
+                    }
+                    // Listed while it changed: the names read may be half old, half new.
+                    if own.is_none()
+                        && std::fs::symlink_metadata(&path).is_ok_and(|m| since_start(&m))
+                    {
+                        return Err(moved("had entries added or removed"));
+                    }
+                    listing_value(names)
+                }
+                Err(e) if gone(&e) => return Err(moved("was deleted")),
+                Err(e) => describe_missing(&e),
+            }
+        }
         ObsKind::Env => unreachable!("handled above"),
-    }
+    })
 }
 
 /// A directory's sorted names as one value.
@@ -508,6 +710,10 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
             };
             format!("{what}: {} → {}", show(before), show(now))
         }
+        ObsKind::Prior if now == "missing" => {
+            format!("{what} is missing (it existed before the cached run changed it)")
+        }
+        ObsKind::Prior => format!("{what} exists (it was missing before the cached run made it)"),
         ObsKind::Absent if now.starts_with("present") => {
             format!("{what} now exists (was missing when looked up)")
         }
@@ -515,6 +721,13 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
         _ if before == "missing" => format!("{what}: now exists"),
         ObsKind::Content => format!("{what}: content changed"),
         ObsKind::List => format!("{what}: directory entries changed"),
+        ObsKind::Meta
+            if before.starts_with("file:")
+                && now.starts_with("file:")
+                && before.split(':').nth(1) == now.split(':').nth(1) =>
+        {
+            format!("{what}: modification time changed")
+        }
         ObsKind::Meta if before.starts_with("symlink") || now.starts_with("symlink") => {
             format!("{what}: symlink changed ({before} → {now})")
         }
@@ -525,4 +738,176 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
 /// The content hash used for blobs.
 pub fn blob_key(bytes: &[u8]) -> Key {
     key::content(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn log(accesses: &[(AccessKind, &Path)]) -> AccessLog {
+        let mut log = AccessLog::default();
+        for (at, (kind, path)) in accesses.iter().enumerate() {
+            log.push_at(*kind, path.to_path_buf(), 1, at as u64 + 1);
+        }
+        log
+    }
+
+    fn digest_of(root: &Path, accesses: &[(AccessKind, &Path)]) -> Digest {
+        let none = GlobSet::empty();
+        digest(
+            &log(accesses),
+            root,
+            &root.join(".cache"),
+            &none,
+            &none,
+            &Ignored::default(),
+        )
+        .expect("cacheable")
+    }
+
+    #[test]
+    fn a_hash_is_remembered_only_for_a_change_a_whole_second_older() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(100_300);
+        assert!(!may_remember(100, now), "the same second");
+        assert!(
+            !may_remember(99, now),
+            "0.3 to 1.3 s older: may share a whole-second stamp"
+        );
+        assert!(may_remember(98, now));
+        assert!(!may_remember(101, now), "a ctime ahead of the clock");
+    }
+
+    #[test]
+    fn a_file_rewritten_right_after_it_was_hashed_is_hashed_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(dir.path().join("cache")).expect("store");
+        let memo = StatMemo::new(&store);
+        let file = dir.path().join("racy.txt");
+        std::fs::write(&file, "v1").expect("write");
+        let meta = std::fs::metadata(&file).expect("stat");
+        let first = memo.hash(&file, &meta).expect("hash");
+        memo.flush();
+        // Same size, mtime put back: only content (and ctime) tell.
+        std::fs::write(&file, "v2").expect("rewrite");
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(meta.modified().expect("mtime")))
+            .expect("touch -d");
+        let meta = std::fs::metadata(&file).expect("stat");
+        let second = memo.hash(&file, &meta).expect("hash");
+        assert_ne!(first, second);
+        assert_eq!(second, key::content(b"v2"));
+    }
+
+    #[test]
+    fn the_state_found_before_the_task_changed_a_file_is_an_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("out")).expect("mkdir");
+        let gen_file = root.join("gen.txt");
+        let out = root.join("out");
+        // The run's end state: it made gen.txt and out/a.txt, and removed stale.txt.
+        std::fs::write(&gen_file, "").expect("write");
+        std::fs::write(out.join("a.txt"), "").expect("write");
+        let stale = root.join("stale.txt");
+        let digest = digest_of(
+            root,
+            &[
+                (AccessKind::Missing, &gen_file),
+                (AccessKind::Stat, &out),
+                (AccessKind::Create, &gen_file),
+                (AccessKind::Create, &out.join("a.txt")),
+                (AccessKind::Stat, &stale),
+                (AccessKind::Delete, &stale),
+            ],
+        );
+        let prior: Vec<_> = digest
+            .inputs
+            .iter()
+            .filter(|o| o.kind == ObsKind::Prior)
+            .map(|o| o.path.display())
+            .collect();
+        // Not the output directory `out` (`mkdir -p` looks at it before writing into it),
+        // nor stale.txt, which the task removed (emptying an output directory).
+        assert_eq!(prior, ["gen.txt"]);
+        assert_eq!(
+            digest.own.prior.get(&CachePath(b"gen.txt".to_vec())),
+            Some(&false)
+        );
+        assert!(digest.own.entries[root].contains(b"gen.txt".as_slice()));
+    }
+
+    #[test]
+    fn a_path_first_changed_then_probed_has_no_prior_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let file = root.join("made.txt");
+        let digest = digest_of(
+            root,
+            &[(AccessKind::Create, &file), (AccessKind::Stat, &file)],
+        );
+        assert!(digest.inputs.is_empty(), "{:?}", digest.inputs);
+    }
+
+    #[test]
+    fn the_store_time_check_tells_a_change_since_the_start_from_an_older_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let (store, _) = Store::open(root.join(".cache")).expect("store");
+        let memo = StatMemo::new(&store);
+        std::fs::write(root.join("old.txt"), "old").expect("write");
+        std::fs::create_dir(root.join("src")).expect("mkdir");
+        super::super::guard::settled();
+        let window = Window::open();
+        std::fs::write(root.join("new.txt"), "new").expect("write");
+        std::fs::write(root.join("src/x"), "x").expect("write");
+        let own = OwnChanges::default();
+        let run = RunCheck {
+            window: &window,
+            own: &own,
+        };
+        let check = |kind, path: &str| {
+            let o = Observation {
+                kind,
+                path: CachePath(path.as_bytes().to_vec()),
+                except: Vec::new(),
+            };
+            observe_checked(&o, root, &BTreeMap::new(), &memo, Some(&run))
+        };
+        assert!(check(ObsKind::Content, "old.txt").is_ok());
+        assert!(check(ObsKind::Meta, "old.txt").is_ok());
+        let moved = check(ObsKind::Content, "new.txt").expect_err("changed");
+        assert_eq!(moved.to_string(), "new.txt changed while the task ran");
+        assert_eq!(
+            check(ObsKind::Absent, "new.txt").expect_err("appeared").how,
+            "appeared"
+        );
+        assert_eq!(check(ObsKind::Absent, "none").as_deref(), Ok("missing"));
+        assert_eq!(
+            check(ObsKind::Content, "gone.txt").expect_err("gone").how,
+            "was deleted"
+        );
+        assert!(check(ObsKind::List, "src").is_err());
+        // A directory's own metadata is its type: entries made in it do not change that.
+        assert!(check(ObsKind::Meta, "src").is_ok());
+        // Entries the task made itself in a listed directory are not the world moving; one
+        // that someone else made is.
+        let mut own = OwnChanges::default();
+        own.entries
+            .insert(root.join("src"), [b"x".to_vec()].into_iter().collect());
+        let mine = RunCheck {
+            window: &window,
+            own: &own,
+        };
+        let listing = Observation {
+            kind: ObsKind::List,
+            path: CachePath(b"src".to_vec()),
+            except: vec![b"x".to_vec()],
+        };
+        assert!(observe_checked(&listing, root, &BTreeMap::new(), &memo, Some(&mine)).is_ok());
+        std::fs::write(root.join("src/y"), "y").expect("write");
+        assert!(observe_checked(&listing, root, &BTreeMap::new(), &memo, Some(&mine)).is_err());
+    }
 }

@@ -26,7 +26,6 @@ use super::input_root::Listing;
 use super::report::{self, RemoteRun};
 use crate::cache::Cache;
 use crate::cache::archive;
-use crate::cache::key::Key;
 use crate::cache::observe::{CachePath, ObsKind, Observation};
 use crate::cache::remote::mapping::digest;
 use crate::reapi::{Client, retrying};
@@ -77,8 +76,9 @@ pub async fn run(
     // What the task's dependencies produced in this run: the likeliest inputs of a task
     // that has not run before.
     for (name, value) in &plan.pre.parts {
-        if name.starts_with("dependency ")
-            && let Some(entry) = Key::from_hex(value).and_then(|key| cache.entry(&key))
+        if let Some(dep) = name.strip_prefix("dependency ")
+            && !value.starts_with("uncached-")
+            && let Ok(Some(entry)) = cache.last_entry(dep)
         {
             extra.extend(
                 entry

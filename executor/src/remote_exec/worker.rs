@@ -19,7 +19,7 @@ use super::report::{self, BlobRef, RemoteRun};
 use crate::cache::PreRun;
 use crate::cache::archive;
 use crate::cache::entry::Output;
-use crate::cache::observe::{StatMemo, observe};
+use crate::cache::observe::{RunCheck, StatMemo, observe_checked};
 use crate::cache::remote::mapping::digest;
 use crate::cache::store::{Batch, Store};
 use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, Property, Worker, pack};
@@ -423,7 +423,10 @@ fn run_action(
     };
     // The output is shown on the client; the worker keeps its console quiet.
     let mut console = Console::new(LogMode::Quiet, &plan.label);
-    let execution = execute(&plan, &mut console).map_err(|e| format!("{e:#}"))?;
+    // The input root (and the working directory) were written before the action starts,
+    // not while it runs: the guard's boundary must come after them.
+    crate::cache::guard::settled();
+    let execution = execute(&plan, &mut console, true).map_err(|e| format!("{e:#}"))?;
     if execution.timed_out {
         return Err(LeaseError {
             code: tonic::Code::DeadlineExceeded,
@@ -444,11 +447,11 @@ fn run_action(
     // The worker's own files (its store) are not the action's; the execution root, which
     // is under the work directory too, is.
     let traced = path_set(&execution, &plan, exec_root, memo_store.path());
-    let (observations, mut changed, uncacheable) = match traced {
-        Ok((observations, changed)) => (observations, changed, None),
-        Err(reason) => (Vec::new(), BTreeSet::new(), Some(reason)),
+    let (traced, uncacheable) = match traced {
+        Ok(traced) => (Some(traced), None),
+        Err(reason) => (None, Some(reason)),
     };
-    let uncacheable = uncacheable.or_else(|| {
+    let mut uncacheable = uncacheable.or_else(|| {
         (!execution.ipc.tracked_env.is_empty() || !execution.ipc.tracked_globs.is_empty()).then(
             || {
                 "a tool read variables through vt's IPC, which a worker cannot answer from the \
@@ -457,11 +460,30 @@ fn run_action(
             },
         )
     });
+    // What the action saw: a path that changed while it ran (a toolchain updated on the
+    // worker, say) makes the run uncheckable, as it would locally.
     let memo = StatMemo::new(memo_store);
-    let values: Vec<String> = observations
-        .iter()
-        .map(|o| observe(o, exec_root, &env, &memo))
-        .collect();
+    let (observations, mut changed, values) = match traced {
+        Some(traced) => {
+            let check = RunCheck {
+                window: &execution.window,
+                own: &traced.own,
+            };
+            let values: Result<Vec<String>, _> = traced
+                .observations
+                .iter()
+                .map(|o| observe_checked(o, exec_root, &env, &memo, Some(&check)))
+                .collect();
+            match values {
+                Ok(values) => (traced.observations, traced.outputs, values),
+                Err(moved) => {
+                    uncacheable.get_or_insert(moved.to_string());
+                    (Vec::new(), traced.outputs, Vec::new())
+                }
+            }
+        }
+        None => (Vec::new(), BTreeSet::new(), Vec::new()),
+    };
     memo.flush();
     // Declared output paths count even when the tracer saw no write (a tool that renamed
     // a whole directory into place, say).

@@ -23,6 +23,8 @@ pub struct Execution {
     pub duration: Duration,
     /// Killed for running past `Plan::timeout`.
     pub timed_out: bool,
+    /// When it ran, for the store-time check that nothing it saw changed meanwhile.
+    pub window: crate::cache::guard::Window,
 }
 
 impl Execution {
@@ -35,7 +37,9 @@ impl Execution {
     }
 }
 
-pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> {
+/// Runs the task. `stored`: its result may be stored, so the concurrent-change guard's
+/// window must be exact (which can wait up to one timestamp tick before the start).
+pub fn execute(plan: &Plan, console: &mut Console, stored: bool) -> anyhow::Result<Execution> {
     let started = Instant::now();
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -65,6 +69,13 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         .as_ref()
         .map(|s| jail_for(plan, s))
         .transpose()?;
+    // Just before the task starts: whatever changes from here on may be newer than what
+    // the task saw.
+    let window = if stored {
+        crate::cache::guard::Window::open()
+    } else {
+        crate::cache::guard::Window::unchecked()
+    };
     let child = sandbox::trace::spawn_jailed(command, jail.as_ref())
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
     ipc.spawned();
@@ -73,6 +84,8 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
     let watchdog = plan.timeout.map(|limit| watchdog(pid, limit));
     let output = capture(out_read, err_read, console);
     let waited = child.wait();
+    // The tree is gone: everything it wrote was written by now.
+    crate::cache::guard::settled();
     signals::unregister_tree(pid);
     let timed_out = watchdog.is_some_and(|(done, thread)| {
         drop(done);
@@ -90,6 +103,7 @@ pub fn execute(plan: &Plan, console: &mut Console) -> anyhow::Result<Execution> 
         output,
         duration: started.elapsed(),
         timed_out,
+        window,
     })
 }
 

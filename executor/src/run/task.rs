@@ -33,7 +33,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskResult {
     pub task: String,
-    /// The key dependents include in theirs.
+    /// What dependents include in their keys: the run's result (`Entry::result_key`), or a
+    /// unique value for a run that was not stored.
     pub key: String,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -63,6 +64,8 @@ pub fn run_task(
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("{}: cannot create {}", plan.label, dir.display()))?;
         }
+        // Made before the task starts, not while it runs (see `cache::guard`).
+        crate::cache::guard::settled();
     }
     let lookup = match cache {
         Some(cache) if plan.cacheable => {
@@ -72,13 +75,13 @@ pub fn run_task(
     };
     let looked_up = lookup.is_some();
     let miss_reason = match lookup {
-        Some(Lookup::Hit { key, entry, remote }) => {
+        Some(Lookup::Hit { entry, remote, .. }) => {
             let cache = cache.expect("a lookup implies a cache");
             match replay(cache, &entry, remote, &mut console) {
                 Ok(()) => {
                     return Ok(TaskResult {
                         task: plan.label.clone(),
-                        key: key.hex(),
+                        key: entry.result_key().hex(),
                         outcome: Outcome::Hit {
                             saved_ms: entry.duration_ms,
                             remote,
@@ -111,7 +114,7 @@ pub fn run_task(
             },
         }
     }
-    let execution = execute(plan, &mut console)?;
+    let execution = execute(plan, &mut console, cache.is_some() && plan.cacheable)?;
     let duration_ms = execution.duration.as_millis() as u64;
     let nonce = || uncached_key(&execution.output);
     if !execution.status.success() {
@@ -253,7 +256,10 @@ fn replay(cache: &Cache, entry: &Entry, remote: bool, console: &mut Console) -> 
             "cache hit, replaying"
         },
     );
-    archive::restore(cache.root(), &entry.outputs, blobs).map_err(|e| e.to_string())?;
+    let restored = archive::restore(cache.root(), &entry.outputs, blobs);
+    // The restored files are changes a task started from now on must find settled.
+    crate::cache::guard::settled();
+    restored.map_err(|e| e.to_string())?;
     console.replay(&log);
     Ok(())
 }
@@ -264,29 +270,44 @@ fn store(
     plan: &Plan,
     execution: &super::execute::Execution,
 ) -> Result<String, String> {
-    let (observations, outputs) = path_set(execution, plan, cache.root(), cache.store().path())?;
-    let values = cache.observe_all(&observations, &crate::ipc::process_env());
+    let traced = path_set(execution, plan, cache.root(), cache.store().path())?;
+    let check = observe::RunCheck {
+        window: &execution.window,
+        own: &traced.own,
+    };
+    let values = cache
+        .observe_run(&traced.observations, &crate::ipc::process_env(), &check)
+        .map_err(|moved| moved.to_string())?;
     store_observed(
         cache,
         plan,
         Observed {
-            observations,
+            observations: traced.observations,
             values,
-            outputs,
+            outputs: traced.outputs,
             output: &execution.output,
             duration: execution.duration,
         },
     )
 }
 
-/// What a run observed (its path set, paths relative to `root`) and the absolute paths it
-/// changed under `root`, or why it cannot be cached.
+/// What a run observed and changed, read from its log and its tools' IPC reports.
+pub struct Traced {
+    /// The path set (paths relative to the workspace root), sorted.
+    pub observations: Vec<Observation>,
+    /// Absolute paths it changed under the root.
+    pub outputs: BTreeSet<std::path::PathBuf>,
+    /// What it did itself, for the store-time check.
+    pub own: observe::OwnChanges,
+}
+
+/// What a run observed and changed, or why it cannot be cached.
 pub fn path_set(
     execution: &super::execute::Execution,
     plan: &Plan,
     root: &std::path::Path,
     cache_dir: &std::path::Path,
-) -> Result<(Vec<Observation>, BTreeSet<std::path::PathBuf>), String> {
+) -> Result<Traced, String> {
     let report = &execution.ipc;
     if let Some(who) = &report.disabled_by {
         return Err(format!("disabled by {who}"));
@@ -323,7 +344,11 @@ pub fn path_set(
             except: Vec::new(),
         });
     }
-    Ok((inputs.into_iter().collect(), digest.outputs))
+    Ok(Traced {
+        observations: inputs.into_iter().collect(),
+        outputs: digest.outputs,
+        own: digest.own,
+    })
 }
 
 /// A finished run as the cache keeps it: the path set with its values now, and the paths
@@ -373,6 +398,6 @@ pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<Strin
     };
     cache
         .store_run(&entry, batch)
-        .map(|key| key.hex())
+        .map(|_| entry.result_key().hex())
         .map_err(|e| format!("cannot write the cache: {e}"))
 }

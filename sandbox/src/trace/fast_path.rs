@@ -359,6 +359,18 @@ fn is_missing(errno: i32) -> bool {
     errno == libc::ENOENT || errno == libc::ENOTDIR
 }
 
+/// Whether a call that failed with `errno` on the clean `path` found nothing there.
+/// ENOTDIR is ambiguous: a component on the way is not a directory (then nothing is at
+/// `path`), or `path` itself is a file asked for as a directory (`O_DIRECTORY`, a trailing
+/// slash: cp opens its destination that way first). The supervisor decides such a call by
+/// looking at the clean path, so the record is decided the same way: by looking now.
+fn found_nothing(errno: i32, path: &Path, follow: bool) -> bool {
+    match errno {
+        libc::ENOTDIR => probe(path, follow) == Existence::Missing,
+        _ => is_missing(errno),
+    }
+}
+
 /// The accesses one record stands for: what [`super::decode`] makes of the same syscall,
 /// except that a finished call's own result says whether the path existed. A pending record
 /// (the process died during the call) is decided by looking now, as the supervisor would.
@@ -396,8 +408,10 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
                     Existence::Dir
                 } else if record.result == 0 {
                     Existence::File
-                } else if is_missing(errno) {
+                } else if found_nothing(errno, &path, flags & libc::O_NOFOLLOW == 0) {
                     Existence::Missing
+                } else if errno == libc::ENOTDIR {
+                    probe(&path, flags & libc::O_NOFOLLOW == 0)
                 } else {
                     Existence::Unknown
                 }
@@ -409,7 +423,7 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
         }
         OP_PROBE_FOLLOW | OP_PROBE_NOFOLLOW => {
             let missing = if record.done {
-                is_missing(errno)
+                found_nothing(errno, &path, record.op == OP_PROBE_FOLLOW)
             } else {
                 probe(&path, record.op == OP_PROBE_FOLLOW) == Existence::Missing
             };

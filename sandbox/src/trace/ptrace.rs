@@ -36,7 +36,46 @@ fn pipe() -> Result<(std::fs::File, std::fs::File), TraceError> {
     Ok((read.into(), write.into()))
 }
 
+/// One traced tree at a time in this process. A tracer thread waits with
+/// `waitpid(-1, __WALL)`, which also returns the stops and exits of *another* thread's
+/// tracees (Linux lets any thread of a process wait for every thread's children and
+/// tracees): the stolen stop is then continued by a thread that is not its tracer (ESRCH)
+/// and that tracee sits stopped forever. `__WNOTHREAD` would keep each thread to its own
+/// tracees but leave orphans reparented to vt unreaped, so parallel tasks take turns.
+struct Turn;
+
+static TURN: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static TURN_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl Turn {
+    fn take() -> Turn {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        let mut busy = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        if *busy {
+            SAID.call_once(|| {
+                eprintln!(
+                    "vt: the ptrace tracer runs one task at a time; parallel tasks wait for \
+                     their turn (seccomp user notification, the default, runs them together)"
+                );
+            });
+        }
+        while *busy {
+            busy = TURN_FREED.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy = true;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *TURN.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        TURN_FREED.notify_one();
+    }
+}
+
 pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
+    let turn = Turn::take();
     let program = command.get_program().to_string_lossy().into_owned();
     // child → tracer: "my pid"; tracer → child: "attached, go on" (or EOF: give up).
     let (mut pid_read, pid_write) = pipe()?;
@@ -48,6 +87,8 @@ pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
     let tracer = std::thread::Builder::new()
         .name("vt-ptrace".into())
         .spawn(move || {
+            // Held until the whole tree is gone (also when setup fails).
+            let _turn = turn;
             let mut pid_bytes = [0u8; 4];
             if pid_read.read_exact(&mut pid_bytes).is_err() {
                 return Err(TraceError::Setup(std::io::Error::other(
