@@ -390,6 +390,32 @@ fn c4_an_input_renamed_away_while_the_task_runs_is_not_stored() {
     );
 }
 
+/// A file rewritten right after vt hashed it, within the same second, with its size and
+/// mtime as before: the stat memo must not vouch for the old hash (git's racy-clean rule),
+/// so the next run hashes it again and misses.
+#[test]
+fn c6_a_file_rewritten_in_the_tick_it_was_hashed_in_is_hashed_again() {
+    for config in CONFIGS {
+        let ws = Ws::new(config, READS_IN, &[]);
+        ws.run(&["build"]).assert_stored("build");
+        let path = ws.path("src/in.txt");
+        let before = std::fs::metadata(&path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        std::fs::write(&path, "v2\n").expect("rewrite");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(before))
+            .expect("touch -d");
+        ws.run(&["build"])
+            .assert_status("build", "stored", "src/in.txt: content changed");
+        assert_eq!(ws.read("out/out.txt"), "v2\n", "{}", config.name);
+        ws.run(&["build"]).assert_hit("build");
+    }
+}
+
 /// Two tasks of one `vt run -j2` that do not depend on each other: `writer` rewrites
 /// `out/shared.txt` after `reader` has read it (the tasks meet on fifos of their own).
 #[test]

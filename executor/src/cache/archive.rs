@@ -1,11 +1,12 @@
 //! Outputs: archiving what a run left behind, and restoring it atomically on a hit.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::Output;
+use super::guard::Window;
 use super::key::{Key, content};
 use super::observe::CachePath;
 use super::store::{Batch, Family, Store};
@@ -15,7 +16,8 @@ pub fn archive(
     root: &Path,
     outputs: &std::collections::BTreeSet<PathBuf>,
     batch: &mut Batch,
-) -> std::io::Result<Vec<Output>> {
+    run: Option<&Window>,
+) -> Result<Vec<Output>, ArchiveError> {
     let mut described = Vec::new();
     for path in outputs {
         let cache_path = CachePath::new(root, path);
@@ -23,14 +25,24 @@ pub fn archive(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Output::Deleted { path: cache_path }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
             Ok(meta) if meta.file_type().is_symlink() => Output::Symlink {
                 path: cache_path,
                 target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
             },
             Ok(meta) if meta.is_dir() => Output::Dir { path: cache_path },
             Ok(meta) => {
-                let bytes = std::fs::read(path)?;
+                let mut file = std::fs::File::open(path)?;
+                let mut bytes = Vec::with_capacity(meta.len() as usize);
+                file.read_to_end(&mut bytes)?;
+                // What was read must be what the task left: not a file another process
+                // rewrote after the task ended (a parallel task, an editor).
+                let read = file.metadata()?;
+                if run.is_some_and(|run| run.changed_after_end(read.ctime(), read.ctime_nsec()))
+                    || read.ino() != meta.ino()
+                {
+                    return Err(ArchiveError::ChangedAfterEnd(cache_path.display()));
+                }
                 let blob = content(&bytes);
                 let size = bytes.len() as u64;
                 batch.put(Family::Blobs, blob.0.to_vec(), bytes);
@@ -49,6 +61,14 @@ pub fn archive(
 }
 
 /// Why an entry cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0} changed after the task ended")]
+    ChangedAfterEnd(String),
+    #[error("cannot archive the outputs: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// The time `ns` nanoseconds after (or before) the epoch.
 fn mtime(ns: i64) -> std::time::SystemTime {
     let epoch = std::time::UNIX_EPOCH;
@@ -209,4 +229,41 @@ fn temp_name(target: &Path) -> PathBuf {
 /// The blob key of a log.
 pub fn log_key(bytes: &[u8]) -> Key {
     content(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_rewritten_after_the_task_ended_is_not_archived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let output = root.join("out.txt");
+        std::fs::write(&output, "the task's").expect("write");
+        let mut window = Window::at(0);
+        window.end();
+        let outputs: std::collections::BTreeSet<PathBuf> = [output.clone()].into();
+        let archived = archive(root, &outputs, &mut Batch::default(), Some(&window));
+        assert!(archived.is_ok(), "{archived:?}");
+        // Someone else's write after the end: the archive would hold their bytes.
+        std::fs::write(&output, "another's").expect("write");
+        let archived = archive(root, &outputs, &mut Batch::default(), Some(&window));
+        assert!(
+            matches!(&archived, Err(ArchiveError::ChangedAfterEnd(path)) if path == "out.txt"),
+            "{archived:?}"
+        );
+        // A restored file gets its archived mtime back.
+        let Ok(described) = archive(root, &outputs, &mut Batch::default(), None) else {
+            panic!("archive");
+        };
+        let Output::File { mtime_ns, .. } = &described[0] else {
+            panic!("{described:?}");
+        };
+        let restored = root.join("restored");
+        std::fs::create_dir(&restored).expect("mkdir");
+        restore(&restored, &described, vec![Some(b"another's".to_vec())]).expect("restore");
+        let meta = std::fs::metadata(restored.join("out.txt")).expect("stat");
+        assert_eq!(meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), *mtime_ns);
+    }
 }

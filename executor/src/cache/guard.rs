@@ -72,6 +72,8 @@ pub struct Window {
     /// Fine clock and monotonic clock at the same moment, to notice the clock being set back.
     real_start_ns: i64,
     mono_start: Instant,
+    /// Fine clock once the task's whole tree was gone ([`Window::end`]); `i64::MAX` before.
+    ended_ns: i64,
 }
 
 impl Window {
@@ -89,6 +91,7 @@ impl Window {
                     boundary_ns: coarse,
                     real_start_ns: clock_ns(libc::CLOCK_REALTIME),
                     mono_start: Instant::now(),
+                    ended_ns: i64::MAX,
                 };
             }
             // The tick holding `settled` has not ended yet: sleep to the next one. The
@@ -107,6 +110,7 @@ impl Window {
             boundary_ns: i64::MIN,
             real_start_ns: clock_ns(libc::CLOCK_REALTIME),
             mono_start: Instant::now(),
+            ended_ns: i64::MIN,
         }
     }
 
@@ -117,6 +121,18 @@ impl Window {
         // during the run down to the second: then the whole second counts.
         ctime >= self.boundary_ns
             || (ctime_nsec == 0 && ctime_sec >= self.boundary_ns.div_euclid(1_000_000_000))
+    }
+
+    /// Closes the window once the task's whole process tree is gone: it writes nothing after.
+    pub fn end(&mut self) {
+        self.ended_ns = clock_ns(libc::CLOCK_REALTIME);
+    }
+
+    /// Whether an output with this ctime was changed after the task ended (by someone else:
+    /// the task's own writes all carry a stamp from before its end, coarse or fine). A change
+    /// in the first tick after the end can carry an older coarse stamp and is not seen.
+    pub fn changed_after_end(&self, ctime_sec: i64, ctime_nsec: i64) -> bool {
+        ctime_sec * 1_000_000_000 + ctime_nsec > self.ended_ns
     }
 
     /// Whether the system clock was set back since the window opened: ctime comparisons
@@ -136,6 +152,7 @@ impl Window {
             boundary_ns,
             real_start_ns: clock_ns(libc::CLOCK_REALTIME),
             mono_start: Instant::now(),
+            ended_ns: i64::MAX,
         }
     }
 }

@@ -499,7 +499,7 @@ fn run_action(
         }
     }
     let mut batch = Batch::default();
-    let outputs = archive::archive(exec_root, &changed, &mut batch)
+    let outputs = archive::archive(exec_root, &changed, &mut batch, Some(&execution.window))
         .map_err(|e| format!("cannot read the outputs: {e}"))?;
     let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for (key, bytes) in batch.blobs() {

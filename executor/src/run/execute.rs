@@ -71,7 +71,7 @@ pub fn execute(plan: &Plan, console: &mut Console, stored: bool) -> anyhow::Resu
         .transpose()?;
     // Just before the task starts: whatever changes from here on may be newer than what
     // the task saw.
-    let window = if stored {
+    let mut window = if stored {
         crate::cache::guard::Window::open()
     } else {
         crate::cache::guard::Window::unchecked()
@@ -85,6 +85,7 @@ pub fn execute(plan: &Plan, console: &mut Console, stored: bool) -> anyhow::Resu
     let output = capture(out_read, err_read, console);
     let waited = child.wait();
     // The tree is gone: everything it wrote was written by now.
+    window.end();
     crate::cache::guard::settled();
     signals::unregister_tree(pid);
     let timed_out = watchdog.is_some_and(|(done, thread)| {

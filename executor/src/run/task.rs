@@ -214,6 +214,7 @@ fn finish_remote(
                 outputs: done.outputs,
                 output: &done.output,
                 duration: done.duration,
+                window: None,
             },
         );
         match stored {
@@ -287,6 +288,7 @@ fn store(
             outputs: traced.outputs,
             output: &execution.output,
             duration: execution.duration,
+            window: Some(&execution.window),
         },
     )
 }
@@ -361,6 +363,8 @@ pub struct Observed<'a> {
     /// The captured stdout/stderr chunks.
     pub output: &'a [u8],
     pub duration: std::time::Duration,
+    /// When it ran here (`None`: on a worker, which checked its own run).
+    pub window: Option<&'a crate::cache::guard::Window>,
 }
 
 /// Archives the outputs (traced, plus the task's output globs) and stores the entry.
@@ -381,8 +385,8 @@ pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<Strin
     }
     outputs.retain(|p| !is_noise(p, cache_dir));
     let mut batch = Batch::default();
-    let outputs = archive::archive(root, &outputs, &mut batch)
-        .map_err(|e| format!("cannot archive the outputs: {e}"))?;
+    let outputs =
+        archive::archive(root, &outputs, &mut batch, run.window).map_err(|e| e.to_string())?;
     let log_key = archive::log_key(run.output);
     batch.put(Family::Blobs, log_key.0.to_vec(), run.output.to_vec());
     let entry = Entry {
