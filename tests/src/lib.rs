@@ -52,3 +52,37 @@ pub fn workdir() -> (tempfile::TempDir, PathBuf) {
     let root = std::fs::canonicalize(temp.path()).expect("canonical");
     (temp, root)
 }
+
+/// A finished `vt run --json` / `vt exec --json`: its summary and what it said on stderr.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub output: std::process::Output,
+    pub json: serde_json::Value,
+}
+
+impl RunSummary {
+    pub fn of(output: std::process::Output) -> RunSummary {
+        let json = json_summary(&output.stdout);
+        RunSummary { output, json }
+    }
+
+    /// The result of task `label` (`pkg#task`); panics, with vt's stderr, if there is none.
+    pub fn task(&self, label: &str) -> &serde_json::Value {
+        self.json["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["task"] == label))
+            .unwrap_or_else(|| panic!("no result for {label}: {}", self.stderr()))
+    }
+
+    pub fn status(&self, label: &str) -> String {
+        self.task(label)["status"].as_str().unwrap_or("").to_owned()
+    }
+
+    pub fn reason(&self, label: &str) -> String {
+        self.task(label)["reason"].as_str().unwrap_or("").to_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}

@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
-
 /// A throwaway workspace.
 struct Ws {
     _temp: tempfile::TempDir,
@@ -84,35 +82,20 @@ impl Ws {
     }
 }
 
+/// A run's summary (`vt_tests::RunSummary`) with the assertions these scenarios make.
 #[derive(Debug)]
-struct Result_ {
-    output: Output,
-    json: Value,
+struct Result_(vt_tests::RunSummary);
+
+impl std::ops::Deref for Result_ {
+    type Target = vt_tests::RunSummary;
+    fn deref(&self) -> &vt_tests::RunSummary {
+        &self.0
+    }
 }
 
 impl Result_ {
     fn parse(output: Output) -> Result_ {
-        let json = vt_tests::json_summary(&output.stdout);
-        Result_ { output, json }
-    }
-
-    fn task(&self, label: &str) -> &Value {
-        self.json["tasks"]
-            .as_array()
-            .and_then(|tasks| tasks.iter().find(|t| t["task"] == label))
-            .unwrap_or_else(|| panic!("no result for {label}: {}", self.stderr()))
-    }
-
-    fn status(&self, label: &str) -> String {
-        self.task(label)["status"].as_str().unwrap_or("").to_owned()
-    }
-
-    fn reason(&self, label: &str) -> String {
-        self.task(label)["reason"].as_str().unwrap_or("").to_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
+        Result_(vt_tests::RunSummary::of(output))
     }
 
     #[track_caller]

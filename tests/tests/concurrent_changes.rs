@@ -14,7 +14,6 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-use serde_json::Value;
 use vt_tests::{json_summary, vt_binary, workdir};
 
 /// How vt traces and confines the task.
@@ -208,40 +207,30 @@ impl Unblock {
     }
 }
 
+/// A run's summary, named for the configuration it ran under.
 struct Run {
-    output: Output,
-    json: Value,
+    summary: vt_tests::RunSummary,
     config: &'static str,
 }
 
 impl Run {
     fn of(ws: &Ws, output: Output) -> Run {
-        let json = json_summary(&output.stdout);
         Run {
-            output,
-            json,
+            summary: vt_tests::RunSummary::of(output),
             config: ws.config.name,
         }
     }
 
-    fn task(&self, task: &str) -> &Value {
-        let label = format!("app#{task}");
-        self.json["tasks"]
-            .as_array()
-            .and_then(|tasks| tasks.iter().find(|t| t["task"] == label.as_str()))
-            .unwrap_or_else(|| panic!("{}: no result for {label}: {}", self.config, self.stderr()))
-    }
-
     fn status(&self, task: &str) -> String {
-        self.task(task)["status"].as_str().unwrap_or("").to_owned()
+        self.summary.status(&format!("app#{task}"))
     }
 
     fn reason(&self, task: &str) -> String {
-        self.task(task)["reason"].as_str().unwrap_or("").to_owned()
+        self.summary.reason(&format!("app#{task}"))
     }
 
     fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
+        self.summary.stderr()
     }
 
     #[track_caller]
