@@ -69,13 +69,15 @@ impl Ws {
         };
         ws.write("package.json", r#"{"name":"app","private":true}"#);
         let mut tasks = vec![format!(
-            r#""build": {{ "command": "sh build.sh", {RULES} }}"#
+            r#""build": {{ "command": "sh build.sh", {} }}"#,
+            rules("out")
         )];
         ws.write("build.sh", &format!("{PAUSE}{script}"));
         for (name, body) in more {
             ws.write(&format!("{name}.sh"), &format!("{PAUSE}{body}"));
             tasks.push(format!(
-                r#""{name}": {{ "command": "sh {name}.sh", {RULES} }}"#
+                r#""{name}": {{ "command": "sh {name}.sh", {} }}"#,
+                rules(name)
             ));
         }
         ws.write(
@@ -175,10 +177,13 @@ impl Ws {
     }
 }
 
-/// The task and the test's globs: the fifos are neither inputs nor outputs; `out/` is the
-/// sandbox's writable output directory.
-const RULES: &str =
-    r#""input": [{"auto": true}, "!sync/**"], "output": [{"auto": true}, "out/**", "!sync/**"]"#;
+/// A task's globs: the fifos are neither inputs nor outputs; `dir/` holds its outputs (the
+/// sandbox's writable directory), one per task so that no two declare the same files.
+fn rules(dir: &str) -> String {
+    format!(
+        r#""input": [{{"auto": true}}, "!sync/**"], "output": [{{"auto": true}}, "{dir}/**", "!sync/**"]"#
+    )
+}
 
 /// A running vt whose fifos are opened once it exits, so a test blocked on one of them
 /// wakes up (and reports vt's output) instead of hanging when the task fails early.
@@ -406,17 +411,17 @@ fn c6_a_file_rewritten_in_the_tick_it_was_hashed_in_is_hashed_again() {
 }
 
 /// Two tasks of one `vt run -j2` that do not depend on each other: `writer` rewrites
-/// `out/shared.txt` after `reader` has read it (the tasks meet on fifos of their own).
+/// `writer/shared.txt` after `build` has read it (the tasks meet on fifos of their own).
 #[test]
 fn c5_a_file_another_task_of_the_run_wrote_after_it_was_read_is_not_stored() {
-    let reader = "cat out/shared.txt > out/out.txt\n\
+    let reader = "cat writer/shared.txt > out/out.txt\n\
                   if [ -p sync/read ]; then echo read > sync/read; read -r _ < sync/written; fi\n";
     let writer = "if [ -p sync/read ]; then read -r _ < sync/read; fi\n\
-                  echo v2 > out/shared.txt\n\
+                  echo v2 > writer/shared.txt\n\
                   if [ -p sync/written ]; then echo written > sync/written; fi\n";
     for config in CONFIGS {
         let ws = Ws::new(config, reader, &[("writer", writer)]);
-        ws.write("out/shared.txt", "v1\n");
+        ws.write("writer/shared.txt", "v1\n");
         if config.name == "ptrace" {
             // The ptrace tracer runs one task at a time: the two cannot overlap, so the
             // handshake would deadlock. Run them as they will run: one after the other.
@@ -427,7 +432,7 @@ fn c5_a_file_another_task_of_the_run_wrote_after_it_was_read_is_not_stored() {
             continue;
         }
         let run = ws.run_with_fifos(&["build", "writer"]);
-        run.assert_not_stored("build", "out/shared.txt changed while the task ran");
+        run.assert_not_stored("build", "writer/shared.txt changed while the task ran");
         run.assert_stored("writer");
         assert_eq!(ws.read("out/out.txt"), "v1\n", "{}", config.name);
         // Next run: the writer's result is replayed (v2), the reader reads v2 and is stored.
@@ -440,9 +445,12 @@ fn c5_a_file_another_task_of_the_run_wrote_after_it_was_read_is_not_stored() {
         let control = Ws::new(
             config,
             reader,
-            &[("writer", &writer.replace("out/shared.txt", "out/mine.txt"))],
+            &[(
+                "writer",
+                &writer.replace("writer/shared.txt", "writer/mine.txt"),
+            )],
         );
-        control.write("out/shared.txt", "v1\n");
+        control.write("writer/shared.txt", "v1\n");
         let run = control.run_with_fifos(&["build", "writer"]);
         run.assert_stored("build");
         run.assert_stored("writer");

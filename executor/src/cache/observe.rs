@@ -159,8 +159,35 @@ pub struct OwnChanges {
     /// For each [`ObsKind::Prior`] path: whether it existed when the task first looked.
     pub prior: BTreeMap<CachePath, bool>,
     /// Directories the task created, changed or removed entries of (ignored paths
-    /// included), with those entries' names: their own ctime moves with the task's work.
+    /// included; by their resolved path), with those entries' names: their own ctime moves
+    /// with the task's work.
     pub entries: HashMap<PathBuf, BTreeSet<Vec<u8>>>,
+    /// Every path the task changed, with symlinks resolved: a tool may write a file under
+    /// one name and read it under another (vite writes its bundled config beside
+    /// `node_modules/vite` through the workspace's symlink and imports it by its real
+    /// path), and its own temporary file is not the world moving.
+    pub canonical: BTreeSet<PathBuf>,
+}
+
+impl OwnChanges {
+    /// Whether `path` is, symlinks resolved, one the task changed itself.
+    pub fn changed(&self, path: &Path) -> bool {
+        !self.canonical.is_empty() && self.canonical.contains(&canonical(path))
+    }
+}
+
+/// `path` with the symlinks of its longest existing ancestor resolved (the rest, which does
+/// not exist, cannot hold any).
+fn canonical(path: &Path) -> PathBuf {
+    for ancestor in path.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(ancestor) {
+            return match path.strip_prefix(ancestor) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    path.to_path_buf()
 }
 
 /// Paths never treated as inputs or outputs: pseudo file systems and vt's own files.
@@ -216,6 +243,19 @@ pub fn digest(
             let names = digest.own.entries.entry(dir.to_path_buf()).or_default();
             names.insert(name.as_bytes().to_vec());
         }
+    }
+    // Directories by their resolved path (see `OwnChanges::canonical`), resolved once per
+    // directory, not per path: a build changes thousands of files in a few directories.
+    let by_name = std::mem::take(&mut digest.own.entries);
+    for (dir, names) in by_name {
+        let real = canonical(&dir);
+        for name in &names {
+            digest
+                .own
+                .canonical
+                .insert(real.join(std::ffi::OsStr::from_bytes(name)));
+        }
+        digest.own.entries.entry(real).or_default().extend(names);
     }
     for access in accesses {
         let path = access.path.as_path();
@@ -511,6 +551,23 @@ pub fn observe_checked(
     memo: &StatMemo<'_>,
     run: Option<&RunCheck<'_>>,
 ) -> Result<String, Moved> {
+    match (observe_or_move(observation, root, env, memo, run), run) {
+        // Changed by the task itself under another name: its own output, valued as it is
+        // now, as any read of its own output always was.
+        (Err(_), Some(run)) if run.own.changed(&observation.path.absolute(root)) => {
+            observe_or_move(observation, root, env, memo, None)
+        }
+        (value, _) => value,
+    }
+}
+
+fn observe_or_move(
+    observation: &Observation,
+    root: &Path,
+    env: &BTreeMap<String, String>,
+    memo: &StatMemo<'_>,
+    run: Option<&RunCheck<'_>>,
+) -> Result<String, Moved> {
     if observation.kind == ObsKind::Env {
         let name = observation.path.display();
         if let Some(glob) = name.strip_prefix("=glob ") {
@@ -607,7 +664,7 @@ pub fn observe_checked(
             }
         }
         ObsKind::List => {
-            let own = run.and_then(|run| run.own.entries.get(&path));
+            let own = run.and_then(|run| run.own.entries.get(&canonical(&path)));
             // Entries made or removed by the task move the directory's ctime too: then each
             // other entry is checked on its own instead (an entry removed by someone else
             // beside the task's own work is not seen: README, known limits).
@@ -836,7 +893,8 @@ mod tests {
             digest.own.prior.get(&CachePath(b"gen.txt".to_vec())),
             Some(&false)
         );
-        assert!(digest.own.entries[root].contains(b"gen.txt".as_slice()));
+        let real = std::fs::canonicalize(root).expect("canonical");
+        assert!(digest.own.entries[&real].contains(b"gen.txt".as_slice()));
     }
 
     #[test]
@@ -895,8 +953,10 @@ mod tests {
         // Entries the task made itself in a listed directory are not the world moving; one
         // that someone else made is.
         let mut own = OwnChanges::default();
-        own.entries
-            .insert(root.join("src"), [b"x".to_vec()].into_iter().collect());
+        own.entries.insert(
+            std::fs::canonicalize(root.join("src")).expect("canonical"),
+            [b"x".to_vec()].into_iter().collect(),
+        );
         let mine = RunCheck {
             window: &window,
             own: &own,
