@@ -664,7 +664,9 @@ fn observe_or_move(
             }
         }
         ObsKind::List => {
-            let own = run.and_then(|run| run.own.entries.get(&canonical(&path)));
+            let own = run
+                .filter(|run| !run.own.entries.is_empty())
+                .and_then(|run| run.own.entries.get(&canonical(&path)));
             // Entries made or removed by the task move the directory's ctime too: then each
             // other entry is checked on its own instead (an entry removed by someone else
             // beside the task's own work is not seen: README, known limits).
