@@ -359,15 +359,16 @@ fn is_missing(errno: i32) -> bool {
     errno == libc::ENOENT || errno == libc::ENOTDIR
 }
 
-/// Whether a call that failed with `errno` on the clean `path` found nothing there.
-/// ENOTDIR is ambiguous: a component on the way is not a directory (then nothing is at
-/// `path`), or `path` itself is a file asked for as a directory (`O_DIRECTORY`, a trailing
-/// slash: cp opens its destination that way first). The supervisor decides such a call by
-/// looking at the clean path, so the record is decided the same way: by looking now.
-fn found_nothing(errno: i32, path: &Path, follow: bool) -> bool {
+/// What a call that failed with `errno` on the clean `path` found there. ENOTDIR is
+/// ambiguous: a component on the way is not a directory (then nothing is at `path`), or
+/// `path` itself is a file asked for as a directory (`O_DIRECTORY`, a trailing slash: cp
+/// opens its destination that way first). The supervisor decides such a call by looking at
+/// the clean path, so the record is decided the same way: by looking now.
+fn found_on_failure(errno: i32, path: &Path, follow: bool) -> Existence {
     match errno {
-        libc::ENOTDIR => probe(path, follow) == Existence::Missing,
-        _ => is_missing(errno),
+        libc::ENOTDIR => probe(path, follow),
+        _ if is_missing(errno) => Existence::Missing,
+        _ => Existence::Unknown,
     }
 }
 
@@ -408,12 +409,8 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
                     Existence::Dir
                 } else if record.result == 0 {
                     Existence::File
-                } else if found_nothing(errno, &path, flags & libc::O_NOFOLLOW == 0) {
-                    Existence::Missing
-                } else if errno == libc::ENOTDIR {
-                    probe(&path, flags & libc::O_NOFOLLOW == 0)
                 } else {
-                    Existence::Unknown
+                    found_on_failure(errno, &path, flags & libc::O_NOFOLLOW == 0)
                 }
             } else {
                 probe(&path, flags & libc::O_NOFOLLOW == 0)
@@ -423,7 +420,9 @@ pub fn decode_record(record: &Record<'_>, paths: &mut CleanPaths) -> Vec<(Access
         }
         OP_PROBE_FOLLOW | OP_PROBE_NOFOLLOW => {
             let missing = if record.done {
-                found_nothing(errno, &path, record.op == OP_PROBE_FOLLOW)
+                record.result != 0
+                    && found_on_failure(errno, &path, record.op == OP_PROBE_FOLLOW)
+                        == Existence::Missing
             } else {
                 probe(&path, record.op == OP_PROBE_FOLLOW) == Existence::Missing
             };
