@@ -581,4 +581,37 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn enotdir_on_a_file_that_is_there_is_not_a_missing_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("dest");
+        std::fs::write(&file, "x").expect("write");
+        let decode = |op, flags, path: &Path| {
+            decode_record(
+                &record(op, flags, -libc::ENOTDIR, 0, path.as_os_str().as_bytes()),
+                &mut CleanPaths::default(),
+            )
+        };
+        // cp's first look at its destination: open(dest, O_PATH | O_DIRECTORY) = ENOTDIR.
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        assert_eq!(
+            decode(OP_OPEN, flags, &file),
+            vec![(AccessKind::Stat, file.clone())]
+        );
+        assert_eq!(
+            decode(OP_PROBE_FOLLOW, 0, &file),
+            vec![(AccessKind::Stat, file.clone())]
+        );
+        // A file on the way: nothing can be at dest/x.
+        let below = file.join("x");
+        assert_eq!(
+            decode(OP_OPEN, flags, &below),
+            vec![(AccessKind::Missing, below.clone())]
+        );
+        assert_eq!(
+            decode(OP_PROBE_FOLLOW, 0, &below),
+            vec![(AccessKind::Missing, below.clone())]
+        );
+    }
 }
