@@ -60,7 +60,7 @@ pub fn archive(
     Ok(described)
 }
 
-/// Why an entry cannot be restored.
+/// Why a run's outputs cannot be archived.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     #[error("{0} changed after the task ended")]
@@ -80,6 +80,7 @@ fn mtime(ns: i64) -> std::time::SystemTime {
     }
 }
 
+/// Why an entry cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("output blob for {path} is missing from the cache")]

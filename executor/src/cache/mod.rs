@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 
 use entry::{Entry, PathSetRecord, PreParts};
 use key::{Key, KeyHasher};
-use observe::{
-    Moved, Observation, RunCheck, StatMemo, observe, observe_checked, path_set_id, post_key,
-};
+use observe::{Moved, Observation, RunCheck, StatMemo, observe, path_set_id, post_key};
 use store::{Batch, Family, OpenOutcome, Store, StoreError};
 
 /// Everything the pre-run key is made of, by name (names show up in miss reasons).
@@ -285,17 +283,8 @@ impl Cache {
         env: &BTreeMap<String, String>,
         run: &RunCheck<'_>,
     ) -> Result<Vec<String>, Moved> {
-        if run.window.clock_set_back() {
-            return Err(Moved {
-                path: "the system clock".into(),
-                how: "was set back",
-            });
-        }
         let memo = StatMemo::new(&self.store);
-        let values = observations
-            .iter()
-            .map(|o| observe_checked(o, &self.root, env, &memo, Some(run)))
-            .collect();
+        let values = observe::observe_run(observations, &self.root, env, &memo, run);
         memo.flush();
         values
     }

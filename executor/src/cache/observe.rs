@@ -162,17 +162,22 @@ pub struct OwnChanges {
     /// included; by their resolved path), with those entries' names: their own ctime moves
     /// with the task's work.
     pub entries: HashMap<PathBuf, BTreeSet<Vec<u8>>>,
-    /// Every path the task changed, with symlinks resolved: a tool may write a file under
-    /// one name and read it under another (vite writes its bundled config beside
-    /// `node_modules/vite` through the workspace's symlink and imports it by its real
-    /// path), and its own temporary file is not the world moving.
-    pub canonical: BTreeSet<PathBuf>,
 }
 
 impl OwnChanges {
-    /// Whether `path` is, symlinks resolved, one the task changed itself.
+    /// Whether `path` is, its directory's symlinks resolved, one the task changed itself: a
+    /// tool may write a file under one name and read it under another (vite writes its
+    /// bundled config beside `node_modules/vite` through the workspace's symlink and
+    /// imports it by its real path), and its own temporary file is not the world moving.
     pub fn changed(&self, path: &Path) -> bool {
-        !self.canonical.is_empty() && self.canonical.contains(&canonical(path))
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        !self.entries.is_empty()
+            && self
+                .entries
+                .get(&canonical(dir))
+                .is_some_and(|names| names.contains(name.as_bytes()))
     }
 }
 
@@ -238,24 +243,25 @@ pub fn digest(
         .collect();
     let mut states: HashMap<&Path, State> = HashMap::new();
     let mut digest = Digest::default();
+    // The directories the task changed entries of, by their resolved path (see
+    // `OwnChanges::changed`), resolved once per directory, not per path: a build changes
+    // thousands of files in a few directories.
+    let mut by_dir: HashMap<&Path, BTreeSet<Vec<u8>>> = HashMap::new();
     for path in &changed {
         if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-            let names = digest.own.entries.entry(dir.to_path_buf()).or_default();
-            names.insert(name.as_bytes().to_vec());
+            by_dir
+                .entry(dir)
+                .or_default()
+                .insert(name.as_bytes().to_vec());
         }
     }
-    // Directories by their resolved path (see `OwnChanges::canonical`), resolved once per
-    // directory, not per path: a build changes thousands of files in a few directories.
-    let by_name = std::mem::take(&mut digest.own.entries);
-    for (dir, names) in by_name {
-        let real = canonical(&dir);
-        for name in &names {
-            digest
-                .own
-                .canonical
-                .insert(real.join(std::ffi::OsStr::from_bytes(name)));
-        }
-        digest.own.entries.entry(real).or_default().extend(names);
+    for (dir, names) in by_dir {
+        digest
+            .own
+            .entries
+            .entry(canonical(dir))
+            .or_default()
+            .extend(names);
     }
     for access in accesses {
         let path = access.path.as_path();
@@ -521,6 +527,27 @@ pub fn observe(
         Ok(value) => value,
         Err(moved) => unreachable!("no run to compare with, yet {moved}"),
     }
+}
+
+/// The values a finished run saw of `observations`, or the first that changed while it
+/// ran (see `super::guard`): then the run must not be stored. Locally and on a worker.
+pub fn observe_run(
+    observations: &[Observation],
+    root: &Path,
+    env: &BTreeMap<String, String>,
+    memo: &StatMemo<'_>,
+    run: &RunCheck<'_>,
+) -> Result<Vec<String>, Moved> {
+    if run.window.clock_set_back() {
+        return Err(Moved {
+            path: "the system clock".into(),
+            how: "was set back",
+        });
+    }
+    observations
+        .iter()
+        .map(|o| observe_checked(o, root, env, memo, Some(run)))
+        .collect()
 }
 
 /// What the store-time check compares a finished run's observations with.

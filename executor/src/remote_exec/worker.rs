@@ -19,7 +19,7 @@ use super::report::{self, BlobRef, RemoteRun};
 use crate::cache::PreRun;
 use crate::cache::archive;
 use crate::cache::entry::Output;
-use crate::cache::observe::{RunCheck, StatMemo, observe_checked};
+use crate::cache::observe::{RunCheck, StatMemo, observe_run};
 use crate::cache::remote::mapping::digest;
 use crate::cache::store::{Batch, Store};
 use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, Property, Worker, pack};
@@ -469,12 +469,7 @@ fn run_action(
                 window: &execution.window,
                 own: &traced.own,
             };
-            let values: Result<Vec<String>, _> = traced
-                .observations
-                .iter()
-                .map(|o| observe_checked(o, exec_root, &env, &memo, Some(&check)))
-                .collect();
-            match values {
+            match observe_run(&traced.observations, exec_root, &env, &memo, &check) {
                 Ok(values) => (traced.observations, traced.outputs, values),
                 Err(moved) => {
                     uncacheable.get_or_insert(moved.to_string());
