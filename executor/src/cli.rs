@@ -70,8 +70,15 @@ pub struct CommonRunArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
     /// Neither read nor write the cache: run everything.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cache")]
     pub no_cache: bool,
+    /// Cache every task, also those whose config (or the root's `cache` setting) turns
+    /// caching off.
+    #[arg(long)]
+    pub cache: bool,
+    /// After the run, print each task's status, command and reason.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Print a JSON summary (tasks, keys, hit/miss and why, durations) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -93,26 +100,45 @@ pub struct CommonRunArgs {
     /// $VT_REMOTE_EXEC (or $VT_REMOTE_CACHE); a task that cannot runs locally, with a reason.
     #[arg(long)]
     pub remote_exec: bool,
-    /// Arguments appended to each requested task's command.
+    /// Arguments appended to each requested task's command (its last `&&` step).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Tasks to run: `build` (in the current package, or every package with -r/-F) or
-    /// `package#task`.
-    #[arg(required = true, value_name = "TASK")]
-    pub tasks: Vec<String>,
-    /// Run the tasks in every package that has them.
+    /// The task to run: `build` (in the current package, or every package chosen by
+    /// -r/-t/-F) or `package#task`. Without one, vt lists the tasks.
+    #[arg(value_name = "TASK")]
+    pub task: Option<String>,
+    /// More tasks to run (when every one names a task), or else arguments appended to the
+    /// task's command, as vite-task reads `vp run say hello`. Arguments that start with
+    /// `-` go after `--`.
+    #[arg(value_name = "TASK|ARG")]
+    pub rest: Vec<String>,
+    /// Run the tasks in every package that has them, in package dependency order.
     #[arg(short = 'r', long)]
     pub recursive: bool,
-    /// Only packages matching PATTERN (a name glob, or ./dir/glob); repeatable.
+    /// Run the task in the current package and in the workspace packages it depends on
+    /// (transitively), dependencies first.
+    #[arg(short = 't', long)]
+    pub transitive: bool,
+    /// Run the task of the workspace root package.
+    #[arg(short = 'w', long)]
+    pub workspace_root: bool,
+    /// Only packages matching PATTERN (a name glob, ./dir/glob, or !PATTERN to leave
+    /// out); repeatable, and one value may hold several separated by spaces.
     #[arg(short = 'F', long = "filter", value_name = "PATTERN")]
     pub filter: Vec<String>,
-    /// Print what would run, in order, and run nothing.
+    /// Run only the requested tasks, not what their `dependsOn` names.
+    #[arg(long)]
+    pub ignore_depends_on: bool,
+    /// Print what would run, in order, and why each waits for another; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print what the last `vt run` in this workspace did, task by task, and why.
+    #[arg(long, exclusive = true)]
+    pub last_details: bool,
     #[command(flatten)]
     pub common: CommonRunArgs,
 }

@@ -73,9 +73,13 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
         CacheCommand::Explain { task } => {
             let cache = Cache::open(&dir, &workspace.root)?;
             let current = workspace.package_at(&cwd).unwrap_or(0);
-            let roots =
-                graph::select(&workspace, std::slice::from_ref(&task), current, false, &[])?;
-            let graph = graph::build(&workspace, &roots)?;
+            let query = graph::Query {
+                tasks: std::slice::from_ref(&task),
+                current,
+                ..graph::Query::default()
+            };
+            let roots = graph::select(&workspace, query)?.roots;
+            let graph = graph::build(&workspace, &roots, graph::BuildOptions::default())?;
             let node = graph
                 .nodes
                 .iter()
@@ -86,7 +90,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 .deps
                 .iter()
                 .map(|d| {
-                    let label = graph.nodes[*d].label.clone();
+                    let label = graph.nodes[d.node].label.clone();
                     let key = cache
                         .store()
                         .get(

@@ -13,39 +13,171 @@ use crate::run::task::{Outcome, TaskResult};
 use crate::run::{self, Options};
 use crate::signals;
 
+mod details;
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
+    if args.last_details {
+        return details::print_last(&Cache::default_dir(&workspace.root));
+    }
     let current = workspace.package_at(&cwd).unwrap_or(0);
-    let roots = graph::select(
+    let Some(first) = args.task.clone() else {
+        list_tasks(&workspace, current);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (tasks, mut extra) = tasks_and_arguments(&workspace, first, &args.rest);
+    let selected = graph::select(
         &workspace,
-        &args.tasks,
-        current,
-        args.recursive,
-        &args.filter,
+        graph::Query {
+            tasks: &tasks,
+            current,
+            recursive: args.recursive,
+            transitive: args.transitive,
+            workspace_root: args.workspace_root,
+            filters: &args.filter,
+        },
     )?;
-    let graph = graph::build(&workspace, &roots)?;
+    for warning in &selected.warnings {
+        eprintln!("vt: warning: {warning}");
+    }
+    let graph = graph::build(
+        &workspace,
+        &selected.roots,
+        graph::BuildOptions {
+            ignore_depends_on: args.ignore_depends_on,
+        },
+    )?;
+    let mut common = args.common;
+    if !extra.is_empty() {
+        extra.extend(std::mem::take(&mut common.args));
+        common.args = extra;
+    }
     if args.dry_run {
-        for node in &graph.nodes {
-            let deps: Vec<&str> = node
-                .deps
-                .iter()
-                .map(|d| graph.nodes[*d].label.as_str())
-                .collect();
-            println!(
-                "{}: {}{}",
-                node.label,
-                node.command,
-                if deps.is_empty() {
-                    String::new()
-                } else {
-                    format!("  (after {})", deps.join(", "))
-                }
-            );
-        }
+        print_plan(&graph, &common)?;
         return Ok(ExitCode::SUCCESS);
     }
-    execute_graph(&workspace, &graph, &args.common)
+    execute_graph(&workspace, &graph, &common)
+}
+
+/// `vt run build test` runs two tasks; `vt run say hello` (vite-task's form) passes `hello`
+/// to `say`. The words after the first are tasks only if every one of them names a task.
+fn tasks_and_arguments(
+    workspace: &Workspace,
+    first: String,
+    rest: &[String],
+) -> (Vec<String>, Vec<std::ffi::OsString>) {
+    let (words, after_dashes) = match rest.iter().position(|w| w == "--") {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let names_a_task = |word: &String| match word.split_once('#') {
+        Some((package, task)) => workspace
+            .package_named(package)
+            .is_some_and(|p| workspace.packages[p].has_task(task)),
+        None => workspace.packages.iter().any(|p| p.has_task(word)),
+    };
+    let mut tasks = vec![first];
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    if words.iter().all(|w| !w.starts_with('-') && names_a_task(w)) {
+        tasks.extend(words.iter().cloned());
+    } else {
+        extra.extend(words.iter().map(Into::into));
+    }
+    extra.extend(after_dashes.iter().map(Into::into));
+    (tasks, extra)
+}
+
+/// `vt run` without a task: what there is to run.
+fn list_tasks(workspace: &Workspace, current: usize) {
+    let mut order: Vec<usize> = (0..workspace.packages.len()).collect();
+    order.sort_by_key(|p| *p != current);
+    let mut any = false;
+    for index in order {
+        let package = &workspace.packages[index];
+        let names = package.task_names();
+        if names.is_empty() {
+            continue;
+        }
+        any = true;
+        let here = if index == current { " (here)" } else { "" };
+        println!("{}{here}:", package.name);
+        for name in names {
+            let command = package
+                .tasks
+                .get(name)
+                .and_then(|t| t.command.as_deref())
+                .or_else(|| package.scripts.get(name).map(String::as_str))
+                .unwrap_or("");
+            println!("  {name}: {command}");
+        }
+    }
+    if any {
+        eprintln!("vt: give a task to run: `vt run TASK` (here), `vt run -r TASK` (every package)");
+    } else {
+        eprintln!(
+            "vt: no tasks in {}: add scripts to a package.json",
+            workspace.root.display()
+        );
+    }
+}
+
+/// `--dry-run`: the nodes in order, with what each waits for and why.
+fn print_plan(graph: &Graph, common: &crate::cli::CommonRunArgs) -> anyhow::Result<()> {
+    let args: Vec<String> = common
+        .args
+        .iter()
+        .map(|a| crate::run::plan::quote(&a.to_string_lossy()))
+        .collect();
+    let command = |node: &Node| {
+        if node.extra_args && !args.is_empty() {
+            format!("{} {}", node.command, args.join(" "))
+        } else {
+            node.command.clone()
+        }
+    };
+    let cached = |node: &Node| !common.no_cache && (node.cache || common.cache);
+    if common.json {
+        let nodes: Vec<serde_json::Value> = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                serde_json::json!({
+                    "task": node.label,
+                    "command": command(node),
+                    "cache": cached(node),
+                    "after": node.deps.iter().map(|d| serde_json::json!({
+                        "task": graph.nodes[d.node].label,
+                        "via": d.via.to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "tasks": nodes }))?
+        );
+        return Ok(());
+    }
+    for node in &graph.nodes {
+        let deps: Vec<String> = node
+            .deps
+            .iter()
+            .map(|d| format!("{} ({})", graph.nodes[d.node].label, d.via))
+            .collect();
+        println!(
+            "{}: {}{}{}",
+            node.label,
+            command(node),
+            if cached(node) { "" } else { "  [not cached]" },
+            if deps.is_empty() {
+                String::new()
+            } else {
+                format!("  after {}", deps.join(", "))
+            }
+        );
+    }
+    Ok(())
 }
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -55,14 +187,17 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let mut common = args.common;
     let graph = match &args.task {
         Some(task) => {
-            let roots = graph::select(&workspace, std::slice::from_ref(task), current, false, &[])?;
-            let mut graph = graph::build(&workspace, &roots)?;
-            // `exec` runs the one task, not what it depends on.
-            graph.nodes.retain(|n| roots.contains(&n.id));
-            for node in &mut graph.nodes {
-                node.deps.clear();
-            }
-            graph
+            let query = graph::Query {
+                tasks: std::slice::from_ref(task),
+                current,
+                ..graph::Query::default()
+            };
+            let roots = graph::select(&workspace, query)?.roots;
+            // `exec` runs the one task (its steps and hooks), not what it depends on.
+            let options = graph::BuildOptions {
+                ignore_depends_on: true,
+            };
+            graph::build(&workspace, &roots, options)?
         }
         None if !common.args.is_empty() => {
             let command: Vec<String> = std::mem::take(&mut common.args)
@@ -70,6 +205,10 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 .map(|a| crate::run::plan::quote(&a.to_string_lossy()))
                 .collect();
             let command = command.join(" ");
+            let id = TaskId {
+                package: current,
+                task: format!("exec {command}"),
+            };
             let mut config = crate::config::TaskConfig::default();
             // Ad-hoc commands run where vt was started.
             if let Ok(rel) = cwd.strip_prefix(&workspace.packages[current].dir) {
@@ -77,14 +216,14 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
             }
             Graph {
                 nodes: vec![Node {
-                    id: TaskId {
-                        package: current,
-                        task: format!("exec {command}"),
-                    },
+                    id: id.clone(),
+                    origin: id,
                     label: format!("exec: {command}"),
                     deps: vec![],
                     config,
                     command,
+                    extra_args: false,
+                    cache: true,
                 }],
             }
         }
@@ -100,6 +239,9 @@ fn execute_graph(
 ) -> anyhow::Result<ExitCode> {
     let mut graph = graph.clone();
     for node in &mut graph.nodes {
+        if common.cache {
+            node.cache = true;
+        }
         if common.sandbox {
             node.config.sandbox = Some(true);
         }
@@ -157,6 +299,11 @@ fn execute_graph(
     let started = std::time::Instant::now();
     let results = run::run(workspace, graph, cache.as_ref(), &options)?;
     summarize(&results, started.elapsed(), common.json)?;
+    let details = details::Details::of(graph, &results);
+    if common.verbose {
+        eprint!("{}", details.render());
+    }
+    details.save(&Cache::default_dir(&workspace.root));
     let failed = results.iter().find_map(|r| match r.outcome {
         Outcome::Failed { exit_code, .. } => Some(exit_code),
         _ => None,

@@ -6,6 +6,7 @@
 //! line and column.
 
 pub mod package;
+pub mod settings;
 pub mod tasks;
 pub mod workspace;
 

@@ -21,6 +21,8 @@ pub struct Package {
     pub tasks: BTreeMap<String, TaskConfig>,
     /// Which file the tasks came from, for messages.
     pub task_file: Option<PathBuf>,
+    /// Workspace-wide keys of that file (only the root's may have them).
+    pub root_settings: tasks::RootSettings,
 }
 
 #[derive(Deserialize)]
@@ -74,15 +76,16 @@ impl Package {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "root".into())
         });
-        let (task_file, tasks) = tasks::load(dir)?;
+        let loaded = tasks::load(dir)?;
         Ok(Package {
             name,
             dir: dir.to_path_buf(),
             rel,
             scripts,
             dependencies,
-            tasks,
-            task_file,
+            tasks: loaded.tasks,
+            task_file: loaded.path,
+            root_settings: loaded.root_settings,
         })
     }
 
@@ -97,5 +100,11 @@ impl Package {
 
     pub fn has_task(&self, task: &str) -> bool {
         self.scripts.contains_key(task) || self.tasks.contains_key(task)
+    }
+
+    /// A package.json script with no entry in the task file (vite-task caches those only
+    /// when the root's `cache.scripts` says so).
+    pub fn is_plain_script(&self, task: &str) -> bool {
+        self.scripts.contains_key(task) && !self.tasks.contains_key(task)
     }
 }

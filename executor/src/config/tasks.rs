@@ -16,12 +16,48 @@ use super::{ConfigError, parse_jsonc, read};
 pub const FILE_NAMES: [&str; 2] = ["vt.json", "vite-task.json"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct TaskFile {
     #[serde(default, rename = "$schema")]
     _schema: Option<String>,
     #[serde(default)]
     tasks: BTreeMap<String, TaskConfig>,
+    /// Workspace-wide caching (root file only): `true`, `false` or `{scripts, tasks}`.
+    cache: Option<GlobalCache>,
+    /// Run `preX` / `postX` scripts around script `X` (root file only).
+    enable_pre_post_scripts: Option<bool>,
+}
+
+/// The root file's `cache` key, as vite-task reads it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum GlobalCache {
+    Bool(bool),
+    Detailed(DetailedCache),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DetailedCache {
+    /// Cache package.json scripts that have no entry in `tasks`.
+    pub scripts: Option<bool>,
+    /// `false` turns caching off for every task, whatever its own `cache` says.
+    pub tasks: Option<bool>,
+}
+
+/// What the root file says for the whole workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootSettings {
+    pub cache: Option<GlobalCache>,
+    pub enable_pre_post_scripts: Option<bool>,
+}
+
+/// One package's task file, read.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub path: Option<PathBuf>,
+    pub tasks: BTreeMap<String, TaskConfig>,
+    pub root_settings: RootSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -75,14 +111,21 @@ pub enum PathSpec {
     Glob(String),
 }
 
-/// What a package's `input`/`output` list means.
+/// What a package's `input`/`output` list means (vite-task's rules):
+/// - omitted: what tracing observes (`auto`), nothing else;
+/// - a list: only what it names. `{"auto": true}` brings tracing back; globs add the files
+///   they match; `!glob` removes files from both. So `[]`, a list of globs and
+///   `[{"auto": false}]` turn traced inputs off: only declared files (and the command, env)
+///   decide a hit.
+/// - `dir/` means every file under `dir` (`dir/**`); a bare `dir` matches a file of that
+///   name only, as a glob does.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathRules {
-    /// Whether traced observations count (default true).
+    /// Whether traced observations count.
     pub auto: bool,
     /// Globs (relative to the package) that add files.
     pub include: Vec<String>,
-    /// Globs (relative to the package) that exclude observations.
+    /// Globs (relative to the package) that exclude observations and declared files.
     pub exclude: Vec<String>,
 }
 
@@ -99,8 +142,8 @@ impl PathRules {
             match spec {
                 PathSpec::Auto { auto } => rules.auto |= *auto,
                 PathSpec::Glob(glob) => match glob.strip_prefix('!') {
-                    Some(negated) => rules.exclude.push(negated.to_owned()),
-                    None => rules.include.push(glob.clone()),
+                    Some(negated) => rules.exclude.push(directory_glob(negated)),
+                    None => rules.include.push(directory_glob(glob)),
                 },
             }
         }
@@ -108,18 +151,34 @@ impl PathRules {
     }
 }
 
+/// `src/` is shorthand for every file under `src`.
+fn directory_glob(pattern: &str) -> String {
+    if pattern.ends_with('/') {
+        format!("{pattern}**")
+    } else {
+        pattern.to_owned()
+    }
+}
+
 /// Loads the package's task file, if any.
-pub fn load(dir: &Path) -> Result<(Option<PathBuf>, BTreeMap<String, TaskConfig>), ConfigError> {
+pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
     let present: Vec<PathBuf> = FILE_NAMES
         .iter()
         .map(|name| dir.join(name))
         .filter(|path| path.is_file())
         .collect();
     match present.as_slice() {
-        [] => Ok((None, BTreeMap::new())),
+        [] => Ok(Loaded::default()),
         [path] => {
             let file: TaskFile = parse_jsonc(path, &read(path)?)?;
-            Ok((Some(path.clone()), file.tasks))
+            Ok(Loaded {
+                path: Some(path.clone()),
+                tasks: file.tasks,
+                root_settings: RootSettings {
+                    cache: file.cache,
+                    enable_pre_post_scripts: file.enable_pre_post_scripts,
+                },
+            })
         }
         [first, second, ..] => Err(ConfigError::TwoConfigs {
             first: first.clone(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSetBuilder};
 use serde::Deserialize;
 
+use super::settings::Settings;
 use super::{ConfigError, Package, parse_jsonc, read};
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct Workspace {
     pub root: PathBuf,
     /// The root package first, then the others sorted by directory.
     pub packages: Vec<Package>,
+    /// Workspace-wide settings from the root's task file.
+    pub settings: Settings,
 }
 
 #[derive(Deserialize)]
@@ -131,9 +134,11 @@ impl Workspace {
                 });
             }
         }
+        let settings = Settings::resolve(&packages)?;
         Ok(Workspace {
             root: root.to_path_buf(),
             packages,
+            settings,
         })
     }
 

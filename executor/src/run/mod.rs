@@ -47,7 +47,7 @@ pub fn run(
                 }
                 let node = &graph.nodes[index];
                 let deps: Vec<&TaskResult> =
-                    match node.deps.iter().map(|d| results[*d].as_ref()).collect() {
+                    match node.deps.iter().map(|d| results[d.node].as_ref()).collect() {
                         Some(deps) => deps,
                         None => continue, // a dependency is still running
                     };

@@ -154,6 +154,8 @@ pub fn plan(
         return Err(error(format!("cwd {} is not a directory", cwd.display())));
     }
     let mut command = node.command.clone();
+    // Extra arguments go to the requested task's (last step's) command only.
+    let args = if node.extra_args { args } else { &[] };
     for arg in args {
         command.push(' ');
         command.push_str(&quote(&arg.to_string_lossy()));
@@ -267,7 +269,7 @@ pub fn plan(
         cwd,
         env,
         pre,
-        cacheable: config.cache != Some(false),
+        cacheable: node.cache,
         input_exclude: globs(&node.label, &package.rel, &input.exclude)?,
         output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
         output_include,

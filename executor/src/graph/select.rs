@@ -1,0 +1,215 @@
+//! Which tasks a command line asks for: `task` in the cwd's package, or in every package
+//! chosen by `-r`, `-t`, `-w` and `--filter`; `pkg#task` anywhere.
+
+use std::collections::BTreeSet;
+
+use super::{GraphError, TaskId};
+use crate::config::{Package, Workspace};
+
+/// A command line's selection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<'a> {
+    pub tasks: &'a [String],
+    /// The package the cwd is in.
+    pub current: usize,
+    /// `-r`: every package.
+    pub recursive: bool,
+    /// `-t`: the current package and the workspace packages it depends on, transitively.
+    pub transitive: bool,
+    /// `-w`: the workspace root package.
+    pub workspace_root: bool,
+    /// `--filter` patterns; one argument may hold several, separated by spaces.
+    pub filters: &'a [String],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Selected {
+    pub roots: Vec<TaskId>,
+    /// Said on stderr before anything runs (an inclusion filter that matched no package).
+    pub warnings: Vec<String>,
+}
+
+pub fn select(workspace: &Workspace, query: Query) -> Result<Selected, GraphError> {
+    let mut warnings = Vec::new();
+    let packages = packages(workspace, query, &mut warnings)?;
+    let mut selected: BTreeSet<TaskId> = BTreeSet::new();
+    for task in query.tasks {
+        // `pkg#task` names a task anywhere.
+        if let Some((name, task)) = task.split_once('#') {
+            let package = workspace
+                .package_named(name)
+                .ok_or_else(|| GraphError::NoSuchTask {
+                    task: task.to_owned(),
+                    scope: format!("package {name:?}"),
+                    hint: " (no such package)".into(),
+                })?;
+            if !workspace.packages[package].has_task(task) {
+                return Err(no_such_task(workspace, task, package));
+            }
+            selected.insert(TaskId {
+                package,
+                task: task.to_owned(),
+            });
+            continue;
+        }
+        match &packages {
+            Scope::One(package) => {
+                if !workspace.packages[*package].has_task(task) {
+                    return Err(no_such_task(workspace, task, *package));
+                }
+                selected.insert(TaskId {
+                    package: *package,
+                    task: task.clone(),
+                });
+            }
+            Scope::Many(packages) => {
+                let with_task: Vec<usize> = packages
+                    .iter()
+                    .copied()
+                    .filter(|p| workspace.packages[*p].has_task(task))
+                    .collect();
+                if with_task.is_empty() {
+                    return Err(GraphError::NoSuchTask {
+                        task: task.clone(),
+                        scope: "any selected package".into(),
+                        hint: String::new(),
+                    });
+                }
+                selected.extend(with_task.into_iter().map(|package| TaskId {
+                    package,
+                    task: task.clone(),
+                }));
+            }
+        }
+    }
+    Ok(Selected {
+        roots: selected.into_iter().collect(),
+        warnings,
+    })
+}
+
+/// One package (the task must exist there) or several (those that have it run it).
+enum Scope {
+    One(usize),
+    Many(BTreeSet<usize>),
+}
+
+fn packages(
+    workspace: &Workspace,
+    query: Query,
+    warnings: &mut Vec<String>,
+) -> Result<Scope, GraphError> {
+    let all = || (0..workspace.packages.len()).collect::<BTreeSet<usize>>();
+    let mut chosen: BTreeSet<usize> = BTreeSet::new();
+    let mut many = false;
+    if query.recursive {
+        chosen.extend(all());
+        many = true;
+    }
+    if query.transitive {
+        chosen.extend(dependencies(workspace, query.current));
+        many = true;
+    }
+    let tokens: Vec<&str> = query
+        .filters
+        .iter()
+        .flat_map(|f| f.split_whitespace())
+        .collect();
+    if !tokens.is_empty() {
+        let (exclude, include): (Vec<&str>, Vec<&str>) =
+            tokens.iter().partition(|t| t.starts_with('!'));
+        let mut matched: BTreeSet<usize> = BTreeSet::new();
+        for pattern in &include {
+            let hits = matching(workspace, pattern)?;
+            if hits.is_empty() {
+                warnings.push(format!("--filter {pattern:?} matches no package"));
+            }
+            matched.extend(hits);
+        }
+        // Only exclusions: every package but those (pnpm's rule).
+        if include.is_empty() {
+            matched = all();
+        }
+        for pattern in &exclude {
+            for package in matching(workspace, &pattern[1..])? {
+                matched.remove(&package);
+            }
+        }
+        // Filters choose the packages; `-r` beside them adds nothing (pnpm's rule).
+        if query.recursive {
+            chosen.clear();
+        }
+        chosen.extend(matched);
+        many = true;
+    }
+    if query.workspace_root {
+        if !many {
+            return Ok(Scope::One(0));
+        }
+        chosen.insert(0);
+    }
+    Ok(if many {
+        Scope::Many(chosen)
+    } else {
+        Scope::One(query.current)
+    })
+}
+
+/// `package` and every workspace package it depends on, transitively.
+fn dependencies(workspace: &Workspace, package: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::from([package]);
+    let mut stack = vec![package];
+    while let Some(p) = stack.pop() {
+        for name in &workspace.packages[p].dependencies {
+            if let Some(dep) = workspace.package_named(name)
+                && seen.insert(dep)
+            {
+                stack.push(dep);
+            }
+        }
+    }
+    seen
+}
+
+fn no_such_task(workspace: &Workspace, task: &str, package: usize) -> GraphError {
+    let p = &workspace.packages[package];
+    let known: Vec<&str> = p.task_names().into_iter().collect();
+    GraphError::NoSuchTask {
+        task: task.to_owned(),
+        scope: format!("package {:?} ({})", p.name, p.dir.display()),
+        hint: if known.is_empty() {
+            "; it defines no tasks".into()
+        } else {
+            format!("; its tasks: {}", known.join(", "))
+        },
+    }
+}
+
+/// The packages a `--filter` pattern names: a package-name glob, or a directory glob
+/// (`./packages/*`).
+fn matching(workspace: &Workspace, filter: &str) -> Result<Vec<usize>, GraphError> {
+    let (pattern, by_dir) = match filter.strip_prefix("./") {
+        Some(dir) => (dir.trim_end_matches('/'), true),
+        None => (filter, false),
+    };
+    let matcher = globset::Glob::new(pattern)
+        .map_err(|e| GraphError::BadFilter {
+            filter: filter.to_owned(),
+            message: e.to_string(),
+        })?
+        .compile_matcher();
+    let subject = |p: &Package| {
+        if by_dir {
+            p.rel.to_string_lossy().into_owned()
+        } else {
+            p.name.clone()
+        }
+    };
+    Ok(workspace
+        .packages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matcher.is_match(subject(p)))
+        .map(|(i, _)| i)
+        .collect())
+}
