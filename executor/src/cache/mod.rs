@@ -202,9 +202,15 @@ impl Cache {
             }
         } else {
             let memo = StatMemo::new(&self.store);
+            // One reason per path: a file read and stat'ed changes both observations, and
+            // "content changed" says it (Content sorts before Meta).
+            let mut explained = std::collections::BTreeSet::new();
             for (observation, before) in last.observations.iter().zip(&last.values) {
                 let now = observe(observation, &self.root, env, &memo);
-                if &now != before {
+                if &now != before
+                    && explained
+                        .insert((observation.kind == observe::ObsKind::Env, &observation.path))
+                {
                     changes.push(observe::explain_change(observation, before, &now));
                 }
             }

@@ -42,14 +42,19 @@ impl Settings {
                 continue;
             };
             return Err(ConfigError::Invalid {
-                path: package.task_file.clone().unwrap_or_else(|| package.dir.clone()),
+                path: package
+                    .task_file
+                    .clone()
+                    .unwrap_or_else(|| package.dir.clone()),
                 message: format!(
                     "{key:?} applies to the whole workspace and is read only from the workspace root's file\n  hint: move it to the root's vt.json or vite-task.json"
                 ),
             });
         }
-        let files: Vec<&std::path::Path> =
-            packages.iter().filter_map(|p| p.task_file.as_deref()).collect();
+        let files: Vec<&std::path::Path> = packages
+            .iter()
+            .filter_map(|p| p.task_file.as_deref())
+            .collect();
         let vite_task = !files.is_empty()
             && files
                 .iter()
@@ -59,7 +64,10 @@ impl Settings {
         } else {
             Defaults::Vt
         };
-        let root = packages.first().map(|p| p.root_settings).unwrap_or_default();
+        let root = packages
+            .first()
+            .map(|p| p.root_settings)
+            .unwrap_or_default();
         let default_scripts = defaults == Defaults::Vt;
         let (cache_scripts, cache_tasks) = match root.cache {
             None => (default_scripts, true),

@@ -494,20 +494,36 @@ mod tests {
                 "p/lib/package.json",
                 r#"{"name":"lib","scripts":{"build":"b"}}"#,
             ),
-            ("p/solo/package.json", r#"{"name":"solo","scripts":{"build":"b"}}"#),
+            (
+                "p/solo/package.json",
+                r#"{"name":"solo","scripts":{"build":"b"}}"#,
+            ),
         ]);
         let graph = build(&ws, &recursive(&ws, "build"), BuildOptions::default()).expect("graph");
         let order = order(&graph);
-        let app = order.iter().position(|(l, _)| *l == "app#build").expect("app");
-        let lib = order.iter().position(|(l, _)| *l == "lib#build").expect("lib");
+        let app = order
+            .iter()
+            .position(|(l, _)| *l == "app#build")
+            .expect("app");
+        let lib = order
+            .iter()
+            .position(|(l, _)| *l == "lib#build")
+            .expect("lib");
         assert!(lib < app, "{order:?}");
         assert_eq!(order[app].1, ["lib#build via package.json dependency"]);
-        let solo = order.iter().find(|(l, _)| *l == "solo#build").expect("solo");
+        let solo = order
+            .iter()
+            .find(|(l, _)| *l == "solo#build")
+            .expect("solo");
         assert!(solo.1.is_empty(), "{order:?}");
         // A lone `vt run build` in app runs only app's build (no new tasks from packages).
         let app_index = ws.package_named("app").expect("app");
-        let graph = build(&ws, &in_package(&ws, "build", app_index), BuildOptions::default())
-            .expect("graph");
+        let graph = build(
+            &ws,
+            &in_package(&ws, "build", app_index),
+            BuildOptions::default(),
+        )
+        .expect("graph");
         assert_eq!(graph.nodes.len(), 1);
     }
 
@@ -537,11 +553,17 @@ mod tests {
             ("p/a/vite-task.json", r#"{"tasks":{}}"#),
         ]);
         let a = ws.package_named("a").expect("a");
-        let graph = build(&ws, &in_package(&ws, "build", a), BuildOptions::default()).expect("graph");
+        let graph =
+            build(&ws, &in_package(&ws, "build", a), BuildOptions::default()).expect("graph");
         let labels: Vec<_> = graph.nodes.iter().map(|n| n.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["a#prebuild", "a#build (1/2)", "a#build (2/2)", "a#postbuild"]
+            [
+                "a#prebuild",
+                "a#build (1/2)",
+                "a#build (2/2)",
+                "a#postbuild"
+            ]
         );
         let args: Vec<_> = graph.nodes.iter().map(|n| n.extra_args).collect();
         assert_eq!(args, [false, false, true, false]);
@@ -614,9 +636,7 @@ mod tests {
             current: a,
             ..Query::default()
         };
-        let err = select(&ws, query)
-            .expect_err("no task")
-            .to_string();
+        let err = select(&ws, query).expect_err("no task").to_string();
         assert!(err.contains("its tasks: build, test"), "{err}");
     }
 }

@@ -12,9 +12,9 @@
 
 /// Builtins whose effect would be lost if the rest ran in another shell.
 const SHELL_STATE: &[&str] = &[
-    "cd", "pushd", "popd", "export", "unset", "set", "source", ".", "alias", "unalias",
-    "shift", "readonly", "local", "declare", "typeset", "eval", "exec", "trap", "umask",
-    "ulimit", "hash", "exit", "return",
+    "cd", "pushd", "popd", "export", "unset", "set", "source", ".", "alias", "unalias", "shift",
+    "readonly", "local", "declare", "typeset", "eval", "exec", "trap", "umask", "ulimit", "hash",
+    "exit", "return",
 ];
 
 /// The steps of `command`, or `None` when it must run as one.

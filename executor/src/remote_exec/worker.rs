@@ -410,6 +410,8 @@ fn run_action(
         env: env.clone(),
         pre: PreRun::default(),
         cacheable: true,
+        input_auto: true,
+        declared: None,
         input_exclude: globset::GlobSet::empty(),
         output_exclude: globset::GlobSet::empty(),
         output_include: Vec::new(),

@@ -39,6 +39,11 @@ pub struct Plan {
     pub env: BTreeMap<String, String>,
     pub pre: PreRun,
     pub cacheable: bool,
+    /// Whether traced observations are inputs (`input` omitted or with `{"auto": true}`);
+    /// otherwise only the declared files, the command and env decide a hit.
+    pub input_auto: bool,
+    /// The files the task's `input` globs name; their contents are in `pre`.
+    pub declared: Option<DeclaredInputs>,
     pub input_exclude: GlobSet,
     pub output_exclude: GlobSet,
     /// Output globs (relative to the workspace) archived in addition to traced writes.
@@ -72,9 +77,8 @@ pub struct PlanError {
 fn globs(label: &str, package_rel: &Path, patterns: &[String]) -> Result<GlobSet, PlanError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        // Patterns are relative to the package; paths are matched relative to the workspace.
-        let anchored = package_rel.join(pattern.trim_start_matches("./"));
-        let glob = Glob::new(&anchored.to_string_lossy()).map_err(|e| PlanError {
+        let anchored = anchor(label, package_rel, pattern)?;
+        let glob = Glob::new(&anchored).map_err(|e| PlanError {
             label: label.to_owned(),
             message: format!("bad glob {pattern:?}: {e}"),
         })?;
@@ -84,6 +88,105 @@ fn globs(label: &str, package_rel: &Path, patterns: &[String]) -> Result<GlobSet
         label: label.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// A pattern relative to the package, made relative to the workspace root (paths are
+/// matched that way): `../shared/**` in `packages/app` is `packages/shared/**`.
+fn anchor(label: &str, package_rel: &Path, pattern: &str) -> Result<String, PlanError> {
+    let mut parts: Vec<String> = package_rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    for part in pattern.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(PlanError {
+                        label: label.to_owned(),
+                        message: format!(
+                            "glob {pattern:?} reaches outside the workspace\n  hint: inputs and outputs are paths in the workspace"
+                        ),
+                    });
+                }
+            }
+            part => parts.push(part.to_owned()),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The directories to walk for workspace-relative `patterns`: each one's literal prefix.
+fn walk_bases(root: &Path, patterns: &[String]) -> Vec<PathBuf> {
+    let mut bases: Vec<PathBuf> = patterns
+        .iter()
+        .map(|pattern| {
+            let literal: Vec<&str> = pattern
+                .split('/')
+                .take_while(|part| !part.contains(['*', '?', '[', '{', '\\']))
+                .collect();
+            // A pattern without wildcards names one file: walk its directory.
+            let literal = if literal.len() == pattern.split('/').count() {
+                &literal[..literal.len().saturating_sub(1)]
+            } else {
+                &literal[..]
+            };
+            root.join(literal.join("/"))
+        })
+        .collect();
+    bases.sort();
+    bases.dedup();
+    // A base inside another is walked with it.
+    let all = bases.clone();
+    bases.retain(|b| !all.iter().any(|other| other != b && b.starts_with(other)));
+    bases
+}
+
+/// The files a task's `input` globs declare (`!globs` removed), found before it runs and
+/// again when it is stored.
+#[derive(Debug, Clone)]
+pub struct DeclaredInputs {
+    include: GlobSet,
+    exclude: GlobSet,
+    bases: Vec<PathBuf>,
+}
+
+/// One declared file: its workspace-relative path, content hash and ctime.
+pub struct DeclaredFile {
+    pub rel: PathBuf,
+    pub hash: String,
+    pub ctime: Option<(i64, i64)>,
+}
+
+impl DeclaredInputs {
+    pub fn files(&self, root: &Path) -> Vec<DeclaredFile> {
+        let mut files = Vec::new();
+        for base in &self.bases {
+            for file in files_matching(root, base, &self.include) {
+                let rel = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
+                if self.exclude.is_match(&rel) {
+                    continue;
+                }
+                let ctime = std::fs::symlink_metadata(&file).ok().map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.ctime(), m.ctime_nsec())
+                });
+                let hash = match std::fs::read(&file) {
+                    Ok(bytes) => KeyHasher::new("input").field(&bytes).finish().hex(),
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                files.push(DeclaredFile { rel, hash, ctime });
+            }
+        }
+        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        files.dedup_by(|a, b| a.rel == b.rel);
+        files
+    }
+}
+
+/// The name of a declared file's part in the pre-run key.
+pub fn declared_part(rel: &Path) -> String {
+    format!("input {}", rel.display())
 }
 
 /// Where the `node_modules` of `dirs` (the directory itself, its packages and scoped
@@ -227,16 +330,27 @@ pub fn plan(
     let input = PathRules::from_specs(config.input.as_deref());
     let output = PathRules::from_specs(config.output.as_deref());
     // Declared input files: their contents join the pre-run key.
-    if !input.include.is_empty() {
-        let set = globs(&node.label, &package.rel, &input.include)?;
-        for file in files_matching(&workspace.root, &package.dir, &set) {
-            let rel = file.strip_prefix(&workspace.root).unwrap_or(&file);
-            let hash = match std::fs::read(&file) {
-                Ok(bytes) => KeyHasher::new("input").field(&bytes).finish().hex(),
-                Err(e) => format!("unreadable: {e}"),
-            };
-            pre.add(format!("input {}", rel.display()), hash);
+    let declared = if input.include.is_empty() {
+        None
+    } else {
+        let anchored = input
+            .include
+            .iter()
+            .map(|p| anchor(&node.label, &package.rel, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let declared = DeclaredInputs {
+            include: globs(&node.label, &package.rel, &input.include)?,
+            exclude: globs(&node.label, &package.rel, &input.exclude)?,
+            bases: walk_bases(&workspace.root, &anchored),
+        };
+        for file in declared.files(&workspace.root) {
+            pre.add(declared_part(&file.rel), file.hash);
         }
+        Some(declared)
+    };
+    if !input.auto {
+        // What the task reads no longer counts: a different rule, a different key.
+        pre.add("input", "declared only");
     }
     for (label, key) in dep_keys {
         pre.add(format!("dependency {label}"), key.clone());
@@ -270,6 +384,8 @@ pub fn plan(
         env,
         pre,
         cacheable: node.cache,
+        input_auto: input.auto,
+        declared,
         input_exclude: globs(&node.label, &package.rel, &input.exclude)?,
         output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
         output_include,
@@ -328,6 +444,33 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn globs_are_anchored_at_the_package_and_may_climb_to_siblings() {
+        let rel = Path::new("packages/app");
+        assert_eq!(
+            anchor("t", rel, "src/**").expect("ok"),
+            "packages/app/src/**"
+        );
+        assert_eq!(anchor("t", rel, "./src/").expect("ok"), "packages/app/src");
+        assert_eq!(
+            anchor("t", rel, "../shared/**").expect("ok"),
+            "packages/shared/**"
+        );
+        assert!(anchor("t", rel, "../../../x").is_err());
+        let root = Path::new("/w");
+        assert_eq!(
+            walk_bases(
+                root,
+                &[
+                    "packages/app/src/**".into(),
+                    "packages/app/src/a/*.ts".into(),
+                    "packages/app/package.json".into()
+                ]
+            ),
+            [PathBuf::from("/w/packages/app")]
+        );
     }
 
     #[test]

@@ -265,6 +265,46 @@ fn replay(cache: &Cache, entry: &Entry, remote: bool, console: &mut Console) -> 
     Ok(())
 }
 
+/// The declared input files as they are now must be the ones the key was made of, and
+/// none changed while the task ran: they were hashed before it started, so a change
+/// during the run would store its output under the old contents' key.
+fn check_declared(plan: &Plan, root: &std::path::Path, run: &Observed) -> Result<(), String> {
+    let Some(declared) = &plan.declared else {
+        return Ok(());
+    };
+    let before: BTreeSet<(&str, &str)> = plan
+        .pre
+        .parts
+        .iter()
+        .filter(|(name, _)| name.starts_with("input "))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let now = declared.files(root);
+    for file in &now {
+        let part = super::plan::declared_part(&file.rel);
+        let path = file.rel.display();
+        if run.outputs.contains(&root.join(&file.rel)) {
+            return Err(format!("{path} is a declared input and the task wrote it"));
+        }
+        let changed_during = match (run.window, file.ctime) {
+            (Some(window), Some((sec, nsec))) => window.changed_since_start(sec, nsec),
+            _ => false,
+        };
+        if changed_during || !before.contains(&(part.as_str(), file.hash.as_str())) {
+            return Err(format!(
+                "{path} (a declared input) changed while the task ran"
+            ));
+        }
+    }
+    if now.len() != before.len() {
+        return Err(
+            "a file matching the task's input globs appeared or was deleted while the task ran"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Stores a successful run, or says why it cannot be cached.
 fn store(
     cache: &Cache,
@@ -368,9 +408,21 @@ pub struct Observed<'a> {
 }
 
 /// Archives the outputs (traced, plus the task's output globs) and stores the entry.
-pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<String, String> {
+pub fn store_observed(cache: &Cache, plan: &Plan, mut run: Observed) -> Result<String, String> {
     let root = cache.root();
     let cache_dir = cache.store().path();
+    check_declared(plan, root, &run)?;
+    if !plan.input_auto {
+        // `input` without `{"auto": true}`: only the declared files count (they are in
+        // the pre-run key); what the task read does not, but tracked env still does.
+        let (observations, values) = std::mem::take(&mut run.observations)
+            .into_iter()
+            .zip(std::mem::take(&mut run.values))
+            .filter(|(o, _)| o.kind == observe::ObsKind::Env)
+            .unzip();
+        run.observations = observations;
+        run.values = values;
+    }
     let mut outputs = run.outputs;
     if !plan.output_include.is_empty() {
         let mut builder = globset::GlobSetBuilder::new();

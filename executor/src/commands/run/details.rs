@@ -108,7 +108,10 @@ pub fn print_last(cache_dir: &Path) -> anyhow::Result<ExitCode> {
     let text = match std::fs::read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("vt: no run recorded yet in this workspace ({} is absent)", path.display());
+            eprintln!(
+                "vt: no run recorded yet in this workspace ({} is absent)",
+                path.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
