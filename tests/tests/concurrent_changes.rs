@@ -308,6 +308,36 @@ fn c1_an_input_edited_while_the_task_runs_is_not_stored() {
     );
 }
 
+/// With `input` naming the files (traced reads off, vite-task's rule), the declared file
+/// is hashed before the task starts: an edit while it runs must not be stored under the
+/// old contents' key. The control, unchanged, is stored and hits.
+#[test]
+fn c1_a_declared_input_edited_while_the_task_runs_is_not_stored() {
+    let declared = |ws: &Ws| {
+        ws.write(
+            "vt.json",
+            r#"{ "tasks": { "build": { "command": "sh build.sh", "input": ["src/in.txt"], "output": [{"auto": true}, "out/**", "!sync/**"] } } }"#,
+        )
+    };
+    for config in CONFIGS {
+        let ws = Ws::new(config, READS_IN, &[]);
+        declared(&ws);
+        ws.run_changing(|ws| ws.write("src/in.txt", "v2\n"))
+            .assert_not_stored(
+                "build",
+                "src/in.txt (a declared input) changed while the task ran",
+            );
+        ws.run(&["build"]).assert_stored("build");
+        assert_eq!(ws.read("out/out.txt"), "v2\n", "{}", config.name);
+        ws.run(&["build"]).assert_hit("build");
+
+        let control = Ws::new(config, READS_IN, &[]);
+        declared(&control);
+        control.run_changing(|_| {}).assert_stored("build");
+        control.run(&["build"]).assert_hit("build");
+    }
+}
+
 #[test]
 fn c1_a_same_size_edit_with_the_old_mtime_put_back_is_not_stored() {
     case(

@@ -224,6 +224,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     command,
                     extra_args: false,
                     cache: true,
+                    uncached_because: "",
                 }],
             }
         }

@@ -72,6 +72,8 @@ pub struct Node {
     pub extra_args: bool,
     /// Whether the cache is used (the task's `cache`, the root's `cache` settings).
     pub cache: bool,
+    /// If not, why (said when it runs).
+    pub uncached_because: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -324,12 +326,17 @@ fn expand(
                     });
                 }
             };
-            let cache = config.cache != Some(false)
-                && if package.is_plain_script(&task.task) {
-                    settings.cache_scripts
-                } else {
-                    settings.cache_tasks
-                };
+            let script = package.is_plain_script(&task.task);
+            let uncached_because = if config.cache == Some(false) {
+                "cache: false in the task's config"
+            } else if script && !settings.cache_scripts {
+                "package.json scripts are not cached here (vite-task's default; the root's \"cache\": true or --cache turns it on)"
+            } else if !script && !settings.cache_tasks {
+                "the root's cache.tasks is false"
+            } else {
+                ""
+            };
+            let cache = uncached_because.is_empty();
             let steps = split::and_list(&command).unwrap_or_else(|| vec![command.clone()]);
             let count = steps.len();
             for (i, step) in steps.into_iter().enumerate() {
@@ -359,6 +366,7 @@ fn expand(
                     command: step,
                     extra_args: task == *id && i + 1 == count && roots.contains(id),
                     cache,
+                    uncached_because,
                 });
                 previous = Some(nodes.len() - 1);
             }

@@ -410,6 +410,7 @@ fn run_action(
         env: env.clone(),
         pre: PreRun::default(),
         cacheable: true,
+        uncached_because: "",
         input_auto: true,
         declared: None,
         input_exclude: globset::GlobSet::empty(),

@@ -39,6 +39,8 @@ pub struct Plan {
     pub env: BTreeMap<String, String>,
     pub pre: PreRun,
     pub cacheable: bool,
+    /// Why not, if not cacheable.
+    pub uncached_because: &'static str,
     /// Whether traced observations are inputs (`input` omitted or with `{"auto": true}`);
     /// otherwise only the declared files, the command and env decide a hit.
     pub input_auto: bool,
@@ -384,6 +386,7 @@ pub fn plan(
         env,
         pre,
         cacheable: node.cache,
+        uncached_because: node.uncached_because,
         input_auto: input.auto,
         declared,
         input_exclude: globs(&node.label, &package.rel, &input.exclude)?,

@@ -95,7 +95,7 @@ pub fn run_task(
         }
         Some(Lookup::Miss { reason }) => reason,
         None if cache.is_none() => "--no-cache".to_owned(),
-        None => "cache: false in the task's config".to_owned(),
+        None => plan.uncached_because.to_owned(),
     };
     if looked_up {
         status_line(&plan.label, &format!("cache miss: {miss_reason}"));
@@ -371,6 +371,10 @@ pub fn path_set(
     )
     .map_err(|e| e.to_string())?;
     let mut inputs = digest.inputs;
+    if !plan.input_auto {
+        // Only declared files count: what the task read is neither keyed nor guarded.
+        inputs.clear();
+    }
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
         inputs.insert(Observation {
