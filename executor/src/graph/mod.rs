@@ -304,7 +304,7 @@ fn expand(
         let hooks = settings.pre_post_scripts && package.scripts.contains_key(&id.task);
         let hook = |prefix: &str| {
             let name = format!("{prefix}{}", id.task);
-            (hooks && package.scripts.contains_key(&name)).then(|| TaskId {
+            (hooks && package.scripts.contains_key(&name)).then_some(TaskId {
                 package: id.package,
                 task: name,
             })
