@@ -8,6 +8,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The lock's file name inside the cache directory.
+pub const LOCK_FILE: &str = "vt.lock";
+
 pub struct CacheLock {
     _file: std::fs::File,
 }
@@ -16,7 +19,7 @@ impl CacheLock {
     pub fn acquire(dir: &Path) -> anyhow::Result<CacheLock> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the cache directory {}", dir.display()))?;
-        let path = dir.join("vt.lock");
+        let path = dir.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -69,6 +69,38 @@ fn meta_last(task: &str) -> Vec<u8> {
     [b"last/".as_slice(), task.as_bytes()].concat()
 }
 
+/// Moves the database files in `dir` to a sibling `NAME.damaged-SECONDS`, leaving the lock
+/// file (held by this process; other vt processes wait on it) where it is.
+fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cache".into());
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = dir.with_file_name(format!("{name}.damaged-{seconds}-{}", std::process::id()));
+    std::fs::create_dir_all(&aside)
+        .with_context(|| format!("cannot set the damaged cache aside in {}", aside.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        if entry.file_name() == lock::LOCK_FILE {
+            continue;
+        }
+        std::fs::rename(entry.path(), aside.join(entry.file_name())).with_context(|| {
+            format!(
+                "cannot move {} to {}",
+                entry.path().display(),
+                aside.display()
+            )
+        })?;
+    }
+    Ok(aside)
+}
+
 impl Cache {
     /// `<workspace>/node_modules/.cache/vt`, or `$VT_CACHE_DIR`.
     pub fn default_dir(root: &Path) -> PathBuf {
@@ -80,7 +112,21 @@ impl Cache {
 
     pub fn open(dir: &Path, root: &Path) -> anyhow::Result<Cache> {
         let lock = lock::CacheLock::acquire(dir)?;
-        let (store, opened) = Store::open(dir)?;
+        let (store, opened) = match Store::open(dir) {
+            Err(error) if error.is_damage() => {
+                // The cache is an optimisation: a damaged one is kept for inspection and the
+                // run goes on with a fresh one (nothing from the damaged copy is trusted).
+                let aside = set_aside(dir)?;
+                eprintln!(
+                    "vt: warning: the cache at {} is damaged ({}); it was moved to {} (inspect or delete it) and this run starts a fresh cache",
+                    dir.display(),
+                    error.detail().trim(),
+                    aside.display()
+                );
+                Store::open(dir)?
+            }
+            other => other?,
+        };
         if opened != OpenOutcome::Reused {
             // Creating the cache directory changed its parents (`node_modules/.cache`),
             // which a task may list: that was before any task this vt starts.

@@ -68,17 +68,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "cannot open the cache at {path}: {source}\n  hint: if no other vt is running, delete {path} to start with an empty cache"
+        "cannot open the cache at {path}: {error}\n  hint: if no other vt is running, delete {path} to start with an empty cache"
     )]
+    // `error`, not `source`: the message already says it, and a source would print it twice.
     Open {
         path: PathBuf,
-        source: rocksdb::Error,
+        error: rocksdb::Error,
     },
-    #[error("cache at {path}: {operation} failed: {source}")]
+    #[error("cache at {path}: {operation} failed: {error}")]
     Io {
         path: PathBuf,
         operation: &'static str,
-        source: rocksdb::Error,
+        error: rocksdb::Error,
     },
     #[error("cache at {path} has column family {family:?} missing")]
     MissingFamily { path: PathBuf, family: &'static str },
@@ -143,6 +144,34 @@ impl Batch {
     }
 }
 
+impl StoreError {
+    /// RocksDB's own words, without vt's hint.
+    pub fn detail(&self) -> String {
+        match self {
+            StoreError::Open { error, .. } | StoreError::Io { error, .. } => error.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The database's own files are damaged (checksums, a missing or truncated MANIFEST):
+    /// nothing in it can be trusted, and opening it again will not help.
+    pub fn is_damage(&self) -> bool {
+        let error = match self {
+            StoreError::Open { error, .. } | StoreError::Io { error, .. } => error,
+            _ => return false,
+        };
+        match error.kind() {
+            rocksdb::ErrorKind::Corruption => true,
+            // A MANIFEST or table file that CURRENT names is gone.
+            rocksdb::ErrorKind::IOError | rocksdb::ErrorKind::InvalidArgument => {
+                let text = error.to_string();
+                text.contains("No such file") && !text.contains("LOCK")
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<(Store, OpenOutcome), StoreError> {
         let path = path.as_ref().to_owned();
@@ -155,10 +184,10 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
-        let db = DB::open_cf_descriptors(&options, &path, families).map_err(|source| {
+        let db = DB::open_cf_descriptors(&options, &path, families).map_err(|error| {
             StoreError::Open {
                 path: path.clone(),
-                source,
+                error,
             }
         })?;
         let mut store = Store { db, path };
@@ -211,11 +240,11 @@ impl Store {
             })
     }
 
-    fn io(&self, operation: &'static str, source: rocksdb::Error) -> StoreError {
+    fn io(&self, operation: &'static str, error: rocksdb::Error) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
             operation,
-            source,
+            error,
         }
     }
 

@@ -265,19 +265,33 @@ fn execute_graph(
         None
     } else {
         let dir = Cache::default_dir(&workspace.root);
-        let mut cache = Cache::open(&dir, &workspace.root)?;
-        if let Some(remote) = crate::cache::remote::RemoteCache::from_env(common.remote_cache)? {
-            eprintln!("vt: remote cache: {}", remote.describe());
-            cache.set_remote(remote);
+        match Cache::open(&dir, &workspace.root) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                // The cache is an optimisation: a build it cannot serve still runs.
+                eprintln!("vt: warning: {e:#}\n  running every task without the cache");
+                None
+            }
         }
-        if let OpenOutcome::Wiped { found } = &cache.opened {
-            eprintln!(
-                "vt: the cache at {} was written by another vt (schema {}); it was emptied",
-                dir.display(),
-                found.as_deref().unwrap_or("unreadable")
-            );
+    };
+    let cache = match cache {
+        None => None,
+        Some(mut cache) => {
+            let dir = Cache::default_dir(&workspace.root);
+            if let Some(remote) = crate::cache::remote::RemoteCache::from_env(common.remote_cache)?
+            {
+                eprintln!("vt: remote cache: {}", remote.describe());
+                cache.set_remote(remote);
+            }
+            if let OpenOutcome::Wiped { found } = &cache.opened {
+                eprintln!(
+                    "vt: the cache at {} was written by another vt (schema {}); it was emptied",
+                    dir.display(),
+                    found.as_deref().unwrap_or("unreadable")
+                );
+            }
+            Some(cache)
         }
-        Some(cache)
     };
     let options = Options {
         jobs: common
