@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for warning in &selected.warnings {
         eprintln!("vt: warning: {warning}");
     }
-    let graph = graph::build(
+    let mut graph = graph::build(
         &workspace,
         &selected.roots,
         graph::BuildOptions {
@@ -53,6 +53,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         extra.extend(std::mem::take(&mut common.args));
         common.args = extra;
     }
+    apply_flags(&mut graph, &common);
     if args.dry_run {
         print_plan(&graph, &common)?;
         return Ok(ExitCode::SUCCESS);
@@ -136,7 +137,7 @@ fn print_plan(graph: &Graph, common: &crate::cli::CommonRunArgs) -> anyhow::Resu
             node.command.clone()
         }
     };
-    let cached = |node: &Node| !common.no_cache && (node.cache || common.cache);
+    let cached = |node: &Node| !common.no_cache && node.cache;
     if common.json {
         let nodes: Vec<serde_json::Value> = graph
             .nodes
@@ -185,7 +186,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let workspace = Workspace::find(&cwd)?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
     let mut common = args.common;
-    let graph = match &args.task {
+    let mut graph = match &args.task {
         Some(task) => {
             let query = graph::Query {
                 tasks: std::slice::from_ref(task),
@@ -230,15 +231,12 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         None => anyhow::bail!("give a task name, or an ad-hoc command after `--`"),
     };
+    apply_flags(&mut graph, &common);
     execute_graph(&workspace, &graph, &common)
 }
 
-fn execute_graph(
-    workspace: &Workspace,
-    graph: &Graph,
-    common: &crate::cli::CommonRunArgs,
-) -> anyhow::Result<ExitCode> {
-    let mut graph = graph.clone();
+/// What `--cache`, `--sandbox` and `--network` say for every task, over its config.
+fn apply_flags(graph: &mut Graph, common: &crate::cli::CommonRunArgs) {
     for node in &mut graph.nodes {
         if common.cache {
             node.cache = true;
@@ -250,7 +248,13 @@ fn execute_graph(
             node.config.network = Some(true);
         }
     }
-    let graph = &graph;
+}
+
+fn execute_graph(
+    workspace: &Workspace,
+    graph: &Graph,
+    common: &crate::cli::CommonRunArgs,
+) -> anyhow::Result<ExitCode> {
     if graph.nodes.iter().any(|n| n.config.sandbox == Some(true)) {
         if graph.nodes.len() > 1 {
             // Before anything runs: a host that cannot build the sandbox fails every
@@ -261,10 +265,10 @@ fn execute_graph(
         eprintln!("vt: sandbox: {}", sandbox::jail::describe_host());
     }
     signals::install()?;
+    let dir = Cache::default_dir(&workspace.root);
     let cache = if common.no_cache {
         None
     } else {
-        let dir = Cache::default_dir(&workspace.root);
         match Cache::open(&dir, &workspace.root) {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -277,7 +281,6 @@ fn execute_graph(
     let cache = match cache {
         None => None,
         Some(mut cache) => {
-            let dir = Cache::default_dir(&workspace.root);
             if let Some(remote) = crate::cache::remote::RemoteCache::from_env(common.remote_cache)?
             {
                 eprintln!("vt: remote cache: {}", remote.describe());
@@ -318,7 +321,7 @@ fn execute_graph(
     if common.verbose {
         eprint!("{}", details.render());
     }
-    details.save(&Cache::default_dir(&workspace.root));
+    details.save(&dir);
     let failed = results.iter().find_map(|r| match r.outcome {
         Outcome::Failed { exit_code, .. } => Some(exit_code),
         _ => None,

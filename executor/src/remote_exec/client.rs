@@ -117,7 +117,7 @@ pub async fn run(
             "the result has no vt run report (was it executed by a vt worker?)".to_owned(),
         )?;
         let bytes = fetch_one(client, &run_digest, "the run report").await?;
-        let run = RemoteRun::decode(&bytes).map_err(|e| format!("the run report is {e}"))?;
+        let mut run = RemoteRun::decode(&bytes).map_err(|e| format!("the run report is {e}"))?;
         // Without a complete path set (a tracing gap, a tool's getEnv answered from the
         // worker's environment) the result cannot be checked: run here instead.
         if let Some(reason) = &run.uncacheable {
@@ -130,6 +130,14 @@ pub async fn run(
                 run.values.len()
             ));
         }
+        // What the task's `input` rule does not count is neither checked nor stored.
+        let (observations, values) = std::mem::take(&mut run.observations)
+            .into_iter()
+            .zip(std::mem::take(&mut run.values))
+            .filter(|(o, _)| plan.counts(o))
+            .unzip();
+        run.observations = observations;
+        run.values = values;
         let here = cache.observe_all(&run.observations, &crate::ipc::process_env());
         let mut differ = Vec::new();
         for ((observation, theirs), ours) in run.observations.iter().zip(&run.values).zip(&here) {

@@ -57,6 +57,14 @@ pub struct Plan {
     pub timeout: Option<std::time::Duration>,
 }
 
+impl Plan {
+    /// Whether an observation of the run is one of its inputs: with `input` naming files
+    /// only (no `{"auto": true}`), what the task read does not count; tracked env does.
+    pub fn counts(&self, observation: &crate::cache::observe::Observation) -> bool {
+        self.input_auto || observation.kind == crate::cache::observe::ObsKind::Env
+    }
+}
+
 /// What a sandboxed task sees and may change.
 #[derive(Debug, Clone)]
 pub struct SandboxPlan {
@@ -77,10 +85,18 @@ pub struct PlanError {
 }
 
 fn globs(label: &str, package_rel: &Path, patterns: &[String]) -> Result<GlobSet, PlanError> {
+    let anchored = patterns
+        .iter()
+        .map(|p| anchor(label, package_rel, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    glob_set(label, &anchored)
+}
+
+/// `anchored`: workspace-relative patterns (see [`anchor`]).
+fn glob_set(label: &str, anchored: &[String]) -> Result<GlobSet, PlanError> {
     let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        let anchored = anchor(label, package_rel, pattern)?;
-        let glob = Glob::new(&anchored).map_err(|e| PlanError {
+    for pattern in anchored {
+        let glob = Glob::new(pattern).map_err(|e| PlanError {
             label: label.to_owned(),
             message: format!("bad glob {pattern:?}: {e}"),
         })?;
@@ -151,9 +167,12 @@ pub struct DeclaredInputs {
     include: GlobSet,
     exclude: GlobSet,
     bases: Vec<PathBuf>,
+    /// What was found before the run (its hashes are in the pre-run key).
+    pub found: Vec<DeclaredFile>,
 }
 
 /// One declared file: its workspace-relative path, content hash and ctime.
+#[derive(Debug, Clone)]
 pub struct DeclaredFile {
     pub rel: PathBuf,
     pub hash: String,
@@ -161,6 +180,7 @@ pub struct DeclaredFile {
 }
 
 impl DeclaredInputs {
+    /// The declared files as they are now.
     pub fn files(&self, root: &Path) -> Vec<DeclaredFile> {
         let mut files = Vec::new();
         for base in &self.bases {
@@ -184,11 +204,6 @@ impl DeclaredInputs {
         files.dedup_by(|a, b| a.rel == b.rel);
         files
     }
-}
-
-/// The name of a declared file's part in the pre-run key.
-pub fn declared_part(rel: &Path) -> String {
-    format!("input {}", rel.display())
 }
 
 /// Where the `node_modules` of `dirs` (the directory itself, its packages and scoped
@@ -331,6 +346,7 @@ pub fn plan(
 
     let input = PathRules::from_specs(config.input.as_deref());
     let output = PathRules::from_specs(config.output.as_deref());
+    let input_exclude = globs(&node.label, &package.rel, &input.exclude)?;
     // Declared input files: their contents join the pre-run key.
     let declared = if input.include.is_empty() {
         None
@@ -340,13 +356,15 @@ pub fn plan(
             .iter()
             .map(|p| anchor(&node.label, &package.rel, p))
             .collect::<Result<Vec<_>, _>>()?;
-        let declared = DeclaredInputs {
-            include: globs(&node.label, &package.rel, &input.include)?,
-            exclude: globs(&node.label, &package.rel, &input.exclude)?,
+        let mut declared = DeclaredInputs {
+            include: glob_set(&node.label, &anchored)?,
+            exclude: input_exclude.clone(),
             bases: walk_bases(&workspace.root, &anchored),
+            found: Vec::new(),
         };
-        for file in declared.files(&workspace.root) {
-            pre.add(declared_part(&file.rel), file.hash);
+        declared.found = declared.files(&workspace.root);
+        for file in &declared.found {
+            pre.add(format!("input {}", file.rel.display()), file.hash.clone());
         }
         Some(declared)
     };
@@ -389,7 +407,7 @@ pub fn plan(
         uncached_because: node.uncached_because,
         input_auto: input.auto,
         declared,
-        input_exclude: globs(&node.label, &package.rel, &input.exclude)?,
+        input_exclude,
         output_exclude: globs(&node.label, &package.rel, &output.exclude)?,
         output_include,
         sandbox,

@@ -272,16 +272,13 @@ fn check_declared(plan: &Plan, root: &std::path::Path, run: &Observed) -> Result
     let Some(declared) = &plan.declared else {
         return Ok(());
     };
-    let before: BTreeSet<(&str, &str)> = plan
-        .pre
-        .parts
+    let before: std::collections::BTreeMap<&std::path::Path, &str> = declared
+        .found
         .iter()
-        .filter(|(name, _)| name.starts_with("input "))
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .map(|f| (f.rel.as_path(), f.hash.as_str()))
         .collect();
     let now = declared.files(root);
     for file in &now {
-        let part = super::plan::declared_part(&file.rel);
         let path = file.rel.display();
         if run.outputs.contains(&root.join(&file.rel)) {
             return Err(format!("{path} is a declared input and the task wrote it"));
@@ -290,7 +287,7 @@ fn check_declared(plan: &Plan, root: &std::path::Path, run: &Observed) -> Result
             (Some(window), Some((sec, nsec))) => window.changed_since_start(sec, nsec),
             _ => false,
         };
-        if changed_during || !before.contains(&(part.as_str(), file.hash.as_str())) {
+        if changed_during || before.get(file.rel.as_path()) != Some(&file.hash.as_str()) {
             return Err(format!(
                 "{path} (a declared input) changed while the task ran"
             ));
@@ -371,10 +368,8 @@ pub fn path_set(
     )
     .map_err(|e| e.to_string())?;
     let mut inputs = digest.inputs;
-    if !plan.input_auto {
-        // Only declared files count: what the task read is neither keyed nor guarded.
-        inputs.clear();
-    }
+    // Only what counts is keyed and guarded.
+    inputs.retain(|o| plan.counts(o));
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
         inputs.insert(Observation {
@@ -412,21 +407,10 @@ pub struct Observed<'a> {
 }
 
 /// Archives the outputs (traced, plus the task's output globs) and stores the entry.
-pub fn store_observed(cache: &Cache, plan: &Plan, mut run: Observed) -> Result<String, String> {
+pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<String, String> {
     let root = cache.root();
     let cache_dir = cache.store().path();
     check_declared(plan, root, &run)?;
-    if !plan.input_auto {
-        // `input` without `{"auto": true}`: only the declared files count (they are in
-        // the pre-run key); what the task read does not, but tracked env still does.
-        let (observations, values) = std::mem::take(&mut run.observations)
-            .into_iter()
-            .zip(std::mem::take(&mut run.values))
-            .filter(|(o, _)| o.kind == observe::ObsKind::Env)
-            .unzip();
-        run.observations = observations;
-        run.values = values;
-    }
     let mut outputs = run.outputs;
     if !plan.output_include.is_empty() {
         let mut builder = globset::GlobSetBuilder::new();

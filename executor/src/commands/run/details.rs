@@ -29,15 +29,17 @@ struct TaskDetail {
 
 impl Details {
     pub fn of(graph: &Graph, results: &[TaskResult]) -> Details {
+        let commands: std::collections::HashMap<&str, &str> = graph
+            .nodes
+            .iter()
+            .map(|n| (n.label.as_str(), n.command.as_str()))
+            .collect();
         let tasks = results
             .iter()
             .map(|result| {
-                let command = graph
-                    .nodes
-                    .iter()
-                    .find(|n| n.label == result.task)
-                    .map(|n| n.command.clone())
-                    .unwrap_or_default();
+                let command = commands
+                    .get(result.task.as_str())
+                    .map_or_else(String::new, |c| (*c).to_owned());
                 let (status, reason) = match &result.outcome {
                     Outcome::Hit { saved_ms, remote } => (
                         if *remote {
