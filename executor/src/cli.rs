@@ -154,8 +154,19 @@ pub struct ExecArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Entries, path sets, blobs and their sizes.
+    /// Size on disk, limit, entries, and when the least recently used was last used.
     Stats,
+    /// Remove the least recently used entries until the cache is within a size (default:
+    /// its limit) and, with --max-age, entries not used for that long; then the blobs and
+    /// path sets nothing refers to.
+    Prune {
+        /// Size to go under, e.g. 500MB or 2GiB (default: the cache's limit).
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Also remove entries not used (hit or stored) for this long, e.g. 7d or 12h.
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<String>,
+    },
     /// Delete the cache.
     Clean,
     /// Check every entry and blob; exit 1 if anything is damaged.

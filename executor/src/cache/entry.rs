@@ -1,6 +1,11 @@
 //! A cache entry: what a successful run produced (outputs, logs) and what it observed
 //! (for explaining the next miss). Stored with postcard behind a format byte; a value that
 //! does not decode is a corrupt entry: a miss with a reason, never a crash.
+//!
+//! [`Entry`] is a run as vt made it (every observation and its full value). The local cache
+//! keeps it as a [`Stored`]: the path set by reference (shared by every entry observed
+//! under it) and each value shortened to what explaining a miss needs ([`Seen`]), since
+//! the key already vouches for the full values.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,49 +83,146 @@ impl Entry {
     /// dependent can see, so the dependent still hits (what it reads of them is observed
     /// by its own trace anyway).
     pub fn result_key(&self) -> Key {
-        let mut hasher = super::key::KeyHasher::new("result");
-        hasher.field(&self.exit_code.to_le_bytes());
-        // A directory that holds another output exists anyway: whether this run created it
-        // or found it (`mkdir -p`) does not change what a dependent sees.
-        let holders: std::collections::BTreeSet<&[u8]> = self
-            .outputs
-            .iter()
-            .filter(|o| matches!(o, Output::File { .. } | Output::Symlink { .. }))
-            .flat_map(|o| {
-                let path = o.path().0.as_slice();
-                path.iter()
-                    .enumerate()
-                    .filter(|(_, b)| **b == b'/')
-                    .map(move |(i, _)| &path[..i])
-            })
-            .collect();
-        for output in &self.outputs {
-            if let Output::Dir { path } = output
-                && holders.contains(path.0.as_slice())
-            {
-                continue;
-            }
-            match output {
-                Output::File {
-                    path,
-                    mode,
-                    blob,
-                    size,
-                    mtime_ns: _,
-                } => hasher
-                    .field(b"file")
-                    .field(&path.0)
-                    .field(&mode.to_le_bytes())
-                    .field(&blob.0)
-                    .field(&size.to_le_bytes()),
-                Output::Symlink { path, target } => {
-                    hasher.field(b"symlink").field(&path.0).field(target)
-                }
-                Output::Dir { path } => hasher.field(b"dir").field(&path.0),
-                Output::Deleted { path } => hasher.field(b"deleted").field(&path.0),
-            };
+        result_key(self.exit_code, &self.outputs)
+    }
+}
+
+fn result_key(exit_code: i32, outputs: &[Output]) -> Key {
+    let mut hasher = super::key::KeyHasher::new("result");
+    hasher.field(&exit_code.to_le_bytes());
+    // A directory that holds another output exists anyway: whether this run created it
+    // or found it (`mkdir -p`) does not change what a dependent sees.
+    let holders: std::collections::BTreeSet<&[u8]> = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::File { .. } | Output::Symlink { .. }))
+        .flat_map(|o| {
+            let path = o.path().0.as_slice();
+            path.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .map(move |(i, _)| &path[..i])
+        })
+        .collect();
+    for output in outputs {
+        if let Output::Dir { path } = output
+            && holders.contains(path.0.as_slice())
+        {
+            continue;
         }
-        hasher.finish()
+        match output {
+            Output::File {
+                path,
+                mode,
+                blob,
+                size,
+                mtime_ns: _,
+            } => hasher
+                .field(b"file")
+                .field(&path.0)
+                .field(&mode.to_le_bytes())
+                .field(&blob.0)
+                .field(&size.to_le_bytes()),
+            Output::Symlink { path, target } => {
+                hasher.field(b"symlink").field(&path.0).field(target)
+            }
+            Output::Dir { path } => hasher.field(b"dir").field(&path.0),
+            Output::Deleted { path } => hasher.field(b"deleted").field(&path.0),
+        };
+    }
+    hasher.finish()
+}
+
+/// What an observation saw, as an entry keeps it to explain a later miss: a content hash
+/// shortened to 8 bytes (enough to tell *that* it changed: a collision could only make an
+/// explanation vaguer, the key compares full values), anything else as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seen {
+    /// `file:<hash>`: a file's content.
+    File([u8; 8]),
+    /// `list:<count>:<hash>`: a directory's names.
+    List { count: u32, hash: [u8; 8] },
+    /// Any other value, verbatim (`missing`, `dir`, `set:VALUE`, a size and mtime, …).
+    Text(String),
+}
+
+fn short_hash(hex: &str) -> Option<[u8; 8]> {
+    Key::from_hex(hex).map(|key| {
+        let mut short = [0; 8];
+        short.copy_from_slice(&key.0[..8]);
+        short
+    })
+}
+
+impl Seen {
+    pub fn of(value: &str) -> Seen {
+        if let Some(hash) = value.strip_prefix("file:").and_then(short_hash) {
+            return Seen::File(hash);
+        }
+        if let Some((count, hex)) = value.strip_prefix("list:").and_then(|v| v.split_once(':'))
+            && let (Ok(count), Some(hash)) = (count.parse(), short_hash(hex))
+        {
+            return Seen::List { count, hash };
+        }
+        Seen::Text(value.to_owned())
+    }
+
+    /// The value in the words of `observe` (hashes shortened).
+    pub fn describe(&self) -> String {
+        let hex = |hash: &[u8; 8]| hash.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match self {
+            Seen::File(hash) => format!("file:{}", hex(hash)),
+            Seen::List { count, hash } => format!("list:{count}:{}", hex(hash)),
+            Seen::Text(text) => text.clone(),
+        }
+    }
+}
+
+/// An entry as the local cache stores it (see the module comment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub task: String,
+    pub pre_key: Key,
+    pub pre_parts: PreParts,
+    /// The path set it was observed under (the `sets` column family).
+    pub path_set: Key,
+    /// What each observation of the path set saw, in its order.
+    pub seen: Vec<Seen>,
+    pub outputs: Vec<Output>,
+    pub log: Key,
+    pub log_size: u64,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+}
+
+impl Stored {
+    pub fn of(entry: &Entry, path_set: Key, log_size: u64) -> Stored {
+        Stored {
+            task: entry.task.clone(),
+            pre_key: entry.pre_key,
+            pre_parts: entry.pre_parts.clone(),
+            path_set,
+            seen: entry.values.iter().map(|v| Seen::of(v)).collect(),
+            outputs: entry.outputs.clone(),
+            log: entry.log,
+            log_size,
+            exit_code: entry.exit_code,
+            duration_ms: entry.duration_ms,
+        }
+    }
+
+    /// See [`Entry::result_key`]: the same for the same run.
+    pub fn result_key(&self) -> Key {
+        result_key(self.exit_code, &self.outputs)
+    }
+
+    /// The bytes of the blobs it needs (log and output files), by blob.
+    pub fn blobs(&self) -> impl Iterator<Item = (Key, u64)> + '_ {
+        std::iter::once((self.log, self.log_size)).chain(self.outputs.iter().filter_map(
+            |o| match o {
+                Output::File { blob, size, .. } => Some((*blob, *size)),
+                _ => None,
+            },
+        ))
     }
 }
 

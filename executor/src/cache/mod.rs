@@ -10,15 +10,17 @@ pub mod archive;
 pub mod entry;
 pub mod guard;
 pub mod key;
-pub mod lock;
+pub mod lease;
+pub mod limit;
 pub mod observe;
+pub mod prune;
 pub mod remote;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use entry::{Entry, PathSetRecord, PreParts};
+use entry::{Entry, PathSetRecord, PreParts, Seen, Stored};
 use key::{Key, KeyHasher};
 use observe::{Moved, Observation, RunCheck, StatMemo, observe, path_set_id, post_key};
 use store::{Batch, Family, OpenOutcome, Store, StoreError};
@@ -48,7 +50,7 @@ pub enum Lookup {
     /// `remote`: found in the remote cache (and now written to the local one).
     Hit {
         key: Key,
-        entry: Box<Entry>,
+        entry: Box<Stored>,
         remote: bool,
     },
     Miss {
@@ -57,9 +59,8 @@ pub enum Lookup {
 }
 
 pub struct Cache {
-    store: Store,
+    leases: lease::Leases,
     root: PathBuf,
-    _lock: lock::CacheLock,
     pub opened: OpenOutcome,
     /// The second level, if configured (`VT_REMOTE_CACHE`).
     remote: Option<remote::RemoteCache>,
@@ -69,8 +70,8 @@ fn meta_last(task: &str) -> Vec<u8> {
     [b"last/".as_slice(), task.as_bytes()].concat()
 }
 
-/// Moves the database files in `dir` to a sibling `NAME.damaged-SECONDS`, leaving the lock
-/// file (held by this process; other vt processes wait on it) where it is.
+/// Moves the database files in `dir` to a sibling `NAME.damaged-SECONDS-PID`, leaving the
+/// lock files (held by this process; other vt processes wait on them) where they are.
 fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     let name = dir
@@ -87,7 +88,7 @@ fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-        if entry.file_name() == lock::LOCK_FILE {
+        if entry.file_name() == lease::LOCK_FILE || entry.file_name() == lease::WANT_FILE {
             continue;
         }
         std::fs::rename(entry.path(), aside.join(entry.file_name())).with_context(|| {
@@ -110,35 +111,48 @@ impl Cache {
         }
     }
 
+    /// Opens the cache (repairing or wiping it if it must), to be used for a run. The
+    /// database is held only while this process uses it (see [`lease`]).
     pub fn open(dir: &Path, root: &Path) -> anyhow::Result<Cache> {
-        let lock = lock::CacheLock::acquire(dir)?;
-        let (store, opened) = match Store::open(dir) {
-            Err(error) if error.is_damage() => {
-                // The cache is an optimisation: a damaged one is kept for inspection and the
-                // run goes on with a fresh one (nothing from the damaged copy is trusted).
-                let aside = set_aside(dir)?;
-                eprintln!(
-                    "vt: warning: the cache at {} is damaged ({}); it was moved to {} (inspect or delete it) and this run starts a fresh cache",
-                    dir.display(),
-                    error.detail().trim(),
-                    aside.display()
-                );
-                Store::open(dir)?
+        let first = |dir: &Path| -> Result<_, StoreError> {
+            match Store::open(dir) {
+                Err(error) if error.is_damage() => {
+                    // The cache is an optimisation: a damaged one is kept for inspection and
+                    // the run goes on with a fresh one (nothing from the damaged copy is
+                    // trusted).
+                    let aside = set_aside(dir).map_err(|e| StoreError::Lock {
+                        path: dir.to_owned(),
+                        what: "set aside the damaged cache",
+                        source: std::io::Error::other(format!("{e:#}")),
+                    })?;
+                    eprintln!(
+                        "vt: warning: the cache at {} is damaged ({}); it was moved to {} (inspect or delete it) and this run starts a fresh cache",
+                        dir.display(),
+                        error.detail().trim(),
+                        aside.display()
+                    );
+                    Store::open(dir)
+                }
+                other => other,
             }
-            other => other?,
         };
+        let (leases, opened) = lease::Leases::new(dir, first, Store::reopen)?;
         if opened != OpenOutcome::Reused {
             // Creating the cache directory changed its parents (`node_modules/.cache`),
             // which a task may list: that was before any task this vt starts.
             guard::settled();
         }
         Ok(Cache {
-            store,
+            leases,
             root: root.to_path_buf(),
-            _lock: lock,
             opened,
             remote: None,
         })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        self.leases.dir()
     }
 
     /// Adds the remote cache as a second level behind this one.
@@ -146,8 +160,10 @@ impl Cache {
         self.remote = Some(remote);
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The database, for as long as the returned lease lives: keep it short, other vt
+    /// processes wait for it.
+    pub fn store(&self) -> Result<lease::Lease<'_>, StoreError> {
+        self.leases.lease()
     }
 
     pub fn root(&self) -> &Path {
@@ -157,49 +173,21 @@ impl Cache {
     /// Observes every path set stored under `pre`; the first whose observations lead to an
     /// entry is a hit.
     pub fn lookup(&self, task: &str, pre: &PreRun, env: &BTreeMap<String, String>) -> Lookup {
-        let pre_key = pre.key();
-        let memo = StatMemo::new(&self.store);
-        let sets = match self.store.scan_prefix(Family::PathSets, &pre_key.0) {
-            Ok(sets) => sets,
-            Err(e) => {
-                return Lookup::Miss {
-                    reason: format!("cannot read the cache: {e}"),
+        let local = match self.store() {
+            Ok(store) => self.lookup_local(&store, pre, env),
+            Err(e) => Err(Some(format!("cannot read the cache: {e}"))),
+        };
+        let corrupt = match local {
+            Ok((key, entry)) => {
+                return Lookup::Hit {
+                    key,
+                    entry: Box::new(entry),
+                    remote: false,
                 };
             }
+            Err(corrupt) => corrupt,
         };
-        let mut corrupt = None;
-        for (key, value) in &sets {
-            let record: PathSetRecord = match entry::decode(value) {
-                Ok(record) => record,
-                Err(e) => {
-                    corrupt = Some(format!("a path set under this key is corrupt: {e}"));
-                    continue;
-                }
-            };
-            let set_key = Key(key[32..].try_into().unwrap_or([0; 32]));
-            let values: Vec<String> = record
-                .observations
-                .iter()
-                .map(|o| observe(o, &self.root, env, &memo))
-                .collect();
-            let post = post_key(&pre_key, &set_key, &values);
-            match self.store.get(Family::Entries, post.0) {
-                Ok(Some(bytes)) => match entry::decode::<Entry>(&bytes) {
-                    Ok(entry) => {
-                        memo.flush();
-                        return Lookup::Hit {
-                            key: post,
-                            entry: Box::new(entry),
-                            remote: false,
-                        };
-                    }
-                    Err(e) => corrupt = Some(format!("the entry {post} is corrupt: {e}")),
-                },
-                Ok(None) => {}
-                Err(e) => corrupt = Some(format!("cannot read entry {post}: {e}")),
-            }
-        }
-        memo.flush();
+        // Not holding the database while the remote cache answers.
         let mut remote_reason = None;
         if let Some(remote) = &self.remote {
             match remote.lookup(self, pre, env) {
@@ -220,10 +208,60 @@ impl Cache {
         Lookup::Miss { reason }
     }
 
+    /// A local hit, or what made the lookup fail (`None`: nothing matched).
+    fn lookup_local(
+        &self,
+        store: &Store,
+        pre: &PreRun,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(Key, Stored), Option<String>> {
+        let pre_key = pre.key();
+        let memo = StatMemo::new(store);
+        let sets = store
+            .scan_prefix(Family::PathSets, &pre_key.0)
+            .map_err(|e| Some(format!("cannot read the cache: {e}")))?;
+        let mut corrupt = None;
+        for (key, _) in &sets {
+            let set_key = Key(key[32..].try_into().unwrap_or([0; 32]));
+            let record = match path_set(store, &set_key) {
+                Ok(record) => record,
+                Err(e) => {
+                    corrupt = Some(format!("a path set under this key is {e}"));
+                    continue;
+                }
+            };
+            let values: Vec<String> = record
+                .observations
+                .iter()
+                .map(|o| observe(o, &self.root, env, &memo))
+                .collect();
+            let post = post_key(&pre_key, &set_key, &values);
+            match store.get(Family::Entries, post.0) {
+                Ok(Some(bytes)) => match entry::decode::<Stored>(&bytes) {
+                    Ok(entry) => {
+                        memo.flush_with(|batch| {
+                            batch.put(Family::Used, post.0.to_vec(), now_secs().to_le_bytes());
+                        });
+                        return Ok((post, entry));
+                    }
+                    Err(e) => corrupt = Some(format!("the entry {post} is corrupt: {e}")),
+                },
+                Ok(None) => {}
+                Err(e) => corrupt = Some(format!("cannot read entry {post}: {e}")),
+            }
+        }
+        memo.flush();
+        Err(corrupt)
+    }
+
     /// Why `task` would not hit: what differs from its last stored run.
     pub fn explain(&self, task: &str, pre: &PreRun, env: &BTreeMap<String, String>) -> String {
-        let last = match self.last_entry(task) {
-            Ok(Some(entry)) => entry,
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(e) => return format!("cannot read the cache: {e}"),
+        };
+        let (last, observations) = match last_run(&store, task) {
+            Ok(Some(last)) => last,
             Ok(None) => return "no previous run".into(),
             Err(e) => return format!("the last entry is unreadable: {e}"),
         };
@@ -247,17 +285,21 @@ impl Cache {
                 changes.push("the cache key changed (vt version or platform)".into());
             }
         } else {
-            let memo = StatMemo::new(&self.store);
+            let memo = StatMemo::new(&store);
             // One reason per path: a file read and stat'ed changes both observations, and
             // "content changed" says it (Content sorts before Meta).
             let mut explained = std::collections::BTreeSet::new();
-            for (observation, before) in last.observations.iter().zip(&last.values) {
-                let now = observe(observation, &self.root, env, &memo);
+            for (observation, before) in observations.iter().zip(&last.seen) {
+                let now = Seen::of(&observe(observation, &self.root, env, &memo));
                 if &now != before
                     && explained
                         .insert((observation.kind == observe::ObsKind::Env, &observation.path))
                 {
-                    changes.push(observe::explain_change(observation, before, &now));
+                    changes.push(observe::explain_change(
+                        observation,
+                        &before.describe(),
+                        &now.describe(),
+                    ));
                 }
             }
             memo.flush();
@@ -273,58 +315,72 @@ impl Cache {
         reason
     }
 
-    /// The entry stored under `key`, if any (and readable).
-    pub fn entry(&self, key: &Key) -> Option<Entry> {
-        let bytes = self.store.get(Family::Entries, key.0).ok()??;
-        entry::decode(&bytes).ok()
+    /// The last stored run of `task` and its path set's observations, if any (and readable).
+    pub fn last_run(&self, task: &str) -> Result<Option<(Stored, Vec<Observation>)>, String> {
+        let store = self.store().map_err(|e| e.to_string())?;
+        last_run(&store, task)
     }
 
-    pub fn last_entry(&self, task: &str) -> Result<Option<Entry>, String> {
-        let Some(key) = self
-            .store
-            .get(Family::Meta, meta_last(task))
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let Some(bytes) = self
-            .store
-            .get(Family::Entries, &key)
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        entry::decode(&bytes).map(Some)
+    /// Removes what `limits` do not keep (see [`prune`]), holding the database meanwhile.
+    pub fn prune(&self, limits: prune::Limits) -> Result<prune::Pruned, StoreError> {
+        let store = self.store()?;
+        prune::prune(&store, limits, now_secs())
+    }
+
+    /// Prunes if the cache is over `max_size` (a look at its files' sizes otherwise).
+    pub fn prune_if_over(
+        &self,
+        max_size: Option<u64>,
+    ) -> Option<Result<prune::Pruned, StoreError>> {
+        let max = max_size?;
+        if store::disk_usage(self.dir()) <= max {
+            return None;
+        }
+        Some(self.prune(prune::Limits {
+            max_size: Some(max),
+            max_age: None,
+        }))
     }
 
     /// Stores a run locally and, in read-write mode, in the remote cache.
     pub fn store_run(&self, entry: &Entry, batch: Batch) -> Result<Key, StoreError> {
         let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) else {
-            return self.put(entry, batch);
+            return self.put(entry, batch).map(|(post, _)| post);
         };
         let blobs: Vec<(Key, Vec<u8>)> = batch
             .blobs()
             .filter_map(|(key, bytes)| Some((Key(key.try_into().ok()?), bytes.to_vec())))
             .collect();
-        let post = self.put(entry, batch)?;
+        let (post, _) = self.put(entry, batch)?;
         remote.store(entry, &post, blobs);
         Ok(post)
     }
 
-    /// Stores a run: blobs, path set, entry and the task's "last" pointer in one batch.
-    pub fn put(&self, entry: &Entry, mut batch: Batch) -> Result<Key, StoreError> {
+    /// Stores a run: its blobs, path set, entry, time of use and the task's "last" pointer
+    /// in one batch (all or nothing). `batch` holds every blob the entry names, so an entry
+    /// is never written without them, whatever a concurrent prune removed.
+    pub fn put(&self, entry: &Entry, mut batch: Batch) -> Result<(Key, Stored), StoreError> {
         let set_key = path_set_id(&entry.observations);
         let post = post_key(&entry.pre_key, &set_key, &entry.values);
+        let log_size = batch
+            .blobs()
+            .find(|(key, _)| *key == entry.log.0.as_slice())
+            .map_or(0, |(_, bytes)| bytes.len() as u64);
         let record = PathSetRecord {
             observations: entry.observations.clone(),
         };
         let mut set_row = entry.pre_key.0.to_vec();
         set_row.extend_from_slice(&set_key.0);
-        batch.put(Family::PathSets, set_row, entry::encode(&record));
-        batch.put(Family::Entries, post.0.to_vec(), entry::encode(entry));
+        batch.put(Family::Sets, set_key.0.to_vec(), entry::encode(&record));
+        batch.put(Family::PathSets, set_row, Vec::new());
+        let stored = Stored::of(entry, set_key, log_size);
+        batch.put(Family::Entries, post.0.to_vec(), entry::encode(&stored));
+        // Every vt stores the same bytes for the same run (the key covers what it saw, the
+        // entry what it made, blobs by content): two storing it at once leave one entry.
+        batch.put(Family::Used, post.0.to_vec(), now_secs().to_le_bytes());
         batch.put(Family::Meta, meta_last(&entry.task), post.0.to_vec());
-        self.store.write(batch)?;
-        Ok(post)
+        self.store()?.write(batch)?;
+        Ok((post, stored))
     }
 
     /// The values a finished run saw of `observations`, or the first that changed while it
@@ -335,7 +391,8 @@ impl Cache {
         env: &BTreeMap<String, String>,
         run: &RunCheck<'_>,
     ) -> Result<Vec<String>, Moved> {
-        let memo = StatMemo::new(&self.store);
+        let store = self.store().ok();
+        let memo = StatMemo::maybe(store.as_deref());
         let values = observe::observe_run(observations, &self.root, env, &memo, run);
         memo.flush();
         values
@@ -347,7 +404,8 @@ impl Cache {
         observations: &[Observation],
         env: &BTreeMap<String, String>,
     ) -> Vec<String> {
-        let memo = StatMemo::new(&self.store);
+        let store = self.store().ok();
+        let memo = StatMemo::maybe(store.as_deref());
         let values = observations
             .iter()
             .map(|o| observe(o, &self.root, env, &memo))
@@ -355,6 +413,42 @@ impl Cache {
         memo.flush();
         values
     }
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The path set `id` names.
+fn path_set(store: &Store, id: &Key) -> Result<PathSetRecord, String> {
+    let bytes = store
+        .get(Family::Sets, id.0)
+        .map_err(|e| format!("unreadable ({e})"))?
+        .ok_or("missing")?;
+    entry::decode(&bytes).map_err(|e| format!("corrupt: {e}"))
+}
+
+fn last_run(store: &Store, task: &str) -> Result<Option<(Stored, Vec<Observation>)>, String> {
+    let Some(key) = store
+        .get(Family::Meta, meta_last(task))
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let Some(bytes) = store
+        .get(Family::Entries, &key)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let stored: Stored = entry::decode(&bytes)?;
+    let observations = path_set(store, &stored.path_set)
+        .map_err(|e| format!("its path set is {e}"))?
+        .observations;
+    Ok(Some((stored, observations)))
 }
 
 fn describe_part(name: &str, before: Option<&str>, now: Option<&str>) -> String {

@@ -426,12 +426,17 @@ pub fn digest(
 /// Content hashes remembered by (dev, inode) with the size, mtime and ctime they were
 /// computed for; any change to the file changes its ctime, so a match is trustworthy.
 pub struct StatMemo<'a> {
-    store: &'a Store,
+    /// `None`: no database to remember in (every file is hashed).
+    store: Option<&'a Store>,
     pending: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'a> StatMemo<'a> {
     pub fn new(store: &'a Store) -> StatMemo<'a> {
+        Self::maybe(Some(store))
+    }
+
+    pub fn maybe(store: Option<&'a Store>) -> StatMemo<'a> {
         StatMemo {
             store,
             pending: Mutex::new(Vec::new()),
@@ -458,7 +463,7 @@ impl<'a> StatMemo<'a> {
     pub fn hash(&self, path: &Path, meta: &std::fs::Metadata) -> std::io::Result<Key> {
         let key = Self::key(meta);
         let stamp = Self::stamp(meta);
-        if let Ok(Some(value)) = self.store.get(Family::StatMemo, &key)
+        if let Some(Ok(Some(value))) = self.store.map(|s| s.get(Family::StatMemo, &key))
             && value.len() == 64
             && value[..32] == stamp
         {
@@ -490,19 +495,27 @@ impl<'a> StatMemo<'a> {
     }
 
     pub fn flush(&self) {
+        self.flush_with(|_| {});
+    }
+
+    /// Writes the hashes to remember, with whatever `more` adds, in one batch.
+    pub fn flush_with(&self, more: impl FnOnce(&mut Batch)) {
+        let Some(store) = self.store else { return };
         let pending = match self.pending.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
-            Err(_) => return,
+            Err(_) => Vec::new(),
         };
-        if pending.is_empty() {
-            return;
-        }
         let mut batch = Batch::default();
         for (key, value) in pending {
             batch.put(Family::StatMemo, key, value);
         }
-        // A memo is an optimization: failing to write it only costs a rehash next time.
-        let _ = self.store.write(batch);
+        more(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        // A memo (or a time of use) is an optimization: failing to write it only costs a
+        // rehash next time.
+        let _ = store.write(batch);
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
 /// Bumped whenever the meaning of any stored byte changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -19,8 +19,14 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 pub enum Family {
     /// post-run key → cache entry (outputs manifest, logs, exit status).
     Entries,
-    /// pre-run key → the distinct path sets observed under it.
+    /// pre-run key ++ path set id → nothing: the path sets observed under a pre-run key.
     PathSets,
+    /// path set id → the path set (its observations), shared by every pre-run key and
+    /// entry observed under it.
+    Sets,
+    /// post-run key → when the entry was last used (stored or hit), seconds since the
+    /// epoch: what pruning goes by.
+    Used,
     /// content hash → bytes (output files, logs). Large values go to BlobDB files.
     Blobs,
     /// (dev, inode, size, mtime, ctime) → content hash, re-verified on use.
@@ -30,9 +36,11 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 7] = [
         Family::Entries,
         Family::PathSets,
+        Family::Sets,
+        Family::Used,
         Family::Blobs,
         Family::StatMemo,
         Family::Meta,
@@ -42,6 +50,8 @@ impl Family {
         match self {
             Family::Entries => "entries",
             Family::PathSets => "path_sets",
+            Family::Sets => "sets",
+            Family::Used => "used",
             Family::Blobs => "blobs",
             Family::StatMemo => "stat_memo",
             Family::Meta => "meta",
@@ -83,6 +93,23 @@ pub enum StoreError {
     },
     #[error("cache at {path} has column family {family:?} missing")]
     MissingFamily { path: PathBuf, family: &'static str },
+    #[error("cannot {what} {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "the cache at {path} was written by a newer vt ({found}; this vt knows schema {SCHEMA_VERSION})\n  hint: upgrade this vt, or give it a cache of its own with VT_CACHE_DIR"
+    )]
+    Newer { path: PathBuf, found: String },
+    #[error(
+        "the cache at {path} was rewritten by another vt version (schema {found:?}) while this vt used it"
+    )]
+    Changed {
+        path: PathBuf,
+        found: Option<String>,
+    },
 }
 
 /// What opening found.
@@ -138,6 +165,10 @@ impl Batch {
             .map(|(_, key, value)| (key.as_slice(), value.as_slice()))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+
     pub fn delete(&mut self, family: Family, key: impl Into<Vec<u8>>) -> &mut Self {
         self.deletes.push((family, key.into()));
         self
@@ -150,6 +181,19 @@ impl StoreError {
         match self {
             StoreError::Open { error, .. } | StoreError::Io { error, .. } => error.to_string(),
             other => other.to_string(),
+        }
+    }
+
+    /// The write failed for lack of space on the cache's file system.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Open { error, .. } | StoreError::Io { error, .. } => {
+                error.to_string().contains("No space left on device")
+            }
+            StoreError::CreateDir { source, .. } | StoreError::Lock { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+            }
+            _ => false,
         }
     }
 
@@ -173,8 +217,19 @@ impl StoreError {
 }
 
 impl Store {
+    /// Opens (or creates) the database; one of another, older schema is wiped.
     pub fn open(path: impl AsRef<Path>) -> Result<(Store, OpenOutcome), StoreError> {
-        let path = path.as_ref().to_owned();
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Opens the database again, as this process did before: one whose schema changed in
+    /// the meantime (another vt's) is an error, not wiped.
+    pub fn reopen(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, false).map(|(store, _)| store)
+    }
+
+    fn open_with(path: &Path, wipe_other: bool) -> Result<(Store, OpenOutcome), StoreError> {
+        let path = path.to_owned();
         std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
             path: path.clone(),
             source,
@@ -183,15 +238,28 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // vt opens the database each time it starts using it (see `lease`): keep opening
+        // cheap, and keep its info logs from piling up (one per open).
+        options.set_skip_stats_update_on_db_open(true);
+        options.set_keep_log_file_num(2);
+        options.set_recycle_log_file_num(2);
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
         let db = DB::open_cf_descriptors(&options, &path, families).map_err(|error| {
-            StoreError::Open {
-                path: path.clone(),
-                error,
+            if error.to_string().contains("Column families not opened") {
+                // Column families this vt does not know: a later schema's.
+                StoreError::Newer {
+                    path: path.clone(),
+                    found: error.to_string(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.clone(),
+                    error,
+                }
             }
         })?;
         let mut store = Store { db, path };
-        let outcome = store.check_schema(existed)?;
+        let outcome = store.check_schema(existed, wipe_other)?;
         Ok((store, outcome))
     }
 
@@ -199,12 +267,35 @@ impl Store {
         &self.path
     }
 
-    fn check_schema(&mut self, existed: bool) -> Result<OpenOutcome, StoreError> {
+    /// Bytes the database takes on disk (every file in its directory).
+    pub fn disk_usage(&self) -> u64 {
+        disk_usage(&self.path)
+    }
+
+    fn check_schema(&mut self, existed: bool, wipe: bool) -> Result<OpenOutcome, StoreError> {
         let current = SCHEMA_VERSION.to_string();
         let found = self.get(Family::Meta, SCHEMA_KEY)?;
+        let newer = found
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+            .filter(|&v| v > SCHEMA_VERSION);
         let outcome = match found {
             Some(v) if v == current.as_bytes() => return Ok(OpenOutcome::Reused),
+            // Another vt, newer, uses this cache: wiping it would make the two wipe each
+            // other's work on every run.
+            Some(_) if newer.is_some() => {
+                return Err(StoreError::Newer {
+                    path: self.path.clone(),
+                    found: format!("schema {}", newer.unwrap_or_default()),
+                });
+            }
             None if !existed => OpenOutcome::Fresh,
+            other if !wipe => {
+                return Err(StoreError::Changed {
+                    path: self.path.clone(),
+                    found: other.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                });
+            }
             other => {
                 self.wipe()?;
                 OpenOutcome::Wiped {
@@ -271,6 +362,41 @@ impl Store {
             .map_err(|source| self.io("write", source))
     }
 
+    /// Every key of a family, without reading the values (blobs stay on disk).
+    pub fn keys(&self, family: Family) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(family)?);
+        iter.seek_to_first();
+        let mut keys = Vec::new();
+        while let Some(key) = iter.key() {
+            keys.push(key.to_vec());
+            iter.next();
+        }
+        iter.status().map_err(|source| self.io("scan", source))?;
+        Ok(keys)
+    }
+
+    /// Writes what is in memory to table files and compacts every family, so deleted
+    /// records leave the disk (blob files whose blobs are all deleted go with them; blob
+    /// files in the older half are rewritten without their deleted blobs).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for family in Family::ALL {
+            let cf = self.cf(family)?;
+            if family == Family::Blobs {
+                self.db
+                    .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.5")])
+                    .map_err(|source| self.io("configure blob collection", source))?;
+            }
+            self.db
+                .flush_cf(cf)
+                .map_err(|source| self.io("flush", source))?;
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
+    }
+
     /// Every `(key, value)` of a family whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
@@ -287,6 +413,19 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Bytes the files directly in `dir` take (a RocksDB directory is flat).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
-//! `vt cache stats|clean|verify|explain`.
+//! `vt cache stats|prune|clean|verify|explain`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cache::Cache;
-use crate::cache::entry::{self, Entry, Output, PathSetRecord};
-use crate::cache::key::content;
-use crate::cache::store::Family;
+use crate::cache::entry::{self, Output, PathSetRecord, Stored};
+use crate::cache::key::{Key, content};
+use crate::cache::limit::{self, SizeLimit};
+use crate::cache::prune::{self, Limits};
+use crate::cache::store::{Family, Store};
+use crate::cache::{Cache, lease};
 use crate::cli::CacheCommand;
 use crate::config::Workspace;
 use crate::graph;
@@ -16,44 +18,64 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
     let dir = Cache::default_dir(&workspace.root);
+    let size_limit =
+        || limit::size_limit(workspace.settings.cache_max_size, &dir).map_err(anyhow::Error::msg);
     match command {
         CacheCommand::Clean => {
-            // Take the lock first: never delete a cache another vt is writing.
-            let cache = Cache::open(&dir, &workspace.root)?;
-            drop(cache);
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove {}", dir.display()))?;
-            eprintln!("vt: removed {}", dir.display());
+            // Under the lock: never delete a cache another vt is writing. The lock files
+            // stay, so a vt waiting on them keeps a valid lock.
+            let lock = lease::DirLock::acquire(&dir)?;
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+                let name = entry.file_name();
+                if name == lease::LOCK_FILE || name == lease::WANT_FILE {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+            drop(lock);
+            eprintln!("vt: emptied {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats => {
+            let limit = size_limit()?;
             let cache = Cache::open(&dir, &workspace.root)?;
-            let count = |family| {
-                cache.store().scan_prefix(family, b"").map(|rows| {
-                    (
-                        rows.len(),
-                        rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
-                    )
-                })
+            let store = cache.store()?;
+            stats(&store, &limit)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Prune { max_size, max_age } => {
+            let max_size = match max_size {
+                Some(text) => Some(limit::parse_size(&text).map_err(anyhow::Error::msg)?),
+                None => size_limit()?.bytes,
             };
-            println!("cache: {}", dir.display());
-            for (name, family) in [
-                ("entries", Family::Entries),
-                ("path sets", Family::PathSets),
-                ("blobs", Family::Blobs),
-                ("stat memo", Family::StatMemo),
-            ] {
-                let (rows, bytes) = count(family)?;
-                println!(
-                    "  {name:<10} {rows:>8}  {:>10.1} KiB",
-                    bytes as f64 / 1024.0
-                );
-            }
+            let max_age = max_age
+                .map(|text| limit::parse_age(&text).map_err(anyhow::Error::msg))
+                .transpose()?;
+            let cache = Cache::open(&dir, &workspace.root)?;
+            let pruned = cache.prune(Limits { max_size, max_age })?;
+            eprintln!(
+                "vt: pruned {} of {} entries ({} blobs, {} path sets): {} → {}",
+                pruned.removed_entries,
+                pruned.entries,
+                pruned.removed_blobs,
+                pruned.removed_path_sets,
+                limit::human(pruned.size_before),
+                limit::human(pruned.size_after)
+            );
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Verify => {
             let cache = Cache::open(&dir, &workspace.root)?;
-            let problems = verify(&cache)?;
+            let problems = verify(&*cache.store()?)?;
             for problem in &problems {
                 println!("{problem}");
             }
@@ -91,16 +113,10 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|d| {
                     let label = graph.nodes[d.node].label.clone();
-                    let key = cache
-                        .store()
-                        .get(
-                            Family::Meta,
-                            [b"last/".as_slice(), label.as_bytes()].concat(),
-                        )
-                        .ok()
-                        .flatten()
-                        .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
-                        .unwrap_or_default();
+                    let key = match cache.last_run(&label) {
+                        Ok(Some((stored, _))) => stored.result_key().hex(),
+                        _ => String::new(),
+                    };
                     (label, key)
                 })
                 .collect();
@@ -118,21 +134,48 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Every entry decodes, every blob it names exists and matches its hash, every path set
-/// decodes.
-pub fn verify(cache: &Cache) -> anyhow::Result<Vec<String>> {
+fn stats(store: &Store, limit: &SizeLimit) -> anyhow::Result<()> {
+    let usage = prune::usage(store)?;
+    let ago = |secs: Option<u64>| match secs {
+        None => "-".to_owned(),
+        Some(secs) => {
+            let age = crate::cache::now_secs().saturating_sub(secs);
+            format!(
+                "{} ago",
+                humantime::format_duration(std::time::Duration::from_secs(age))
+            )
+        }
+    };
+    println!("cache:       {}", store.path().display());
+    println!("size:        {}", limit::human(store.disk_usage()));
+    println!("limit:       {}", limit.describe());
+    println!("entries:     {}", usage.entries);
+    println!("oldest use:  {}", ago(usage.oldest_use));
+    println!("newest use:  {}", ago(usage.newest_use));
+    Ok(())
+}
+
+/// Every entry decodes, its path set is there, every blob it names exists and matches its
+/// hash, every path set decodes.
+pub fn verify(store: &Store) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    let store = cache.store();
+    let name = |key: &[u8]| -> String { key.iter().take(8).map(|b| format!("{b:02x}")).collect() };
     for (key, value) in store.scan_prefix(Family::Entries, b"")? {
-        let name: String = key.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let entry: Entry = match entry::decode(&value) {
+        let name = name(&key);
+        let entry: Stored = match entry::decode(&value) {
             Ok(entry) => entry,
             Err(e) => {
                 problems.push(format!("entry {name}: {e}"));
                 continue;
             }
         };
-        let mut blobs = vec![(entry.log, "log".to_owned())];
+        if store.get(Family::Sets, entry.path_set.0)?.is_none() {
+            problems.push(format!(
+                "entry {name} ({}): its path set is missing",
+                entry.task
+            ));
+        }
+        let mut blobs: Vec<(Key, String)> = vec![(entry.log, "log".to_owned())];
         for output in &entry.outputs {
             if let Output::File { blob, path, .. } = output {
                 blobs.push((*blob, path.display()));
@@ -152,10 +195,9 @@ pub fn verify(cache: &Cache) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    for (key, value) in store.scan_prefix(Family::PathSets, b"")? {
+    for (key, value) in store.scan_prefix(Family::Sets, b"")? {
         if let Err(e) = entry::decode::<PathSetRecord>(&value) {
-            let name: String = key.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            problems.push(format!("path set {name}: {e}"));
+            problems.push(format!("path set {}: {e}", name(&key)));
         }
     }
     Ok(problems)

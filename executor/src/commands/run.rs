@@ -250,6 +250,30 @@ fn apply_flags(graph: &mut Graph, common: &crate::cli::CommonRunArgs) {
     }
 }
 
+/// After a run: a cache over its size limit is pruned (least recently used first).
+fn keep_within_limit(workspace: &Workspace, cache: &Cache) {
+    use crate::cache::limit;
+    let max = match limit::size_limit(workspace.settings.cache_max_size, cache.dir()) {
+        Ok(limit) => limit.bytes,
+        Err(e) => {
+            eprintln!("vt: warning: {e}; the cache is not pruned");
+            return;
+        }
+    };
+    match cache.prune_if_over(max) {
+        None => {}
+        Some(Ok(pruned)) => eprintln!(
+            "vt: the cache was over its limit of {}: removed {} least recently used of {} entries ({} → {})",
+            limit::human(max.unwrap_or_default()),
+            pruned.removed_entries,
+            pruned.entries,
+            limit::human(pruned.size_before),
+            limit::human(pruned.size_after)
+        ),
+        Some(Err(e)) => eprintln!("vt: warning: cannot prune the cache: {e}"),
+    }
+}
+
 fn execute_graph(
     workspace: &Workspace,
     graph: &Graph,
@@ -322,6 +346,9 @@ fn execute_graph(
         eprint!("{}", details.render());
     }
     details.save(&dir);
+    if let Some(cache) = &cache {
+        keep_within_limit(workspace, cache);
+    }
     let failed = results.iter().find_map(|r| match r.outcome {
         Outcome::Failed { exit_code, .. } => Some(exit_code),
         _ => None,

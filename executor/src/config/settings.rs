@@ -21,6 +21,8 @@ pub struct Settings {
     pub pre_post_scripts: bool,
     /// Whose defaults applied (for `--dry-run` and the docs).
     pub defaults: Defaults,
+    /// `cacheMaxSize`, bytes (0: no limit); see `cache::limit`.
+    pub cache_max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,8 @@ impl Settings {
                 "cache"
             } else if settings.enable_pre_post_scripts.is_some() {
                 "enablePrePostScripts"
+            } else if settings.cache_max_size.is_some() {
+                "cacheMaxSize"
             } else {
                 continue;
             };
@@ -83,6 +87,7 @@ impl Settings {
                 .enable_pre_post_scripts
                 .unwrap_or(defaults == Defaults::ViteTask),
             defaults,
+            cache_max_size: root.cache_max_size,
         })
     }
 }

@@ -26,6 +26,15 @@ struct TaskFile {
     cache: Option<GlobalCache>,
     /// Run `preX` / `postX` scripts around script `X` (root file only).
     enable_pre_post_scripts: Option<bool>,
+    /// How big the cache may grow (root file only): `"5GiB"`, bytes, `0` for no limit.
+    cache_max_size: Option<SizeSetting>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum SizeSetting {
+    Bytes(u64),
+    Text(String),
 }
 
 /// The root file's `cache` key, as vite-task reads it.
@@ -50,6 +59,8 @@ pub struct DetailedCache {
 pub struct RootSettings {
     pub cache: Option<GlobalCache>,
     pub enable_pre_post_scripts: Option<bool>,
+    /// `cacheMaxSize` in bytes (0: no limit).
+    pub cache_max_size: Option<u64>,
 }
 
 /// One package's task file, read.
@@ -177,6 +188,18 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
                 root_settings: RootSettings {
                     cache: file.cache,
                     enable_pre_post_scripts: file.enable_pre_post_scripts,
+                    cache_max_size: match file.cache_max_size {
+                        None => None,
+                        Some(SizeSetting::Bytes(bytes)) => Some(bytes),
+                        Some(SizeSetting::Text(text)) => {
+                            Some(crate::cache::limit::parse_size(&text).map_err(|message| {
+                                ConfigError::Invalid {
+                                    path: path.clone(),
+                                    message: format!("cacheMaxSize: {message}"),
+                                }
+                            })?)
+                        }
+                    },
                 },
             })
         }

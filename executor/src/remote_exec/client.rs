@@ -65,9 +65,9 @@ pub async fn run(
         .map_err(|_| "the task's directory is outside the workspace".to_owned())?
         .to_path_buf();
     let mut extra: BTreeSet<PathBuf> = BTreeSet::new();
-    if let Ok(Some(last)) = cache.last_entry(&plan.label) {
+    if let Ok(Some((_, observations))) = cache.last_run(&plan.label) {
         extra.extend(
-            last.observations
+            observations
                 .iter()
                 .filter(|o| o.kind != ObsKind::Env && o.path.inside_workspace())
                 .map(|o| PathBuf::from(o.path.display())),
@@ -78,7 +78,7 @@ pub async fn run(
     for (name, value) in &plan.pre.parts {
         if let Some(dep) = name.strip_prefix("dependency ")
             && !value.starts_with("uncached-")
-            && let Ok(Some(entry)) = cache.last_entry(dep)
+            && let Ok(Some((entry, _))) = cache.last_run(dep)
         {
             extra.extend(
                 entry
@@ -92,7 +92,7 @@ pub async fn run(
     }
     let started = Instant::now();
     for attempt in 1..=ATTEMPTS {
-        let listing = listing(root, &working, cache.store().path(), &extra)
+        let listing = listing(root, &working, cache.dir(), &extra)
             .map_err(|e| format!("cannot read the workspace for the input root: {e}"))?;
         let action = submit(client, plan, root, &working, &listing, wait).await?;
         // The worker enforces the action's timeout; the engine gets a minute more to say so.

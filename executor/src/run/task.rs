@@ -9,7 +9,7 @@ use super::execute::execute;
 use super::output::{Console, LogMode};
 use super::plan::{Plan, files_matching};
 use crate::cache::archive;
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, Stored};
 use crate::cache::observe::{self, Observation, is_noise};
 use crate::cache::store::{Batch, Family};
 use crate::cache::{Cache, Lookup};
@@ -239,16 +239,25 @@ fn finish_remote(
     }
 }
 
-fn replay(cache: &Cache, entry: &Entry, remote: bool, console: &mut Console) -> Result<(), String> {
-    let log = cache
-        .store()
-        .get(Family::Blobs, entry.log.0)
-        .map_err(|e| e.to_string())?
-        .ok_or("its log is missing")?;
+fn replay(
+    cache: &Cache,
+    entry: &Stored,
+    remote: bool,
+    console: &mut Console,
+) -> Result<(), String> {
+    // The database only while reading: writing the files and the console takes longer.
+    let (log, blobs) = {
+        let store = cache.store().map_err(|e| e.to_string())?;
+        let log = store
+            .get(Family::Blobs, entry.log.0)
+            .map_err(|e| e.to_string())?
+            .ok_or("its log is missing")?;
+        let blobs = archive::fetch(&store, &entry.outputs).map_err(|e| e.to_string())?;
+        (log, blobs)
+    };
     if archive::log_key(&log) != entry.log {
         return Err("its log is corrupt".into());
     }
-    let blobs = archive::fetch(cache.store(), &entry.outputs).map_err(|e| e.to_string())?;
     status_line(
         &entry.task,
         if remote {
@@ -308,7 +317,7 @@ fn store(
     plan: &Plan,
     execution: &super::execute::Execution,
 ) -> Result<String, String> {
-    let traced = path_set(execution, plan, cache.root(), cache.store().path())?;
+    let traced = path_set(execution, plan, cache.root(), cache.dir())?;
     let check = observe::RunCheck {
         window: &execution.window,
         own: &traced.own,
@@ -409,7 +418,7 @@ pub struct Observed<'a> {
 /// Archives the outputs (traced, plus the task's output globs) and stores the entry.
 pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<String, String> {
     let root = cache.root();
-    let cache_dir = cache.store().path();
+    let cache_dir = cache.dir();
     check_declared(plan, root, &run)?;
     let mut outputs = run.outputs;
     if !plan.output_include.is_empty() {
@@ -443,5 +452,20 @@ pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<Strin
     cache
         .store_run(&entry, batch)
         .map(|_| entry.result_key().hex())
-        .map_err(|e| format!("cannot write the cache: {e}"))
+        .map_err(|e| {
+            if !e.is_disk_full() {
+                return format!("cannot write the cache: {e}");
+            }
+            // Once per vt: every other task that cannot be stored says so in a few words.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "vt: warning: the disk holding the cache at {} is full; tasks' results stand but are not stored ({})\n  hint: free space there, lower the cache's limit (VT_CACHE_MAX_SIZE, cacheMaxSize) or run `vt cache prune --max-size SIZE`",
+                    cache.dir().display(),
+                    e.detail().trim()
+                );
+            }
+            "the cache's disk is full".to_owned()
+        })
 }

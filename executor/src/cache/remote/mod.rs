@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
 
-use super::entry::{self, Entry, PathSetRecord};
+use super::entry::{self, Entry, PathSetRecord, Stored};
 use super::key::{Key, content};
 use super::observe::{path_set_id, post_key};
 use super::store::{Batch, Family};
@@ -57,7 +57,7 @@ pub struct RemoteCache {
 pub enum RemoteLookup {
     Hit {
         post: Key,
-        entry: Box<Entry>,
+        entry: Box<Stored>,
     },
     /// Nothing usable; `Some(reason)` when something was there but could not be used.
     Miss(Option<String>),
@@ -220,9 +220,9 @@ impl RemoteCache {
                         batch.put(Family::Blobs, key.0.to_vec(), bytes);
                     }
                     match cache.put(&entry, batch) {
-                        Ok(_) => RemoteLookup::Hit {
+                        Ok((_, stored)) => RemoteLookup::Hit {
                             post,
-                            entry: Box::new(entry),
+                            entry: Box::new(stored),
                         },
                         Err(e) => RemoteLookup::Miss(Some(format!(
                             "a remote hit could not be written to the local cache: {e}"

@@ -1,0 +1,352 @@
+//! Many vt processes, one cache: each holds the database only while it uses it.
+//!
+//! RocksDB lets one process at a time open a database, and a vt that held it for its whole
+//! run (a dev server, a watcher, a long build) made every other vt in the workspace wait
+//! for its end. So a vt opens the database when it needs it (a lookup, a store, a replay's
+//! blob reads) and closes it again when
+//! - it has not used it for [`LINGER`] (a task is running, nothing to look up or store), or
+//! - another vt is waiting for it and this one has held it for at least [`MIN_HOLD`] (so
+//!   two busy vt take turns in slices worth the reopening, instead of on every lookup).
+//!
+//! A wait is therefore bounded by one slice plus the operation in progress, milliseconds,
+//! and a wait longer than [`NOTICE_AFTER`] says who holds the cache. Reopening costs one
+//! RocksDB open (measured in BENCHMARKS.md); a vt alone on its cache opens it once per
+//! busy stretch, as before.
+//!
+//! Two `flock`ed files in the cache directory carry the protocol. The kernel drops both
+//! when their holder dies, however it dies:
+//! - [`LOCK_FILE`]: exclusive while the database is open; it names the holder's pid.
+//! - [`WANT_FILE`]: a vt waiting for the lock holds it shared. A holder that cannot take it
+//!   exclusively knows somebody waits.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::store::{Store, StoreError};
+
+/// The lock's file name inside the cache directory.
+pub const LOCK_FILE: &str = "vt.lock";
+/// Held shared by whoever waits for [`LOCK_FILE`].
+pub const WANT_FILE: &str = "vt.want";
+
+/// An idle holder closes the database after this long.
+pub const LINGER: Duration = Duration::from_millis(25);
+/// A holder others wait for keeps the database at least this long before handing it over.
+pub const MIN_HOLD: Duration = Duration::from_millis(25);
+/// A wait longer than this is announced on stderr.
+const NOTICE_AFTER: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// Leases this thread holds: a thread that holds one never waits for a hand-over (it
+    /// would wait for itself).
+    static HELD_HERE: Cell<usize> = const { Cell::new(0) };
+}
+
+fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on a descriptor this function's caller owns.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn open_rw(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// The cache directory's lock, held exclusively. Dropping it releases it.
+#[derive(Debug)]
+pub struct DirLock {
+    file: File,
+}
+
+impl DirLock {
+    /// Waits (announcing a long wait) until this process holds `dir`'s lock.
+    pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
+        let failed = |what: &'static str, path: &Path, source| StoreError::Lock {
+            path: path.to_owned(),
+            what,
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = open_rw(&path).map_err(|e| failed("open", &path, e))?;
+        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            // Say that we wait, so the holder hands over at its next chance.
+            let want_path = dir.join(WANT_FILE);
+            let want = open_rw(&want_path).map_err(|e| failed("open", &want_path, e))?;
+            flock(&want, libc::LOCK_SH).map_err(|e| failed("lock", &want_path, e))?;
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let notice = Notice::after(NOTICE_AFTER, dir, holder.trim());
+            flock(&file, libc::LOCK_EX).map_err(|e| failed("lock", &path, e))?;
+            notice.done();
+            drop(want);
+        }
+        // The pid is for the waiting notice only; failing to write it changes nothing else.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(DirLock { file })
+    }
+
+    /// Whether another vt waits for this lock.
+    fn wanted(&self, dir: &Path) -> bool {
+        let Ok(want) = File::open(dir.join(WANT_FILE)) else {
+            return false; // nobody ever waited
+        };
+        match flock(&want, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => false, // closing `want` unlocks it
+            Err(_) => true,
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = flock(&self.file, libc::LOCK_UN);
+    }
+}
+
+/// Prints "waiting for the cache" if a wait lasts longer than a moment.
+struct Notice {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Notice {
+    fn after(delay: Duration, dir: &Path, holder: &str) -> Notice {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let message = format!(
+            "vt: waiting for the cache at {}: vt (pid {holder}) is writing to it",
+            dir.display()
+        );
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(delay) {
+                eprintln!("{message}");
+            }
+        });
+        Notice { done: Some(done) }
+    }
+
+    fn done(mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// An open database and the lock that lets this process have it. Fields drop in order:
+/// the database closes before the lock is released.
+struct Held {
+    store: Store,
+    lock: DirLock,
+    since: Instant,
+}
+
+/// Opens the database once its lock is held.
+type Opener = dyn Fn(&Path) -> Result<Store, StoreError> + Send + Sync;
+
+struct State {
+    held: Option<Arc<Held>>,
+    /// Live [`Lease`]s.
+    users: usize,
+    last_use: Instant,
+    /// Another vt waits: no new lease until the live ones end and the database is closed.
+    handing_over: bool,
+    stopping: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    open: Box<Opener>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The database of one cache directory, opened and closed as this process uses it.
+pub struct Leases {
+    shared: Arc<Shared>,
+    closer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leases {
+    /// Takes the lock and opens the database with `first` (which may repair, wipe or report
+    /// what it found); later reopenings use `open`.
+    pub fn new<T>(
+        dir: &Path,
+        first: impl FnOnce(&Path) -> Result<(Store, T), StoreError>,
+        open: impl Fn(&Path) -> Result<Store, StoreError> + Send + Sync + 'static,
+    ) -> Result<(Leases, T), StoreError> {
+        let lock = DirLock::acquire(dir)?;
+        let (store, found) = first(dir)?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            open: Box::new(open),
+            state: Mutex::new(State {
+                held: Some(Arc::new(Held {
+                    store,
+                    lock,
+                    since: Instant::now(),
+                })),
+                users: 0,
+                last_use: Instant::now(),
+                handing_over: false,
+                stopping: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let closer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("vt-cache-closer".into())
+                .spawn(move || close_when_idle(&shared))
+                .ok()
+        };
+        Ok((Leases { shared, closer }, found))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The database, opened (after waiting for another vt, if one has it) if it is not.
+    pub fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        let shared = &*self.shared;
+        let mut state = shared.state();
+        let held_here = HELD_HERE.with(Cell::get) > 0;
+        while state.handing_over && !held_here {
+            state = shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let held = match &state.held {
+            Some(held) => Arc::clone(held),
+            None => {
+                // Others of this process wait on the mutex meanwhile: one opening is enough.
+                let lock = DirLock::acquire(&shared.dir)?;
+                let store = (shared.open)(&shared.dir)?;
+                let held = Arc::new(Held {
+                    store,
+                    lock,
+                    since: Instant::now(),
+                });
+                state.held = Some(Arc::clone(&held));
+                held
+            }
+        };
+        state.users += 1;
+        HELD_HERE.with(|n| n.set(n.get() + 1));
+        Ok(Lease {
+            held,
+            shared: &self.shared,
+        })
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.state();
+            state.stopping = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(closer) = self.closer.take() {
+            let _ = closer.join();
+        }
+        self.shared.state().held = None;
+    }
+}
+
+/// The closer thread: closes the database once it has been idle for [`LINGER`].
+fn close_when_idle(shared: &Shared) {
+    let mut state = shared.state();
+    loop {
+        if state.stopping {
+            return;
+        }
+        let idle = state.last_use.elapsed();
+        state = match (&state.held, state.users) {
+            (Some(_), 0) if idle >= LINGER => {
+                state.held = None;
+                continue;
+            }
+            (Some(_), 0) => {
+                shared
+                    .changed
+                    .wait_timeout(state, LINGER - idle)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            _ => shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner()),
+        };
+    }
+}
+
+/// The open database, for one operation (or a few that belong together).
+pub struct Lease<'a> {
+    held: Arc<Held>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.held.store
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        HELD_HERE.with(|n| n.set(n.get().saturating_sub(1)));
+        let mut state = self.shared.state();
+        state.users -= 1;
+        state.last_use = Instant::now();
+        if !state.handing_over
+            && self.held.since.elapsed() >= MIN_HOLD
+            && self.held.lock.wanted(&self.shared.dir)
+        {
+            state.handing_over = true;
+        }
+        if state.users == 0 && state.handing_over {
+            // This lease's `held` still refers to the database: it closes when `self.held`
+            // drops, right after this, and the last reference goes.
+            state.held = None;
+            state.handing_over = false;
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+}
