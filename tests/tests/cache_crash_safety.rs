@@ -89,3 +89,89 @@ fn kill_9_at_random_moments_never_corrupts_the_cache() {
         );
     }
 }
+
+/// Several vt at once on one cache, stores and prunes among them, one of them killed at a
+/// random moment each round: afterwards every entry verifies and every hit restores what
+/// the build makes of the sources at hand (issue 22).
+#[test]
+fn kill_9_during_concurrent_stores_and_prunes_never_corrupts_the_cache() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::canonicalize(temp.path()).expect("canonical");
+    let cache = base.join("cache");
+    let roots: Vec<std::path::PathBuf> = (0..3).map(|i| base.join(format!("ws{i}"))).collect();
+    for root in &roots {
+        std::fs::create_dir_all(root.join("src")).expect("mkdir");
+        std::fs::write(
+            root.join("package.json"),
+            r#"{"name":"app","scripts":{"build":"mkdir -p dist && cat src/in.txt > dist/a.txt && cat src/in.txt src/in.txt > dist/b.txt"}}"#,
+        )
+        .expect("write");
+    }
+    let variants: Vec<String> = (0..6).map(|i| format!("variant {i}\n")).collect();
+    let shared = |command: &mut Command| {
+        command
+            .env("VT_CACHE_DIR", &cache)
+            .env_remove("VT_CACHE_MAX_SIZE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+    };
+    let mut rng = Rng(0x0c0f_fee5);
+    for _ in 0..15 {
+        let mut children = Vec::new();
+        for root in &roots {
+            let variant = &variants[(rng.next() % 6) as usize];
+            std::fs::write(root.join("src/in.txt"), variant).expect("write");
+            let mut command = vt(root);
+            command.args(["run", "build"]);
+            shared(&mut command);
+            children.push(command.spawn().expect("vt run"));
+        }
+        let mut prune = vt(&roots[0]);
+        prune.args(["cache", "prune", "--max-size", "1"]);
+        shared(&mut prune);
+        children.push(prune.spawn().expect("vt cache prune"));
+        let victim = (rng.next() % children.len() as u64) as usize;
+        std::thread::sleep(Duration::from_millis(rng.next() % 150));
+        // SAFETY: signalling a process group we created.
+        unsafe { libc::kill(-(children[victim].id() as i32), libc::SIGKILL) };
+        for mut child in children {
+            let _ = child.wait();
+        }
+    }
+    let verify = vt(&roots[0])
+        .env("VT_CACHE_DIR", &cache)
+        .args(["cache", "verify"])
+        .output()
+        .expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    for root in &roots {
+        for variant in &variants {
+            std::fs::write(root.join("src/in.txt"), variant).expect("write");
+            let _ = std::fs::remove_dir_all(root.join("dist"));
+            let run = vt(root)
+                .env("VT_CACHE_DIR", &cache)
+                .args(["run", "build"])
+                .output()
+                .expect("vt");
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            assert_eq!(
+                std::fs::read_to_string(root.join("dist/a.txt")).expect("a"),
+                *variant
+            );
+            assert_eq!(
+                std::fs::read_to_string(root.join("dist/b.txt")).expect("b"),
+                format!("{variant}{variant}")
+            );
+        }
+    }
+}

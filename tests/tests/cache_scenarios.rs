@@ -483,29 +483,40 @@ fn s23_a_corrupt_entry_is_a_miss_with_a_reason() {
 }
 
 #[test]
-fn s24_a_second_vt_waits_and_names_the_holder() {
+fn s24_a_vt_that_must_wait_for_the_cache_names_the_holder_and_goes_on() {
+    use std::io::BufRead;
     let ws = Ws::new(&[(
         "package.json",
-        r#"{"name":"app","scripts":{"build":"sleep 2; echo slow > out.txt"},"private":true}"#,
+        r#"{"name":"app","scripts":{"build":"echo built > out.txt"},"private":true}"#,
     )]);
-    let mut first = Command::new(vt_tests::vt_binary())
+    let cache = ws.path("node_modules/.cache/vt");
+    // This test holds the cache as another vt would while it writes; a vt alone with its
+    // cache never waits (and two at once take turns: tests/tests/cache_concurrency.rs).
+    let held = executor::cache::lease::DirLock::acquire(&cache).expect("lock");
+    let mut waiting = Command::new(vt_tests::vt_binary())
         .args(["run", "build"])
         .current_dir(&ws.root)
-        .env("VT_CACHE_DIR", ws.path("node_modules/.cache/vt"))
-        .stderr(std::process::Stdio::null())
+        .env("VT_CACHE_DIR", &cache)
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("first vt");
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let second = ws.run("build", &[]);
-    assert!(first.wait().expect("first").success());
+        .expect("vt");
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read");
     assert!(
-        second
-            .stderr()
-            .contains(&format!("in use by vt (pid {})", first.id())),
-        "{}",
-        second.stderr()
+        line.contains(&format!(
+            "waiting for the cache at {}: vt (pid {}) is writing to it",
+            cache.display(),
+            std::process::id()
+        )),
+        "{line}"
     );
-    second.assert_hit(APP);
+    drop(held);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("read");
+    assert!(waiting.wait().expect("vt").success(), "{rest}");
+    assert!(rest.contains("cache miss: no previous run"), "{rest}");
+    ws.run("build", &[]).assert_hit(APP);
 }
 
 #[test]

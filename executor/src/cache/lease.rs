@@ -69,6 +69,8 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
 #[derive(Debug)]
 pub struct DirLock {
     file: File,
+    /// [`WANT_FILE`], kept open to test it cheaply after each lease.
+    want: File,
 }
 
 impl DirLock {
@@ -85,33 +87,33 @@ impl DirLock {
         })?;
         let path = dir.join(LOCK_FILE);
         let mut file = open_rw(&path).map_err(|e| failed("open", &path, e))?;
+        let want_path = dir.join(WANT_FILE);
+        let want = open_rw(&want_path).map_err(|e| failed("open", &want_path, e))?;
         if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             // Say that we wait, so the holder hands over at its next chance.
-            let want_path = dir.join(WANT_FILE);
-            let want = open_rw(&want_path).map_err(|e| failed("open", &want_path, e))?;
             flock(&want, libc::LOCK_SH).map_err(|e| failed("lock", &want_path, e))?;
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let notice = Notice::after(NOTICE_AFTER, dir, holder.trim());
             flock(&file, libc::LOCK_EX).map_err(|e| failed("lock", &path, e))?;
             notice.done();
-            drop(want);
+            flock(&want, libc::LOCK_UN).map_err(|e| failed("unlock", &want_path, e))?;
         }
         // The pid is for the waiting notice only; failing to write it changes nothing else.
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| write!(file, "{}", std::process::id()));
-        Ok(DirLock { file })
+        Ok(DirLock { file, want })
     }
 
     /// Whether another vt waits for this lock.
-    fn wanted(&self, dir: &Path) -> bool {
-        let Ok(want) = File::open(dir.join(WANT_FILE)) else {
-            return false; // nobody ever waited
-        };
-        match flock(&want, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(()) => false, // closing `want` unlocks it
+    fn wanted(&self) -> bool {
+        match flock(&self.want, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => {
+                let _ = flock(&self.want, libc::LOCK_UN);
+                false
+            }
             Err(_) => true,
         }
     }
@@ -334,10 +336,7 @@ impl Drop for Lease<'_> {
         let mut state = self.shared.state();
         state.users -= 1;
         state.last_use = Instant::now();
-        if !state.handing_over
-            && self.held.since.elapsed() >= MIN_HOLD
-            && self.held.lock.wanted(&self.shared.dir)
-        {
+        if !state.handing_over && self.held.since.elapsed() >= MIN_HOLD && self.held.lock.wanted() {
             state.handing_over = true;
         }
         if state.users == 0 && state.handing_over {
@@ -348,5 +347,103 @@ impl Drop for Lease<'_> {
         }
         drop(state);
         self.shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::{Batch, Family};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // Two `Leases` on one directory in one process contend exactly like two processes:
+    // each opens its own descriptions of the lock files, and flock locks descriptions.
+    fn open(dir: &Path) -> Leases {
+        Leases::new(dir, |d| Store::open(d).map(|(s, _)| (s, ())), Store::reopen)
+            .expect("open")
+            .0
+    }
+
+    #[test]
+    fn an_idle_holder_lets_another_in_and_both_see_each_others_writes() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("cache");
+        let first = open(&dir);
+        {
+            let mut batch = Batch::default();
+            batch.put(Family::Meta, "from", "first");
+            first.lease().expect("lease").write(batch).expect("write");
+        }
+        // `first` is idle: it closes after LINGER and the second gets in.
+        let second = open(&dir);
+        let seen = second
+            .lease()
+            .expect("lease")
+            .get(Family::Meta, "from")
+            .expect("get");
+        assert_eq!(seen.as_deref(), Some(&b"first"[..]));
+        {
+            let mut batch = Batch::default();
+            batch.put(Family::Meta, "from", "second");
+            second.lease().expect("lease").write(batch).expect("write");
+        }
+        let seen = first
+            .lease()
+            .expect("the first reopens once the second is idle")
+            .get(Family::Meta, "from")
+            .expect("get");
+        assert_eq!(seen.as_deref(), Some(&b"second"[..]));
+    }
+
+    #[test]
+    fn a_busy_holder_hands_over_to_a_waiting_one() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("cache");
+        let busy = open(&dir);
+        let got_in = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Never idle: one lease after another until the other got in.
+            let first = busy.lease().expect("lease");
+            scope.spawn(|| {
+                let other = open(&dir);
+                let lease = other.lease().expect("lease");
+                assert!(lease.get(Family::Meta, "x").is_ok());
+                got_in.store(true, Ordering::SeqCst);
+            });
+            drop(first);
+            let mut leases = 0u64;
+            while !got_in.load(Ordering::SeqCst) {
+                let lease = busy.lease().expect("lease");
+                let _ = lease.get(Family::Meta, "x");
+                leases += 1;
+                assert!(leases < 50_000_000, "never handed over");
+            }
+        });
+        // And it gets the database back.
+        assert!(
+            busy.lease()
+                .expect("lease again")
+                .get(Family::Meta, "x")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_lease_taken_inside_a_lease_never_waits_for_itself() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("cache");
+        let leases = open(&dir);
+        let outer = leases.lease().expect("outer");
+        {
+            let mut state = leases.shared.state();
+            state.handing_over = true;
+        }
+        let inner = leases.lease().expect("inner, while handing over");
+        drop(inner);
+        drop(outer);
+        assert!(
+            leases.shared.state().held.is_none(),
+            "closed once both ended"
+        );
     }
 }

@@ -25,9 +25,7 @@ pub struct SizeLimit {
 
 impl SizeLimit {
     pub fn describe(&self) -> String {
-        let size = self
-            .bytes
-            .map_or("none".to_owned(), |b| format!("{}", human(b)));
+        let size = self.bytes.map_or("none".to_owned(), human);
         let source = match self.source {
             Source::Env => "from VT_CACHE_MAX_SIZE",
             Source::Config => "from cacheMaxSize",
@@ -78,7 +76,7 @@ fn default_limit(dir: &Path) -> u64 {
     // The directory may not exist yet: ask about the nearest ancestor that does.
     let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
     match nix::sys::statvfs::statvfs(existing) {
-        Ok(fs) => (fs.blocks() as u64 * fs.fragment_size() as u64 / 10).min(DEFAULT_CEILING),
+        Ok(fs) => (fs.blocks() * fs.fragment_size() / 10).min(DEFAULT_CEILING),
         Err(_) => DEFAULT_CEILING,
     }
 }

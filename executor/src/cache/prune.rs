@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::entry::{self, Stored};
 use super::key::Key;
-use super::store::{Batch, Family, Store, StoreError};
+use super::store::{self, Batch, Family, Store, StoreError};
 
 /// A prune over the size limit goes down to this share of it, so the next runs do not
 /// each prune a little.
@@ -52,6 +52,26 @@ struct Candidate {
 /// Removes entries (oldest use first) until the cache is within `limits`, then whatever
 /// nothing refers to. `now`: seconds since the epoch.
 pub fn prune(store: &Store, limits: Limits, now: u64) -> Result<Pruned, StoreError> {
+    let mut total = prune_once(store, limits, now)?;
+    // The size on disk after compacting is known only then: blob files that still hold a
+    // live blob stay. Another pass, measured afresh, gets under the limit.
+    for _ in 0..3 {
+        if limits.max_size.is_none_or(|max| total.size_after <= max) {
+            break;
+        }
+        let pass = prune_once(store, limits, now)?;
+        total.removed_entries += pass.removed_entries;
+        total.removed_blobs += pass.removed_blobs;
+        total.removed_path_sets += pass.removed_path_sets;
+        total.size_after = pass.size_after;
+        if pass.removed_entries == 0 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+fn prune_once(store: &Store, limits: Limits, now: u64) -> Result<Pruned, StoreError> {
     let size_before = store.disk_usage();
     let used: HashMap<Vec<u8>, u64> = store
         .scan_prefix(Family::Used, b"")?
@@ -87,14 +107,16 @@ pub fn prune(store: &Store, limits: Limits, now: u64) -> Result<Pruned, StoreErr
     let mut logical: u64 = candidates.iter().map(|c| c.bytes).sum::<u64>()
         + references.values().map(|(_, size)| size).sum::<u64>();
     // The disk holds more than the records (LSM levels, blob file garbage) or less
-    // (compression): scale the limit to the records' bytes by what the disk shows now.
+    // (compression): scale the limit to the records' bytes by what the data files show now,
+    // after setting aside the files that do not grow with entries.
+    let (data_before, fixed) = store::disk_usage_split(store.path());
     let target = limits.max_size.map(|max| {
         let ratio = if logical == 0 {
             1.0
         } else {
-            size_before as f64 / logical as f64
+            data_before as f64 / logical as f64
         };
-        (max as f64 * PRUNE_TO / ratio.max(0.1)) as u64
+        (max.saturating_sub(fixed) as f64 * PRUNE_TO / ratio.max(0.1)) as u64
     });
     let over_size = limits.max_size.is_some_and(|max| size_before > max);
     let too_old = |used: u64| {
@@ -226,4 +248,130 @@ pub fn usage(store: &Store) -> Result<Usage, StoreError> {
         oldest_use: uses.iter().min().copied(),
         newest_use: uses.iter().max().copied(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::entry::{Entry, Output};
+    use crate::cache::key::content;
+    use crate::cache::observe::{CachePath, ObsKind, Observation};
+    use crate::cache::{Cache, PreRun};
+
+    /// A run of task `t{task}` whose single output holds `bytes`.
+    fn store_run(cache: &Cache, task: u32, bytes: Vec<u8>) -> Key {
+        let mut pre = PreRun::default();
+        pre.add("task", format!("t{task}"));
+        let blob = content(&bytes);
+        let log = b"log".to_vec();
+        let mut batch = Batch::default();
+        batch.put(Family::Blobs, blob.0.to_vec(), bytes.clone());
+        batch.put(Family::Blobs, content(&log).0.to_vec(), log.clone());
+        let entry = Entry {
+            task: format!("t{task}"),
+            pre_key: pre.key(),
+            pre_parts: pre.parts.clone(),
+            observations: vec![Observation {
+                kind: ObsKind::Env,
+                path: CachePath(b"X".to_vec()),
+                except: Vec::new(),
+            }],
+            values: vec!["unset".into()],
+            outputs: vec![Output::File {
+                path: CachePath(b"out".to_vec()),
+                mode: 0o644,
+                blob,
+                size: bytes.len() as u64,
+                mtime_ns: 0,
+            }],
+            log: content(&log),
+            exit_code: 0,
+            duration_ms: 1,
+        };
+        cache.put(&entry, batch).expect("put").0
+    }
+
+    fn set_used(cache: &Cache, key: &Key, secs: u64) {
+        let mut batch = Batch::default();
+        batch.put(Family::Used, key.0.to_vec(), secs.to_le_bytes());
+        cache.store().expect("lease").write(batch).expect("write");
+    }
+
+    #[test]
+    fn by_age_only_entries_unused_for_longer_go_and_their_blobs_with_them() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(&temp.path().join("cache"), temp.path()).expect("open");
+        let now = 1_000_000;
+        let old = store_run(&cache, 1, vec![1; 10_000]);
+        let recent = store_run(&cache, 2, vec![2; 10_000]);
+        set_used(&cache, &old, now - 8 * 86_400);
+        set_used(&cache, &recent, now - 86_400);
+        let store = cache.store().expect("lease");
+        let limits = Limits {
+            max_size: None,
+            max_age: Some(Duration::from_secs(7 * 86_400)),
+        };
+        let pruned = prune(&store, limits, now).expect("prune");
+        assert_eq!((pruned.entries, pruned.removed_entries), (2, 1));
+        assert_eq!(
+            pruned.removed_blobs, 1,
+            "the old output; the shared log stays"
+        );
+        assert!(store.get(Family::Entries, old.0).expect("get").is_none());
+        assert!(store.get(Family::Entries, recent.0).expect("get").is_some());
+        assert!(
+            store
+                .get(Family::Blobs, content(&[2u8; 10_000]).0)
+                .expect("get")
+                .is_some()
+        );
+        assert!(
+            store
+                .get(Family::Blobs, content(&[1u8; 10_000]).0)
+                .expect("get")
+                .is_none()
+        );
+        // Nothing is left that nothing refers to, and what is left is whole.
+        assert!(store.get(Family::Used, old.0).expect("get").is_none());
+        assert_eq!(store.keys(Family::Sets).expect("sets").len(), 1);
+        // The control: a second prune with the same limits removes nothing.
+        let again = prune(&store, limits, now).expect("prune");
+        assert_eq!((again.removed_entries, again.removed_blobs), (0, 0));
+    }
+
+    #[test]
+    fn by_size_the_least_recently_used_go_first() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(&temp.path().join("cache"), temp.path()).expect("open");
+        let keys: Vec<Key> = (0..20)
+            .map(|i| {
+                let bytes = (0..100_000u32)
+                    .map(|j| (j * 7 + i) as u8 ^ (j >> 8) as u8)
+                    .collect();
+                store_run(&cache, i, bytes)
+            })
+            .collect();
+        // Used in reverse order of storing: the first stored is the most recent.
+        for (i, key) in keys.iter().enumerate() {
+            set_used(&cache, key, 1_000 - i as u64);
+        }
+        let store = cache.store().expect("lease");
+        let limits = Limits {
+            max_size: Some(store.disk_usage() / 2),
+            max_age: None,
+        };
+        let pruned = prune(&store, limits, 2_000).expect("prune");
+        assert!(
+            pruned.removed_entries > 0 && pruned.removed_entries < 20,
+            "{pruned:?}"
+        );
+        let kept: Vec<bool> = keys
+            .iter()
+            .map(|k| store.get(Family::Entries, k.0).expect("get").is_some())
+            .collect();
+        // A prefix of the most recently used is kept, the rest removed.
+        let boundary = kept.iter().position(|k| !k).expect("something removed");
+        assert!(kept[..boundary].iter().all(|k| *k), "{kept:?}");
+        assert!(kept[boundary..].iter().all(|k| !k), "{kept:?}");
+    }
 }

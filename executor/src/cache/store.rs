@@ -242,6 +242,8 @@ impl Store {
         // cheap, and keep its info logs from piling up (one per open).
         options.set_skip_stats_update_on_db_open(true);
         options.set_keep_log_file_num(2);
+        // Its info log would repeat every option at each open (~130 KB).
+        options.set_log_level(rocksdb::LogLevel::Warn);
         options.set_recycle_log_file_num(2);
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
         let db = DB::open_cf_descriptors(&options, &path, families).map_err(|error| {
@@ -415,17 +417,55 @@ impl Store {
     }
 }
 
-/// Bytes the files directly in `dir` take (a RocksDB directory is flat).
+/// For tests elsewhere: what another vt's schema leaves in a database.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::Path;
+
+    /// Adds a column family, as a later schema would.
+    pub fn add_column_family(path: &Path, name: &str) {
+        let (mut store, _) = super::Store::open(path).expect("open the cache");
+        store
+            .db
+            .create_cf(name, &rocksdb::Options::default())
+            .expect("create a column family");
+    }
+
+    pub fn has_column_family(path: &Path, name: &str) -> bool {
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), path)
+            .is_ok_and(|families| families.iter().any(|f| f == name))
+    }
+}
+
+/// Bytes of the files directly in `dir` (a RocksDB directory is flat). Their lengths, not
+/// their blocks: RocksDB preallocates a write-ahead log far beyond what it holds, and the
+/// limit is about what the cache keeps.
 pub fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.blocks() * 512)
-        .sum()
+    let (data, other) = disk_usage_split(dir);
+    data + other
+}
+
+/// [`disk_usage`] as (the records' files: tables, blob files, write-ahead logs; everything
+/// else: the manifest, options, info logs, vt's own files), which do not grow with entries.
+pub fn disk_usage_split(dir: &Path) -> (u64, u64) {
+    let mut sizes = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if [".sst", ".blob", ".log"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
+            sizes.0 += meta.len();
+        } else {
+            sizes.1 += meta.len();
+        }
+    }
+    sizes
 }
 
 #[cfg(test)]

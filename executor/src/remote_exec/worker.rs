@@ -429,7 +429,7 @@ fn run_action(
     // The input root (and the working directory) were written before the action starts,
     // not while it runs: the guard's boundary must come after them.
     crate::cache::guard::settled();
-    let execution = execute(&plan, &mut console, true).map_err(|e| format!("{e:#}"))?;
+    let execution = execute(&plan, &mut console, true, None).map_err(|e| format!("{e:#}"))?;
     if execution.timed_out {
         return Err(LeaseError {
             code: tonic::Code::DeadlineExceeded,

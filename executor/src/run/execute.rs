@@ -39,7 +39,13 @@ impl Execution {
 
 /// Runs the task. `stored`: its result may be stored, so the concurrent-change guard's
 /// window must be exact (which can wait up to one timestamp tick before the start).
-pub fn execute(plan: &Plan, console: &mut Console, stored: bool) -> anyhow::Result<Execution> {
+/// `cache_dir`: vt's own files, which its threads write while the task runs.
+pub fn execute(
+    plan: &Plan,
+    console: &mut Console,
+    stored: bool,
+    cache_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Execution> {
     let started = Instant::now();
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -76,8 +82,11 @@ pub fn execute(plan: &Plan, console: &mut Console, stored: bool) -> anyhow::Resu
     } else {
         crate::cache::guard::Window::unchecked()
     };
-    let child = sandbox::trace::spawn_jailed(command, jail.as_ref())
+    let mut child = sandbox::trace::spawn_jailed(command, jail.as_ref())
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
+    if let Some(dir) = cache_dir {
+        child.not_the_tasks(dir);
+    }
     ipc.spawned();
     let pid = child.id();
     signals::register_tree(pid);

@@ -114,7 +114,12 @@ pub fn run_task(
             },
         }
     }
-    let execution = execute(plan, &mut console, cache.is_some() && plan.cacheable)?;
+    let execution = execute(
+        plan,
+        &mut console,
+        cache.is_some() && plan.cacheable,
+        cache.map(Cache::dir),
+    )?;
     let duration_ms = execution.duration.as_millis() as u64;
     let nonce = || uncached_key(&execution.output);
     if !execution.status.success() {

@@ -84,6 +84,8 @@ pub struct TracedChild {
     fast_path: Result<fast_path::Injection, String>,
     /// The sandbox the tree runs in, if any.
     jail: Option<crate::jail::Installed>,
+    /// Directories of the caller's own files (see [`TracedChild::not_the_tasks`]).
+    callers: Vec<std::path::PathBuf>,
 }
 
 enum Running {
@@ -97,6 +99,14 @@ enum Running {
 impl TracedChild {
     pub fn id(&self) -> u32 {
         self.pid
+    }
+
+    /// Files under `dir` are the caller's, written by its own threads while the task runs
+    /// (vt's cache). A descriptor of one that a task process inherited across its fork and
+    /// that exec closed after the caller's own close is reported by fanotify as the task's
+    /// write; it is not one.
+    pub fn not_the_tasks(&mut self, dir: &std::path::Path) {
+        self.callers.push(dir.to_owned());
     }
 
     /// Waits for the root's exit status and for every descendant to be gone.
@@ -132,10 +142,11 @@ impl TracedChild {
             }
             match self.second_source {
                 Ok(watch) => {
-                    let own_dirs = match &self.fast_path {
+                    let mut own_dirs = match &self.fast_path {
                         Ok(injection) => injection.own_dirs(),
                         Err(_) => Vec::new(),
                     };
+                    own_dirs.extend(self.callers.iter().map(|d| d.as_path()));
                     watch.finish(&mut log, &own_dirs);
                     log.tracer.push_str("+fanotify");
                 }
@@ -246,6 +257,7 @@ pub fn spawn_jailed(
         second_source,
         fast_path,
         jail,
+        callers: Vec::new(),
     })
 }
 
