@@ -111,6 +111,18 @@ fn measure(entries: usize) -> anyhow::Result<()> {
     }
     hit_times.sort_by(f64::total_cmp);
     miss_times.sort_by(f64::total_cmp);
+    if std::env::var_os("VT_BENCH_FAMILIES").is_some() {
+        let store = cache.store()?;
+        for family in executor::cache::store::Family::ALL {
+            let rows = store.scan_prefix(family, b"")?;
+            let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+            eprintln!(
+                "{entries}: {}: {} rows, {bytes} bytes",
+                family.name(),
+                rows.len()
+            );
+        }
+    }
     // The size at rest: what is in memory and the write-ahead log written to table files.
     cache.store()?.compact()?;
     drop(cache);

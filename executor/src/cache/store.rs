@@ -244,7 +244,6 @@ impl Store {
         options.set_keep_log_file_num(2);
         // Its info log would repeat every option at each open (~130 KB).
         options.set_log_level(rocksdb::LogLevel::Warn);
-        options.set_recycle_log_file_num(2);
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
         let db = DB::open_cf_descriptors(&options, &path, families).map_err(|error| {
             if error.to_string().contains("Column families not opened") {
