@@ -1,6 +1,7 @@
 //! A damaged cache never stops a build (issue 22): with the database's files damaged, `vt
-//! run` warns once, keeps the damaged copy aside for inspection, runs the tasks with a
-//! fresh cache and gets the right result; the run after it hits. The control, the same
+//! run` warns once, keeps the damaged copy aside for inspection (`vt cache verify` names it,
+//! `vt cache clean` removes it), runs the tasks with a fresh cache and gets the right
+//! result; the run after it hits. The control, the same
 //! workspace undamaged, hits without a warning.
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,27 @@ fn survives(what: &str, damage: fn(&Path), found: Found) {
         stderr(&again)
     );
     assert!(!stderr(&again).contains("damaged"), "{what}");
+    // `vt cache verify` names the copy (the cache itself is sound); `clean` removes it.
+    let cache = |sub: &str| {
+        Command::new(vt_binary())
+            .current_dir(&root)
+            .env("VT_CACHE_DIR", root.join("cache/vt"))
+            .args(["cache", sub])
+            .output()
+            .expect("vt cache")
+    };
+    let verify = cache("verify");
+    let listed = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert!(verify.status.success(), "{what}: {listed}");
+    assert!(
+        listed.contains("set aside:") && listed.contains(&aside[0]),
+        "{what}: {listed}"
+    );
+    assert!(cache("clean").status.success(), "{what}");
+    assert!(
+        !root.join("cache").join(&aside[0]).exists(),
+        "{what}: clean removes the damaged copy"
+    );
 }
 
 #[test]

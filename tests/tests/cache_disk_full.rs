@@ -1,6 +1,8 @@
 //! A cache on a full disk (issue 22): a store that fails for lack of space warns once, the
 //! tasks' results stand, the database is not corrupt, and once there is room the next
-//! runs store and hit. The cache lives on a small tmpfs mounted by the test (root only).
+//! runs store and hit. A cache on a read-only file system warns once and the build runs.
+//! The cache lives on a small tmpfs mounted by the test (root only: root also writes
+//! through file modes, so only a read-only mount makes a cache unwritable for it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -55,16 +57,80 @@ fn statuses(output: &Output) -> Vec<String> {
         .collect()
 }
 
+/// Whether this test can mount (root); CI always can.
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root: this test mounts a tmpfs"
+    );
+    eprintln!("skipped: mounting a tmpfs needs root");
+    false
+}
+
+#[test]
+fn a_read_only_cache_warns_once_and_the_build_runs() {
+    let (_temp, root) = workdir();
+    if !can_mount() {
+        return;
+    }
+    let disk = root.join("ro");
+    let Some(_tmpfs) = Tmpfs::mount(&disk, "16m") else {
+        panic!("cannot mount a tmpfs at {}", disk.display());
+    };
+    let cache = disk.join("vt");
+    write(
+        &root,
+        "package.json",
+        r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+    );
+    for p in ["a", "b"] {
+        write(
+            &root,
+            &format!("packages/{p}/package.json"),
+            r#"{"name":"P","scripts":{"build":"mkdir -p dist && cat in.txt > dist/out.txt"}}"#
+                .replace('P', p)
+                .as_str(),
+        );
+        write(&root, &format!("packages/{p}/in.txt"), "v1\n");
+    }
+    assert_eq!(statuses(&vt(&root, &cache)), vec!["stored", "stored"]);
+    let remount = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk)
+        .status()
+        .expect("mount");
+    assert!(remount.success(), "remount read-only");
+
+    // A changed input: the build runs without the cache and makes the right bytes.
+    for p in ["a", "b"] {
+        write(&root, &format!("packages/{p}/in.txt"), "v2\n");
+    }
+    let run = vt(&root, &cache);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        stderr.matches("warning:").count(),
+        1,
+        "one warning for two tasks:\n{stderr}"
+    );
+    assert!(stderr.contains(&cache.display().to_string()), "{stderr}");
+    assert!(stderr.contains("VT_CACHE_DIR"), "the hint: {stderr}");
+    assert_eq!(statuses(&run), vec!["not_cached", "not_cached"], "{stderr}");
+    for p in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join(format!("packages/{p}/dist/out.txt"))).expect("out"),
+            "v2\n"
+        );
+    }
+}
+
 #[test]
 fn a_full_disk_warns_once_and_the_results_stand() {
     let (_temp, root) = workdir();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this test mounts a tmpfs"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !can_mount() {
         return;
     }
     let small = root.join("small");

@@ -4,14 +4,17 @@
 //! run (a dev server, a watcher, a long build) made every other vt in the workspace wait
 //! for its end. So a vt opens the database when it needs it (a lookup, a store, a replay's
 //! blob reads) and closes it again when
-//! - it has not used it for [`LINGER`] (a task is running, nothing to look up or store), or
 //! - another vt is waiting for it and this one has held it for at least [`MIN_HOLD`] (so
-//!   two busy vt take turns in slices worth the reopening, instead of on every lookup).
+//!   two busy vt take turns in slices worth the reopening, instead of on every lookup), or
+//! - it has not used it for [`IDLE_CLOSE`] (a long task runs; nothing to look up or store).
 //!
-//! A wait is therefore bounded by one slice plus the operation in progress, milliseconds,
-//! and a wait longer than [`NOTICE_AFTER`] says who holds the cache. Reopening costs one
-//! RocksDB open (measured in BENCHMARKS.md); a vt alone on its cache opens it once per
-//! busy stretch, as before.
+//! A holder learns that somebody waits at the end of each lease and, while it is idle,
+//! from a closer thread that looks every [`WANT_POLL`]. So a vt alone on its cache opens
+//! it once per busy stretch, as before, and pays a reopening (tens of milliseconds,
+//! measured in BENCHMARKS.md) only when another vt took the cache in between.
+//!
+//! A wait is therefore bounded by one slice plus the operation in progress, and a wait
+//! longer than [`NOTICE_AFTER`] says who holds the cache.
 //!
 //! Two `flock`ed files in the cache directory carry the protocol. The kernel drops both
 //! when their holder dies, however it dies:
@@ -34,10 +37,14 @@ pub const LOCK_FILE: &str = "vt.lock";
 /// Held shared by whoever waits for [`LOCK_FILE`].
 pub const WANT_FILE: &str = "vt.want";
 
-/// An idle holder closes the database after this long.
-pub const LINGER: Duration = Duration::from_millis(25);
-/// A holder others wait for keeps the database at least this long before handing it over.
-pub const MIN_HOLD: Duration = Duration::from_millis(25);
+/// A holder nobody waits for closes the database after this long unused (so a vt that
+/// waits without saying so, or a tool that opens the database itself, gets in too).
+pub const IDLE_CLOSE: Duration = Duration::from_secs(1);
+/// A holder others wait for keeps the database at least this long before handing it over:
+/// a reopening costs tens of milliseconds, so shorter slices would be spent reopening.
+pub const MIN_HOLD: Duration = Duration::from_millis(100);
+/// How often an idle holder looks whether another vt waits.
+pub const WANT_POLL: Duration = Duration::from_millis(20);
 /// A wait longer than this is announced on stderr.
 const NOTICE_AFTER: Duration = Duration::from_millis(500);
 
@@ -289,23 +296,28 @@ impl Drop for Leases {
     }
 }
 
-/// The closer thread: closes the database once it has been idle for [`LINGER`].
+/// The closer thread: closes the database while no lease is live, once another vt waits
+/// (and this one has had its [`MIN_HOLD`]) or after [`IDLE_CLOSE`] unused.
 fn close_when_idle(shared: &Shared) {
     let mut state = shared.state();
     loop {
         if state.stopping {
             return;
         }
-        let idle = state.last_use.elapsed();
         state = match (&state.held, state.users) {
-            (Some(_), 0) if idle >= LINGER => {
-                state.held = None;
-                continue;
-            }
-            (Some(_), 0) => {
+            (Some(held), 0) => {
+                let idle = state.last_use.elapsed();
+                let held_for = held.since.elapsed();
+                if idle_close(idle, held_for, || held.lock.wanted()) {
+                    state.held = None;
+                    continue;
+                }
+                let next = WANT_POLL
+                    .max(MIN_HOLD.saturating_sub(held_for))
+                    .min(IDLE_CLOSE - idle);
                 shared
                     .changed
-                    .wait_timeout(state, LINGER - idle)
+                    .wait_timeout(state, next)
                     .unwrap_or_else(|p| p.into_inner())
                     .0
             }
@@ -315,6 +327,12 @@ fn close_when_idle(shared: &Shared) {
                 .unwrap_or_else(|p| p.into_inner()),
         };
     }
+}
+
+/// Whether a holder with no live lease closes the database now. `wanted` (a syscall) is
+/// asked only once the holder has had its [`MIN_HOLD`].
+fn idle_close(idle: Duration, held_for: Duration, wanted: impl FnOnce() -> bool) -> bool {
+    idle >= IDLE_CLOSE || (held_for >= MIN_HOLD && wanted())
 }
 
 /// The open database, for one operation (or a few that belong together).
@@ -374,7 +392,7 @@ mod tests {
             batch.put(Family::Meta, "from", "first");
             first.lease().expect("lease").write(batch).expect("write");
         }
-        // `first` is idle: it closes after LINGER and the second gets in.
+        // `first` is idle: it sees the second waiting and closes.
         let second = open(&dir);
         let seen = second
             .lease()
@@ -426,6 +444,19 @@ mod tests {
                 .get(Family::Meta, "x")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn an_idle_holder_keeps_the_database_until_another_wants_it() {
+        let ms = Duration::from_millis;
+        // Alone: a task runs for a while, and the store after it finds the database open.
+        assert!(!idle_close(ms(900), ms(5_000), || false));
+        assert!(idle_close(IDLE_CLOSE, ms(5_000), || false));
+        // Wanted: handed over at once, but not before this vt had its slice.
+        assert!(idle_close(ms(1), MIN_HOLD, || true));
+        assert!(!idle_close(ms(1), ms(10), || panic!(
+            "not asked before MIN_HOLD"
+        )));
     }
 
     #[test]

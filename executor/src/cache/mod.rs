@@ -102,6 +102,24 @@ fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(aside)
 }
 
+/// The damaged copies [`set_aside`] left next to `dir`, oldest first: vt never reads them;
+/// `vt cache verify` and `vt cache stats` name them, `vt cache clean` removes them.
+pub fn damaged_copies(dir: &Path) -> Vec<PathBuf> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.damaged-", name.to_string_lossy());
+    let mut copies: Vec<PathBuf> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect();
+    copies.sort();
+    copies
+}
+
 impl Cache {
     /// `<workspace>/node_modules/.cache/vt`, or `$VT_CACHE_DIR`.
     pub fn default_dir(root: &Path) -> PathBuf {

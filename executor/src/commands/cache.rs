@@ -43,6 +43,11 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             }
             drop(lock);
             eprintln!("vt: emptied {}", dir.display());
+            for copy in crate::cache::damaged_copies(&dir) {
+                std::fs::remove_dir_all(&copy)
+                    .with_context(|| format!("cannot remove {}", copy.display()))?;
+                eprintln!("vt: removed the damaged copy {}", copy.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats => {
@@ -78,6 +83,14 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             let problems = verify(&*cache.store()?)?;
             for problem in &problems {
                 println!("{problem}");
+            }
+            // Not problems of this cache (vt never reads them), but what a damage left.
+            for copy in crate::cache::damaged_copies(&dir) {
+                println!(
+                    "set aside: {} (a damaged cache vt moved away; it is not used: inspect it, \
+                     then remove it or run `vt cache clean`)",
+                    copy.display()
+                );
             }
             if problems.is_empty() {
                 eprintln!(
@@ -152,6 +165,9 @@ fn stats(store: &Store, limit: &SizeLimit) -> anyhow::Result<()> {
     println!("entries:     {}", usage.entries);
     println!("oldest use:  {}", ago(usage.oldest_use));
     println!("newest use:  {}", ago(usage.newest_use));
+    for copy in crate::cache::damaged_copies(store.path()) {
+        println!("set aside:   {} (damaged, not used)", copy.display());
+    }
     Ok(())
 }
 

@@ -297,7 +297,9 @@ fn execute_graph(
             Ok(cache) => Some(cache),
             Err(e) => {
                 // The cache is an optimisation: a build it cannot serve still runs.
-                eprintln!("vt: warning: {e:#}\n  running every task without the cache");
+                eprintln!(
+                    "vt: warning: {e:#}\n  running every task without the cache\n  hint: point VT_CACHE_DIR at a directory vt can write, or pass --no-cache"
+                );
                 None
             }
         }
