@@ -64,6 +64,11 @@ pub struct Cache {
     pub opened: OpenOutcome,
     /// The second level, if configured (`VT_REMOTE_CACHE`).
     remote: Option<remote::RemoteCache>,
+    /// Hits whose time of use is not yet written: written together with the next store,
+    /// before a prune, and when the cache closes, so a hit costs no write of its own (a
+    /// fully cached run of 100 tasks writes once, not 100 times). A crash loses them:
+    /// those entries then look older to a prune than they are, nothing worse.
+    uses: std::sync::Mutex<Vec<Key>>,
 }
 
 fn meta_last(task: &str) -> Vec<u8> {
@@ -100,6 +105,19 @@ fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
         })?;
     }
     Ok(aside)
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let mut uses = Batch::default();
+        self.take_uses(&mut uses);
+        if !uses.is_empty() {
+            // Times of use only order a prune: failing to write them loses nothing else.
+            if let Ok(store) = self.store() {
+                let _ = store.write(uses);
+            }
+        }
+    }
 }
 
 /// The damaged copies [`set_aside`] left next to `dir`, oldest first: vt never reads them;
@@ -165,6 +183,7 @@ impl Cache {
             root: root.to_path_buf(),
             opened,
             remote: None,
+            uses: std::sync::Mutex::default(),
         })
     }
 
@@ -257,9 +276,8 @@ impl Cache {
             match store.get(Family::Entries, post.0) {
                 Ok(Some(bytes)) => match entry::decode::<Stored>(&bytes) {
                     Ok(entry) => {
-                        memo.flush_with(|batch| {
-                            batch.put(Family::Used, post.0.to_vec(), now_secs().to_le_bytes());
-                        });
+                        memo.flush();
+                        self.pending_uses().push(post);
                         return Ok((post, entry));
                     }
                     Err(e) => corrupt = Some(format!("the entry {post} is corrupt: {e}")),
@@ -342,7 +360,24 @@ impl Cache {
     /// Removes what `limits` do not keep (see [`prune`]), holding the database meanwhile.
     pub fn prune(&self, limits: prune::Limits) -> Result<prune::Pruned, StoreError> {
         let store = self.store()?;
+        let mut uses = Batch::default();
+        self.take_uses(&mut uses);
+        if !uses.is_empty() {
+            store.write(uses)?;
+        }
         prune::prune(&store, limits, now_secs())
+    }
+
+    fn pending_uses(&self) -> std::sync::MutexGuard<'_, Vec<Key>> {
+        self.uses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the pending times of use into `batch`.
+    fn take_uses(&self, batch: &mut Batch) {
+        let now = now_secs().to_le_bytes();
+        for post in self.pending_uses().drain(..) {
+            batch.put(Family::Used, post.0.to_vec(), now);
+        }
     }
 
     /// Prunes if the cache is over `max_size` (a look at its files' sizes otherwise).
@@ -397,6 +432,7 @@ impl Cache {
         // entry what it made, blobs by content): two storing it at once leave one entry.
         batch.put(Family::Used, post.0.to_vec(), now_secs().to_le_bytes());
         batch.put(Family::Meta, meta_last(&entry.task), post.0.to_vec());
+        self.take_uses(&mut batch);
         self.store()?.write(batch)?;
         Ok((post, stored))
     }
