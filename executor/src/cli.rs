@@ -126,10 +126,16 @@ pub struct RunArgs {
     /// Run the task of the workspace root package.
     #[arg(short = 'w', long)]
     pub workspace_root: bool,
-    /// Only packages matching PATTERN (a name glob, ./dir/glob, or !PATTERN to leave
-    /// out); repeatable, and one value may hold several separated by spaces.
+    /// Only the packages PATTERN selects, in pnpm's grammar: a name glob, `name...` (with
+    /// its dependencies), `...name` (with its dependents), `^` to leave the package itself
+    /// out, `./dir` or `{dir}`, `[git-ref]` (changed since), `!PATTERN` to leave out.
+    /// Repeatable; one value may hold several separated by spaces.
     #[arg(short = 'F', long = "filter", value_name = "PATTERN")]
     pub filter: Vec<String>,
+    /// Only the packages changed since the default branch (their merge-base with HEAD,
+    /// or `VT_AFFECTED_BASE`), work tree included, and the packages that depend on them.
+    #[arg(long)]
+    pub affected: bool,
     /// Run only the requested tasks, not what their `dependsOn` names.
     #[arg(long)]
     pub ignore_depends_on: bool,

@@ -36,6 +36,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             transitive: args.transitive,
             workspace_root: args.workspace_root,
             filters: &args.filter,
+            affected: args.affected,
+            cwd: Some(&cwd),
         },
     )?;
     for warning in &selected.warnings {

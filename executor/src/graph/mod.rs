@@ -10,6 +10,7 @@
 //! - steps: a command split at `&&` ([`split`]) and `preX`/`postX` hooks run one after
 //!   another, each cached on its own.
 
+pub mod filter;
 pub mod select;
 pub mod split;
 
@@ -116,6 +117,10 @@ pub enum GraphError {
     Cycle(String),
     #[error("bad --filter {filter:?}: {message}")]
     BadFilter { filter: String, message: String },
+    #[error(
+        "no package selected: {0}\n  hint: `vt run` with no task lists every package and its tasks"
+    )]
+    NothingSelected(String),
 }
 
 /// How the graph is built.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{GraphError, TaskId};
-use crate::config::{Package, Workspace};
+use crate::config::Workspace;
 
 /// A command line's selection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,8 +18,13 @@ pub struct Query<'a> {
     pub transitive: bool,
     /// `-w`: the workspace root package.
     pub workspace_root: bool,
-    /// `--filter` patterns; one argument may hold several, separated by spaces.
+    /// `--filter` patterns ([`super::filter`]); one argument may hold several, separated
+    /// by spaces.
     pub filters: &'a [String],
+    /// `--affected`: the packages changed since the default branch, and their dependents.
+    pub affected: bool,
+    /// Where `./dir` filters start from (the workspace root if not given).
+    pub cwd: Option<&'a std::path::Path>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -110,31 +115,22 @@ fn packages(
         chosen.extend(dependencies(workspace, query.current));
         many = true;
     }
-    let tokens: Vec<&str> = query
+    let mut tokens: Vec<String> = query
         .filters
         .iter()
         .flat_map(|f| f.split_whitespace())
+        .map(str::to_owned)
         .collect();
+    if query.affected {
+        tokens.push(format!("...[{}]", super::filter::affected_base(workspace)?));
+    }
     if !tokens.is_empty() {
-        let (exclude, include): (Vec<&str>, Vec<&str>) =
-            tokens.iter().partition(|t| t.starts_with('!'));
-        let mut matched: BTreeSet<usize> = BTreeSet::new();
-        for pattern in &include {
-            let hits = matching(workspace, pattern)?;
-            if hits.is_empty() {
-                warnings.push(format!("--filter {pattern:?} matches no package"));
-            }
-            matched.extend(hits);
-        }
-        // Only exclusions: every package but those (pnpm's rule).
-        if include.is_empty() {
-            matched = all();
-        }
-        for pattern in &exclude {
-            for package in matching(workspace, &pattern[1..])? {
-                matched.remove(&package);
-            }
-        }
+        let context = super::filter::Context {
+            workspace,
+            cwd: query.cwd.unwrap_or(&workspace.root),
+        };
+        let (matched, unmatched) = super::filter::resolve(&context, &tokens)?;
+        warnings.extend(unmatched);
         // Filters choose the packages; `-r` beside them adds nothing (pnpm's rule).
         if query.recursive {
             chosen.clear();
@@ -183,33 +179,4 @@ fn no_such_task(workspace: &Workspace, task: &str, package: usize) -> GraphError
             format!("; its tasks: {}", known.join(", "))
         },
     }
-}
-
-/// The packages a `--filter` pattern names: a package-name glob, or a directory glob
-/// (`./packages/*`).
-fn matching(workspace: &Workspace, filter: &str) -> Result<Vec<usize>, GraphError> {
-    let (pattern, by_dir) = match filter.strip_prefix("./") {
-        Some(dir) => (dir.trim_end_matches('/'), true),
-        None => (filter, false),
-    };
-    let matcher = globset::Glob::new(pattern)
-        .map_err(|e| GraphError::BadFilter {
-            filter: filter.to_owned(),
-            message: e.to_string(),
-        })?
-        .compile_matcher();
-    let subject = |p: &Package| {
-        if by_dir {
-            p.rel.to_string_lossy().into_owned()
-        } else {
-            p.name.clone()
-        }
-    };
-    Ok(workspace
-        .packages
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matcher.is_match(subject(p)))
-        .map(|(i, _)| i)
-        .collect())
 }
