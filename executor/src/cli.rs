@@ -100,6 +100,11 @@ pub struct CommonRunArgs {
     /// $VT_REMOTE_EXEC (or $VT_REMOTE_CACHE); a task that cannot runs locally, with a reason.
     #[arg(long)]
     pub remote_exec: bool,
+    /// After a task fails, still start the tasks that do not depend on it (without it, vt
+    /// starts nothing new and lets running tasks finish). The exit status is the first
+    /// failure's either way.
+    #[arg(long = "continue")]
+    pub keep_going: bool,
     /// Arguments appended to each requested task's command (its last `&&` step).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,

@@ -330,6 +330,7 @@ fn execute_graph(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         log: common.log,
         args: common.args.clone(),
+        keep_going: common.keep_going,
         remote_exec: match (common.remote_exec, &cache) {
             (false, _) => None,
             (true, None) => anyhow::bail!(
@@ -343,7 +344,8 @@ fn execute_graph(
         },
     };
     let started = std::time::Instant::now();
-    let results = run::run(workspace, graph, cache.as_ref(), &options)?;
+    let ran = run::run(workspace, graph, cache.as_ref(), &options)?;
+    let results = ran.results;
     summarize(&results, started.elapsed(), common.json)?;
     let details = details::Details::of(graph, &results);
     if common.verbose {
@@ -353,12 +355,8 @@ fn execute_graph(
     if let Some(cache) = &cache {
         keep_within_limit(workspace, cache);
     }
-    let failed = results.iter().find_map(|r| match r.outcome {
-        Outcome::Failed { exit_code, .. } => Some(exit_code),
-        _ => None,
-    });
-    Ok(match failed {
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+    Ok(match ran.first_failure {
+        Some((_, code)) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
         None => ExitCode::SUCCESS,
     })
 }
@@ -406,6 +404,18 @@ fn summarize(
     }
     line.push_str(&format!(" ({:.1} s)", elapsed.as_secs_f64()));
     eprintln!("{line}");
+    // The ones to look at, named (a long run's failure scrolled away long ago).
+    for result in results {
+        match &result.outcome {
+            Outcome::Failed { exit_code, .. } => {
+                eprintln!("vt:   failed:  {} (exit {exit_code})", result.task)
+            }
+            Outcome::Skipped { because } => {
+                eprintln!("vt:   skipped: {} ({because} failed)", result.task)
+            }
+            _ => {}
+        }
+    }
     if json {
         let value = serde_json::json!({
             "tasks": results,

@@ -22,27 +22,44 @@ pub struct Options {
     pub args: Vec<OsString>,
     /// `--remote-exec`: the engine tasks that miss the cache run on.
     pub remote_exec: Option<crate::remote_exec::RemoteExec>,
+    /// `--continue`: after a failure, still start the tasks that do not depend on it.
+    /// Without it vt starts nothing new (running tasks finish), as turbo and pnpm do.
+    pub keep_going: bool,
 }
 
-/// Runs every node; returns the results in graph order (skipped tasks included).
+/// What a run did.
+pub struct Ran {
+    /// In graph order, skipped tasks included.
+    pub results: Vec<TaskResult>,
+    /// The first task to fail, in time: its exit status is vt's.
+    pub first_failure: Option<(String, i32)>,
+}
+
+/// Runs every node (or, after a failure without `--continue`, those already started).
 pub fn run(
     workspace: &Workspace,
     graph: &Graph,
     cache: Option<&Cache>,
     options: &Options,
-) -> anyhow::Result<Vec<TaskResult>> {
+) -> anyhow::Result<Ran> {
     let n = graph.nodes.len();
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];
     let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>)>();
     let mut running = 0;
     let mut first_error = None;
+    let mut first_failure: Option<(String, i32)> = None;
     progress::start(n);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         loop {
             // Start what is ready.
             for index in 0..n {
-                if started[index] || running >= options.jobs.max(1) || first_error.is_some() {
+                let stopping = first_failure.is_some() && !options.keep_going;
+                if started[index]
+                    || running >= options.jobs.max(1)
+                    || first_error.is_some()
+                    || stopping
+                {
                     continue;
                 }
                 let node = &graph.nodes[index];
@@ -87,6 +104,31 @@ pub fn run(
                 });
             }
             if running == 0 {
+                if let Some((failed, _)) = &first_failure
+                    && !options.keep_going
+                    && first_error.is_none()
+                {
+                    // Stopped after a failure: what never started is skipped because of it.
+                    let left: Vec<usize> = (0..n).filter(|i| !started[*i]).collect();
+                    if !left.is_empty() {
+                        eprintln!(
+                            "vt: {failed} failed: {} task(s) not started (--continue runs those that do not depend on it)",
+                            left.len()
+                        );
+                    }
+                    for index in left {
+                        started[index] = true;
+                        results[index] = Some(TaskResult {
+                            task: graph.nodes[index].label.clone(),
+                            key: String::new(),
+                            outcome: Outcome::Skipped {
+                                because: failed.clone(),
+                            },
+                            duration_ms: 0,
+                            worker: None,
+                        });
+                    }
+                }
                 // Nothing running and nothing could start: done (or stopped by an error).
                 if results.iter().all(Option::is_some) || first_error.is_some() {
                     break;
@@ -104,9 +146,10 @@ pub fn run(
             progress::finished_one();
             match result {
                 Ok(result) => {
-                    if let Outcome::Failed { reason, .. } = &result.outcome {
+                    if let Outcome::Failed { reason, exit_code } = &result.outcome {
                         let task = &result.task;
                         progress::print(|| eprintln!("vt: {task}: failed: {reason}"));
+                        first_failure.get_or_insert_with(|| (task.clone(), *exit_code));
                     }
                     results[index] = Some(result);
                 }
@@ -121,5 +164,8 @@ pub fn run(
     if let Some(error) = first_error {
         return Err(error);
     }
-    Ok(results.into_iter().flatten().collect())
+    Ok(Ran {
+        results: results.into_iter().flatten().collect(),
+        first_failure,
+    })
 }
