@@ -147,6 +147,9 @@ pub struct RunArgs {
     /// Print what would run, in order, and why each waits for another; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the task graph (a text tree, or `--graph=dot` for Graphviz); run nothing.
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "text", require_equals = true)]
+    pub graph: Option<crate::graph::show::Format>,
     /// Print what the last `vt run` in this workspace did, task by task, and why.
     #[arg(long, exclusive = true)]
     pub last_details: bool,

@@ -241,3 +241,29 @@ fn a_filter_matching_nothing_names_it_and_close_package_names() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_graph_prints_as_a_tree_and_as_dot_and_runs_nothing() {
+    let (_temp, root) = workspace();
+    let graph = |format: &str| {
+        let output = Command::new(vt_binary())
+            .current_dir(&root)
+            .env("VT_CACHE_DIR", root.join(".vt-cache-unused"))
+            .args(["run", "build", "-F", "docs...", format])
+            .output()
+            .expect("vt");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(
+        graph("--graph"),
+        "docs#build\n└── @acme/ui#build\n    └── utils#build\n        └── core#build\n"
+    );
+    let dot = graph("--graph=dot");
+    assert!(dot.starts_with("digraph vt {"), "{dot}");
+    assert!(
+        dot.contains(r#""@acme/ui#build" -> "utils#build" [label="package.json dependency"];"#),
+        "{dot}"
+    );
+    assert!(!root.join(".vt-cache-unused").exists(), "nothing ran");
+}

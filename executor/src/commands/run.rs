@@ -56,6 +56,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         common.args = extra;
     }
     apply_flags(&mut graph, &common);
+    if let Some(format) = args.graph {
+        print!("{}", graph::show::render(&graph, format));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.dry_run {
         print_plan(&graph, &common)?;
         return Ok(ExitCode::SUCCESS);

@@ -12,6 +12,7 @@
 
 pub mod filter;
 pub mod select;
+pub mod show;
 pub mod split;
 
 use std::collections::{BTreeMap, BTreeSet};
