@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::Output;
@@ -31,8 +31,18 @@ pub fn archive(
                 target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
             },
             Ok(meta) if meta.is_dir() => Output::Dir { path: cache_path },
+            // A fifo, socket or device the task wrote to talks to something outside the
+            // task: there is nothing to store that a replay could give back.
+            Ok(meta) if !meta.is_file() => {
+                return Err(ArchiveError::Special(cache_path.display()));
+            }
             Ok(meta) => {
-                let mut file = std::fs::File::open(path)?;
+                // Non-blocking: a regular file replaced by a fifo since the lstat must not
+                // hang vt waiting for a writer.
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)?;
                 let mut bytes = Vec::with_capacity(meta.len() as usize);
                 file.read_to_end(&mut bytes)?;
                 // What was read must be what the task left: not a file another process
@@ -65,6 +75,8 @@ pub fn archive(
 pub enum ArchiveError {
     #[error("{0} changed after the task ended")]
     ChangedAfterEnd(String),
+    #[error("the task wrote to {0}, which is not a regular file (a fifo, socket or device)")]
+    Special(String),
     #[error("cannot archive the outputs: {0}")]
     Io(#[from] std::io::Error),
 }

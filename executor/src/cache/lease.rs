@@ -270,6 +270,8 @@ impl Leases {
                     since: Instant::now(),
                 });
                 state.held = Some(Arc::clone(&held));
+                // The closer thread sleeps while nothing is open: it has work again.
+                shared.changed.notify_all();
                 held
             }
         };
@@ -321,7 +323,16 @@ fn close_when_idle(shared: &Shared) {
                     .unwrap_or_else(|p| p.into_inner())
                     .0
             }
-            _ => shared
+            // In use: look again later rather than be woken at every lease's end (a
+            // wake-up per lookup cost more than the lookup).
+            (Some(_), _) => {
+                shared
+                    .changed
+                    .wait_timeout(state, WANT_POLL)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            (None, _) => shared
                 .changed
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner()),
@@ -362,9 +373,10 @@ impl Drop for Lease<'_> {
             // drops, right after this, and the last reference goes.
             state.held = None;
             state.handing_over = false;
+            drop(state);
+            // Threads of this process wait in `lease` for the hand-over's end.
+            self.shared.changed.notify_all();
         }
-        drop(state);
-        self.shared.changed.notify_all();
     }
 }
 

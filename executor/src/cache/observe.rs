@@ -472,7 +472,15 @@ impl<'a> StatMemo<'a> {
             return Ok(Key(hash));
         }
         let mut hasher = blake3::Hasher::new();
-        let mut file = std::fs::File::open(path)?;
+        // Non-blocking: a file replaced by a fifo since its stat must not hang vt (the
+        // inode check below then reports the change).
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)?
+        };
         hasher.update_reader(&mut file)?;
         let hash = Key(*hasher.finalize().as_bytes());
         // The bytes hashed belong to `meta` only if the file opened is that inode and it did

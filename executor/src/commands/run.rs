@@ -232,6 +232,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     extra_args: false,
                     cache: true,
                     uncached_because: "",
+                    persistent: false,
                 }],
             }
         }
@@ -244,7 +245,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
 /// What `--cache`, `--sandbox` and `--network` say for every task, over its config.
 fn apply_flags(graph: &mut Graph, common: &crate::cli::CommonRunArgs) {
     for node in &mut graph.nodes {
-        if common.cache {
+        // `--cache` caches what its config does not, but never a task that does not end.
+        if common.cache && !node.persistent {
             node.cache = true;
         }
         if common.sandbox {

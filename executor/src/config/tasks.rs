@@ -101,6 +101,10 @@ pub struct TaskConfig {
     pub sandbox: Option<bool>,
     /// With `sandbox`: keep the host's network instead of loopback only.
     pub network: Option<bool>,
+    /// A task that runs until stopped (a dev server, a watcher): never cached, started once
+    /// what it depends on finished, beside everything else and outside the `-j` limit;
+    /// nothing may depend on it.
+    pub persistent: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -76,6 +76,8 @@ pub struct Node {
     pub cache: bool,
     /// If not, why (said when it runs).
     pub uncached_because: &'static str,
+    /// The task runs until stopped (`"persistent": true`; its last step only).
+    pub persistent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,16 @@ pub enum GraphError {
         label: String,
         task: String,
         package_json: String,
+    },
+    #[error(
+        "{task} depends on {persistent} ({entry:?} in its dependsOn), but {persistent} is persistent: it runs until stopped, so {task} would never start\n  hint: run both (`vt run {persistent_task} {task_name}`); they run side by side"
+    )]
+    DependsOnPersistent {
+        task: String,
+        task_name: String,
+        persistent: String,
+        persistent_task: String,
+        entry: String,
     },
     #[error("tasks depend on each other in a cycle: {0}")]
     Cycle(String),
@@ -333,7 +345,10 @@ fn expand(
                 }
             };
             let script = package.is_plain_script(&task.task);
-            let uncached_because = if config.cache == Some(false) {
+            let persistent = task == *id && config.persistent == Some(true);
+            let uncached_because = if persistent {
+                "a persistent task (it runs until stopped) is never cached"
+            } else if config.cache == Some(false) {
                 "cache: false in the task's config"
             } else if script && !settings.cache_scripts {
                 "package.json scripts are not cached here (vite-task's default; the root's \"cache\": true or --cache turns it on)"
@@ -351,13 +366,33 @@ fn expand(
                         node,
                         via: Via::Step,
                     }],
-                    None => edges[*id]
-                        .iter()
-                        .map(|(dep, via)| Dep {
-                            node: last[dep],
-                            via: via.clone(),
-                        })
-                        .collect(),
+                    None => {
+                        let mut deps = Vec::new();
+                        for (dep, via) in &edges[*id] {
+                            let node = last[dep];
+                            if nodes[node].persistent {
+                                match via {
+                                    // Package order only orders: a dev server of a package's
+                                    // dependency runs beside it.
+                                    Via::Package | Via::Step => continue,
+                                    Via::DependsOn(entry) => {
+                                        return Err(GraphError::DependsOnPersistent {
+                                            task: label(id),
+                                            task_name: id.task.clone(),
+                                            persistent: label(dep),
+                                            persistent_task: dep.task.clone(),
+                                            entry: entry.clone(),
+                                        });
+                                    }
+                                }
+                            }
+                            deps.push(Dep {
+                                node,
+                                via: via.clone(),
+                            });
+                        }
+                        deps
+                    }
                 };
                 nodes.push(Node {
                     id: task.clone(),
@@ -373,6 +408,7 @@ fn expand(
                     extra_args: task == *id && i + 1 == count && roots.contains(id),
                     cache,
                     uncached_because,
+                    persistent: persistent && i + 1 == count,
                 });
                 previous = Some(nodes.len() - 1);
             }

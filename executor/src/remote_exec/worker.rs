@@ -417,6 +417,7 @@ fn run_action(
         output_exclude: globset::GlobSet::empty(),
         output_include: Vec::new(),
         timeout,
+        stdin: false,
         sandbox: options.sandbox.then(|| SandboxPlan {
             workspace: exec_root.to_path_buf(),
             linked: Vec::new(),

@@ -56,7 +56,11 @@ pub fn execute(
         .current_dir(&plan.cwd)
         .env_clear()
         .envs(&plan.env)
-        .stdin(Stdio::null())
+        .stdin(if plan.stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::from(out_write))
         .stderr(Stdio::from(err_write));
     if plan.sandbox.is_some() {
@@ -90,9 +94,14 @@ pub fn execute(
     ipc.spawned();
     let pid = child.id();
     signals::register_tree(pid);
+    let foreground = plan
+        .stdin
+        .then(|| super::terminal::Foreground::give(pid))
+        .flatten();
     let watchdog = plan.timeout.map(|limit| watchdog(pid, limit));
     let output = capture(out_read, err_read, console);
     let waited = child.wait();
+    drop(foreground);
     // The tree is gone: everything it wrote was written by now.
     window.end();
     crate::cache::guard::settled();

@@ -6,6 +6,7 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod task;
+pub mod terminal;
 
 use std::ffi::OsString;
 use std::sync::mpsc;
@@ -47,6 +48,9 @@ pub fn run(
     let mut started = vec![false; n];
     let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>)>();
     let mut running = 0;
+    // Running tasks that take one of the `jobs` slots: a persistent one does not (it never
+    // ends, and would otherwise hold a slot for good).
+    let mut busy = 0;
     let mut first_error = None;
     let mut first_failure: Option<(String, i32)> = None;
     progress::start(n);
@@ -55,14 +59,14 @@ pub fn run(
             // Start what is ready.
             for index in 0..n {
                 let stopping = first_failure.is_some() && !options.keep_going;
+                let node = &graph.nodes[index];
                 if started[index]
-                    || running >= options.jobs.max(1)
+                    || (busy >= options.jobs.max(1) && !node.persistent)
                     || first_error.is_some()
                     || stopping
                 {
                     continue;
                 }
-                let node = &graph.nodes[index];
                 let deps: Vec<&TaskResult> =
                     match node.deps.iter().map(|d| results[d.node].as_ref()).collect() {
                         Some(deps) => deps,
@@ -92,11 +96,15 @@ pub fn run(
                     .iter()
                     .map(|d| (d.task.clone(), d.key.clone()))
                     .collect();
-                let plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
+                let mut plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
+                plan.stdin = node.persistent && n == 1;
                 let sender = sender.clone();
                 let mode = options.log;
                 let remote_exec = options.remote_exec.as_ref();
                 running += 1;
+                if !node.persistent {
+                    busy += 1;
+                }
                 progress::running(&node.label);
                 scope.spawn(move || {
                     let result = run_task(&plan, cache, mode, remote_exec);
@@ -143,6 +151,9 @@ pub fn run(
                 break;
             };
             running -= 1;
+            if !graph.nodes[index].persistent {
+                busy -= 1;
+            }
             progress::finished_one();
             match result {
                 Ok(result) => {

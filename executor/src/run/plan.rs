@@ -55,6 +55,9 @@ pub struct Plan {
     /// Killed (its process group) after this long. Only a worker sets it, from the
     /// action's timeout.
     pub timeout: Option<std::time::Duration>,
+    /// The task gets vt's stdin (and, on a terminal, the foreground): a persistent task
+    /// run alone, such as a dev server that reads keys. Everything else gets /dev/null.
+    pub stdin: bool,
 }
 
 impl Plan {
@@ -412,6 +415,7 @@ pub fn plan(
         output_include,
         sandbox,
         timeout: None,
+        stdin: false,
     })
 }
 
