@@ -410,8 +410,9 @@ fn summarize(
     }
     line.push_str(&format!(" ({:.1} s)", elapsed.as_secs_f64()));
     eprintln!("{line}");
-    // The ones to look at, named (a long run's failure scrolled away long ago).
-    for result in results {
+    // The ones to look at, named (a long run's failure scrolled away long ago; a single
+    // task's is the line above).
+    for result in results.iter().filter(|_| results.len() > 1) {
         match &result.outcome {
             Outcome::Failed { exit_code, .. } => {
                 eprintln!("vt:   failed:  {} (exit {exit_code})", result.task)
