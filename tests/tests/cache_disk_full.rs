@@ -71,6 +71,19 @@ fn can_mount() -> bool {
     false
 }
 
+/// A workspace of packages under `root` whose cache is on a tmpfs of `size` at `disk`.
+fn cache_on_tmpfs(root: &Path, disk: &Path, size: &str) -> (Tmpfs, PathBuf) {
+    let Some(tmpfs) = Tmpfs::mount(disk, size) else {
+        panic!("cannot mount a tmpfs at {}", disk.display());
+    };
+    write(
+        root,
+        "package.json",
+        r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+    );
+    (tmpfs, disk.join("vt"))
+}
+
 #[test]
 fn a_read_only_cache_warns_once_and_the_build_runs() {
     let (_temp, root) = workdir();
@@ -78,15 +91,7 @@ fn a_read_only_cache_warns_once_and_the_build_runs() {
         return;
     }
     let disk = root.join("ro");
-    let Some(_tmpfs) = Tmpfs::mount(&disk, "16m") else {
-        panic!("cannot mount a tmpfs at {}", disk.display());
-    };
-    let cache = disk.join("vt");
-    write(
-        &root,
-        "package.json",
-        r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
-    );
+    let (_tmpfs, cache) = cache_on_tmpfs(&root, &disk, "16m");
     for p in ["a", "b"] {
         write(
             &root,
@@ -133,16 +138,7 @@ fn a_full_disk_warns_once_and_the_results_stand() {
     if !can_mount() {
         return;
     }
-    let small = root.join("small");
-    let Some(_tmpfs) = Tmpfs::mount(&small, "4m") else {
-        panic!("cannot mount a tmpfs at {}", small.display());
-    };
-    let cache = small.join("vt");
-    write(
-        &root,
-        "package.json",
-        r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
-    );
+    let (_tmpfs, cache) = cache_on_tmpfs(&root, &root.join("small"), "4m");
     // Each build writes `lines` lines: 6 MB by default, more than the cache's disk.
     for p in ["a", "b"] {
         write(
