@@ -1,17 +1,25 @@
 //! Ctrl-C and SIGTERM: stop the whole task tree, not just vt.
 //!
 //! Tasks run in their own process group (so a terminal's Ctrl-C reaches only vt); vt blocks
-//! SIGINT/SIGTERM/SIGHUP in all its threads and a dedicated thread waits for them, kills
-//! every registered tree, and exits with 128 + signal. Children start with a clean signal
-//! mask (std resets it before exec).
+//! SIGINT/SIGTERM/SIGHUP in all its threads and a dedicated thread waits for them. It passes
+//! the signal on to every registered tree's process group, so a dev server or a watcher can
+//! stop the way it stops by hand, waits up to [`GRACE`] (a second signal cuts it short),
+//! then kills what is left, strays included, and exits with 128 + signal. Tasks start with
+//! an empty signal mask ([`unblock_in_child`]): a mask survives exec, and std does not reset
+//! it, so without this every task ran with SIGINT, SIGTERM and SIGHUP blocked and could be
+//! stopped only by SIGKILL (found by `persistent_tasks`' clean-up test).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
 
 static TREES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// How long the tasks get to stop after vt passed the signal on, before it kills them.
+const GRACE: Duration = Duration::from_secs(2);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 /// Called by a thread that saw its task die after a stop signal: the signal thread is still
@@ -44,10 +52,19 @@ pub fn install() -> anyhow::Result<()> {
             let signal = set.wait().unwrap_or(Signal::SIGTERM);
             // Recorded first: the main thread sees its task die and must report *this*.
             RECEIVED.store(signal as i32, Ordering::SeqCst);
+            let trees = || TREES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for pid in trees() {
+                let _ = killpg(Pid::from_raw(pid as i32), signal);
+            }
+            let deadline = Instant::now() + GRACE;
+            while !trees().is_empty() && Instant::now() < deadline {
+                if another_signal(&set, Duration::from_millis(50)) {
+                    break;
+                }
+            }
             // Process groups first (fast, and atomic for the common case), then every
             // straggler: a grandchild in its own session is in no task's group.
-            let trees = TREES.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for pid in trees {
+            for pid in trees() {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             sandbox::reaper::kill_all_descendants();
@@ -55,6 +72,32 @@ pub fn install() -> anyhow::Result<()> {
             std::process::exit(128 + signal as i32);
         })?;
     Ok(())
+}
+
+/// Whether one of `set`'s signals arrives within `wait` (the user insists: stop now).
+fn another_signal(set: &SigSet, wait: Duration) -> bool {
+    let timeout = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timeout, both live locals; no siginfo.
+    unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) > 0 }
+}
+
+/// Makes `command`'s process start with no signal blocked, whatever vt's threads block.
+pub fn unblock_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, two async-signal-safe calls on a local set.
+    unsafe {
+        command.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn register_tree(pid: u32) {

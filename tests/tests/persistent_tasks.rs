@@ -208,3 +208,35 @@ fn a_task_that_writes_into_a_fifo_in_the_workspace_is_not_stored() {
     );
     assert_eq!(stored.status("app#build"), "stored", "{}", stored.stderr());
 }
+
+/// Ctrl-C (SIGINT to vt) is passed on to the task, which stops the way it stops by hand:
+/// here it traps the signal and writes a file before it exits.
+#[test]
+fn a_signal_to_vt_reaches_the_task_so_it_can_clean_up() {
+    let (_temp, root) = workdir();
+    one_package(
+        &root,
+        r#"{"tasks":{"dev":{"command":"trap 'echo cleaned > cleaned.txt; exit 0' INT; sleep 1000 & echo ready; wait","persistent":true}}}"#,
+    );
+    let mut child = vt(&root)
+        .args(["run", "dev"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vt");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill on the pid of a child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().expect("vt ends");
+    assert_eq!(output.status.code(), Some(128 + 2));
+    assert_eq!(
+        std::fs::read_to_string(root.join("cleaned.txt")).expect("the task cleaned up"),
+        "cleaned\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

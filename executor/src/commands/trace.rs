@@ -16,6 +16,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let (program, rest) = args.command.split_first().context("no command given")?;
     let mut command = Command::new(program);
     command.args(rest);
+    signals::unblock_in_child(&mut command);
     let child = sandbox::trace::spawn(command)?;
     signals::register_tree(child.id());
     let pid = child.id();

@@ -69,6 +69,7 @@ pub fn execute(
         // away with it), rather than failing on a path that does not exist.
         command.env("HOME", "/tmp").env("TMPDIR", "/tmp");
     }
+    signals::unblock_in_child(&mut command);
     let mut ipc = crate::ipc::TaskIpc::start()
         .with_context(|| format!("{}: cannot start the task's IPC server", plan.label))?;
     ipc.attach(&mut command);
