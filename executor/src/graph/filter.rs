@@ -281,6 +281,11 @@ enum Direction {
     Dependents,
 }
 
+/// Every workspace package `package` depends on, transitively (itself excluded).
+pub fn dependencies_of(workspace: &Workspace, package: usize) -> BTreeSet<usize> {
+    reach(workspace, package, Direction::Dependencies)
+}
+
 /// Every package reachable from `start` (itself excluded) along workspace dependencies.
 fn reach(workspace: &Workspace, start: usize, direction: Direction) -> BTreeSet<usize> {
     let depends_on = |from: usize, to: usize| {

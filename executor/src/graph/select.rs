@@ -153,18 +153,9 @@ fn packages(
 
 /// `package` and every workspace package it depends on, transitively.
 fn dependencies(workspace: &Workspace, package: usize) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::from([package]);
-    let mut stack = vec![package];
-    while let Some(p) = stack.pop() {
-        for name in &workspace.packages[p].dependencies {
-            if let Some(dep) = workspace.package_named(name)
-                && seen.insert(dep)
-            {
-                stack.push(dep);
-            }
-        }
-    }
-    seen
+    let mut all = super::filter::dependencies_of(workspace, package);
+    all.insert(package);
+    all
 }
 
 fn no_such_task(workspace: &Workspace, task: &str, package: usize) -> GraphError {

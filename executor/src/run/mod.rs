@@ -36,6 +36,19 @@ pub struct Ran {
     pub first_failure: Option<(String, i32)>,
 }
 
+/// The result of a task that never started because `because` failed (or was skipped).
+fn skipped(task: &str, because: &str) -> TaskResult {
+    TaskResult {
+        task: task.to_owned(),
+        key: String::new(),
+        outcome: Outcome::Skipped {
+            because: because.to_owned(),
+        },
+        duration_ms: 0,
+        worker: None,
+    }
+}
+
 /// Runs every node (or, after a failure without `--continue`, those already started).
 pub fn run(
     workspace: &Workspace,
@@ -81,15 +94,7 @@ pub fn run(
                         "vt: {}: skipped: {} did not succeed",
                         node.label, failed.task
                     );
-                    results[index] = Some(TaskResult {
-                        task: node.label.clone(),
-                        key: String::new(),
-                        outcome: Outcome::Skipped {
-                            because: failed.task.clone(),
-                        },
-                        duration_ms: 0,
-                        worker: None,
-                    });
+                    results[index] = Some(skipped(&node.label, &failed.task));
                     continue;
                 }
                 let dep_keys: Vec<(String, String)> = deps
@@ -126,15 +131,7 @@ pub fn run(
                     }
                     for index in left {
                         started[index] = true;
-                        results[index] = Some(TaskResult {
-                            task: graph.nodes[index].label.clone(),
-                            key: String::new(),
-                            outcome: Outcome::Skipped {
-                                because: failed.clone(),
-                            },
-                            duration_ms: 0,
-                            worker: None,
-                        });
+                        results[index] = Some(skipped(&graph.nodes[index].label, failed));
                     }
                 }
                 // Nothing running and nothing could start: done (or stopped by an error).
