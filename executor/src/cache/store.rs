@@ -69,7 +69,10 @@ impl Family {
             // Output archives are large and written once: keep them out of the LSM tree.
             options.set_enable_blob_files(true);
             options.set_min_blob_size(4096);
-            options.set_enable_blob_gc(true);
+            // Collected only by `compact` (after a prune), where it is asked for: in the
+            // background it would rewrite blob files at every write and still leave the
+            // newest ones full of deleted blobs (the soak went to 1.16x its limit).
+            options.set_enable_blob_gc(false);
         }
         options
     }
@@ -387,9 +390,16 @@ impl Store {
     pub fn compact(&self) -> Result<(), StoreError> {
         for family in Family::ALL {
             let cf = self.cf(family)?;
-            if family == Family::Blobs {
+            let collect_blobs = family == Family::Blobs;
+            if collect_blobs {
                 self.db
-                    .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "0.5")])
+                    .set_options_cf(
+                        cf,
+                        &[
+                            ("enable_blob_garbage_collection", "true"),
+                            ("blob_garbage_collection_age_cutoff", "0.5"),
+                        ],
+                    )
                     .map_err(|source| self.io("configure blob collection", source))?;
             }
             self.db
@@ -399,6 +409,12 @@ impl Store {
             options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             self.db
                 .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+            if collect_blobs {
+                // Back to no background collection (see `Family::options`).
+                self.db
+                    .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])
+                    .map_err(|source| self.io("configure blob collection", source))?;
+            }
         }
         Ok(())
     }
