@@ -105,6 +105,13 @@ pub struct CommonRunArgs {
     /// failure's either way.
     #[arg(long = "continue")]
     pub keep_going: bool,
+    /// After the run, watch what each task read, listed and looked for, and rerun the
+    /// tasks whose inputs changed, then their dependents, until Ctrl-C.
+    #[arg(long, conflicts_with = "remote_exec")]
+    pub watch: bool,
+    /// Under --watch: how long a burst of changes must be quiet before the rerun.
+    #[arg(long, value_name = "MS", default_value_t = 50, requires = "watch")]
+    pub debounce: u64,
     /// Arguments appended to each requested task's command (its last `&&` step).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,

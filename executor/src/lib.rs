@@ -13,3 +13,4 @@ pub mod reapi;
 pub mod remote_exec;
 pub mod run;
 pub mod signals;
+pub mod watch;

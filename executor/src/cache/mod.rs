@@ -351,7 +351,14 @@ impl Cache {
         reason
     }
 
+    /// The observations a stored entry was keyed by (its path set).
+    pub fn path_set_of(&self, entry: &Stored) -> Result<Vec<Observation>, String> {
+        let store = self.store().map_err(|e| e.to_string())?;
+        path_set(&store, &entry.path_set).map(|record| record.observations)
+    }
+
     /// The last stored run of `task` and its path set's observations, if any (and readable).
+
     pub fn last_run(&self, task: &str) -> Result<Option<(Stored, Vec<Observation>)>, String> {
         let store = self.store().map_err(|e| e.to_string())?;
         last_run(&store, task)

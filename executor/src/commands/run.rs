@@ -337,6 +337,7 @@ fn execute_graph(
         log: common.log,
         args: common.args.clone(),
         keep_going: common.keep_going,
+        watch: common.watch,
         remote_exec: match (common.remote_exec, &cache) {
             (false, _) => None,
             (true, None) => anyhow::bail!(
@@ -349,6 +350,37 @@ fn execute_graph(
             }
         },
     };
+    if common.watch {
+        let debounce = std::time::Duration::from_millis(common.debounce);
+        let never = crate::watch::follow(
+            workspace,
+            graph,
+            cache.as_ref(),
+            &options,
+            debounce,
+            |round| {
+                let this_round: Vec<TaskResult> = round
+                    .ran
+                    .results
+                    .iter()
+                    .zip(round.rerun)
+                    .filter(|(_, rerun)| **rerun)
+                    .map(|(result, _)| result.clone())
+                    .collect();
+                summarize(&this_round, round.elapsed, common.json)?;
+                let details = details::Details::of(graph, &round.ran.results);
+                if common.verbose {
+                    eprint!("{}", details.render());
+                }
+                details.save(&dir);
+                if let Some(cache) = &cache {
+                    keep_within_limit(workspace, cache);
+                }
+                Ok(())
+            },
+        )?;
+        match never {}
+    }
     let started = std::time::Instant::now();
     let ran = run::run(workspace, graph, cache.as_ref(), &options)?;
     let results = ran.results;

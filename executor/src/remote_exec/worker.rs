@@ -418,6 +418,8 @@ fn run_action(
         output_include: Vec::new(),
         timeout,
         stdin: false,
+        root: exec_root.to_path_buf(),
+        watched: false,
         sandbox: options.sandbox.then(|| SandboxPlan {
             workspace: exec_root.to_path_buf(),
             linked: Vec::new(),

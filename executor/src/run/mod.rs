@@ -5,6 +5,7 @@ pub mod execute;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod seen;
 pub mod task;
 pub mod terminal;
 
@@ -26,6 +27,8 @@ pub struct Options {
     /// `--continue`: after a failure, still start the tasks that do not depend on it.
     /// Without it vt starts nothing new (running tasks finish), as turbo and pnpm do.
     pub keep_going: bool,
+    /// `--watch`: every task's run keeps what it saw ([`seen`]), for the watch to follow.
+    pub watch: bool,
 }
 
 /// What a run did.
@@ -46,6 +49,7 @@ fn skipped(task: &str, because: &str) -> TaskResult {
         },
         duration_ms: 0,
         worker: None,
+        seen: None,
     }
 }
 
@@ -56,9 +60,30 @@ pub fn run(
     cache: Option<&Cache>,
     options: &Options,
 ) -> anyhow::Result<Ran> {
+    rerun(workspace, graph, cache, options, &[], &[])
+}
+
+/// Runs the nodes `again` marks (all of them when it is empty); the others keep their
+/// result from `previous` (in graph order), which their dependents are planned with.
+pub fn rerun(
+    workspace: &Workspace,
+    graph: &Graph,
+    cache: Option<&Cache>,
+    options: &Options,
+    previous: &[TaskResult],
+    again: &[bool],
+) -> anyhow::Result<Ran> {
     let n = graph.nodes.len();
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];
+    for index in 0..n {
+        if again.get(index) == Some(&false)
+            && let Some(result) = previous.get(index)
+        {
+            results[index] = Some(result.clone());
+            started[index] = true;
+        }
+    }
     let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>)>();
     let mut running = 0;
     // Running tasks that take one of the `jobs` slots: a persistent one does not (it never
@@ -66,7 +91,7 @@ pub fn run(
     let mut busy = 0;
     let mut first_error = None;
     let mut first_failure: Option<(String, i32)> = None;
-    progress::start(n);
+    progress::start(started.iter().filter(|s| !**s).count());
     std::thread::scope(|scope| -> anyhow::Result<()> {
         loop {
             // Start what is ready.
@@ -103,6 +128,7 @@ pub fn run(
                     .collect();
                 let mut plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
                 plan.stdin = node.persistent && n == 1;
+                plan.watched = options.watch;
                 let sender = sender.clone();
                 let mode = options.log;
                 let remote_exec = options.remote_exec.as_ref();

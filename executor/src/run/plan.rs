@@ -58,6 +58,10 @@ pub struct Plan {
     /// The task gets vt's stdin (and, on a terminal, the foreground): a persistent task
     /// run alone, such as a dev server that reads keys. Everything else gets /dev/null.
     pub stdin: bool,
+    /// The workspace root the task's paths are relative to.
+    pub root: PathBuf,
+    /// Under `--watch`: the run keeps what it saw, cached or not (see `run::seen`).
+    pub watched: bool,
 }
 
 impl Plan {
@@ -416,6 +420,8 @@ pub fn plan(
         sandbox,
         timeout: None,
         stdin: false,
+        root: workspace.root.clone(),
+        watched: false,
     })
 }
 

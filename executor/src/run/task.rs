@@ -42,6 +42,9 @@ pub struct TaskResult {
     /// The remote worker that ran it (`--remote-exec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Under `--watch`: what the run saw, for the watch to follow.
+    #[serde(skip)]
+    pub seen: Option<std::sync::Arc<super::seen::InputsSeen>>,
 }
 
 fn status_line(label: &str, message: &str) {
@@ -88,6 +91,9 @@ pub fn run_task(
                         },
                         duration_ms: 0,
                         worker: None,
+                        seen: plan
+                            .watched
+                            .then(|| std::sync::Arc::new(super::seen::of_hit(cache, &entry))),
                     });
                 }
                 Err(reason) => format!("the entry cannot be replayed: {reason}"),
@@ -117,9 +123,15 @@ pub fn run_task(
     let execution = execute(
         plan,
         &mut console,
-        cache.is_some() && plan.cacheable,
+        // A watched run's window is exact too: it tells the watch what changed meanwhile.
+        (cache.is_some() && plan.cacheable) || plan.watched,
         cache.map(Cache::dir),
     )?;
+    let seen = plan.watched.then(|| {
+        let cache_dir =
+            cache.map_or_else(|| Cache::default_dir(&plan.root), |c| c.dir().to_owned());
+        std::sync::Arc::new(super::seen::of_execution(plan, &execution, &cache_dir))
+    });
     let duration_ms = execution.duration.as_millis() as u64;
     let nonce = || uncached_key(&execution.output);
     if !execution.status.success() {
@@ -133,6 +145,7 @@ pub fn run_task(
             },
             duration_ms,
             worker: None,
+            seen,
         });
     }
     let Some(cache) = cache.filter(|_| plan.cacheable) else {
@@ -144,6 +157,7 @@ pub fn run_task(
             },
             duration_ms,
             worker: None,
+            seen,
         });
     };
     match store(cache, plan, &execution) {
@@ -155,6 +169,7 @@ pub fn run_task(
             },
             duration_ms,
             worker: None,
+            seen,
         }),
         Err(reason) => {
             status_line(&plan.label, &format!("not cached: {reason}"));
@@ -164,6 +179,7 @@ pub fn run_task(
                 outcome: Outcome::NotCached { reason },
                 duration_ms,
                 worker: None,
+                seen,
             })
         }
     }
@@ -241,6 +257,8 @@ fn finish_remote(
         outcome,
         duration_ms,
         worker: Some(done.worker),
+        // A worker's run is not watched here (its log stayed on the worker).
+        seen: None,
     }
 }
 
