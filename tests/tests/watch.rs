@@ -348,6 +348,52 @@ fn writes_by_the_tasks_themselves_do_not_retrigger() {
 }
 
 #[test]
+fn a_changed_configuration_reloads_the_task_graph() {
+    let (_temp, root) = workspace();
+    let mut watch = Watch::start(&root, &[]);
+    watch.until("vt: watching ");
+
+    // A task's command changed: not a rerun of the old command but a new graph.
+    write(
+        &root,
+        "packages/other/package.json",
+        r#"{"name":"other","scripts":{"build":"echo changed > out.txt"}}"#,
+    );
+    let lines = watch.until("vt: watching ");
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "vt: watch: packages/other/package.json: content changed → reloading the task graph"
+        )),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("rerunning")), "{lines:#?}");
+    assert_eq!(read(&root, "packages/other/out.txt"), "changed\n");
+
+    // A new package is in the new graph too.
+    write(
+        &root,
+        "packages/extra/package.json",
+        r#"{"name":"extra","scripts":{"build":"echo extra > out.txt"}}"#,
+    );
+    let lines = watch.until("vt: watching ");
+    assert!(
+        lines.iter().any(|l| l.contains("reloading the task graph")),
+        "{lines:#?}"
+    );
+    assert_eq!(read(&root, "packages/extra/out.txt"), "extra\n");
+
+    // The control: the reloaded vt still watches the tasks' inputs, and reruns as before.
+    write(&root, "packages/lib/src/a.txt", "a2\n");
+    let round = watch.next_round();
+    assert_eq!(
+        round.rerun, "lib#build and 1 dependent",
+        "{:#?}",
+        round.lines
+    );
+    assert_eq!(read(&root, "packages/app/dist/app.txt"), "a2\n");
+}
+
+#[test]
 fn a_persistent_task_cannot_be_watched() {
     let (_temp, root) = workdir();
     write(

@@ -358,7 +358,6 @@ impl Cache {
     }
 
     /// The last stored run of `task` and its path set's observations, if any (and readable).
-
     pub fn last_run(&self, task: &str) -> Result<Option<(Stored, Vec<Observation>)>, String> {
         let store = self.store().map_err(|e| e.to_string())?;
         last_run(&store, task)

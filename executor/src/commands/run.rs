@@ -352,7 +352,7 @@ fn execute_graph(
     };
     if common.watch {
         let debounce = std::time::Duration::from_millis(common.debounce);
-        let never = crate::watch::follow(
+        let reload = crate::watch::follow(
             workspace,
             graph,
             cache.as_ref(),
@@ -379,7 +379,11 @@ fn execute_graph(
                 Ok(())
             },
         )?;
-        match never {}
+        // The configuration changed: start again as a new vt, with the same arguments, so
+        // the workspace, the graph and every flag are read exactly as at the start.
+        eprintln!("vt: watch: {} → reloading the task graph", reload.why);
+        drop(cache);
+        return Err(restart().context("--watch cannot reload the task graph"));
     }
     let started = std::time::Instant::now();
     let ran = run::run(workspace, graph, cache.as_ref(), &options)?;
@@ -397,6 +401,19 @@ fn execute_graph(
         Some((_, code)) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Replaces this vt with a fresh one, same binary and arguments; returns only on failure.
+fn restart() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::Error::new(e).context("cannot find vt's own binary"),
+    };
+    let error = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::Error::new(error).context(format!("cannot run {}", exe.display()))
 }
 
 fn summarize(

@@ -236,12 +236,12 @@ mod tests {
 
     #[test]
     fn a_save_by_rename_and_a_new_file_are_reported_by_name() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut watcher = Watcher::new().unwrap();
+        let mut watcher = Watcher::new().expect("inotify instance");
         assert_eq!(watcher.watch_exactly([dir.as_path()]), vec![dir.clone()]);
-        std::fs::write(dir.join(".a.js.swp"), "new").unwrap();
-        std::fs::rename(dir.join(".a.js.swp"), dir.join("a.js")).unwrap();
+        std::fs::write(dir.join(".a.js.swp"), "new").expect("test fixture");
+        std::fs::rename(dir.join(".a.js.swp"), dir.join("a.js")).expect("test fixture");
         let events = watcher.drain();
         assert!(events.contains(&entry(&dir, ".a.js.swp")), "{events:?}");
         assert!(events.contains(&entry(&dir, "a.js")), "{events:?}");
@@ -250,12 +250,12 @@ mod tests {
 
     #[test]
     fn a_deleted_directory_is_reported_and_dropped() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("src");
-        std::fs::create_dir(&dir).unwrap();
-        let mut watcher = Watcher::new().unwrap();
+        std::fs::create_dir(&dir).expect("test fixture");
+        let mut watcher = Watcher::new().expect("inotify instance");
         watcher.watch_exactly([dir.as_path()]);
-        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir(&dir).expect("test fixture");
         let events = watcher.drain();
         assert!(
             events.contains(&Event::Entry {
@@ -266,21 +266,21 @@ mod tests {
         );
         assert!(watcher.is_empty());
         // Back again: watched anew when asked for.
-        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&dir).expect("test fixture");
         assert_eq!(watcher.watch_exactly([dir.as_path()]), vec![dir.clone()]);
     }
 
     #[test]
     fn directories_no_longer_wanted_stop_reporting() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        std::fs::create_dir(&a).unwrap();
-        std::fs::create_dir(&b).unwrap();
-        let mut watcher = Watcher::new().unwrap();
+        std::fs::create_dir(&a).expect("test fixture");
+        std::fs::create_dir(&b).expect("test fixture");
+        let mut watcher = Watcher::new().expect("inotify instance");
         watcher.watch_exactly([a.as_path(), b.as_path()]);
         assert_eq!(watcher.watch_exactly([b.as_path()]), Vec::<PathBuf>::new());
-        std::fs::write(a.join("x"), "").unwrap();
-        std::fs::write(b.join("y"), "").unwrap();
+        std::fs::write(a.join("x"), "").expect("test fixture");
+        std::fs::write(b.join("y"), "").expect("test fixture");
         let events = watcher.drain();
         assert!(events.iter().all(|e| *e != entry(&a, "x")), "{events:?}");
         assert!(events.contains(&entry(&b, "y")), "{events:?}");
@@ -288,12 +288,12 @@ mod tests {
 
     #[test]
     fn a_burst_ends_after_a_quiet_gap() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut watcher = Watcher::new().unwrap();
+        let mut watcher = Watcher::new().expect("inotify instance");
         watcher.watch_exactly([dir.as_path()]);
         for i in 0..10 {
-            std::fs::write(dir.join("a.js"), format!("{i}")).unwrap();
+            std::fs::write(dir.join("a.js"), format!("{i}")).expect("test fixture");
         }
         // Everything already queued is one burst; nothing more comes, so it ends.
         let events = watcher.next_burst(Duration::from_millis(1), Duration::from_secs(60));

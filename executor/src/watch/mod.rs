@@ -23,7 +23,6 @@ pub mod inotify;
 pub mod targets;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,8 +52,15 @@ struct Baseline {
     values: Vec<String>,
 }
 
+/// The workspace's configuration changed: the graph must be built again.
+#[derive(Debug)]
+pub struct Reload {
+    /// What changed (`packages/lib/package.json: content changed`).
+    pub why: String,
+}
+
 /// Runs the graph, then reruns what changes, until vt is stopped (Ctrl-C ends the process
-/// from the signal thread). `after_round` reports each round.
+/// from the signal thread) or the configuration changes. `after_round` reports each round.
 pub fn follow(
     workspace: &Workspace,
     graph: &Graph,
@@ -62,7 +68,7 @@ pub fn follow(
     options: &Options,
     debounce: Duration,
     mut after_round: impl FnMut(Round<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<Infallible> {
+) -> anyhow::Result<Reload> {
     if let Some(node) = graph.nodes.iter().find(|n| n.persistent) {
         anyhow::bail!(
             "--watch cannot run the persistent task {}: it never ends, so there is no round to watch\n  hint: run it in its own terminal (`vt run {}`), and watch the others",
@@ -74,7 +80,17 @@ pub fn follow(
     let n = graph.nodes.len();
     let dependents = dependents(graph);
     let mut watcher = Watcher::new().context("--watch")?;
+    // One baseline per task, and after them the configuration's (see `config_files`).
     let mut baselines: Vec<Option<Baseline>> = (0..n).map(|_| None).collect();
+    let config = config_files(workspace);
+    let env = crate::ipc::process_env();
+    baselines.push(Some(Baseline {
+        values: run::seen::now(&config, root, &env, &StatMemo::maybe(None)),
+        seen: Arc::new(InputsSeen {
+            observations: config,
+            ..InputsSeen::default()
+        }),
+    }));
     let mut previous: Vec<TaskResult> = Vec::new();
     let mut again: Vec<bool> = vec![true; n];
     let mut said = Said::default();
@@ -122,7 +138,11 @@ pub fn follow(
         let added = watcher.watch_exactly(index.dirs());
         let mut refs: Vec<Ref> = Vec::new();
         for (task, baseline) in baselines.iter().enumerate() {
-            if let Some(baseline) = baseline.as_ref().filter(|_| again[task]) {
+            // The configuration (past the tasks) is looked at after every round.
+            if let Some(baseline) = baseline
+                .as_ref()
+                .filter(|_| again.get(task).copied().unwrap_or(true))
+            {
                 refs.extend(
                     (0..baseline.values.len()).map(|observation| Ref { task, observation }),
                 );
@@ -167,6 +187,9 @@ pub fn follow(
             check(refs, &mut baselines, root, None, &mut changed);
         }
 
+        if let Some(why) = changed.remove(&n) {
+            return Ok(Reload { why });
+        }
         again = with_dependents(&changed, &dependents, &ran.results);
         let first = changed.values().next().cloned().unwrap_or_default();
         let rerun: Vec<&str> = changed
@@ -205,6 +228,7 @@ impl Said {
         let tasks: Vec<&str> = baselines
             .iter()
             .enumerate()
+            .take(graph.nodes.len())
             .filter(|(_, b)| {
                 b.as_ref()
                     .is_some_and(|b| b.seen.observations.iter().any(|o| o.kind == ObsKind::Env))
@@ -344,25 +368,51 @@ fn check(
         if now == baseline.values[observation] {
             continue;
         }
-        if let Some((own, ran, graph, said)) = round.as_mut() {
-            if own.touched(&o.path.absolute(root), o.kind) {
-                if !ran[task] && said.undeclared.insert((task, observation)) {
-                    eprintln!(
-                        "vt: watch: {} read {}, which a task of this round rewrote; it does not depend on that task, so it is not rerun (vt's own writes never retrigger)\n  hint: add the task that writes it to {}'s dependsOn",
-                        graph.nodes[task].label,
-                        o.describe(),
-                        graph.nodes[task].label
-                    );
-                }
-                baseline.values[observation] = now;
-                continue;
+        if let Some((own, ran, graph, said)) = round.as_mut()
+            && own.touched(&o.path.absolute(root), o.kind)
+        {
+            if ran.get(task) == Some(&false) && said.undeclared.insert((task, observation)) {
+                eprintln!(
+                    "vt: watch: {} read {}, which a task of this round rewrote; it does not depend on that task, so it is not rerun (vt's own writes never retrigger)\n  hint: add the task that writes it to {}'s dependsOn",
+                    graph.nodes[task].label,
+                    o.describe(),
+                    graph.nodes[task].label
+                );
             }
+            baseline.values[observation] = now;
+            continue;
         }
         changed.insert(
             task,
             observe::explain_change(o, &baseline.values[observation], &now),
         );
     }
+}
+
+/// What the task graph is built from: every package's `package.json` and task files (also
+/// where there is none yet), the root's `pnpm-workspace.yaml`, and the directories holding
+/// the packages (a package added or removed). A change to one of them is a new graph, not
+/// a rerun: the commands and dependencies themselves may have changed.
+fn config_files(workspace: &Workspace) -> Vec<observe::Observation> {
+    use crate::cache::observe::{CachePath, Observation};
+    let root = workspace.root.as_path();
+    let at = |kind, path: &Path| Observation {
+        kind,
+        path: CachePath::new(root, path),
+        except: Vec::new(),
+    };
+    let mut files = BTreeSet::new();
+    files.insert(at(ObsKind::Content, &root.join("pnpm-workspace.yaml")));
+    for package in &workspace.packages {
+        files.insert(at(ObsKind::Content, &package.dir.join("package.json")));
+        for name in crate::config::tasks::FILE_NAMES {
+            files.insert(at(ObsKind::Content, &package.dir.join(name)));
+        }
+        if let Some(parent) = package.dir.parent().filter(|_| package.dir != root) {
+            files.insert(at(ObsKind::List, parent));
+        }
+    }
+    files.into_iter().collect()
 }
 
 /// For each node, the nodes that depend on it directly.

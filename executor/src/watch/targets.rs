@@ -150,10 +150,10 @@ mod tests {
 
     #[test]
     fn each_kind_of_observation_is_watched_where_its_value_can_change() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path();
-        std::fs::create_dir_all(root.join("src")).unwrap();
-        std::fs::write(root.join("src/a.js"), "a").unwrap();
+        std::fs::create_dir_all(root.join("src")).expect("test fixture");
+        std::fs::write(root.join("src/a.js"), "a").expect("test fixture");
         let src = root.join("src");
         assert_eq!(
             targets(&obs(ObsKind::Content, "src/a.js"), root),
@@ -176,11 +176,11 @@ mod tests {
 
     #[test]
     fn a_file_read_through_a_symlink_is_watched_in_both_directories() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("real")).unwrap();
-        std::fs::write(root.join("real/x"), "x").unwrap();
-        std::os::unix::fs::symlink(root.join("real/x"), root.join("link")).unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().canonicalize().expect("canonical temp dir");
+        std::fs::create_dir_all(root.join("real")).expect("test fixture");
+        std::fs::write(root.join("real/x"), "x").expect("test fixture");
+        std::os::unix::fs::symlink(root.join("real/x"), root.join("link")).expect("test fixture");
         assert_eq!(
             targets(&obs(ObsKind::Content, "link"), &root),
             vec![
@@ -192,9 +192,9 @@ mod tests {
 
     #[test]
     fn an_event_finds_the_observations_of_its_entry_and_the_listings_of_its_directory() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path();
-        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("src")).expect("test fixture");
         let first = [obs(ObsKind::Content, "src/a.js")];
         let second = [obs(ObsKind::Meta, "README"), obs(ObsKind::List, "src")];
         let index = Index::of([Some(&first[..]), None, Some(&second[..])], root);
