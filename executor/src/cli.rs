@@ -128,15 +128,17 @@ pub struct RunArgs {
     /// `-` go after `--`.
     #[arg(value_name = "TASK|ARG")]
     pub rest: Vec<String>,
-    /// Run the tasks in every package that has them, in package dependency order.
+    /// Run the tasks in every package that has them, in package dependency order. The
+    /// workspace root's own task is left out (as pnpm does: it is usually the aggregate
+    /// script) unless -w is given too.
     #[arg(short = 'r', long)]
     pub recursive: bool,
     /// Run the task in the current package and in the workspace packages it depends on
     /// (transitively), dependencies first.
     #[arg(short = 't', long)]
     pub transitive: bool,
-    /// Run the task of the workspace root package.
-    #[arg(short = 'w', long)]
+    /// Run the task of the workspace root package; with -r or -F, as well as theirs.
+    #[arg(short = 'w', long, visible_alias = "include-workspace-root")]
     pub workspace_root: bool,
     /// Only the packages PATTERN selects, in pnpm's grammar: a name glob, `name...` (with
     /// its dependencies), `...name` (with its dependents), `^` to leave the package itself

@@ -529,6 +529,60 @@ mod tests {
     }
 
     #[test]
+    fn recursive_leaves_the_workspace_root_out_unless_asked() {
+        // The root's `build` is the aggregate (`npm run build -ws`): with -r it would run
+        // every package's build a second time, beside them (issue 26).
+        let (_t, ws) = workspace(&[
+            (
+                "package.json",
+                r#"{"name":"root","workspaces":["p/*"],"scripts":{"build":"npm run build -ws"}}"#,
+            ),
+            (
+                "p/lib/package.json",
+                r#"{"name":"lib","scripts":{"build":"b"}}"#,
+            ),
+        ]);
+        let labels = |roots: Vec<TaskId>| -> Vec<String> {
+            roots
+                .iter()
+                .map(|t| format!("{}#{}", ws.packages[t.package].name, t.task))
+                .collect()
+        };
+        assert_eq!(labels(recursive(&ws, "build")), ["lib#build"]);
+        let tasks = ["build".to_owned()];
+        let with_root = Query {
+            tasks: &tasks,
+            recursive: true,
+            workspace_root: true,
+            ..Query::default()
+        };
+        let roots = select(&ws, with_root).expect("select").roots;
+        assert_eq!(labels(roots), ["root#build", "lib#build"]);
+        // Without -r, at the root, the root's task is the one asked for.
+        assert_eq!(labels(in_package(&ws, "build", 0)), ["root#build"]);
+        // A filter naming the root still selects it.
+        let filters = ["root".to_owned()];
+        let by_name = Query {
+            tasks: &tasks,
+            filters: &filters,
+            ..Query::default()
+        };
+        let roots = select(&ws, by_name).expect("select").roots;
+        assert_eq!(labels(roots), ["root#build"]);
+    }
+
+    #[test]
+    fn recursive_in_a_lone_package_runs_it() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        write(
+            &temp.path().join("package.json"),
+            r#"{"name":"solo","scripts":{"build":"b"}}"#,
+        );
+        let ws = Workspace::find(temp.path()).expect("workspace");
+        assert_eq!(recursive(&ws, "build").len(), 1);
+    }
+
+    #[test]
     fn recursive_runs_follow_package_dependencies_without_config() {
         // app → mid (no build) → lib: app#build waits for lib#build across mid.
         let (_t, ws) = workspace(&[

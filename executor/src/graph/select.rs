@@ -12,11 +12,14 @@ pub struct Query<'a> {
     pub tasks: &'a [String],
     /// The package the cwd is in.
     pub current: usize,
-    /// `-r`: every package.
+    /// `-r`: every package but the workspace root (pnpm's rule: the root's script is
+    /// usually the aggregate, `npm run build -ws`, and would run the packages' tasks a
+    /// second time), unless the root is the only package.
     pub recursive: bool,
     /// `-t`: the current package and the workspace packages it depends on, transitively.
     pub transitive: bool,
-    /// `-w`: the workspace root package.
+    /// `-w` / `--include-workspace-root`: the workspace root package (beside `-r` or a
+    /// filter: as well).
     pub workspace_root: bool,
     /// `--filter` patterns ([`super::filter`]); one argument may hold several, separated
     /// by spaces.
@@ -109,6 +112,9 @@ fn packages(
     let mut many = false;
     if query.recursive {
         chosen.extend(all());
+        if workspace.packages.len() > 1 {
+            chosen.remove(&0);
+        }
         many = true;
     }
     if query.transitive {
