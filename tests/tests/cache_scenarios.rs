@@ -1001,3 +1001,41 @@ fn s50_a_sandboxed_task_is_stored_and_replayed() {
     let plain = ws.run("build", &[]);
     assert_eq!(plain.status(APP), "stored", "{}", plain.stderr());
 }
+
+#[test]
+fn s51_a_miss_is_explained_against_the_run_under_the_same_config() {
+    // Issue 26: after a config flip, a miss named the flip ("sandbox changed: …") rather
+    // than what the task saw change. With a run stored under the same key, vt compares
+    // against that one.
+    let sandboxed = r#"{ "tasks": { "build": { "command": "node build.js", "output": ["dist/**"], "sandbox": true } } }"#;
+    let plain =
+        r#"{ "tasks": { "build": { "command": "node build.js", "output": ["dist/**"] } } }"#;
+    let ws = built(&[("vt.json", sandboxed)]);
+    ws.write("vt.json", plain);
+    ws.run("build", &[])
+        .assert_miss(APP, r#"sandbox changed: "isolated" → (none)"#);
+    ws.write("vt.json", sandboxed);
+    // The control: back under the first config with nothing changed, a hit.
+    ws.run("build", &[]).assert_hit(APP);
+    ws.write("src/a.js", "const a = 5;\n");
+    let run = ws.run("build", &[]);
+    run.assert_miss(APP, "src/a.js: content changed");
+    assert!(
+        !run.stderr().contains("sandbox changed"),
+        "the miss names the older config difference: {}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn s52_a_newly_tracked_env_name_is_said_so() {
+    let ws = built(&[]);
+    ws.write("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#);
+    ws.run("build", &[])
+        .assert_miss(APP, "env MODE is now part of the key (value: (unset))");
+    // The control: the same config again hits.
+    ws.run("build", &[]).assert_hit(APP);
+    // Untracked again: the first run's key, and its entry, are back.
+    ws.write("vt.json", r#"{"tasks":{"build":{}}}"#);
+    ws.run("build", &[("MODE", "x")]).assert_hit(APP);
+}

@@ -75,6 +75,13 @@ fn meta_last(task: &str) -> Vec<u8> {
     [b"last/".as_slice(), task.as_bytes()].concat()
 }
 
+/// The last entry stored under a pre-run key: what a miss under the same key (the same
+/// command, config, env and dependencies) is explained against, rather than the task's
+/// last run, which may have been under another config (`--sandbox` one run, not the next).
+fn meta_last_under(pre_key: &Key) -> Vec<u8> {
+    [b"last-pre/".as_slice(), pre_key.0.as_slice()].concat()
+}
+
 /// Moves the database files in `dir` to a sibling `NAME.damaged-SECONDS-PID`, leaving the
 /// lock files (held by this process; other vt processes wait on them) where they are.
 fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -296,11 +303,17 @@ impl Cache {
             Ok(store) => store,
             Err(e) => return format!("cannot read the cache: {e}"),
         };
-        let (last, observations) = match last_run(&store, task) {
-            Ok(Some(last)) => last,
-            Ok(None) => return "no previous run".into(),
-            Err(e) => return format!("the last entry is unreadable: {e}"),
-        };
+        // A run under the same key, if one is stored: then what changed is something the
+        // task saw, and naming an older config difference would send the user the wrong way.
+        let same_key = stored_at(&store, &meta_last_under(&pre.key()))
+            .ok()
+            .flatten();
+        let (last, observations) =
+            match same_key.map_or_else(|| last_run(&store, task), |r| Ok(Some(r))) {
+                Ok(Some(last)) => last,
+                Ok(None) => return "no previous run".into(),
+                Err(e) => return format!("the last entry is unreadable: {e}"),
+            };
         let mut changes = Vec::new();
         if last.pre_key != pre.key() {
             let before: BTreeMap<_, _> = last.pre_parts.iter().cloned().collect();
@@ -438,6 +451,11 @@ impl Cache {
         // entry what it made, blobs by content): two storing it at once leave one entry.
         batch.put(Family::Used, post.0.to_vec(), now_secs().to_le_bytes());
         batch.put(Family::Meta, meta_last(&entry.task), post.0.to_vec());
+        batch.put(
+            Family::Meta,
+            meta_last_under(&entry.pre_key),
+            post.0.to_vec(),
+        );
         self.take_uses(&mut batch);
         self.store()?.write(batch)?;
         Ok((post, stored))
@@ -492,8 +510,13 @@ fn path_set(store: &Store, id: &Key) -> Result<PathSetRecord, String> {
 }
 
 fn last_run(store: &Store, task: &str) -> Result<Option<(Stored, Vec<Observation>)>, String> {
+    stored_at(store, &meta_last(task))
+}
+
+/// The entry a `meta` pointer names, with its path set's observations.
+fn stored_at(store: &Store, pointer: &[u8]) -> Result<Option<(Stored, Vec<Observation>)>, String> {
     let Some(key) = store
-        .get(Family::Meta, meta_last(task))
+        .get(Family::Meta, pointer)
         .map_err(|e| e.to_string())?
     else {
         return Ok(None);
@@ -514,8 +537,19 @@ fn last_run(store: &Store, task: &str) -> Result<Option<(Stored, Vec<Observation
 fn describe_part(name: &str, before: Option<&str>, now: Option<&str>) -> String {
     let show = |v: Option<&str>| v.map_or("(none)".to_owned(), |v| format!("{v:?}"));
     if let Some(env) = name.strip_prefix("env ") {
-        let show_env = |v: Option<&str>| v.map_or("(unset)".to_owned(), str::to_owned);
-        return format!("env {env}: {} → {}", show_env(before), show_env(now));
+        // A part that is absent is a name the config did not track (a tracked name that
+        // is unset has the value "(unset)"): say which, not "(unset) → (unset)".
+        return match (before, now) {
+            (None, Some(now)) => format!("env {env} is now part of the key (value: {now})"),
+            (Some(before), None) => {
+                format!("env {env} is no longer part of the key (was: {before})")
+            }
+            (before, now) => format!(
+                "env {env}: {} → {}",
+                before.unwrap_or("(unset)"),
+                now.unwrap_or("(unset)")
+            ),
+        };
     }
     if let Some(dep) = name.strip_prefix("dependency ") {
         return format!("dependency {dep} changed");
@@ -528,4 +562,25 @@ fn describe_part(name: &str, before: Option<&str>, now: Option<&str>) -> String 
         };
     }
     format!("{name} changed: {} → {}", show(before), show(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_part;
+
+    #[test]
+    fn an_env_part_tells_untracked_from_unset() {
+        assert_eq!(
+            describe_part("env MODE", None, Some("(unset)")),
+            "env MODE is now part of the key (value: (unset))"
+        );
+        assert_eq!(
+            describe_part("env MODE", Some("x"), None),
+            "env MODE is no longer part of the key (was: x)"
+        );
+        assert_eq!(
+            describe_part("env MODE", Some("(unset)"), Some("x")),
+            "env MODE: (unset) → x"
+        );
+    }
 }

@@ -162,9 +162,11 @@ fn prune_once(store: &Store, limits: Limits, now: u64) -> Result<Pruned, StoreEr
     {
         batch.delete(Family::Used, key.clone());
     }
-    for (key, value) in store.scan_prefix(Family::Meta, b"last/")? {
-        if removed.contains(&value) {
-            batch.delete(Family::Meta, key);
+    for prefix in [b"last/".as_slice(), b"last-pre/"] {
+        for (key, value) in store.scan_prefix(Family::Meta, prefix)? {
+            if removed.contains(&value) || !entry_keys.contains(value.as_slice()) {
+                batch.delete(Family::Meta, key);
+            }
         }
     }
     // Blobs no remaining entry names (those of removed entries, and any left by a store
