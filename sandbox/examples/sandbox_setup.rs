@@ -1,6 +1,7 @@
 //! Per-task sandbox setup + teardown for `/bin/true`, side by side in one run: bare
-//! fork+exec, vt's jail (with and without a network namespace), and bubblewrap doing the
-//! equivalent. Rounds interleave the variants so machine noise hits them alike; medians
+//! fork+exec, vt's jail (with and without a network namespace; with the declared output
+//! dir bound writable, or with no outputs declared and the workspace a copy-on-write
+//! overlay whose changes are applied after the run), and bubblewrap doing the equivalent. Rounds interleave the variants so machine noise hits them alike; medians
 //! and 90th percentiles are printed as JSON for `bench/sandbox.py`.
 //!
 //! `cargo run --release -p vt-sandbox --example sandbox_setup -- [ROUNDS]`
@@ -79,6 +80,7 @@ fn main() {
         writable: vec![output.clone()],
         cwd: workspace.clone(),
         network,
+        layered: vec![],
     };
     let isolated = Jail::new(spec(false)).expect("jail");
     let networked = Jail::new(spec(true)).expect("jail");
@@ -97,7 +99,31 @@ fn main() {
         ("bare", Vec::new()),
         ("vt jail", Vec::new()),
         ("vt jail, host network", Vec::new()),
+        ("vt jail, copy-on-write layer", Vec::new()),
     ];
+    let layers = tempfile::tempdir().expect("layers");
+    // The whole per-task cost of a layer: its directories, the overlay, applying the
+    // (empty) changes and removing the directories.
+    let layered = || {
+        let started = Instant::now();
+        let dirs = sandbox::jail::LayerDirs::create(layers.path(), &workspace).expect("layer");
+        let jail = Jail::new(Spec {
+            read_only: vec![workspace.clone()],
+            writable: vec![],
+            layered: vec![dirs.layer().clone()],
+            cwd: workspace.clone(),
+            network: false,
+        })
+        .expect("jail");
+        let status = jailed(&jail)
+            .spawn()
+            .and_then(|mut c| c.wait())
+            .expect("spawn and wait");
+        assert!(status.success(), "layered /bin/true failed: {status}");
+        dirs.apply().expect("apply");
+        drop(dirs);
+        started.elapsed().as_secs_f64() * 1e3
+    };
     if have_bwrap {
         samples.push(("bwrap", Vec::new()));
     }
@@ -111,6 +137,10 @@ fn main() {
     }
     for _ in 0..rounds {
         for (name, times) in samples.iter_mut() {
+            if *name == "vt jail, copy-on-write layer" {
+                times.push(layered());
+                continue;
+            }
             let command = match *name {
                 "bare" => quiet(Command::new("/bin/true")),
                 "vt jail" => jailed(&isolated),

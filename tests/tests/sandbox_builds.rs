@@ -180,3 +180,126 @@ fn vite_builds_the_same_bundle_in_the_sandbox_and_replays_it() {
     assert!(stderr.contains("src/greet.js: content changed"), "{stderr}");
     assert_ne!(snapshot(&root.join("dist")), plain);
 }
+
+/// Two packages with no vt config at all (issue 26): `lib` builds `esm/` and removes a stale
+/// file there, `app` bundles lib's output into `dist/`, the root's `build` is the aggregate.
+fn zero_config_workspace() -> (tempfile::TempDir, PathBuf) {
+    let (temp, root) = workdir();
+    let write = |rel: &str, text: &str| vt_tests::write(&root, rel, text);
+    write(
+        "package.json",
+        r#"{"name":"root","private":true,"workspaces":["packages/*"],"scripts":{"build":"echo aggregate > aggregate.txt"}}"#,
+    );
+    write(
+        "packages/lib/package.json",
+        r#"{"name":"lib","scripts":{"build":"mkdir -p esm/deep && cat src/*.js > esm/index.js && echo deep > esm/deep/x.js && rm -f esm/stale.js"}}"#,
+    );
+    write("packages/lib/src/a.js", "export const a = 1;\n");
+    write("packages/lib/esm/stale.js", "left by an old build\n");
+    write(
+        "packages/app/package.json",
+        r#"{"name":"app","dependencies":{"lib":"*"},"scripts":{"build":"mkdir -p dist && cat ../lib/esm/index.js src/main.js > dist/bundle.js"}}"#,
+    );
+    write("packages/app/src/main.js", "console.log(a);\n");
+    (temp, root)
+}
+
+#[test]
+fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer() {
+    let (_temp, root) = zero_config_workspace();
+    let stderr = succeed(vt(&root, &["run", "build", "-r", "--sandbox"]));
+    assert!(!stderr.contains("Read-only"), "{stderr}");
+    let lib = root.join("packages/lib");
+    let app = root.join("packages/app");
+    assert_eq!(
+        std::fs::read_to_string(lib.join("esm/index.js")).expect("esm"),
+        "export const a = 1;\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lib.join("esm/deep/x.js")).expect("deep"),
+        "deep\n"
+    );
+    assert!(
+        !lib.join("esm/stale.js").exists(),
+        "the task's rm is applied"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.join("dist/bundle.js")).expect("bundle"),
+        "export const a = 1;\nconsole.log(a);\n",
+        "app saw lib's output: lib's layer was applied before app ran"
+    );
+    assert!(
+        !root.join("aggregate.txt").exists(),
+        "-r leaves the root's aggregate build out"
+    );
+    let built = (snapshot(&lib.join("esm")), snapshot(&app.join("dist")));
+
+    // The same as the unsandboxed build.
+    for dir in [lib.join("esm"), app.join("dist")] {
+        std::fs::remove_dir_all(dir).expect("clean");
+    }
+    // Unsandboxed, lib's rm has nothing to remove: put the stale file back for it.
+    vt_tests::write(&root, "packages/lib/esm/stale.js", "left by an old build\n");
+    succeed(vt(&root, &["run", "build", "-r", "--no-cache"]));
+    assert_eq!(
+        (snapshot(&lib.join("esm")), snapshot(&app.join("dist"))),
+        built
+    );
+
+    // All hits, and deleted outputs come back from the cache.
+    for dir in [lib.join("esm"), app.join("dist")] {
+        std::fs::remove_dir_all(dir).expect("clean");
+    }
+    let stderr = succeed(vt(&root, &["run", "build", "-r", "--sandbox"]));
+    assert_eq!(
+        stderr.matches("cache hit, replaying").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        (snapshot(&lib.join("esm")), snapshot(&app.join("dist"))),
+        built
+    );
+
+    // The root's own task runs with -w, sandboxed too (its layer cannot be in the cache
+    // inside it: vt puts it in the temp directory).
+    succeed(vt(&root, &["run", "build", "-w", "--sandbox"]));
+    assert_eq!(
+        std::fs::read_to_string(root.join("aggregate.txt")).expect("aggregate"),
+        "aggregate\n"
+    );
+    // Each layer is removed once applied.
+    let layers = std::fs::read_dir(root.join(".vt-cache/layers")).expect("layers");
+    assert_eq!(layers.count(), 0, "a layer was left behind");
+}
+
+#[test]
+fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing() {
+    let (_temp, root) = zero_config_workspace();
+    let app = root.join("packages/app");
+    vt_tests::write(
+        &root,
+        "packages/app/package.json",
+        r#"{"name":"app","scripts":{"build":"mkdir -p dist && echo half > dist/half.js && echo bad > ../lib/src/evil.js"}}"#,
+    );
+    let output = vt(&root, &["run", "app#build", "--sandbox"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(!root.join("packages/lib/src/evil.js").exists());
+    assert!(
+        !app.join("dist").exists(),
+        "a failed task's writes in its package are not applied"
+    );
+    // The control: the same task without the write outside succeeds and its output lands.
+    vt_tests::write(
+        &root,
+        "packages/app/package.json",
+        r#"{"name":"app","scripts":{"build":"mkdir -p dist && echo whole > dist/half.js"}}"#,
+    );
+    succeed(vt(&root, &["run", "app#build", "--sandbox"]));
+    assert_eq!(
+        std::fs::read_to_string(app.join("dist/half.js")).expect("out"),
+        "whole\n"
+    );
+}

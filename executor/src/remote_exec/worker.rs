@@ -424,6 +424,7 @@ fn run_action(
             workspace: exec_root.to_path_buf(),
             linked: Vec::new(),
             writable: vec![exec_root.to_path_buf()],
+            layered: None,
             network: false,
         }),
     };

@@ -11,7 +11,7 @@ use sandbox::AccessLog;
 use super::output::{Console, capture};
 use super::plan::{Plan, SandboxPlan};
 use crate::signals;
-use sandbox::jail::{Jail, Spec};
+use sandbox::jail::{Jail, LayerDirs, Spec};
 
 pub struct Execution {
     /// What the task's tools said over IPC.
@@ -75,10 +75,16 @@ pub fn execute(
     ipc.attach(&mut command);
     // `spawn` consumes the command: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
+    let layer = plan
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.layered.as_deref())
+        .map(|dir| layer_for(plan, dir, cache_dir))
+        .transpose()?;
     let jail = plan
         .sandbox
         .as_ref()
-        .map(|s| jail_for(plan, s))
+        .map(|s| jail_for(plan, s, layer.as_ref().map(|(dirs, _)| dirs)))
         .transpose()?;
     // Just before the task starts: whatever changes from here on may be newer than what
     // the task saw.
@@ -92,6 +98,10 @@ pub fn execute(
     if let Some(dir) = cache_dir {
         child.not_the_tasks(dir);
     }
+    if let Some((_, base)) = &layer {
+        // overlayfs's own writes into the layer are not the task's.
+        child.not_the_tasks(base);
+    }
     ipc.spawned();
     let pid = child.id();
     signals::register_tree(pid);
@@ -103,7 +113,15 @@ pub fn execute(
     let output = capture(out_read, err_read, console);
     let waited = child.wait();
     drop(foreground);
-    // The tree is gone: everything it wrote was written by now.
+    // The tree (and with it the overlay) is gone: a task that succeeded gets its changes
+    // applied, before the window ends, as if it had written them itself; a failed one
+    // leaves the package as it was.
+    let succeeded = waited.as_ref().is_ok_and(|(status, _)| status.success());
+    let applied = match layer {
+        Some((dirs, _)) if succeeded => apply_layer(plan, dirs),
+        _ => Ok(()),
+    };
+    // Everything the task wrote was written by now.
     window.end();
     crate::cache::guard::settled();
     signals::unregister_tree(pid);
@@ -114,6 +132,7 @@ pub fn execute(
     if signals::received().is_some() {
         signals::wait_for_shutdown();
     }
+    applied?;
     let (status, log) = waited.with_context(|| format!("{}: tracing failed", plan.label))?;
     let ipc = ipc.finish();
     Ok(Execution {
@@ -150,9 +169,49 @@ fn watchdog(
     (done, thread)
 }
 
+/// A fresh layer for `dir`, and the directory its layers are made in: next to the cache
+/// (the same file system as the workspace, usually, so applying it is renames), or in the
+/// temp directory when the cache is inside `dir` (overlayfs refuses a layer inside the
+/// directory it covers: the root package, with the default cache in its node_modules).
+fn layer_for(
+    plan: &Plan,
+    dir: &std::path::Path,
+    cache_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(LayerDirs, std::path::PathBuf)> {
+    let base = cache_dir
+        .map(|c| c.join("layers"))
+        .filter(|b| !b.starts_with(dir))
+        .unwrap_or_else(|| std::env::temp_dir().join("vt-layers"));
+    let dirs = LayerDirs::create(&base, dir).with_context(|| {
+        format!(
+            "{}: cannot create the sandbox's copy-on-write layer in {}",
+            plan.label,
+            base.display()
+        )
+    })?;
+    Ok((dirs, base))
+}
+
+/// Applies what a sandboxed task changed in its layer to the package. On failure the layer
+/// is kept, so nothing the task made is lost, and the error says where it is.
+fn apply_layer(plan: &Plan, dirs: LayerDirs) -> anyhow::Result<()> {
+    if let Err(e) = dirs.apply() {
+        let kept = dirs.keep();
+        anyhow::bail!(
+            "{}: cannot apply the sandbox's changes to {}: {e}\n  hint: what the task wrote \
+             is kept in {}; free the space or fix the permissions and run it again",
+            plan.label,
+            plan.cwd.display(),
+            kept.display()
+        );
+    }
+    Ok(())
+}
+
 /// The sandbox for a task: the workspace and the tool directories on its PATH read-only,
-/// the directories of its outputs writable.
-fn jail_for(plan: &Plan, sandbox: &SandboxPlan) -> anyhow::Result<Jail> {
+/// the directories of its outputs writable (or, with none declared, its package through a
+/// copy-on-write layer).
+fn jail_for(plan: &Plan, sandbox: &SandboxPlan, layer: Option<&LayerDirs>) -> anyhow::Result<Jail> {
     let mut read_only = vec![sandbox.workspace.clone()];
     read_only.extend(sandbox.linked.iter().cloned());
     if let Some(path) = plan.env.get("PATH") {
@@ -163,6 +222,7 @@ fn jail_for(plan: &Plan, sandbox: &SandboxPlan) -> anyhow::Result<Jail> {
     Jail::new(Spec {
         read_only,
         writable: sandbox.writable.clone(),
+        layered: layer.map(|l| l.layer().clone()).into_iter().collect(),
         cwd: plan.cwd.clone(),
         network: sandbox.network,
     })

@@ -81,6 +81,9 @@ pub struct SandboxPlan {
     pub linked: Vec<PathBuf>,
     /// The directories of the task's output globs: the only writable part of the workspace.
     pub writable: Vec<PathBuf>,
+    /// No outputs declared: this directory (the package's) is writable copy-on-write, and
+    /// what the task changed in it is applied after it succeeded.
+    pub layered: Option<PathBuf>,
     pub network: bool,
 }
 
@@ -386,18 +389,23 @@ pub fn plan(
         workspace: workspace.root.clone(),
         linked: linked_outside(&workspace.root, &[&workspace.root, &package.dir]),
         writable: sandbox::jail::output_dirs(&package.dir, &output.include),
+        // vt traces writes, so it needs no output globs to know the outputs; without them
+        // the whole package is writable through a layer (writes elsewhere still fail).
+        layered: output.include.is_empty().then(|| package.dir.clone()),
         network: config.network == Some(true),
     });
     if let Some(sandbox) = &sandbox {
         // What a task could reach is part of what it did.
-        pre.add(
-            "sandbox",
-            if sandbox.network {
-                "network"
-            } else {
-                "isolated"
-            },
-        );
+        let reach = if sandbox.network {
+            "network"
+        } else {
+            "isolated"
+        };
+        if sandbox.layered.is_some() {
+            pre.add("sandbox", format!("{reach}, package copy-on-write"));
+        } else {
+            pre.add("sandbox", reach);
+        }
     }
     let output_include = output
         .include

@@ -141,6 +141,7 @@ fn kind(mount: &Mount) -> &'static str {
     match mount {
         Mount::Bind { writable: true, .. } => "writable bind",
         Mount::Bind { .. } => "read-only bind",
+        Mount::Overlay { .. } => "copy-on-write overlay",
         Mount::Device { .. } => "device",
         Mount::Tmpfs { .. } => "tmpfs",
         Mount::Proc { .. } => "proc",
@@ -163,6 +164,13 @@ enum Op {
     Bind {
         source: CString,
         attr_set: u64,
+    },
+    /// An overlayfs made detached (fsopen/fsmount) before the staging tmpfs covers its
+    /// directories, then attached like a captured bind.
+    Overlay {
+        lower: CString,
+        upper: CString,
+        work: CString,
     },
     Fs {
         fstype: &'static [u8],
@@ -248,6 +256,14 @@ impl Prepared {
                             },
                     },
                     !path.is_dir(),
+                ),
+                Mount::Overlay { path, upper, work } => (
+                    Op::Overlay {
+                        lower: c_path(path),
+                        upper: c_path(upper),
+                        work: c_path(work),
+                    },
+                    false,
                 ),
                 Mount::Device { path } => (
                     Op::Bind {
@@ -435,6 +451,12 @@ impl Prepared {
             )?;
             // Capture every bind source first: the staging tmpfs may cover some of them.
             for i in 0..self.mounts.len() {
+                if let Op::Overlay { lower, upper, work } = &self.mounts[i].op {
+                    let fd = make_overlay(lower, upper, work);
+                    self.check(Step::Capture(i as u32), fd)?;
+                    self.captured[i] = fd;
+                    continue;
+                }
                 let Op::Bind { source, attr_set } = &self.mounts[i].op else {
                     continue;
                 };
@@ -511,7 +533,7 @@ impl Prepared {
                     }
                 }
                 match &mount.op {
-                    Op::Bind { .. } => {
+                    Op::Bind { .. } | Op::Overlay { .. } => {
                         let fd = self.captured[i];
                         self.check(
                             Step::Attach(step),
@@ -826,6 +848,64 @@ unsafe fn exit_like(status: c_int) -> ! {
         } else {
             128 + libc::WTERMSIG(status)
         })
+    }
+}
+
+/// A detached overlayfs mount of `lower` with writes going to `upper`, as a mount fd (or
+/// -1 with errno set). `userxattr`: in a user namespace overlayfs may only keep its
+/// metadata (whiteouts' opaque marks) in `user.overlay.*` xattrs.
+///
+/// # Safety
+/// Makes only syscalls on NUL-terminated strings the caller owns (async-signal-safe).
+unsafe fn make_overlay(lower: &CString, upper: &CString, work: &CString) -> c_int {
+    // SAFETY: fsopen/fsconfig/fsmount with valid C strings and the fds they return.
+    unsafe {
+        let fs =
+            libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC) as c_int;
+        if fs < 0 {
+            return -1;
+        }
+        let set = |key: &std::ffi::CStr, value: Option<&CString>| {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs,
+                if value.is_some() {
+                    libc::FSCONFIG_SET_STRING
+                } else {
+                    libc::FSCONFIG_SET_FLAG
+                },
+                key.as_ptr(),
+                value.map_or(std::ptr::null(), |v| v.as_ptr()),
+                0,
+            ) as c_int
+        };
+        let configured = set(c"lowerdir", Some(lower)) == 0
+            && set(c"upperdir", Some(upper)) == 0
+            && set(c"workdir", Some(work)) == 0
+            && set(c"userxattr", None) == 0
+            && libc::syscall(
+                libc::SYS_fsconfig,
+                fs,
+                libc::FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<c_void>(),
+                0,
+            ) == 0;
+        let mount = if configured {
+            libc::syscall(
+                libc::SYS_fsmount,
+                fs,
+                libc::FSMOUNT_CLOEXEC,
+                libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            ) as c_int
+        } else {
+            -1
+        };
+        // Keep fsconfig's or fsmount's errno across the close.
+        let errno = *libc::__errno_location();
+        libc::close(fs);
+        *libc::__errno_location() = errno;
+        mount
     }
 }
 

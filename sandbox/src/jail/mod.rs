@@ -6,6 +6,8 @@
 //! - [`plan`]: what the sandbox looks like, as data ([`Plan`]).
 //! - [`deny`]: the seccomp deny-list, as a BPF program.
 //! - [`landlock`]: the rights for the kernel's Landlock ABI.
+//! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
+//!   its changes to the host.
 //! - `apply`: the syscalls between fork and exec.
 //!
 //! A sandboxed task is always traced too: [`crate::trace::spawn_jailed`] composes the two.
@@ -13,6 +15,7 @@
 mod apply;
 pub mod deny;
 pub mod landlock;
+pub mod layer;
 pub mod plan;
 
 use std::os::fd::OwnedFd;
@@ -20,7 +23,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use plan::{HostPath, Mount, Plan, PlanError, Spec};
+pub use layer::{Applied, LayerDirs};
+pub use plan::{HostPath, Layer, Mount, Plan, PlanError, Spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {

@@ -20,10 +20,24 @@ pub struct Spec {
     /// Visible and writable: the task's declared output directories and vt's private
     /// directories (the fast path's buffers).
     pub writable: Vec<PathBuf>,
+    /// Visible and writable copy-on-write: the task sees the host's directory and may
+    /// change it, but its writes land in the layer's own directory, which vt applies to the
+    /// host only after the task succeeded ([`super::layer`]). For a task with no declared
+    /// outputs: vt traces writes, so it need not know them in advance.
+    pub layered: Vec<Layer>,
     /// The task's working directory (must be visible).
     pub cwd: PathBuf,
     /// Keep the host's network (otherwise: a fresh network namespace with loopback only).
     pub network: bool,
+}
+
+/// A copy-on-write view of a host directory (an overlayfs: `path` the lower layer, `upper`
+/// where the writes go, `work` overlayfs's scratch on the same file system as `upper`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 /// The system directories every task sees read-only.
@@ -101,6 +115,13 @@ pub enum Mount {
     Bind { path: PathBuf, writable: bool },
     /// A host device node (`/dev/null`, …) at the same path, usable but not an input.
     Device { path: PathBuf },
+    /// The host's `path`, writable copy-on-write: reads see the host, writes go to
+    /// `upper` (see [`Layer`]).
+    Overlay {
+        path: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
     /// A fresh, empty, writable tmpfs (scratch: discarded with the sandbox).
     Tmpfs { path: PathBuf },
     /// A fresh procfs of the sandbox's pid namespace.
@@ -113,6 +134,7 @@ impl Mount {
     pub fn path(&self) -> &Path {
         match self {
             Mount::Bind { path, .. }
+            | Mount::Overlay { path, .. }
             | Mount::Device { path }
             | Mount::Tmpfs { path }
             | Mount::Proc { path }
@@ -120,9 +142,10 @@ impl Mount {
         }
     }
 
-    /// Whether what is below this mount is the host's (same path, same content).
+    /// Whether what is below this mount is the host's (same path, same content). An
+    /// overlay's writes become the host's when vt applies the layer, so they count too.
     fn is_host(&self) -> bool {
-        matches!(self, Mount::Bind { .. })
+        matches!(self, Mount::Bind { .. } | Mount::Overlay { .. })
     }
 }
 
@@ -144,6 +167,11 @@ pub enum PlanError {
     Missing { path: PathBuf },
     #[error("the working directory {0} is not inside anything the sandbox shows")]
     CwdHidden(PathBuf),
+    #[error(
+        "{path} cannot be a copy-on-write layer: {why}\n  hint: declare the task's outputs \
+         (\"output\": [\"dist/**\"]) so they are mounted writable instead"
+    )]
+    Layer { path: PathBuf, why: String },
 }
 
 impl Plan {
@@ -173,6 +201,9 @@ impl Plan {
         }
         for path in &spec.writable {
             push_host(path, true, true)?;
+        }
+        for layer in &spec.layered {
+            mounts.push(layer_mount(layer, &host)?);
         }
         for device in DEVICES {
             if host(Path::new(device)) == HostPath::File {
@@ -241,10 +272,43 @@ impl Plan {
                 path,
                 writable: true,
             }
+            | Mount::Overlay { path, .. }
             | Mount::Tmpfs { path } => Some(path.as_path()),
             _ => None,
         })
     }
+}
+
+/// The overlay for `layer`, or why it cannot be one: overlayfs refuses layers inside one
+/// another, and its `lowerdir` option splits at `:` (and takes `\\` as an escape).
+fn layer_mount(layer: &Layer, host: &impl Fn(&Path) -> HostPath) -> Result<Mount, PlanError> {
+    let path = normalize(&layer.path);
+    let fail = |why: String| PlanError::Layer {
+        path: path.clone(),
+        why,
+    };
+    for p in [&layer.path, &layer.upper, &layer.work] {
+        if !p.is_absolute() {
+            return Err(PlanError::NotAbsolute(p.clone()));
+        }
+    }
+    if host(&path) != HostPath::Dir {
+        return Err(fail("it is not a directory".into()));
+    }
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.contains(&b':') || bytes.contains(&b'\\') {
+        return Err(fail(
+            "its path has a `:` or `\\`, which overlayfs cannot take".into(),
+        ));
+    }
+    let (upper, work) = (normalize(&layer.upper), normalize(&layer.work));
+    if upper.starts_with(&path) || path.starts_with(&upper) {
+        return Err(fail(format!(
+            "the layer's directory {} overlaps it (set VT_CACHE_DIR outside it)",
+            upper.display()
+        )));
+    }
+    Ok(Mount::Overlay { path, upper, work })
 }
 
 /// Sorts parents before children and drops exact duplicates (the later one wins, so a
@@ -326,7 +390,59 @@ mod tests {
             writable: vec!["/work/ws/app/dist".into()],
             cwd: "/work/ws/app".into(),
             network: false,
+            ..Spec::default()
         }
+    }
+
+    #[test]
+    fn a_layered_package_is_a_writable_overlay_on_top_of_the_workspace() {
+        let layer = Layer {
+            path: "/work/ws/app".into(),
+            upper: "/var/l/upper".into(),
+            work: "/var/l/work".into(),
+        };
+        let spec = Spec {
+            writable: vec![],
+            layered: vec![layer.clone()],
+            ..spec()
+        };
+        let host = |p: &Path| match p.to_str() {
+            Some("/work/ws/app") => HostPath::Dir,
+            _ => debian_host(p),
+        };
+        let plan = Plan::new(&spec, host).expect("plan");
+        let workspace = plan
+            .mounts
+            .iter()
+            .position(|m| m.path() == Path::new("/work/ws"))
+            .expect("workspace");
+        let overlay = plan
+            .mounts
+            .iter()
+            .position(|m| {
+                *m == Mount::Overlay {
+                    path: layer.path.clone(),
+                    upper: layer.upper.clone(),
+                    work: layer.work.clone(),
+                }
+            })
+            .expect("overlay");
+        assert!(workspace < overlay, "{:?}", plan.mounts);
+        assert!(plan.shows_host(Path::new("/work/ws/app/dist/x.js")));
+        assert!(
+            plan.writable_paths()
+                .any(|p| p == Path::new("/work/ws/app"))
+        );
+        // The layer inside the directory it covers: overlayfs would refuse it.
+        let inside = Spec {
+            layered: vec![Layer {
+                upper: "/work/ws/app/node_modules/.cache/u".into(),
+                ..layer
+            }],
+            ..spec
+        };
+        let error = Plan::new(&inside, host).expect_err("overlapping");
+        assert!(error.to_string().contains("overlaps"), "{error}");
     }
 
     #[test]
@@ -401,6 +517,7 @@ mod tests {
             writable: vec![],
             cwd: "/tmp/ws".into(),
             network: false,
+            ..Spec::default()
         };
         let host = |p: &Path| {
             if p == Path::new("/tmp/ws") {
@@ -425,6 +542,7 @@ mod tests {
             writable: vec![],
             cwd: "/tmp".into(),
             network: false,
+            ..Spec::default()
         };
         let host = |p: &Path| {
             if p == Path::new("/tmp") {

@@ -1,0 +1,316 @@
+//! The copy-on-write layer of a sandboxed task that declared no outputs: the task sees its
+//! package directory writable through an overlayfs ([`super::plan::Mount::Overlay`]); what
+//! it changed is in the layer's upper directory, which vt applies to the host after the
+//! task succeeded ([`apply`]) and throws away otherwise ([`LayerDirs`]'s drop).
+//!
+//! The upper directory is overlayfs's record of the changes (the kernel's
+//! `Documentation/filesystems/overlayfs.rst`): a file or symlink there is the new content
+//! of that path, a character device 0/0 (a *whiteout*) says the path was removed, and a
+//! directory with the xattr `user.overlay.opaque = "y"` replaced the one below (its old
+//! entries are gone). Anything else is a directory that holds changes further down.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::plan::Layer;
+
+/// A layer's own directories (`upper`, `work`), removed when dropped.
+#[derive(Debug)]
+pub struct LayerDirs {
+    layer: Layer,
+    dir: PathBuf,
+    kept: bool,
+}
+
+impl LayerDirs {
+    /// Creates fresh `upper` and `work` directories for a view of `path`, in a new
+    /// directory under `base` (which must be on a file system overlayfs can write to, and
+    /// not inside `path`).
+    pub fn create(base: &Path, path: &Path) -> io::Result<LayerDirs> {
+        std::fs::create_dir_all(base)?;
+        sweep(base);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("layer-{}-", std::process::id()))
+            .tempdir_in(base)?
+            .keep();
+        let layer = Layer {
+            path: path.to_path_buf(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        };
+        let made =
+            std::fs::create_dir(&layer.upper).and_then(|()| std::fs::create_dir(&layer.work));
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(LayerDirs {
+            layer,
+            dir,
+            kept: false,
+        })
+    }
+
+    pub fn layer(&self) -> &Layer {
+        &self.layer
+    }
+
+    /// Leaves what the task wrote in place, renamed `kept-…` so no later vt sweeps it;
+    /// returns where it is.
+    pub fn keep(mut self) -> PathBuf {
+        self.kept = true;
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let kept = self
+            .dir
+            .with_file_name(format!("kept-{}", name.unwrap_or_default()));
+        match std::fs::rename(&self.dir, &kept) {
+            Ok(()) => kept.join("upper"),
+            Err(_) => self.layer.upper.clone(),
+        }
+    }
+
+    /// Applies the task's changes to the host directory (see [`apply`]).
+    pub fn apply(&self) -> io::Result<Applied> {
+        apply(&self.layer.upper, &self.layer.path)
+    }
+}
+
+impl Drop for LayerDirs {
+    fn drop(&mut self) {
+        if !self.kept {
+            remove_layer(&self.dir);
+        }
+    }
+}
+
+fn remove_layer(dir: &Path) {
+    // overlayfs leaves `work/work` with mode 000: a non-root vt must open it up first.
+    let inner = dir.join("work/work");
+    let _ = std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Removes the layers of vt processes that are gone (a vt killed by SIGKILL cannot remove
+/// its own). A layer kept after a failed apply has no `work` directory left to mark it
+/// as in use, so it is named `kept-…` and never swept.
+fn sweep(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("layer-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            remove_layer(&entry.path());
+        }
+    }
+}
+
+/// What applying a layer changed on the host.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Files and symlinks written (moved or copied from the layer).
+    pub written: Vec<PathBuf>,
+    /// Paths removed (whiteouts, and what an opaque directory replaced).
+    pub removed: Vec<PathBuf>,
+}
+
+/// Applies the changes recorded in `upper` to `target` (the host directory the layer was a
+/// view of). Files are moved when the layer is on the same file system, copied otherwise;
+/// each lands by a rename, so a reader of the host never sees half a file.
+pub fn apply(upper: &Path, target: &Path) -> io::Result<Applied> {
+    let mut applied = Applied::default();
+    apply_dir(upper, target, &mut applied)?;
+    Ok(applied)
+}
+
+fn apply_dir(upper: &Path, target: &Path, applied: &mut Applied) -> io::Result<()> {
+    for entry in std::fs::read_dir(upper)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = target.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from)?;
+        let kind = meta.file_type();
+        if kind.is_char_device() && meta.rdev() == 0 {
+            if remove_any(&to)? {
+                applied.removed.push(to);
+            }
+        } else if kind.is_dir() {
+            let existing = std::fs::symlink_metadata(&to).ok();
+            let replaced = is_opaque(&from) || existing.as_ref().is_some_and(|m| !m.is_dir());
+            if replaced && existing.is_some() && remove_any(&to)? {
+                applied.removed.push(to.clone());
+            }
+            if std::fs::symlink_metadata(&to).is_err() {
+                std::fs::create_dir(&to)?;
+            }
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            apply_dir(&from, &to, applied)?;
+        } else {
+            if std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
+                remove_any(&to)?;
+            }
+            place(&from, &to, &meta)?;
+            applied.written.push(to);
+        }
+    }
+    Ok(())
+}
+
+/// Puts `from` at `to`: a rename on the same file system, else a copy next to `to`
+/// renamed over it.
+fn place(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        Err(e) => return Err(e),
+    }
+    let parent = to.parent().unwrap_or(Path::new("/"));
+    let name = to.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut temp_name = std::ffi::OsString::from(".vt-layer-");
+    temp_name.push(&name);
+    let temp = parent.join(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let copied = if meta.file_type().is_symlink() {
+        std::fs::read_link(from).and_then(|target| std::os::unix::fs::symlink(target, &temp))
+    } else if meta.is_file() {
+        std::fs::copy(from, &temp).map(|_| ())
+    } else {
+        // A fifo or socket the task made: not something a build's outputs carry.
+        return Ok(());
+    };
+    copied
+        .and_then(|()| std::fs::rename(&temp, to))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+}
+
+/// Removes whatever is at `path`; false if nothing was there.
+fn remove_any(path: &Path) -> io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path).map(|()| true),
+        Ok(_) => std::fs::remove_file(path).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether overlayfs marked `dir` as replacing the directory below it.
+fn is_opaque(dir: &Path) -> bool {
+    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: lgetxattr writes at most `value.len()` bytes into `value`; both strings are
+    // NUL-terminated.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn layers_of_vt_processes_that_are_gone_are_swept() {
+        let base = tempfile::tempdir().expect("tempdir");
+        // pid_max is at most 2^22: this pid cannot be running.
+        let dead = base.path().join("layer-4194305-abc");
+        std::fs::create_dir_all(dead.join("work/work")).expect("mkdir");
+        let kept = base.path().join("kept-layer-4194305-def");
+        std::fs::create_dir_all(kept.join("upper")).expect("mkdir");
+        let mine = LayerDirs::create(base.path(), Path::new("/x")).expect("layer");
+        assert!(!dead.exists(), "a dead vt's layer is left");
+        assert!(kept.exists(), "a kept layer was swept");
+        let again = LayerDirs::create(base.path(), Path::new("/x")).expect("layer");
+        assert!(mine.layer().upper.exists(), "a live vt's layer was swept");
+        drop((mine, again));
+    }
+
+    #[test]
+    fn files_land_and_whiteouts_remove() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let (host, upper) = (temp.path().join("host"), temp.path().join("upper"));
+        write(&host.join("keep.txt"), "kept");
+        write(&host.join("gone.txt"), "old");
+        write(&host.join("dist/old.js"), "old");
+        write(&host.join("src/a.js"), "old a");
+        write(&upper.join("src/a.js"), "new a");
+        write(&upper.join("dist/new.js"), "new");
+        std::os::unix::fs::symlink("src/a.js", upper.join("link")).expect("symlink");
+        // A whiteout is a character device 0/0 (mknod as root, which the tests run as).
+        let whiteout = CString::new(upper.join("gone.txt").as_os_str().as_bytes()).expect("c");
+        // SAFETY: mknod on a NUL-terminated path.
+        let made = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+        assert_eq!(made, 0, "mknod: {}", io::Error::last_os_error());
+        let applied = apply(&upper, &host).expect("apply");
+        assert_eq!(
+            std::fs::read_to_string(host.join("src/a.js")).expect("a"),
+            "new a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("dist/new.js")).expect("n"),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("dist/old.js")).expect("o"),
+            "old"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("keep.txt")).expect("k"),
+            "kept"
+        );
+        assert!(!host.join("gone.txt").exists());
+        assert_eq!(
+            std::fs::read_link(host.join("link")).expect("link"),
+            Path::new("src/a.js")
+        );
+        assert_eq!(applied.removed, [host.join("gone.txt")]);
+        assert_eq!(applied.written.len(), 3);
+    }
+
+    #[test]
+    fn a_directory_replaces_a_file_and_a_file_a_directory() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let (host, upper) = (temp.path().join("host"), temp.path().join("upper"));
+        write(&host.join("was_file"), "f");
+        write(&host.join("was_dir/x"), "x");
+        write(&upper.join("was_file/inside"), "i");
+        write(&upper.join("was_dir"), "now a file");
+        apply(&upper, &host).expect("apply");
+        assert_eq!(
+            std::fs::read_to_string(host.join("was_file/inside")).expect("i"),
+            "i"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("was_dir")).expect("d"),
+            "now a file"
+        );
+    }
+}
