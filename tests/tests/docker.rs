@@ -228,7 +228,7 @@ fn in_container(security: &[&str], script: &str) -> Output {
 const SETUP: &str = r#"set -e
 mkdir -p /work/app/src && cd /work/app
 printf '{"name":"app"}' > package.json
-printf '{ "tasks": { "build": { "command": "cat src/a.txt > dist/out.txt", "output": ["dist/**"] } } }' > vt.json
+printf '{ "tasks": { "build": { "command": "cat src/a.txt > dist/out.txt", "output": ["dist/**"] }, "touch-src": { "command": "echo x >> src/a.txt", "output": ["dist/**"] } } }' > vt.json
 echo hello > src/a.txt
 mkdir -p dist
 "#;
@@ -307,7 +307,8 @@ fn vt_in_docker_under_the_default_profile_and_docker_seccomp_json() {
             "{SETUP}id -u\n\
              vt exec --sandbox build 2>&1\n\
              rm -rf dist && vt exec --sandbox build 2>&1 && cat dist/out.txt\n\
-             if vt exec --no-cache --sandbox -- sh -c 'echo x >> src/a.txt' 2>&1; then echo WROTE; fi\n\
+             if vt exec --no-cache --sandbox touch-src 2>&1; then echo WROTE; fi\n\
+             vt exec --no-cache --sandbox -- sh -c 'mkdir -p gen && echo made > gen/x' 2>&1 && cat gen/x\n\
              cat src/a.txt\n"
         ),
     );
@@ -320,6 +321,9 @@ fn vt_in_docker_under_the_default_profile_and_docker_seccomp_json() {
     assert!(out.contains("app#build: cache hit, replaying"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(!out.contains("WROTE"), "{out}");
+    // A command with no declared outputs writes its package (issue 26): through a layer,
+    // or, where the container's file systems allow none, a writable bind.
+    assert!(out.contains("\nmade\n"), "{out}");
     // The replayed output, then the source, unchanged.
     assert_eq!(out.lines().filter(|l| *l == "hello").count(), 2, "{out}");
     assert!(out.ends_with("hello\n"), "{out}");

@@ -80,7 +80,8 @@ pub fn execute(
         .as_ref()
         .and_then(|s| s.layered.as_deref())
         .map(|dir| layer_for(plan, dir, cache_dir))
-        .transpose()?;
+        .transpose()?
+        .flatten();
     let jail = plan
         .sandbox
         .as_ref()
@@ -173,15 +174,29 @@ fn watchdog(
 /// (the same file system as the workspace, usually, so applying it is renames), or in the
 /// temp directory when the cache is inside `dir` (overlayfs refuses a layer inside the
 /// directory it covers: the root package, with the default cache in its node_modules).
+/// `None` where this host cannot make one (said once): the directory is then bound
+/// writable, so the task still works, but a failed task's writes stay.
 fn layer_for(
     plan: &Plan,
     dir: &std::path::Path,
     cache_dir: Option<&std::path::Path>,
-) -> anyhow::Result<(LayerDirs, std::path::PathBuf)> {
+) -> anyhow::Result<Option<(LayerDirs, std::path::PathBuf)>> {
     let base = cache_dir
         .map(|c| c.join("layers"))
         .filter(|b| !b.starts_with(dir))
         .unwrap_or_else(|| std::env::temp_dir().join("vt-layers"));
+    if let Err(why) = sandbox::jail::layers_work(&base, dir) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "vt: sandbox: no copy-on-write layer on this host ({why}); a task without \
+                 declared outputs writes its package directly, and a failed one's writes stay\n  \
+                 hint: declare the task's outputs (\"output\": [\"dist/**\"]) to keep the rest of \
+                 the package read-only"
+            );
+        });
+        return Ok(None);
+    }
     let dirs = LayerDirs::create(&base, dir).with_context(|| {
         format!(
             "{}: cannot create the sandbox's copy-on-write layer in {}",
@@ -189,7 +204,7 @@ fn layer_for(
             base.display()
         )
     })?;
-    Ok((dirs, base))
+    Ok(Some((dirs, base)))
 }
 
 /// Applies what a sandboxed task changed in its layer to the package. On failure the layer
@@ -219,9 +234,13 @@ fn jail_for(plan: &Plan, sandbox: &SandboxPlan, layer: Option<&LayerDirs>) -> an
             dir.is_absolute() && dir.is_dir() && !dir.starts_with(&sandbox.workspace)
         }));
     }
+    let mut writable = sandbox.writable.clone();
+    if let (Some(dir), None) = (&sandbox.layered, layer) {
+        writable.push(dir.clone());
+    }
     Jail::new(Spec {
         read_only,
-        writable: sandbox.writable.clone(),
+        writable,
         layered: layer.map(|l| l.layer().clone()).into_iter().collect(),
         cwd: plan.cwd.clone(),
         network: sandbox.network,

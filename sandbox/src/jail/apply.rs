@@ -119,6 +119,11 @@ impl Step {
             Step::IdMaps => "writing the user namespace's uid/gid maps".into(),
             Step::Fork => "starting the sandbox's pid 1".into(),
             Step::MakePrivate => "making the mount tree private".into(),
+            Step::Capture(i)
+                if matches!(plan.mounts.get(i as usize), Some(Mount::Overlay { .. })) =>
+            {
+                format!("making {}", mount(i))
+            }
             Step::Capture(i) => format!("capturing {} for a bind mount", mount(i)),
             Step::Staging => format!("mounting the new root's tmpfs on {STAGING}"),
             Step::Mountpoint(i) => format!("creating the mount point {}", mount(i)),

@@ -130,27 +130,71 @@ pub fn describe_host() -> String {
 pub fn probe() -> Result<(), JailError> {
     static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let result = RESULT.get_or_init(|| {
-        let jail = Jail::new(Spec {
-            cwd: "/usr".into(),
-            ..Spec::default()
-        })
-        .map_err(|e| e.to_string())?;
-        let mut command = Command::new("/bin/true");
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let installed = jail.install(&mut command, &[]).map_err(|e| e.to_string())?;
-        let failed = |why: String| installed.setup_error().map_or(why, |e| e.to_string());
-        let (_child, status) = crate::reaper::spawn(&mut command)
-            .map_err(|e| failed(format!("cannot start a sandboxed /bin/true: {e}")))?;
-        match status.recv() {
-            Ok(status) if status.success() => Ok(()),
-            Ok(status) => Err(failed(format!("a sandboxed /bin/true failed ({status})"))),
-            Err(_) => Err("the reaper stopped".into()),
-        }
+        run_true(
+            Spec {
+                cwd: "/usr".into(),
+                ..Spec::default()
+            },
+            true,
+        )
     });
     result.clone().map_err(JailError::Prepare)
+}
+
+/// Whether a copy-on-write layer of `path` can be made in `base` on this host, checked
+/// once per (`base`, file system of `path`) by running `/bin/true` with one. Inside a
+/// container whose root is itself an overlayfs, or under a seccomp policy without the
+/// new mount API, it cannot: the caller then binds the directory writable instead.
+pub fn layers_work(base: &Path, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    type Seen = Vec<((PathBuf, u64), Result<(), String>)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let device = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = (base.to_path_buf(), device.dev());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, result)) = seen.iter().find(|(k, _)| *k == key) {
+        return result.clone();
+    }
+    let result = LayerDirs::create(base, path)
+        .map_err(|e| format!("cannot create a layer in {}: {e}", base.display()))
+        .and_then(|dirs| {
+            run_true(
+                Spec {
+                    cwd: "/usr".into(),
+                    layered: vec![dirs.layer().clone()],
+                    ..Spec::default()
+                },
+                false,
+            )
+        });
+    seen.push((key, result.clone()));
+    result
+}
+
+/// Runs `/bin/true` in a sandbox of `spec`; the error names the failing step (and, with
+/// `hint`, what the user can do about it).
+fn run_true(spec: Spec, hint: bool) -> Result<(), String> {
+    let jail = Jail::new(spec).map_err(|e| e.to_string())?;
+    let mut command = Command::new("/bin/true");
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let installed = jail.install(&mut command, &[]).map_err(|e| e.to_string())?;
+    let failed = |why: String| match installed.setup_error() {
+        Some(JailError::Setup { step, cause, .. }) if !hint => format!("{step} failed: {cause}"),
+        Some(e) => e.to_string(),
+        None => why,
+    };
+    let (_child, status) = crate::reaper::spawn(&mut command)
+        .map_err(|e| failed(format!("cannot start a sandboxed /bin/true: {e}")))?;
+    match status.recv() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(failed(format!("a sandboxed /bin/true failed ({status})"))),
+        Err(_) => Err("the reaper stopped".into()),
+    }
 }
 
 /// A sandbox installed into a command that has been (or is being) spawned.
