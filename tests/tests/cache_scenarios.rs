@@ -777,6 +777,25 @@ fn s41_temporary_files_outside_the_workspace_are_fine() {
 }
 
 #[test]
+fn s41b_a_scratch_directory_outside_the_workspace_removed_again_is_fine() {
+    // vitest writes `/tmp/XXXX/ssr/HASH` by rename from a temp name, then removes the
+    // directory: a path whose first change is a rename cannot be called created by the
+    // task, but a path under a directory the task created can (issue 26).
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"d=$(mktemp -d) && cat src/a.js > $d/.tmp && mv $d/.tmp $d/f && cat $d/f > out.txt && rm -r $d"}}"#,
+    )]);
+    ws.run("build", &[]).assert_miss(APP, "no previous run");
+    // The control: the directory left behind is a change outside the workspace.
+    ws.write(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"d=$(mktemp -d) && cat src/a.js > $d/.tmp && mv $d/.tmp $d/f && cat $d/f > out.txt && rm $d/f"}}"#,
+    );
+    ws.run("build", &[])
+        .assert_not_cached(APP, "outside the workspace");
+}
+
+#[test]
 fn s42_explain_says_what_changed() {
     let ws = built(&[]);
     ws.write("src/b.js", "const b = 3;\n");

@@ -406,12 +406,23 @@ pub fn digest(
         digest.inputs.insert(listing);
     }
     // Outside the workspace a change cannot be replayed: only a temporary file the task
-    // created and removed again is harmless.
+    // created and removed again is harmless, or anything inside a directory it created and
+    // removed again (vitest's `/tmp/XXXX/ssr/…`, written by rename: a path under a
+    // directory that did not exist before the task cannot have existed either).
+    let created: std::collections::HashSet<&Path> = states
+        .iter()
+        .filter(|(_, s)| s.created_by_task)
+        .map(|(p, _)| *p)
+        .collect();
     for (path, state) in &states {
         if state.written && !path.starts_with(root) && !crate::ipc::is_under(path, &ignored.outputs)
         {
             let gone = std::fs::symlink_metadata(path).is_err();
-            if !(gone && state.created_by_task) {
+            let in_scratch = path
+                .ancestors()
+                .skip(1)
+                .any(|a| created.contains(a) && std::fs::symlink_metadata(a).is_err());
+            if !(gone && (state.created_by_task || in_scratch)) {
                 return Err(Uncacheable::WroteOutsideWorkspace(
                     path.display().to_string(),
                 ));
