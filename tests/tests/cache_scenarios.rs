@@ -1058,3 +1058,34 @@ fn s52_a_newly_tracked_env_name_is_said_so() {
     ws.write("vt.json", r#"{"tasks":{"build":{}}}"#);
     ws.run("build", &[("MODE", "x")]).assert_hit(APP);
 }
+
+#[test]
+fn s53_a_new_file_in_a_listed_package_root_reruns_the_lister_but_not_its_dependents() {
+    // Issue 26: `NOTES.md` added to a package whose build lists the package root (vitest
+    // crawling for test files, `ls`, a glob from the root). The lister must run again (what
+    // it printed or chose can depend on the listing); its dependents depend on what it left
+    // in the workspace, which is the same, so they hit.
+    let ws = Ws::new(&[
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+        ),
+        (
+            "packages/lib/package.json",
+            r#"{"name":"lib","scripts":{"build":"node -e \"require('fs').readdirSync('.'); require('fs').mkdirSync('esm',{recursive:true}); require('fs').copyFileSync('src/index.js','esm/index.js')\""}}"#,
+        ),
+        ("packages/lib/src/index.js", "export const v = 1;\n"),
+        (
+            "packages/app/package.json",
+            r#"{"name":"app","scripts":{"build":"cat ../lib/esm/index.js > out.js"},"dependencies":{"lib":"*"}}"#,
+        ),
+    ]);
+    ws.run_args(&["run", "build", "-r"], &[]);
+    let warm = ws.run_args(&["run", "build", "-r"], &[]);
+    warm.assert_hit("lib#build");
+    warm.assert_hit(APP);
+    ws.write("packages/lib/NOTES.md", "unrelated\n");
+    let after = ws.run_args(&["run", "build", "-r"], &[]);
+    after.assert_miss("lib#build", "packages/lib: directory entries changed");
+    after.assert_hit(APP);
+}
