@@ -224,9 +224,20 @@ fn linked_outside(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
         let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         if let Some(target) = is_link.then(|| std::fs::canonicalize(path).ok()).flatten()
             && !target.starts_with(root)
-            && !linked.contains(&target)
         {
-            linked.push(target);
+            // A package that lives in another `node_modules` finds its own dependencies
+            // beside it there (Node resolves from the real path): show that whole
+            // `node_modules`, the outermost one, or the linked package cannot load them
+            // (rollup's `@rollup/rollup-linux-x64-gnu`).
+            let shown = target
+                .ancestors()
+                .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+                .last()
+                .map_or(target.clone(), Path::to_path_buf);
+            if !linked.iter().any(|l| shown.starts_with(l)) {
+                linked.retain(|l| !l.starts_with(&shown));
+                linked.push(shown);
+            }
         }
         is_link
     };
@@ -476,6 +487,31 @@ pub fn quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_linked_from_another_node_modules_brings_that_node_modules() {
+        // The workspace's node_modules/rollup → /store/node_modules/rollup, whose native
+        // part is its sibling /store/node_modules/@rollup/rollup-linux-x64-gnu.
+        let temp = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(temp.path()).expect("canonical");
+        let (ws, store) = (base.join("ws"), base.join("store/node_modules"));
+        std::fs::create_dir_all(store.join("rollup")).expect("rollup");
+        std::fs::create_dir_all(store.join("@rollup/rollup-linux-x64-gnu")).expect("native");
+        std::fs::create_dir_all(base.join("linked-alone")).expect("alone");
+        std::fs::create_dir_all(ws.join("node_modules/@scope")).expect("node_modules");
+        let link = |target: &Path, at: &str| {
+            std::os::unix::fs::symlink(target, ws.join(at)).expect("symlink")
+        };
+        link(&store.join("rollup"), "node_modules/rollup");
+        link(
+            &store.join("@rollup/rollup-linux-x64-gnu"),
+            "node_modules/@scope/native",
+        );
+        link(&base.join("linked-alone"), "node_modules/alone");
+        let mut linked = linked_outside(&ws, &[&ws]);
+        linked.sort();
+        assert_eq!(linked, [base.join("linked-alone"), store.clone()]);
+    }
 
     #[test]
     fn arguments_are_quoted_for_sh() {
