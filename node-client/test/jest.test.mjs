@@ -2,8 +2,7 @@
 // with and without `@vt/client/jest` as its globalSetup.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { haveVt, vtRun } from "../scripts/test-helpers.mjs";
+import { haveVt, npmInstall, vtRun } from "../scripts/test-helpers.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,17 +10,9 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const npmCache = path.join(process.env.VT_NPM_INSTALLS || "/var/cache/vt-ci/npm-installs", "jest");
 
 function installJest() {
-  fs.mkdirSync(npmCache, { recursive: true });
-  if (!fs.existsSync(path.join(npmCache, "package.json"))) {
-    fs.writeFileSync(path.join(npmCache, "package.json"), '{"private":true}');
-  }
-  if (!fs.existsSync(path.join(npmCache, "node_modules", "jest", "bin", "jest.js"))) {
-    execFileSync("npm", ["install", "--no-audit", "--no-fund", "jest@^29"], { cwd: npmCache, stdio: "inherit" });
-  }
-  return path.join(npmCache, "node_modules");
+  return npmInstall("jest", "jest@^29", "jest/bin/jest.js");
 }
 
 /** A package whose `build` task is `jest`, with its cache in a directory of its own. */

@@ -3,8 +3,7 @@
 // clone ($VT_NPM_INSTALLS, default /var/cache/vt-ci/npm-installs) and linked into a fresh app.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { haveVt, vtRun } from "../scripts/test-helpers.mjs";
+import { haveVt, npmInstall, vtRun } from "../scripts/test-helpers.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -12,17 +11,9 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const npmCache = path.join(process.env.VT_NPM_INSTALLS || "/var/cache/vt-ci/npm-installs", "vite");
 
 function installVite() {
-  fs.mkdirSync(npmCache, { recursive: true });
-  if (!fs.existsSync(path.join(npmCache, "package.json"))) {
-    fs.writeFileSync(path.join(npmCache, "package.json"), '{"private":true}');
-  }
-  if (!fs.existsSync(path.join(npmCache, "node_modules", "vite", "bin", "vite.js"))) {
-    execFileSync("npm", ["install", "--no-audit", "--no-fund", "vite@^8"], { cwd: npmCache, stdio: "inherit" });
-  }
-  return path.join(npmCache, "node_modules");
+  return npmInstall("vite", "vite@^8", "vite/bin/vite.js");
 }
 
 function app({ plugin, envPrefix = "VITE_" }) {

@@ -2,8 +2,8 @@
 // vite.test.mjs does) under `vt run`, with and without the plugin from this package.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { haveVt, vtBinary, vtRun } from "../scripts/test-helpers.mjs";
+import { spawnSync } from "node:child_process";
+import { haveVt, npmInstall, vtBinary, vtRun } from "../scripts/test-helpers.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,17 +11,9 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const npmCache = path.join(process.env.VT_NPM_INSTALLS || "/var/cache/vt-ci/npm-installs", "vitest");
 
 function installVitest() {
-  fs.mkdirSync(npmCache, { recursive: true });
-  if (!fs.existsSync(path.join(npmCache, "package.json"))) {
-    fs.writeFileSync(path.join(npmCache, "package.json"), '{"private":true}');
-  }
-  if (!fs.existsSync(path.join(npmCache, "node_modules", "vitest", "vitest.mjs"))) {
-    execFileSync("npm", ["install", "--no-audit", "--no-fund", "vitest@^3"], { cwd: npmCache, stdio: "inherit" });
-  }
-  return path.join(npmCache, "node_modules");
+  return npmInstall("vitest", "vitest@^3", "vitest/vitest.mjs");
 }
 
 /** A package whose `build` task is `vitest run` (vtRun runs `build`). */

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { haveVt, vtBinary } from "../scripts/test-helpers.mjs";
+import { haveVt, npmInstall, vtBinary } from "../scripts/test-helpers.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -14,16 +14,9 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageDir = path.resolve(here, "..");
-const installs = process.env.VT_NPM_INSTALLS || "/var/cache/vt-ci/npm-installs";
 
 function install(name, spec, probe) {
-  const dir = path.join(installs, name);
-  fs.mkdirSync(dir, { recursive: true });
-  if (!fs.existsSync(path.join(dir, "package.json"))) fs.writeFileSync(path.join(dir, "package.json"), '{"private":true}');
-  if (!fs.existsSync(path.join(dir, "node_modules", probe))) {
-    execFileSync("npm", ["install", "--no-audit", "--no-fund", spec], { cwd: dir, stdio: "inherit" });
-  }
-  return path.join(dir, "node_modules", name);
+  return path.join(npmInstall(name, spec, probe), name);
 }
 
 function workspace() {
