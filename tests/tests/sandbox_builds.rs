@@ -192,10 +192,13 @@ fn zero_config_workspace() -> (tempfile::TempDir, PathBuf) {
     );
     write(
         "packages/lib/package.json",
-        r#"{"name":"lib","scripts":{"build":"mkdir -p esm/deep && cat src/*.js > esm/index.js && echo deep > esm/deep/x.js && rm -f esm/stale.js"}}"#,
+        r#"{"name":"lib","scripts":{"build":"rm -rf esm && mkdir -p esm/deep && cat src/*.js > esm/index.js && echo deep > esm/deep/x.js && rm -f old.log"}}"#,
     );
     write("packages/lib/src/a.js", "export const a = 1;\n");
+    // Removed by the build: `esm/` as a whole (overlayfs then marks the new `esm/` opaque)
+    // and one file (a whiteout).
     write("packages/lib/esm/stale.js", "left by an old build\n");
+    write("packages/lib/old.log", "an old log\n");
     write(
         "packages/app/package.json",
         r#"{"name":"app","dependencies":{"lib":"*"},"scripts":{"build":"mkdir -p dist && cat ../lib/esm/index.js src/main.js > dist/bundle.js"}}"#,
@@ -221,7 +224,11 @@ fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer()
     );
     assert!(
         !lib.join("esm/stale.js").exists(),
-        "the task's rm is applied"
+        "the task's rm -rf esm is applied (an opaque directory)"
+    );
+    assert!(
+        !lib.join("old.log").exists(),
+        "the task's rm is applied (a whiteout)"
     );
     assert_eq!(
         std::fs::read_to_string(app.join("dist/bundle.js")).expect("bundle"),
@@ -238,8 +245,9 @@ fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer()
     for dir in [lib.join("esm"), app.join("dist")] {
         std::fs::remove_dir_all(dir).expect("clean");
     }
-    // Unsandboxed, lib's rm has nothing to remove: put the stale file back for it.
+    // Unsandboxed, lib's rm has nothing to remove: put the stale files back for it.
     vt_tests::write(&root, "packages/lib/esm/stale.js", "left by an old build\n");
+    vt_tests::write(&root, "packages/lib/old.log", "an old log\n");
     succeed(vt(&root, &["run", "build", "-r", "--no-cache"]));
     assert_eq!(
         (snapshot(&lib.join("esm")), snapshot(&app.join("dist"))),
