@@ -1,8 +1,8 @@
 //! Tracing and jailing of task process trees.
 //!
 //! - [`access`]: the normalized [`AccessLog`] every tracer backend produces and the cache reads.
-//! - [`trace`]: watching a process tree (seccomp user-notify today; fanotify and ptrace are
-//!   the planned second source and fallback).
+//! - [`trace`]: watching a process tree (seccomp user-notify, with fanotify as a second
+//!   source and ptrace as the fallback where user notification is unavailable).
 //! - [`jail`]: the hermetic sandbox (`--sandbox`), composed with tracing.
 //! - [`reaper`]: waiting for whole process trees, including orphaned grandchildren.
 

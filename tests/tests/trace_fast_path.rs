@@ -1,4 +1,4 @@
-//! The LD_PRELOAD fast path (DESIGN.md §3): it must see exactly what seccomp alone sees,
+//! The LD_PRELOAD fast path (docs/architecture.md, "Trace and jail"): it must see exactly what seccomp alone sees,
 //! behave exactly like glibc, and take most calls off the notification path.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The cache (DESIGN.md §4): two-phase lookup, entries, output archives, explanations.
+//! The cache (docs/architecture.md, "Store"): two-phase lookup, entries, output archives, explanations.
 //!
 //! 1. The **pre-run key** hashes what is known before running: task identity, command,
 //!    cwd, declared env values, declared input files, dependency keys, platform.

@@ -1,4 +1,4 @@
-//! Config: the workspace, its packages, and their tasks (DESIGN.md §2 "config").
+//! Config: the workspace, its packages, and their tasks (docs/architecture.md, "Config").
 //!
 //! A workspace is found from the cwd upward ([`workspace`]); each package's `package.json`
 //! scripts are tasks ([`package`]), shaped by `vt.json` / `vite-task.json` ([`tasks`]).

@@ -97,7 +97,7 @@ pub struct TaskConfig {
     /// Outputs beyond (or instead of) what tracing sees; `!glob` excludes.
     pub output: Option<Vec<PathSpec>>,
     /// Run in the hermetic sandbox: the workspace read-only except the directories of the
-    /// `output` globs, fresh namespaces, no network (DESIGN.md §6).
+    /// `output` globs, fresh namespaces, no network (README, "The sandbox").
     pub sandbox: Option<bool>,
     /// With `sandbox`: keep the host's network instead of loopback only.
     pub network: Option<bool>,

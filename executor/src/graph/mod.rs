@@ -1,4 +1,4 @@
-//! The task graph: which tasks run, and what each waits for (DESIGN.md §2 "graph").
+//! The task graph: which tasks run, and what each waits for (docs/architecture.md, "Graph").
 //!
 //! Edges come from three places, and `--dry-run` names which:
 //! - `dependsOn` entries: `^build` = `build` in each workspace package this one depends on

@@ -1,4 +1,4 @@
-//! Remote execution on a REAPI engine (DESIGN.md §7): `vt run --remote-exec` submits
+//! Remote execution on a REAPI engine (docs/architecture.md, "Around the line"): `vt run --remote-exec` submits
 //! tasks ([`client`]), `vt worker` runs them ([`worker`]). What crosses between them
 //! besides the standard messages is in [`report`].
 

@@ -1,5 +1,5 @@
 //! Plan: for one task, everything decided before it runs — its command line, cwd,
-//! environment, and the parts of its pre-run key (DESIGN.md §4).
+//! environment, and the parts of its pre-run key (docs/architecture.md, "Plan").
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// How a path was touched. See DESIGN.md §3 for each kind's role in the cache.
+/// How a path was touched. See docs/architecture.md, "Fingerprint", for each kind's role in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessKind {

@@ -1,4 +1,4 @@
-//! The fast path of vt's tracer (DESIGN.md §3), loaded into traced processes with
+//! The fast path of vt's tracer (docs/architecture.md, "Trace and jail"), loaded into traced processes with
 //! `LD_PRELOAD`.
 //!
 //! A seccomp notification costs 10–50 µs; most of a build's path syscalls come from a few

@@ -1,4 +1,4 @@
-//! The hermetic sandbox (DESIGN.md §6): a task that sees only the system directories, the
+//! The hermetic sandbox (docs/architecture.md, "Trace and jail"): a task that sees only the system directories, the
 //! workspace (read-only) and its declared outputs (writable), in its own user, mount, pid,
 //! ipc, uts and (unless asked otherwise) network namespaces, with no capabilities, landlock
 //! rules mirroring the mounts and a seccomp deny-list.

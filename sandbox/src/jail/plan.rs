@@ -1,4 +1,4 @@
-//! What the sandbox will look like, as plain data (DESIGN.md §6).
+//! What the sandbox will look like, as plain data (docs/architecture.md, "Trace and jail").
 //!
 //! [`Plan::new`] turns a [`Spec`] (what the task may see and write) and facts about the host
 //! ([`HostPath`] per candidate path) into the ordered list of mounts that build the task's

@@ -1,4 +1,4 @@
-//! fanotify as a second source (DESIGN.md §3): a filesystem mark on the workspace's file
+//! fanotify as a second source (docs/architecture.md, "Trace and jail"): a filesystem mark on the workspace's file
 //! system reports, from the kernel's side, what the task's processes opened, executed and
 //! changed inside the workspace. After the run the two sources are reconciled:
 //!
@@ -6,8 +6,8 @@
 //!   write through an fd the task inherited, or an mmap'd write — is a tracing **gap**;
 //! - an open fanotify saw but the tracer did not is recorded as a `Read` input: these are
 //!   the kernel's own opens (a script's interpreter, `binfmt_misc`), which are real inputs.
-//!   (DESIGN.md calls every disagreement a gap; for reads that would make every run of a
-//!   dynamic binary uncacheable while the right answer — hash it — is at hand.)
+//!   (Calling every disagreement a gap would, for reads, make every run of a dynamic
+//!   binary uncacheable, while the right answer — hash it — is at hand.)
 //!
 //! Events are attributed to the task by pid: a pid the tracer saw make a path syscall.
 //! Needs CAP_SYS_ADMIN (filesystem marks, FID reporting); without it the tracer runs alone

@@ -1,5 +1,5 @@
 //! The tracer's fast path: the LD_PRELOAD recorder (`vt-preload`) and what vt does with its
-//! buffers (DESIGN.md §3).
+//! buffers (docs/architecture.md, "Trace and jail").
 //!
 //! vt injects the library into the task with `LD_PRELOAD` and gives it a private directory
 //! for its per-process buffers; when the tree is gone, [`Injection::collect`] turns every

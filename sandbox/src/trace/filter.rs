@@ -3,7 +3,7 @@
 //! Built from [`syscalls::TRACED`] so the filter and the decoder share one table. Layout:
 //! refuse non-native ABIs (i386 via `int 0x80`, x32) whose numbers would dodge the table,
 //! refuse io_uring, let the preload trampoline's calls through (the recorder has already
-//! logged them: DESIGN.md §3 "fast path"), then one small block per traced syscall that
+//! logged them: docs/architecture.md, "Trace and jail"), then one small block per traced syscall that
 //! either returns `action` or lets an fd-only variant through, and finally allow everything
 //! else.
 

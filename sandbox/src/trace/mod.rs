@@ -1,6 +1,6 @@
 //! Watching what a process tree does to the filesystem.
 //!
-//! [`spawn`] starts a command under the seccomp user-notify tracer (DESIGN.md §3): the child
+//! [`spawn`] starts a command under the seccomp user-notify tracer (docs/architecture.md, "Trace and jail"): the child
 //! installs a filter that stops every path syscall of it and all its descendants, hands the
 //! listener fd to a supervisor thread, and then execs. [`TracedChild::wait`] returns the
 //! exit status and the [`AccessLog`] once the *whole tree* is gone.

@@ -1,4 +1,4 @@
-//! How vt's two-phase cache maps onto the REAPI ActionCache and CAS (DESIGN.md §7), as plain
+//! How vt's two-phase cache maps onto the REAPI ActionCache and CAS (docs/architecture.md, "Around the line"), as plain
 //! functions of vt's keys.
 //!
 //! - **Path sets**: under the action digest `sha256("vt/path-sets/v1\0" ‖ pre-run key)`, an

@@ -1,5 +1,5 @@
 //! The remote cache: a second level behind the local RocksDB, on any REAPI v2 server
-//! (DESIGN.md §7; the mapping is in [`mapping`]).
+//! (docs/architecture.md, "Around the line"; the mapping is in [`mapping`]).
 //!
 //! - A local miss asks the server for the path sets stored under the pre-run key, observes
 //!   each here, and asks for the entry under the resulting post-run key. Everything
