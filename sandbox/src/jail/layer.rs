@@ -23,6 +23,10 @@ pub struct LayerDirs {
     layer: Layer,
     dir: PathBuf,
     kept: bool,
+    /// Held while the layer is in use: a vt sweeping stale layers takes only those whose
+    /// lock it can get (a pid would not do: vt processes in other pid namespaces, CI
+    /// containers sharing a cache, would look dead).
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl LayerDirs {
@@ -33,9 +37,17 @@ impl LayerDirs {
         std::fs::create_dir_all(base)?;
         sweep(base);
         let dir = tempfile::Builder::new()
-            .prefix(&format!("layer-{}-", std::process::id()))
+            .prefix("layer-")
             .tempdir_in(base)?
             .keep();
+        let lock = std::fs::File::create(dir.join("lock"))
+            .and_then(|file| {
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                    .map_err(|(_, errno)| io::Error::from(errno))
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?;
         let layer = Layer {
             path: path.to_path_buf(),
             upper: dir.join("upper"),
@@ -51,6 +63,7 @@ impl LayerDirs {
             layer,
             dir,
             kept: false,
+            _lock: lock,
         })
     }
 
@@ -97,24 +110,24 @@ fn remove_layer(dir: &Path) {
 }
 
 /// Removes the layers of vt processes that are gone (a vt killed by SIGKILL cannot remove
-/// its own). A layer kept after a failed apply has no `work` directory left to mark it
-/// as in use, so it is named `kept-…` and never swept.
+/// its own): those whose lock nobody holds. A layer without a lock file is being created
+/// right now and is left alone; one kept after a failed apply is named `kept-…` and never
+/// swept.
 fn sweep(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("layer-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        if !entry.file_name().to_string_lossy().starts_with("layer-") {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path().join("lock")) else {
             continue;
         };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
             remove_layer(&entry.path());
+            drop(lock);
         }
     }
 }
@@ -240,13 +253,18 @@ mod tests {
     #[test]
     fn layers_of_vt_processes_that_are_gone_are_swept() {
         let base = tempfile::tempdir().expect("tempdir");
-        // pid_max is at most 2^22: this pid cannot be running.
-        let dead = base.path().join("layer-4194305-abc");
+        // A layer whose lock nobody holds: its vt is gone.
+        let dead = base.path().join("layer-abc");
         std::fs::create_dir_all(dead.join("work/work")).expect("mkdir");
-        let kept = base.path().join("kept-layer-4194305-def");
+        std::fs::write(dead.join("lock"), "").expect("lock");
+        // One being created (no lock file yet), and one kept after a failed apply.
+        let creating = base.path().join("layer-new");
+        std::fs::create_dir_all(&creating).expect("mkdir");
+        let kept = base.path().join("kept-layer-def");
         std::fs::create_dir_all(kept.join("upper")).expect("mkdir");
         let mine = LayerDirs::create(base.path(), Path::new("/x")).expect("layer");
         assert!(!dead.exists(), "a dead vt's layer is left");
+        assert!(creating.exists(), "a layer being created was swept");
         assert!(kept.exists(), "a kept layer was swept");
         let again = LayerDirs::create(base.path(), Path::new("/x")).expect("layer");
         assert!(mine.layer().upper.exists(), "a live vt's layer was swept");
