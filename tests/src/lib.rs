@@ -25,6 +25,29 @@ pub fn vt_binary() -> PathBuf {
     }
 }
 
+/// `vt trace --json -o LOG -- COMMAND…`, not yet run: the caller adds the cwd, the
+/// environment or inherited descriptors, runs it, and reads `LOG` with [`read_trace_log`].
+pub fn trace_json_command<S: AsRef<std::ffi::OsStr>>(
+    vt: &std::path::Path,
+    log: &std::path::Path,
+    command: &[S],
+) -> std::process::Command {
+    let mut trace = std::process::Command::new(vt);
+    trace
+        .args(["trace", "--json", "-o"])
+        .arg(log)
+        .arg("--")
+        .args(command);
+    trace
+}
+
+/// The access log `vt trace --json -o LOG` wrote.
+#[track_caller]
+pub fn read_trace_log(log: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: not JSON: {e}", log.display()))
+}
+
 /// The `--json` summary `vt run`/`vt exec` print on stdout after whatever the tasks printed
 /// there (`Null` if there is none).
 pub fn json_summary(stdout: &[u8]) -> serde_json::Value {

@@ -77,11 +77,7 @@ pub fn vt_trace(
     scratch: &Path,
 ) -> (Observed, usize) {
     let out = scratch.join("vt.json");
-    let output = Command::new(vt)
-        .args(["trace", "--json", "-o"])
-        .arg(&out)
-        .arg("--")
-        .args(command)
+    let output = crate::trace_json_command(vt, &out, command)
         .current_dir(cwd)
         .envs(env.iter().copied())
         .output()
@@ -92,8 +88,7 @@ pub fn vt_trace(
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).expect("vt output")).expect("vt JSON");
+    let json = crate::read_trace_log(&out);
     let mut observed = Observed::new();
     for access in json["accesses"].as_array().expect("accesses") {
         let path = PathBuf::from(access["path"].as_str().expect("path"));

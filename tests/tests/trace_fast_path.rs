@@ -9,11 +9,7 @@ use vt_tests::workdir;
 /// `vt trace --json` of `command` in `cwd`, with extra environment.
 fn trace(cwd: &Path, env: &[(&str, &str)], command: &[&str]) -> (Output, serde_json::Value) {
     let json_path = cwd.join(".vt-log.json");
-    let output = Command::new(vt_tests::vt_binary())
-        .args(["trace", "--json", "-o"])
-        .arg(&json_path)
-        .arg("--")
-        .args(command)
+    let output = vt_tests::trace_json_command(&vt_tests::vt_binary(), &json_path, command)
         .current_dir(cwd)
         // cargo's test environment points the loader at target/; its misses would be
         // lookups by ld.so, which no preload can take off the notification path.
@@ -21,9 +17,7 @@ fn trace(cwd: &Path, env: &[(&str, &str)], command: &[&str]) -> (Output, serde_j
         .envs(env.iter().copied())
         .output()
         .expect("vt runs");
-    let log =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("json log")).expect("valid JSON");
-    (output, log)
+    (output, vt_tests::read_trace_log(&json_path))
 }
 
 /// The distinct accesses, minus gcc's randomly named temporary files.

@@ -42,19 +42,13 @@ use vt_tests::workdir;
 /// Runs `vt trace --json` once.
 fn trace_json(cwd: &Path, command: &[&str]) -> Traced {
     let json_path = cwd.join(".vt-log.json");
-    let output = Command::new(vt_tests::vt_binary())
-        .args(["trace", "--json", "-o"])
-        .arg(&json_path)
-        .arg("--")
-        .args(command)
+    let output = vt_tests::trace_json_command(&vt_tests::vt_binary(), &json_path, command)
         .current_dir(cwd)
         .output()
         .expect("vt runs");
-    let log =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("json log")).expect("valid JSON");
     Traced {
         output,
-        log,
+        log: vt_tests::read_trace_log(&json_path),
         text: Vec::new(),
     }
 }
@@ -404,12 +398,12 @@ fn fanotify_catches_a_write_through_an_inherited_fd() {
     std::fs::write(dir.join("in.txt"), "x").expect("write");
     let inherited = std::fs::File::create(dir.join("inherited.txt")).expect("create");
     let json_path = dir.join(".vt-log.json");
-    let mut command = Command::new(vt_tests::vt_binary());
-    command
-        .args(["trace", "--json", "-o"])
-        .arg(&json_path)
-        .args(["--", "sh", "-c", "cat in.txt > out.txt; echo more >&3"])
-        .current_dir(&dir);
+    let mut command = vt_tests::trace_json_command(
+        &vt_tests::vt_binary(),
+        &json_path,
+        &["sh", "-c", "cat in.txt > out.txt; echo more >&3"],
+    );
+    command.current_dir(&dir);
     let raw = std::os::fd::AsRawFd::as_raw_fd(&inherited);
     // SAFETY: dup2 is async-signal-safe; it places the test's file at fd 3 in the child.
     unsafe {
@@ -428,8 +422,7 @@ fn fanotify_catches_a_write_through_an_inherited_fd() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let log: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("log")).expect("JSON");
+    let log = vt_tests::read_trace_log(&json_path);
     assert!(
         log["tracer"].as_str().unwrap_or("").contains("+fanotify"),
         "fanotify active: {}",
