@@ -90,6 +90,63 @@ pub struct Deadlines {
     pub call: Duration,
 }
 
+/// A client connected on first use and shared for the rest of the run. A server that could
+/// not be reached, or that a caller found unusable ([`LazyClient::give_up`]), stays given up
+/// for the run: one warning, then everything goes on without it.
+pub struct LazyClient {
+    address: Address,
+    credentials: Credentials,
+    deadlines: Deadlines,
+    client: std::sync::Mutex<Option<Client>>,
+    given_up: std::sync::atomic::AtomicBool,
+}
+
+impl LazyClient {
+    pub fn new(address: Address, credentials: Credentials, deadlines: Deadlines) -> LazyClient {
+        LazyClient {
+            address,
+            credentials,
+            deadlines,
+            client: std::sync::Mutex::new(None),
+            given_up: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The client, connecting on the first call. `Err(Some(e))`: this call failed to
+    /// connect and gave the server up (the caller warns); `Err(None)`: given up already.
+    pub fn get(&self, runtime: &tokio::runtime::Runtime) -> Result<Client, Option<RemoteError>> {
+        if self.has_given_up() {
+            return Err(None);
+        }
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = &*slot {
+            return Ok(client.clone());
+        }
+        match runtime.block_on(Client::connect(
+            &self.address,
+            &self.credentials,
+            self.deadlines,
+        )) {
+            Ok(client) => {
+                *slot = Some(client.clone());
+                Ok(client)
+            }
+            Err(e) => Err(self.give_up().then_some(e)),
+        }
+    }
+
+    /// Gives the server up for the rest of the run; true the first time (when to warn).
+    pub fn give_up(&self) -> bool {
+        !self
+            .given_up
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn has_given_up(&self) -> bool {
+        self.given_up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("cannot reach {0}")]

@@ -8,8 +8,6 @@ pub mod materialize;
 pub mod report;
 pub mod worker;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::cache::Cache;
@@ -17,7 +15,7 @@ use crate::cache::remote::URL_ENV;
 use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
 
 use crate::cache::remote::mapping;
-use crate::reapi::{self, Address, Client, Credentials, Deadlines};
+use crate::reapi::{self, Address, Client, Credentials, Deadlines, LazyClient};
 use crate::run::plan::Plan;
 
 /// `VT_REMOTE_EXEC=grpc[s]://host:port[/instance]`; defaults to `VT_REMOTE_CACHE`.
@@ -36,14 +34,11 @@ pub async fn fetch_all(client: &Client, digests: &[Digest]) -> Result<Vec<Vec<u8
 
 /// The engine of this run, connected on first use.
 pub struct RemoteExec {
-    address: Address,
     url: String,
-    credentials: Credentials,
     wait: Duration,
     runtime: tokio::runtime::Runtime,
-    client: Mutex<Option<Client>>,
-    /// Set when the engine could not be reached: the rest of the run is local.
-    unavailable: AtomicBool,
+    /// Given up when the engine could not be reached: the rest of the run is local.
+    client: LazyClient,
 }
 
 impl RemoteExec {
@@ -64,17 +59,18 @@ impl RemoteExec {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(Duration::from_secs(3600), Duration::from_secs);
+        let deadlines = Deadlines {
+            connect: Duration::from_secs(5),
+            call: wait,
+        };
         Ok(RemoteExec {
-            address,
             url,
-            credentials,
             wait,
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?,
-            client: Mutex::new(None),
-            unavailable: AtomicBool::new(false),
+            client: LazyClient::new(address, credentials, deadlines),
         })
     }
 
@@ -84,7 +80,7 @@ impl RemoteExec {
 
     /// Why `plan` cannot run remotely, if it cannot.
     pub fn refuses(&self, plan: &Plan) -> Option<String> {
-        if self.unavailable.load(Ordering::Relaxed) {
+        if self.client.has_given_up() {
             return Some("no engine (see the warning above)".into());
         }
         if plan.sandbox.as_ref().is_some_and(|s| s.network) {
@@ -94,34 +90,16 @@ impl RemoteExec {
     }
 
     fn client(&self) -> Result<Client, String> {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = &*slot {
-            return Ok(client.clone());
-        }
-        let connected = self.runtime.block_on(Client::connect(
-            &self.address,
-            &self.credentials,
-            Deadlines {
-                connect: Duration::from_secs(5),
-                call: self.wait,
-            },
-        ));
-        match connected {
-            Ok(client) => {
-                *slot = Some(client.clone());
-                Ok(client)
+        self.client.get(&self.runtime).map_err(|failed| {
+            if let Some(e) = failed {
+                eprintln!(
+                    "vt: warning: remote execution at {} is unavailable ({e}); running tasks \
+                     locally",
+                    self.url
+                );
             }
-            Err(e) => {
-                if !self.unavailable.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "vt: warning: remote execution at {} is unavailable ({e}); running \
-                         tasks locally",
-                        self.url
-                    );
-                }
-                Err("no engine (see the warning above)".into())
-            }
-        }
+            "no engine (see the warning above)".into()
+        })
     }
 
     /// Runs `plan` on a worker; `Err` says why it must run locally instead.

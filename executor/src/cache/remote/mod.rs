@@ -13,8 +13,6 @@
 pub mod mapping;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
@@ -24,7 +22,7 @@ use super::key::{Key, content};
 use super::observe::{path_set_id, post_key};
 use super::store::{Batch, Family};
 use super::{Cache, PreRun};
-use crate::reapi::{Address, Client, Credentials, Deadlines, RemoteError};
+use crate::reapi::{Address, Client, Credentials, Deadlines, LazyClient, RemoteError};
 
 /// `VT_REMOTE_CACHE=grpc[s]://host:port[/instance]`.
 pub const URL_ENV: &str = "VT_REMOTE_CACHE";
@@ -43,14 +41,10 @@ pub enum Mode {
 
 /// The remote cache of this run, connected on first use.
 pub struct RemoteCache {
-    address: Address,
     url: String,
     mode: Mode,
-    credentials: Credentials,
-    deadlines: Deadlines,
     runtime: tokio::runtime::Runtime,
-    client: Mutex<Option<Client>>,
-    disabled: AtomicBool,
+    client: LazyClient,
 }
 
 /// What a remote lookup found.
@@ -89,18 +83,15 @@ impl RemoteCache {
             .worker_threads(1)
             .enable_all()
             .build()?;
+        let deadlines = Deadlines {
+            connect: call.min(Duration::from_secs(2)),
+            call,
+        };
         Ok(Some(RemoteCache {
-            address,
             url,
             mode,
-            credentials,
-            deadlines: Deadlines {
-                connect: call.min(Duration::from_secs(2)),
-                call,
-            },
             runtime,
-            client: Mutex::new(None),
-            disabled: AtomicBool::new(false),
+            client: LazyClient::new(address, credentials, deadlines),
         }))
     }
 
@@ -118,40 +109,30 @@ impl RemoteCache {
 
     /// The connected client, or `None` once the server has failed this run.
     fn client(&self) -> Option<Client> {
-        if self.disabled.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = &*slot {
-            return Some(client.clone());
-        }
-        let connected = self.runtime.block_on(Client::connect(
-            &self.address,
-            &self.credentials,
-            self.deadlines,
-        ));
-        match connected {
-            Ok(client) => {
-                *slot = Some(client.clone());
-                Some(client)
-            }
-            Err(e) => {
-                self.give_up(&e);
+        match self.client.get(&self.runtime) {
+            Ok(client) => Some(client),
+            Err(Some(e)) => {
+                self.warn(&e);
                 None
             }
+            Err(None) => None,
         }
     }
 
     /// One warning, then the run goes on with the local cache only.
     fn give_up(&self, error: &RemoteError) {
-        if !self.disabled.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "vt: warning: the remote cache {} is unavailable ({}); continuing with the \
-                 local cache only",
-                self.url,
-                error_chain(error)
-            );
+        if self.client.give_up() {
+            self.warn(error);
         }
+    }
+
+    fn warn(&self, error: &RemoteError) {
+        eprintln!(
+            "vt: warning: the remote cache {} is unavailable ({}); continuing with the local \
+             cache only",
+            self.url,
+            error_chain(error)
+        );
     }
 
     /// Whether `error` means the server is unusable (rather than this one request).
