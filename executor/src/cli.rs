@@ -1,12 +1,10 @@
-//! Command-line interface.
+//! The command-line interface as types (clap): what each subcommand takes. Running them is
+//! [`crate::commands`].
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use crate::commands;
 
 /// vt — a task runner whose cache sees what each task really read and wrote.
 #[derive(Debug, Parser)]
@@ -217,14 +215,4 @@ pub struct TraceArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
-}
-
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Trace(args) => commands::trace::run(args),
-        Command::Run(args) => commands::run::run(args),
-        Command::Exec(args) => commands::run::exec(args),
-        Command::Cache(command) => commands::cache::run(command),
-        Command::Worker(args) => commands::worker::run(args),
-    }
 }

@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     // Files changed before vt started were changed before any task it starts.
     executor::cache::guard::settled();
     let cli = executor::cli::Cli::parse();
-    match executor::cli::run(cli) {
+    match executor::commands::dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("vt: error: {error:#}");
