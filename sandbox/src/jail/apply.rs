@@ -119,9 +119,7 @@ impl Step {
             Step::IdMaps => "writing the user namespace's uid/gid maps".into(),
             Step::Fork => "starting the sandbox's pid 1".into(),
             Step::MakePrivate => "making the mount tree private".into(),
-            Step::Capture(i)
-                if matches!(plan.mounts.get(i as usize), Some(Mount::Overlay { .. })) =>
-            {
+            Step::Capture(i) if matches!(plan.mounts.get(i as usize), Some(Mount::Overlay(_))) => {
                 format!("making {}", mount(i))
             }
             Step::Capture(i) => format!("capturing {} for a bind mount", mount(i)),
@@ -146,7 +144,7 @@ fn kind(mount: &Mount) -> &'static str {
     match mount {
         Mount::Bind { writable: true, .. } => "writable bind",
         Mount::Bind { .. } => "read-only bind",
-        Mount::Overlay { .. } => "copy-on-write overlay",
+        Mount::Overlay(_) => "copy-on-write overlay",
         Mount::Device { .. } => "device",
         Mount::Tmpfs { .. } => "tmpfs",
         Mount::Proc { .. } => "proc",
@@ -262,11 +260,11 @@ impl Prepared {
                     },
                     !path.is_dir(),
                 ),
-                Mount::Overlay { path, upper, work } => (
+                Mount::Overlay(layer) => (
                     Op::Overlay {
-                        lower: c_path(path),
-                        upper: c_path(upper),
-                        work: c_path(work),
+                        lower: c_path(&layer.path),
+                        upper: c_path(&layer.upper),
+                        work: c_path(&layer.work),
                     },
                     false,
                 ),

@@ -117,11 +117,7 @@ pub enum Mount {
     Device { path: PathBuf },
     /// The host's `path`, writable copy-on-write: reads see the host, writes go to
     /// `upper` (see [`Layer`]).
-    Overlay {
-        path: PathBuf,
-        upper: PathBuf,
-        work: PathBuf,
-    },
+    Overlay(Layer),
     /// A fresh, empty, writable tmpfs (scratch: discarded with the sandbox).
     Tmpfs { path: PathBuf },
     /// A fresh procfs of the sandbox's pid namespace.
@@ -134,7 +130,7 @@ impl Mount {
     pub fn path(&self) -> &Path {
         match self {
             Mount::Bind { path, .. }
-            | Mount::Overlay { path, .. }
+            | Mount::Overlay(Layer { path, .. })
             | Mount::Device { path }
             | Mount::Tmpfs { path }
             | Mount::Proc { path }
@@ -145,7 +141,7 @@ impl Mount {
     /// Whether what is below this mount is the host's (same path, same content). An
     /// overlay's writes become the host's when vt applies the layer, so they count too.
     fn is_host(&self) -> bool {
-        matches!(self, Mount::Bind { .. } | Mount::Overlay { .. })
+        matches!(self, Mount::Bind { .. } | Mount::Overlay(_))
     }
 }
 
@@ -272,7 +268,7 @@ impl Plan {
                 path,
                 writable: true,
             }
-            | Mount::Overlay { path, .. }
+            | Mount::Overlay(Layer { path, .. })
             | Mount::Tmpfs { path } => Some(path.as_path()),
             _ => None,
         })
@@ -308,7 +304,7 @@ fn layer_mount(layer: &Layer, host: &impl Fn(&Path) -> HostPath) -> Result<Mount
             upper.display()
         )));
     }
-    Ok(Mount::Overlay { path, upper, work })
+    Ok(Mount::Overlay(Layer { path, upper, work }))
 }
 
 /// Sorts parents before children and drops exact duplicates (the later one wins, so a
@@ -419,13 +415,7 @@ mod tests {
         let overlay = plan
             .mounts
             .iter()
-            .position(|m| {
-                *m == Mount::Overlay {
-                    path: layer.path.clone(),
-                    upper: layer.upper.clone(),
-                    work: layer.work.clone(),
-                }
-            })
+            .position(|m| *m == Mount::Overlay(layer.clone()))
             .expect("overlay");
         assert!(workspace < overlay, "{:?}", plan.mounts);
         assert!(plan.shows_host(Path::new("/work/ws/app/dist/x.js")));
