@@ -269,6 +269,23 @@ fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer()
         built
     );
 
+    // The case that must miss: an edited source, read through the layer, reruns lib, and
+    // app with it (lib's output changed); the new output lands.
+    vt_tests::write(&root, "packages/lib/src/a.js", "export const a = 2;\n");
+    let stderr = succeed(vt(&root, &["run", "build", "-r", "--sandbox"]));
+    assert!(
+        stderr.contains("lib#build: cache miss: packages/lib/src/a.js: content changed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("app#build: cache miss: dependency lib#build changed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.join("dist/bundle.js")).expect("bundle"),
+        "export const a = 2;\nconsole.log(a);\n"
+    );
+
     // The root's own task runs with -w, sandboxed too (its layer cannot be in the cache
     // inside it: vt puts it in the temp directory).
     succeed(vt(&root, &["run", "build", "-w", "--sandbox"]));
