@@ -3,19 +3,28 @@
 // it. Outside vt (no VT_IPC_FD) nothing native is loaded and every call falls back to
 // process.env or does nothing.
 
+const fs = require("node:fs");
 const path = require("node:path");
+const { findPlatformPackage } = require("./platform.cjs");
 
 const ATTACHED = Boolean(process.env.VT_IPC_FD);
 let native = null;
 
+// The addon: a development build next to this file (`npm install` in the vt repository
+// builds it with cargo), else the prebuilt one in this platform's `@vt/<platform>` package.
 function addon() {
   if (native === null) {
+    const local = path.join(__dirname, "vt_client.node");
+    let file = local;
+    if (!fs.existsSync(local)) {
+      const found = findPlatformPackage(__dirname);
+      if (found instanceof Error) throw new Error(`@vt/client: ${found.message}`);
+      file = path.join(found.dir, "vt_client.node");
+    }
     try {
-      native = require(path.join(__dirname, "vt_client.node"));
+      native = require(file);
     } catch (error) {
-      throw new Error(
-        `@vt/client: the native addon is not built (${error.message}); run \`npm install\` in node-client/`,
-      );
+      throw new Error(`@vt/client: cannot load the native addon ${file} (${error.message})`);
     }
   }
   return native;

@@ -3,7 +3,8 @@
 //! Tasks run in their own process group (so a terminal's Ctrl-C reaches only vt); vt blocks
 //! SIGINT/SIGTERM/SIGHUP in all its threads and a dedicated thread waits for them. It passes
 //! the signal on to every registered tree's process group, so a dev server or a watcher can
-//! stop the way it stops by hand, waits up to [`GRACE`] (a second signal cuts it short),
+//! stop the way it stops by hand, waits up to [`GRACE`] (a second signal cuts it short,
+//! unless it is the first one's copy: [`SAME_EVENT`]),
 //! then kills what is left, strays included, and exits with 128 + signal. Tasks start with
 //! an empty signal mask ([`unblock_in_child`]): a mask survives exec, and std does not reset
 //! it, so without this every task ran with SIGINT, SIGTERM and SIGHUP blocked and could be
@@ -20,6 +21,10 @@ static TREES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// How long the tasks get to stop after vt passed the signal on, before it kills them.
 const GRACE: Duration = Duration::from_secs(2);
+/// A second signal this soon after the first is the same event arriving twice, not the user
+/// insisting: a terminal's Ctrl-C reaches vt and a launcher in front of it (npm's `vt`, a
+/// wrapper script), and the launcher passes its copy on. No one presses twice this fast.
+const SAME_EVENT: Duration = Duration::from_millis(300);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 /// Called by a thread that saw its task die after a stop signal: the signal thread is still
@@ -56,9 +61,10 @@ pub fn install() -> anyhow::Result<()> {
             for pid in trees() {
                 let _ = killpg(Pid::from_raw(pid as i32), signal);
             }
-            let deadline = Instant::now() + GRACE;
+            let first = Instant::now();
+            let deadline = first + GRACE;
             while !trees().is_empty() && Instant::now() < deadline {
-                if another_signal(&set, Duration::from_millis(50)) {
+                if another_signal(&set, Duration::from_millis(50)) && first.elapsed() > SAME_EVENT {
                     break;
                 }
             }

@@ -5,9 +5,11 @@
 //!   source and ptrace as the fallback where user notification is unavailable).
 //! - [`jail`]: the hermetic sandbox (`--sandbox`), composed with tracing.
 //! - [`reaper`]: waiting for whole process trees, including orphaned grandchildren.
+//! - [`kernel`]: the oldest Linux vt serves, checked before anything is traced.
 
 pub mod access;
 pub mod jail;
+pub mod kernel;
 pub mod reaper;
 pub mod trace;
 

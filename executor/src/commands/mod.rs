@@ -12,6 +12,11 @@ use crate::cli::{Cli, Command};
 
 /// Runs the subcommand `cli` names.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Every command but `cache` traces tasks; refuse a kernel vt cannot trace on before it
+    // runs anything (`cache` only reads and writes the store).
+    if !matches!(cli.command, Command::Cache(_)) {
+        sandbox::kernel::check()?;
+    }
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(args),
