@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use executor::cache::entry::Entry;
 use executor::cache::key::Key;
-use executor::cache::observe::{CachePath, ObsKind, Observation};
+use executor::cache::path_set::{CachePath, ObsKind, Observation};
 use executor::cache::store::Batch;
 use executor::cache::{Cache, Lookup, PreRun};
 

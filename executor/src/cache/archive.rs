@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::entry::Output;
 use super::guard::Window;
 use super::key::{Key, content};
-use super::observe::CachePath;
+use super::path_set::CachePath;
 use super::store::{Batch, Family, Store};
 
 /// Archives the final state of each output path into `batch` (blobs) and describes it.

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::key::Key;
-use super::observe::{CachePath, Observation};
+use super::path_set::{CachePath, Observation};
 
 const FORMAT: u8 = 1;
 
@@ -251,7 +251,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::observe::ObsKind;
+    use crate::cache::path_set::ObsKind;
 
     #[test]
     fn entries_round_trip_and_garbage_is_an_error() {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::path_set::Observation;
+
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -64,6 +66,30 @@ impl KeyHasher {
 /// The content hash of bytes (blob keys).
 pub fn content(bytes: &[u8]) -> Key {
     Key(*blake3::hash(bytes).as_bytes())
+}
+
+/// The id of a path set (its observations, sorted).
+pub fn path_set_id(observations: &[Observation]) -> Key {
+    let mut hasher = KeyHasher::new("path-set");
+    for o in observations {
+        hasher.field(&[o.kind as u8]).field(&o.path.0);
+    }
+    hasher.finish()
+}
+
+/// The post-run key: pre-run key + path set + what was observed.
+pub fn post_key(pre: &Key, path_set: &Key, values: &[String]) -> Key {
+    let mut hasher = KeyHasher::new("post-run");
+    hasher.field(&pre.0).field(&path_set.0);
+    for value in values {
+        hasher.field(value.as_bytes());
+    }
+    hasher.finish()
+}
+
+/// The content hash used for blobs.
+pub fn blob_key(bytes: &[u8]) -> Key {
+    content(bytes)
 }
 
 #[cfg(test)]

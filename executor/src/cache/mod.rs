@@ -13,6 +13,7 @@ pub mod key;
 pub mod lease;
 pub mod limit;
 pub mod observe;
+pub mod path_set;
 pub mod prune;
 pub mod remote;
 pub mod store;
@@ -21,8 +22,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use entry::{Entry, PathSetRecord, PreParts, Seen, Stored};
-use key::{Key, KeyHasher};
-use observe::{Moved, Observation, RunCheck, StatMemo, observe, path_set_id, post_key};
+use key::{Key, KeyHasher, path_set_id, post_key};
+use observe::{Moved, RunCheck, StatMemo, observe};
+use path_set::Observation;
 use store::{Batch, Family, OpenOutcome, Store, StoreError};
 
 /// Everything the pre-run key is made of, by name (names show up in miss reasons).
@@ -341,8 +343,10 @@ impl Cache {
             for (observation, before) in observations.iter().zip(&last.seen) {
                 let now = Seen::of(&observe(observation, &self.root, env, &memo));
                 if &now != before
-                    && explained
-                        .insert((observation.kind == observe::ObsKind::Env, &observation.path))
+                    && explained.insert((
+                        observation.kind == path_set::ObsKind::Env,
+                        &observation.path,
+                    ))
                 {
                     changes.push(observe::explain_change(
                         observation,

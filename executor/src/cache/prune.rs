@@ -257,7 +257,7 @@ mod tests {
     use super::*;
     use crate::cache::entry::{Entry, Output};
     use crate::cache::key::content;
-    use crate::cache::observe::{CachePath, ObsKind, Observation};
+    use crate::cache::path_set::{CachePath, ObsKind, Observation};
     use crate::cache::{Cache, PreRun};
 
     /// A run of task `t{task}` whose single output holds `bytes`.

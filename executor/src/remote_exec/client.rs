@@ -26,7 +26,7 @@ use super::input_root::Listing;
 use super::report::{self, RemoteRun};
 use crate::cache::Cache;
 use crate::cache::archive;
-use crate::cache::observe::{CachePath, ObsKind, Observation};
+use crate::cache::path_set::{CachePath, ObsKind, Observation};
 use crate::cache::remote::mapping::digest;
 use crate::reapi::{Client, retrying};
 use crate::run::plan::Plan;

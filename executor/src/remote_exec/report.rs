@@ -12,7 +12,7 @@ use prost::Message;
 
 use crate::cache::entry::Output;
 use crate::cache::key::Key;
-use crate::cache::observe::Observation;
+use crate::cache::path_set::Observation;
 
 /// The `Any` type of the digest of a [`RemoteRun`] blob.
 pub const RUN_TYPE: &str = "type.googleapis.com/vt.remote.v1.RunDigest";

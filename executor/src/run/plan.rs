@@ -67,8 +67,8 @@ pub struct Plan {
 impl Plan {
     /// Whether an observation of the run is one of its inputs: with `input` naming files
     /// only (no `{"auto": true}`), what the task read does not count; tracked env does.
-    pub fn counts(&self, observation: &crate::cache::observe::Observation) -> bool {
-        self.input_auto || observation.kind == crate::cache::observe::ObsKind::Env
+    pub fn counts(&self, observation: &crate::cache::path_set::Observation) -> bool {
+        self.input_auto || observation.kind == crate::cache::path_set::ObsKind::Env
     }
 }
 

@@ -15,7 +15,8 @@ use super::execute::Execution;
 use super::plan::Plan;
 use crate::cache::Cache;
 use crate::cache::entry::Stored;
-use crate::cache::observe::{self, CachePath, Observation, RunCheck, StatMemo};
+use crate::cache::observe::{self, RunCheck, StatMemo};
+use crate::cache::path_set::{self, CachePath, Observation};
 
 #[derive(Debug, Default)]
 pub struct InputsSeen {
@@ -36,14 +37,14 @@ pub struct InputsSeen {
 /// costs a cache hit, one that misses an edit leaves a stale build.
 pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> InputsSeen {
     let root = &plan.root;
-    let ignored = observe::Ignored {
+    let ignored = path_set::Ignored {
         inputs: execution.ipc.ignored_inputs.clone(),
         outputs: execution.ipc.ignored_outputs.clone(),
     };
     let wrote = written(&execution.log);
     let env = crate::ipc::process_env();
     let memo = StatMemo::maybe(None);
-    match observe::digest(
+    match path_set::digest(
         &execution.log,
         root,
         cache_dir,
@@ -152,14 +153,14 @@ fn looked_at(log: &AccessLog, root: &Path, cache_dir: &Path) -> Vec<Observation>
     let mut observations = std::collections::BTreeSet::new();
     for access in log.accesses.iter().filter(|a| a.kind.is_input()) {
         let path = access.path.as_path();
-        if changed.contains(path) || observe::is_noise(path, cache_dir) {
+        if changed.contains(path) || path_set::is_noise(path, cache_dir) {
             continue;
         }
         let kind = match access.kind {
-            AccessKind::Read | AccessKind::Exec => observe::ObsKind::Content,
-            AccessKind::ReadDir => observe::ObsKind::List,
-            AccessKind::Missing => observe::ObsKind::Absent,
-            _ => observe::ObsKind::Meta,
+            AccessKind::Read | AccessKind::Exec => path_set::ObsKind::Content,
+            AccessKind::ReadDir => path_set::ObsKind::List,
+            AccessKind::Missing => path_set::ObsKind::Absent,
+            _ => path_set::ObsKind::Meta,
         };
         observations.insert(Observation {
             kind,

@@ -10,7 +10,9 @@ use super::output::{Console, LogMode};
 use super::plan::{Plan, files_matching};
 use crate::cache::archive;
 use crate::cache::entry::{Entry, Stored};
-use crate::cache::observe::{self, Observation, is_noise};
+use crate::cache::key;
+use crate::cache::observe;
+use crate::cache::path_set::{self, Observation, is_noise};
 use crate::cache::store::{Batch, Family};
 use crate::cache::{Cache, Lookup};
 use crate::remote_exec::RemoteExec;
@@ -190,7 +192,7 @@ fn uncached_key(output: &[u8]) -> String {
     format!(
         "uncached-{}-{}",
         std::process::id(),
-        observe::blob_key(output).hex()
+        key::blob_key(output).hex()
     )
 }
 
@@ -369,7 +371,7 @@ pub struct Traced {
     /// Absolute paths it changed under the root.
     pub outputs: BTreeSet<std::path::PathBuf>,
     /// What it did itself, for the store-time check.
-    pub own: observe::OwnChanges,
+    pub own: path_set::OwnChanges,
 }
 
 /// What a run observed and changed, or why it cannot be cached.
@@ -386,11 +388,11 @@ pub fn path_set(
     if let Some(error) = report.errors.first() {
         return Err(format!("the task's IPC server could not serve it: {error}"));
     }
-    let ignored = observe::Ignored {
+    let ignored = path_set::Ignored {
         inputs: report.ignored_inputs.clone(),
         outputs: report.ignored_outputs.clone(),
     };
-    let digest = observe::digest(
+    let digest = path_set::digest(
         &execution.log,
         root,
         cache_dir,
@@ -405,15 +407,15 @@ pub fn path_set(
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
         inputs.insert(Observation {
-            kind: observe::ObsKind::Env,
-            path: observe::CachePath(name.clone().into_bytes()),
+            kind: path_set::ObsKind::Env,
+            path: path_set::CachePath(name.clone().into_bytes()),
             except: Vec::new(),
         });
     }
     for glob in &report.tracked_globs {
         inputs.insert(Observation {
-            kind: observe::ObsKind::Env,
-            path: observe::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
+            kind: path_set::ObsKind::Env,
+            path: path_set::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
             except: Vec::new(),
         });
     }

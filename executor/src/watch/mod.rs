@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cache::Cache;
-use crate::cache::observe::{self, ObsKind, StatMemo};
+use crate::cache::observe::{self, StatMemo};
+use crate::cache::path_set::{self, ObsKind};
 use crate::config::Workspace;
 use crate::graph::Graph;
 use crate::run::seen::InputsSeen;
@@ -393,8 +394,8 @@ fn check(
 /// where there is none yet), the root's `pnpm-workspace.yaml`, and the directories holding
 /// the packages (a package added or removed). A change to one of them is a new graph, not
 /// a rerun: the commands and dependencies themselves may have changed.
-fn config_files(workspace: &Workspace) -> Vec<observe::Observation> {
-    use crate::cache::observe::{CachePath, Observation};
+fn config_files(workspace: &Workspace) -> Vec<path_set::Observation> {
+    use crate::cache::path_set::{CachePath, Observation};
     let root = workspace.root.as_path();
     let at = |kind, path: &Path| Observation {
         kind,

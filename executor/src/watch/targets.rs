@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::cache::observe::{ObsKind, Observation};
+use crate::cache::path_set::{ObsKind, Observation};
 
 /// A directory entry to watch: `name` in `dir`, or every entry of `dir` (`None`: a listing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::observe::CachePath;
+    use crate::cache::path_set::CachePath;
 
     fn obs(kind: ObsKind, path: &str) -> Observation {
         Observation {

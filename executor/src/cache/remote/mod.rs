@@ -19,7 +19,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
 
 use super::entry::{self, Entry, PathSetRecord, Stored};
 use super::key::{Key, content};
-use super::observe::{path_set_id, post_key};
+use super::key::{path_set_id, post_key};
 use super::store::{Batch, Family};
 use super::{Cache, PreRun};
 use crate::reapi::{Address, Client, Credentials, Deadlines, LazyClient, RemoteError};
