@@ -346,7 +346,7 @@ fn execute_graph(
             (true, Some(_)) => {
                 let remote = crate::remote_exec::RemoteExec::from_env()?;
                 eprintln!("vt: remote execution: {}", remote.describe());
-                Some(remote)
+                Some(Box::new(remote) as Box<dyn crate::run::offload::Offload>)
             }
         },
     };

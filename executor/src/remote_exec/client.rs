@@ -26,9 +26,10 @@ use super::input_root::Listing;
 use super::report::{self, RemoteRun};
 use crate::cache::Cache;
 use crate::cache::archive;
-use crate::cache::path_set::{CachePath, ObsKind, Observation};
+use crate::cache::path_set::{CachePath, ObsKind};
 use crate::cache::remote::mapping::digest;
 use crate::reapi::{Client, retrying};
+use crate::run::offload::Offloaded;
 use crate::run::plan::Plan;
 
 /// The action cache namespace of this vt's actions.
@@ -37,27 +38,13 @@ const SALT: &str = concat!("vt-remote-exec/v1 ", env!("CARGO_PKG_VERSION"));
 /// Submissions per task before it runs locally.
 pub const ATTEMPTS: usize = 3;
 
-/// A task run on a worker.
-pub struct Done {
-    pub worker: String,
-    pub exit_code: i32,
-    /// The captured stdout/stderr chunks.
-    pub output: Vec<u8>,
-    pub duration: Duration,
-    pub observations: Vec<Observation>,
-    pub values: Vec<String>,
-    /// Absolute paths in the workspace the task changed (restored already).
-    pub outputs: BTreeSet<PathBuf>,
-    pub attempts: usize,
-}
-
 /// Runs `plan` remotely. `Err` says why the task must run locally instead.
 pub async fn run(
     client: &Client,
     plan: &Plan,
     cache: &Cache,
     wait: Duration,
-) -> Result<Done, String> {
+) -> Result<Offloaded, String> {
     let root = cache.root();
     let working = plan
         .cwd
@@ -179,7 +166,7 @@ pub async fn run(
             .iter()
             .map(|o| o.path().absolute(root))
             .collect();
-        return Ok(Done {
+        return Ok(Offloaded {
             worker: run.worker,
             exit_code: result.exit_code,
             output: log,

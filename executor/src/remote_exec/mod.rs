@@ -16,6 +16,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
 
 use crate::cache::remote::mapping;
 use crate::reapi::{self, Address, Client, Credentials, Deadlines, LazyClient};
+use crate::run::offload::{Offload, Offloaded};
 use crate::run::plan::Plan;
 
 /// `VT_REMOTE_EXEC=grpc[s]://host:port[/instance]`; defaults to `VT_REMOTE_CACHE`.
@@ -78,17 +79,6 @@ impl RemoteExec {
         &self.url
     }
 
-    /// Why `plan` cannot run remotely, if it cannot.
-    pub fn refuses(&self, plan: &Plan) -> Option<String> {
-        if self.client.has_given_up() {
-            return Some("no engine (see the warning above)".into());
-        }
-        if plan.sandbox.as_ref().is_some_and(|s| s.network) {
-            return Some("it needs the network, which workers do not give".into());
-        }
-        None
-    }
-
     fn client(&self) -> Result<Client, String> {
         self.client.get(&self.runtime).map_err(|failed| {
             if let Some(e) = failed {
@@ -101,9 +91,23 @@ impl RemoteExec {
             "no engine (see the warning above)".into()
         })
     }
+}
+
+/// The runner reaches remote execution only through this.
+impl Offload for RemoteExec {
+    /// Why `plan` cannot run remotely, if it cannot.
+    fn refuses(&self, plan: &Plan) -> Option<String> {
+        if self.client.has_given_up() {
+            return Some("no engine (see the warning above)".into());
+        }
+        if plan.sandbox.as_ref().is_some_and(|s| s.network) {
+            return Some("it needs the network, which workers do not give".into());
+        }
+        None
+    }
 
     /// Runs `plan` on a worker; `Err` says why it must run locally instead.
-    pub fn run(&self, plan: &Plan, cache: &Cache) -> Result<client::Done, String> {
+    fn run(&self, plan: &Plan, cache: &Cache) -> Result<Offloaded, String> {
         let client = self.client()?;
         self.runtime
             .block_on(client::run(&client, plan, cache, self.wait))

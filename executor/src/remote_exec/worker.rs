@@ -27,7 +27,7 @@ use crate::reapi::{Address, Client, Credentials, Deadlines, retrying};
 use crate::run::execute::execute;
 use crate::run::output::{Console, LogMode, STDERR, STDOUT, chunks};
 use crate::run::plan::{Plan, SandboxPlan, quote};
-use crate::run::task::path_set;
+use crate::run::traced::path_set;
 
 pub struct Options {
     pub server: String,

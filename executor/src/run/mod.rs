@@ -2,12 +2,14 @@
 //! cache ([`task`]).
 
 pub mod execute;
+pub mod offload;
 pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod seen;
 pub mod task;
 pub mod terminal;
+pub mod traced;
 
 use std::ffi::OsString;
 use std::sync::mpsc;
@@ -23,7 +25,7 @@ pub struct Options {
     pub log: LogMode,
     pub args: Vec<OsString>,
     /// `--remote-exec`: the engine tasks that miss the cache run on.
-    pub remote_exec: Option<crate::remote_exec::RemoteExec>,
+    pub remote_exec: Option<Box<dyn offload::Offload>>,
     /// `--continue`: after a failure, still start the tasks that do not depend on it.
     /// Without it vt starts nothing new (running tasks finish), as turbo and pnpm do.
     pub keep_going: bool,
@@ -131,7 +133,7 @@ pub fn rerun(
                 plan.watched = options.watch;
                 let sender = sender.clone();
                 let mode = options.log;
-                let remote_exec = options.remote_exec.as_ref();
+                let remote_exec = options.remote_exec.as_deref();
                 running += 1;
                 if !node.persistent {
                     busy += 1;

@@ -6,16 +6,17 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 
 use super::execute::execute;
+use super::offload::{Offload, Offloaded};
 use super::output::{Console, LogMode};
 use super::plan::{Plan, files_matching};
+use super::traced::path_set;
 use crate::cache::archive;
 use crate::cache::entry::{Entry, Stored};
 use crate::cache::key;
 use crate::cache::observe;
-use crate::cache::path_set::{self, Observation, is_noise};
+use crate::cache::path_set::{Observation, is_noise};
 use crate::cache::store::{Batch, Family};
 use crate::cache::{Cache, Lookup};
-use crate::remote_exec::RemoteExec;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -58,7 +59,7 @@ pub fn run_task(
     plan: &Plan,
     cache: Option<&Cache>,
     mode: LogMode,
-    remote_exec: Option<&RemoteExec>,
+    remote_exec: Option<&dyn Offload>,
 ) -> anyhow::Result<TaskResult> {
     let mut console = Console::new(mode, &plan.label);
     if let Some(sandbox) = &plan.sandbox {
@@ -200,7 +201,7 @@ fn uncached_key(output: &[u8]) -> String {
 fn finish_remote(
     plan: &Plan,
     cache: &Cache,
-    done: crate::remote_exec::client::Done,
+    done: Offloaded,
     console: &mut Console,
     miss_reason: String,
 ) -> TaskResult {
@@ -362,68 +363,6 @@ fn store(
             window: Some(&execution.window),
         },
     )
-}
-
-/// What a run observed and changed, read from its log and its tools' IPC reports.
-pub struct Traced {
-    /// The path set (paths relative to the workspace root), sorted.
-    pub observations: Vec<Observation>,
-    /// Absolute paths it changed under the root.
-    pub outputs: BTreeSet<std::path::PathBuf>,
-    /// What it did itself, for the store-time check.
-    pub own: path_set::OwnChanges,
-}
-
-/// What a run observed and changed, or why it cannot be cached.
-pub fn path_set(
-    execution: &super::execute::Execution,
-    plan: &Plan,
-    root: &std::path::Path,
-    cache_dir: &std::path::Path,
-) -> Result<Traced, String> {
-    let report = &execution.ipc;
-    if let Some(who) = &report.disabled_by {
-        return Err(format!("disabled by {who}"));
-    }
-    if let Some(error) = report.errors.first() {
-        return Err(format!("the task's IPC server could not serve it: {error}"));
-    }
-    let ignored = path_set::Ignored {
-        inputs: report.ignored_inputs.clone(),
-        outputs: report.ignored_outputs.clone(),
-    };
-    let digest = path_set::digest(
-        &execution.log,
-        root,
-        cache_dir,
-        &plan.input_exclude,
-        &plan.output_exclude,
-        &ignored,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut inputs = digest.inputs;
-    // Only what counts is keyed and guarded.
-    inputs.retain(|o| plan.counts(o));
-    // Tracked env read through IPC joins the path set like any other observation.
-    for name in report.tracked_env.keys() {
-        inputs.insert(Observation {
-            kind: path_set::ObsKind::Env,
-            path: path_set::CachePath(name.clone().into_bytes()),
-            except: Vec::new(),
-        });
-    }
-    for glob in &report.tracked_globs {
-        inputs.insert(Observation {
-            kind: path_set::ObsKind::Env,
-            path: path_set::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
-            except: Vec::new(),
-        });
-    }
-    Ok(Traced {
-        observations: inputs.into_iter().collect(),
-        outputs: digest.outputs,
-        own: digest.own,
-    })
 }
 
 /// A finished run as the cache keeps it: the path set with its values now, and the paths

@@ -273,6 +273,14 @@ pub trait Traced {
 
 /// A tracer backend: starts a command so that everything its process tree does to the file
 /// system ends up in one [`AccessLog`].
+///
+/// This is the contract of the *portable* backends: the macOS and Windows fallbacks
+/// implement it, and a platform's executor would start tasks through it. The Linux executor
+/// does not: it calls `sandbox::trace::spawn_jailed` directly, because a Linux task also
+/// carries what no other platform has (the sandbox's mount plan, the LD_PRELOAD fast path,
+/// the per-task IPC socket kept open across exec). `sandbox::LinuxTracer` implements the
+/// trait too, and `sandbox/tests/tracer_trait.rs` holds it to the contract, so the three
+/// backends are interchangeable where the trait is enough: tracing a plain command.
 pub trait Tracer {
     /// A short name for logs (`seccomp`, `ptrace`, `interpose`, `etw`).
     fn name(&self) -> &'static str;

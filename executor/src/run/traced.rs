@@ -1,0 +1,71 @@
+//! A finished run's log and its tools' IPC reports, read into what the cache keys: the path
+//! set, the outputs, and what the task changed itself. Local runs (`task`) and workers
+//! (`crate::remote_exec::worker`) read their executions the same way.
+
+use std::collections::BTreeSet;
+
+use super::execute::Execution;
+use super::plan::Plan;
+use crate::cache::path_set::{self, Observation};
+
+/// What a run observed and changed, read from its log and its tools' IPC reports.
+pub struct Traced {
+    /// The path set (paths relative to the workspace root), sorted.
+    pub observations: Vec<Observation>,
+    /// Absolute paths it changed under the root.
+    pub outputs: BTreeSet<std::path::PathBuf>,
+    /// What it did itself, for the store-time check.
+    pub own: path_set::OwnChanges,
+}
+
+/// What a run observed and changed, or why it cannot be cached.
+pub fn path_set(
+    execution: &Execution,
+    plan: &Plan,
+    root: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<Traced, String> {
+    let report = &execution.ipc;
+    if let Some(who) = &report.disabled_by {
+        return Err(format!("disabled by {who}"));
+    }
+    if let Some(error) = report.errors.first() {
+        return Err(format!("the task's IPC server could not serve it: {error}"));
+    }
+    let ignored = path_set::Ignored {
+        inputs: report.ignored_inputs.clone(),
+        outputs: report.ignored_outputs.clone(),
+    };
+    let digest = path_set::digest(
+        &execution.log,
+        root,
+        cache_dir,
+        &plan.input_exclude,
+        &plan.output_exclude,
+        &ignored,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut inputs = digest.inputs;
+    // Only what counts is keyed and guarded.
+    inputs.retain(|o| plan.counts(o));
+    // Tracked env read through IPC joins the path set like any other observation.
+    for name in report.tracked_env.keys() {
+        inputs.insert(Observation {
+            kind: path_set::ObsKind::Env,
+            path: path_set::CachePath(name.clone().into_bytes()),
+            except: Vec::new(),
+        });
+    }
+    for glob in &report.tracked_globs {
+        inputs.insert(Observation {
+            kind: path_set::ObsKind::Env,
+            path: path_set::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
+            except: Vec::new(),
+        });
+    }
+    Ok(Traced {
+        observations: inputs.into_iter().collect(),
+        outputs: digest.outputs,
+        own: digest.own,
+    })
+}
