@@ -1,0 +1,407 @@
+//! Performing a [`Plan`]: the thin layer of syscalls between `fork` and `exec`.
+//!
+//! Everything the child needs (C strings, the BPF program, the landlock ruleset) is built
+//! before the fork in [`Prepared::new`]: the child of a multi-threaded process may only make
+//! async-signal-safe calls, so the code in [`Prepared::enter`] allocates nothing.
+//!
+//! Three processes, as in bubblewrap and Bazel's linux-sandbox:
+//! - **A** (the child `std::process::Command` forks) creates the namespaces, writes the
+//!   uid/gid maps and waits for B, then exits with the task's status (re-raising its
+//!   signal), so vt sees the task's status as its child's.
+//! - **B** is pid 1 of the new pid namespace: it builds the root (mounts need a process in
+//!   the new pid namespace for `/proc`), closes the doors (no_new_privs, landlock, every
+//!   capability) and forks C; when C exits it reports C's status to A and exits, and the
+//!   kernel kills whatever C left behind in the namespace.
+//! - **C** starts a session of its own (no controlling terminal to inject into), installs
+//!   the deny-list and returns to std, which runs the tracer's pre-exec and execs the task.
+//!
+//! A failing step writes `(step, errno)` to a report pipe, so vt can say which step failed
+//! ([`report`]). The kernel concepts each have a file: [`mounts`] (the new root),
+//! [`lockdown`] (no_new_privs, landlock, capabilities), [`init`] (the pid-1 init and the
+//! status relay), [`loopback`].
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use libc::{c_int, sock_filter, sock_fprog};
+
+mod init;
+mod lockdown;
+mod loopback;
+mod mounts;
+mod report;
+
+use init::{die_with_parent, init_until, relay_status};
+pub use report::{Step, read_report};
+
+use super::landlock::{Grant, Rights};
+use super::plan::{Mount, Plan};
+
+/// Where the new root is assembled (in the sandbox's own mount namespace, so the host's
+/// `/tmp` is untouched; every bind source was captured before this is covered).
+const STAGING: &str = "/tmp";
+
+fn kind(mount: &Mount) -> &'static str {
+    match mount {
+        Mount::Bind { writable: true, .. } => "writable bind",
+        Mount::Bind { .. } => "read-only bind",
+        Mount::Overlay(_) => "copy-on-write overlay",
+        Mount::Device { .. } => "device",
+        Mount::Tmpfs { .. } => "tmpfs",
+        Mount::Proc { .. } => "proc",
+        Mount::Symlink { .. } => "symlink",
+    }
+}
+
+/// One mount, ready for the child.
+struct PreparedMount {
+    op: Op,
+    /// Directories to create (EEXIST is fine), staging-prefixed, parents first.
+    dirs: Vec<CString>,
+    /// The mount point itself, staging-prefixed.
+    target: CString,
+    /// For binds of files: create `target` as an empty file rather than a directory.
+    is_file: bool,
+}
+
+enum Op {
+    Bind {
+        source: CString,
+        attr_set: u64,
+    },
+    /// An overlayfs made detached (fsopen/fsmount) before the staging tmpfs covers its
+    /// directories, then attached like a captured bind.
+    Overlay {
+        lower: CString,
+        upper: CString,
+        work: CString,
+    },
+    Fs {
+        fstype: &'static [u8],
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    Symlink {
+        target: CString,
+    },
+}
+
+/// Everything the child needs, allocated before the fork.
+pub struct Prepared {
+    clone_flags: c_int,
+    setgroups: (CString, &'static [u8]),
+    uid_map: (CString, Vec<u8>),
+    gid_map: (CString, Vec<u8>),
+    mounts: Vec<PreparedMount>,
+    /// One slot per mount for the captured bind trees.
+    captured: Vec<RawFd>,
+    staging: CString,
+    empty: CString,
+    root: CString,
+    dot: CString,
+    cwd: CString,
+    hostname: CString,
+    loopback: bool,
+    landlock_ruleset: Option<OwnedFd>,
+    landlock_rules: Vec<(CString, u64)>,
+    capabilities: Vec<u32>,
+    deny: Vec<sock_filter>,
+    report: OwnedFd,
+}
+
+fn c_path(path: &Path) -> CString {
+    // Paths come from the plan, which has no NUL bytes (they came from the OS).
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn staged(path: &Path) -> CString {
+    let mut bytes = STAGING.as_bytes().to_vec();
+    bytes.extend_from_slice(path.as_os_str().as_bytes());
+    CString::new(bytes).unwrap_or_default()
+}
+
+impl Prepared {
+    pub fn new(
+        plan: &Plan,
+        rights: &Rights,
+        landlock_ruleset: Option<OwnedFd>,
+        capabilities: Vec<u32>,
+        deny: Vec<sock_filter>,
+        report: OwnedFd,
+    ) -> Prepared {
+        let mut created: Vec<&Path> = Vec::new();
+        let mut mounts = Vec::with_capacity(plan.mounts.len());
+        for mount in &plan.mounts {
+            let path = mount.path();
+            // Every ancestor inside the new root, once.
+            let mut dirs = Vec::new();
+            for ancestor in path
+                .ancestors()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                if ancestor != Path::new("/") && !created.contains(&ancestor) {
+                    created.push(ancestor);
+                    dirs.push(staged(ancestor));
+                }
+            }
+            let (op, is_file) = match mount {
+                Mount::Bind { path, writable } => (
+                    Op::Bind {
+                        source: c_path(path),
+                        attr_set: libc::MOUNT_ATTR_NOSUID
+                            | libc::MOUNT_ATTR_NODEV
+                            | if *writable {
+                                0
+                            } else {
+                                libc::MOUNT_ATTR_RDONLY
+                            },
+                    },
+                    !path.is_dir(),
+                ),
+                Mount::Overlay(layer) => (
+                    Op::Overlay {
+                        lower: c_path(&layer.path),
+                        upper: c_path(&layer.upper),
+                        work: c_path(&layer.work),
+                    },
+                    false,
+                ),
+                Mount::Device { path } => (
+                    Op::Bind {
+                        source: c_path(path),
+                        attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC,
+                    },
+                    true,
+                ),
+                Mount::Tmpfs { path } => (
+                    Op::Fs {
+                        fstype: b"tmpfs\0",
+                        flags: libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | if path == Path::new("/dev") {
+                                libc::MS_NOEXEC
+                            } else {
+                                0
+                            },
+                        data: Some(if path == Path::new("/dev") {
+                            c"mode=0755".into()
+                        } else {
+                            c"mode=1777".into()
+                        }),
+                    },
+                    false,
+                ),
+                Mount::Proc { .. } => (
+                    Op::Fs {
+                        fstype: b"proc\0",
+                        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        data: None,
+                    },
+                    false,
+                ),
+                Mount::Symlink { target, .. } => (
+                    Op::Symlink {
+                        target: c_path(target),
+                    },
+                    false,
+                ),
+            };
+            if !is_file && !matches!(op, Op::Symlink { .. }) {
+                created.push(path);
+            }
+            mounts.push(PreparedMount {
+                op,
+                dirs,
+                target: staged(path),
+                is_file,
+            });
+        }
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut clone_flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        if !plan.network {
+            clone_flags |= libc::CLONE_NEWNET;
+        }
+        let landlock_rules = super::landlock::rules(plan.writable_paths())
+            .into_iter()
+            .map(|(path, grant): (&Path, Grant)| (c_path(path), rights.bits(grant)))
+            .collect();
+        Prepared {
+            clone_flags,
+            setgroups: (c"/proc/self/setgroups".into(), b"deny"),
+            uid_map: (
+                c"/proc/self/uid_map".into(),
+                format!("{uid} {uid} 1\n").into_bytes(),
+            ),
+            gid_map: (
+                c"/proc/self/gid_map".into(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            ),
+            captured: vec![-1; mounts.len()],
+            mounts,
+            staging: c_path(Path::new(STAGING)),
+            empty: c"".into(),
+            root: c"/".into(),
+            dot: c".".into(),
+            cwd: c_path(&plan.cwd),
+            hostname: CString::new(plan.hostname).unwrap_or_default(),
+            loopback: !plan.network,
+            landlock_ruleset,
+            landlock_rules,
+            capabilities,
+            deny,
+            report,
+        }
+    }
+
+    /// Runs in the child between fork and exec. Returns only in process C, ready for the
+    /// tracer's pre-exec and `exec`; A and B never return.
+    ///
+    /// # Safety
+    /// Must be called in a freshly forked child (single-threaded), before `exec`.
+    pub unsafe fn enter(&mut self) -> std::io::Result<()> {
+        // A. Its own process group, so vt's killpg reaches A and B.
+        // SAFETY: plain syscalls on values prepared before the fork.
+        unsafe {
+            libc::setpgid(0, 0);
+            die_with_parent();
+            self.check(Step::Unshare, libc::unshare(self.clone_flags))?;
+            self.check(
+                Step::IdMaps,
+                write_file(&self.setgroups.0, self.setgroups.1),
+            )?;
+            self.check(Step::IdMaps, write_file(&self.uid_map.0, &self.uid_map.1))?;
+            self.check(Step::IdMaps, write_file(&self.gid_map.0, &self.gid_map.1))?;
+        }
+        let mut status_pipe = [0 as c_int; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        self.check(Step::Fork, unsafe {
+            libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC)
+        })?;
+        // SAFETY: fork in a single-threaded child.
+        let b = unsafe { libc::fork() };
+        self.check(Step::Fork, b)?;
+        if b > 0 {
+            // SAFETY: closes our copies of everything (the task's pipes, vt's sockets),
+            // keeps the read end of the status pipe, then only waits.
+            unsafe {
+                close_all_but(status_pipe[0]);
+                relay_status(status_pipe[0], b)
+            }
+        }
+        // B: pid 1 of the new pid namespace.
+        // SAFETY: syscalls on prepared values; see the method docs.
+        unsafe {
+            libc::close(status_pipe[0]);
+            die_with_parent();
+            self.build_root()?;
+            self.lock_down()?;
+        }
+        // SAFETY: fork in single-threaded B.
+        let c = unsafe { libc::fork() };
+        self.check(Step::Fork, c)?;
+        if c > 0 {
+            // SAFETY: as for A.
+            unsafe {
+                // B is a copy of vt: the task must not reach it through /proc/1 (exe, mem).
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                close_all_but(status_pipe[1]);
+                init_until(c, status_pipe[1])
+            }
+        }
+        // C: the task.
+        // SAFETY: syscalls on prepared values.
+        unsafe {
+            libc::close(status_pipe[1]);
+            self.check(Step::Session, libc::setsid())?;
+            die_with_parent();
+            let fprog = sock_fprog {
+                len: self.deny.len() as u16,
+                filter: self.deny.as_ptr().cast_mut(),
+            };
+            self.check(
+                Step::DenyList,
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &fprog as *const sock_fprog,
+                ) as c_int,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `result` as an error, reported on the pipe, when it is negative.
+    fn check(&self, step: Step, result: c_int) -> std::io::Result<()> {
+        if result >= 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        self.report(step, err.raw_os_error().unwrap_or(0));
+        Err(err)
+    }
+
+    /// Like [`Self::check`], with EEXIST as success (mount points that already exist).
+    fn check_exists(&self, step: Step, result: c_int) -> std::io::Result<()> {
+        if result < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+            return Ok(());
+        }
+        self.check(step, result)
+    }
+
+    fn report(&self, step: Step, errno: i32) {
+        let mut message = [0u8; 8];
+        message[..4].copy_from_slice(&step.encode().to_le_bytes());
+        message[4..].copy_from_slice(&errno.to_le_bytes());
+        // SAFETY: writing a stack buffer to our pipe; a failed report only loses detail.
+        unsafe { libc::write(self.report.as_raw_fd(), message.as_ptr().cast(), 8) };
+    }
+}
+
+/// `contents` written to `path` (0, or -1 with errno set).
+///
+/// # Safety
+/// In the forked child: open/write/close only, errno kept across the close.
+unsafe fn write_file(path: &CString, contents: &[u8]) -> c_int {
+    // SAFETY: open/write/close on a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return -1;
+        }
+        let written = libc::write(fd, contents.as_ptr().cast(), contents.len());
+        let saved = *libc::__errno_location();
+        libc::close(fd);
+        *libc::__errno_location() = saved;
+        if written == contents.len() as isize {
+            0
+        } else {
+            -1
+        }
+    }
+}
+
+/// Closes every fd but `keep`.
+///
+/// # Safety
+/// Only in a forked child that owns no fd it still needs but `keep` (A and B before they
+/// only wait).
+unsafe fn close_all_but(keep: RawFd) {
+    // SAFETY: closing fds of this (forked) process only.
+    unsafe {
+        if keep > 0 {
+            libc::close_range(0, (keep - 1) as u32, 0);
+        }
+        libc::close_range((keep + 1) as u32, u32::MAX, 0);
+    }
+}
