@@ -11,6 +11,22 @@ use super::key::{Key, content};
 use super::path_set::CachePath;
 use super::store::{Batch, Family, Store};
 
+/// Like [`archive`], with the blobs handed back by key instead of put in a batch: a worker
+/// uploads them rather than storing them.
+pub fn archive_blobs(
+    root: &Path,
+    outputs: &std::collections::BTreeSet<PathBuf>,
+    run: Option<&Window>,
+) -> Result<(Vec<Output>, std::collections::BTreeMap<Vec<u8>, Vec<u8>>), ArchiveError> {
+    let mut batch = Batch::default();
+    let described = archive(root, outputs, &mut batch, run)?;
+    let blobs = batch
+        .blobs()
+        .map(|(key, bytes)| (key.to_vec(), bytes.to_vec()))
+        .collect();
+    Ok((described, blobs))
+}
+
 /// Archives the final state of each output path into `batch` (blobs) and describes it.
 pub fn archive(
     root: &Path,

@@ -15,6 +15,7 @@ pub mod limit;
 pub mod observe;
 pub mod path_set;
 pub mod prune;
+pub mod record;
 pub mod remote;
 pub mod store;
 

@@ -13,6 +13,8 @@ use globset::GlobSet;
 use sandbox::{AccessKind, AccessLog};
 use serde::{Deserialize, Serialize};
 
+use super::record::Uncacheable;
+
 /// A path as the cache stores it: relative to the workspace inside it (caches move with the
 /// checkout), absolute outside it. Raw bytes: non-UTF-8 names are kept exactly.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -107,31 +109,6 @@ impl Observation {
                 }
             }
             _ => self.path.display(),
-        }
-    }
-}
-
-/// Why a run cannot be cached, found while reading its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Uncacheable {
-    ReadThenWritten(String),
-    WroteOutsideWorkspace(String),
-    Gap(String),
-}
-
-impl std::fmt::Display for Uncacheable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Uncacheable::ReadThenWritten(p) => {
-                write!(
-                    f,
-                    "{p} was read and then written by the task (both input and output)"
-                )
-            }
-            Uncacheable::WroteOutsideWorkspace(p) => {
-                write!(f, "it wrote {p}, outside the workspace")
-            }
-            Uncacheable::Gap(reason) => write!(f, "tracing gap: {reason}"),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::cache::archive;
 use crate::cache::entry::Output;
 use crate::cache::observe::{RunCheck, StatMemo, observe_run};
 use crate::cache::remote::mapping::digest;
-use crate::cache::store::{Batch, Store};
+use crate::cache::store::Store;
 use crate::reapi::bots::{BotSession, BotStatus, Lease, LeaseState, Property, Worker, pack};
 use crate::reapi::{Address, Client, Credentials, Deadlines, retrying};
 use crate::run::execute::execute;
@@ -456,7 +456,7 @@ fn run_action(
     let traced = path_set(&execution, &plan, exec_root, memo_store.path());
     let (traced, uncacheable) = match traced {
         Ok(traced) => (Some(traced), None),
-        Err(reason) => (None, Some(reason)),
+        Err(reason) => (None, Some(reason.to_string())),
     };
     let mut uncacheable = uncacheable.or_else(|| {
         (!execution.ipc.tracked_env.is_empty() || !execution.ipc.tracked_globs.is_empty()).then(
@@ -500,13 +500,8 @@ fn run_action(
             changed.insert(path);
         }
     }
-    let mut batch = Batch::default();
-    let outputs = archive::archive(exec_root, &changed, &mut batch, Some(&execution.window))
+    let (outputs, by_key) = archive::archive_blobs(exec_root, &changed, Some(&execution.window))
         .map_err(|e| format!("cannot read the outputs: {e}"))?;
-    let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for (key, bytes) in batch.blobs() {
-        by_key.insert(key.to_vec(), bytes.to_vec());
-    }
     let mut run_blobs = Vec::new();
     let mut output_files = Vec::new();
     for output in &outputs {

@@ -10,12 +10,11 @@ use super::offload::{Offload, Offloaded};
 use super::output::{Console, LogMode};
 use super::plan::{Plan, files_matching};
 use super::traced::path_set;
-use crate::cache::archive;
-use crate::cache::entry::{Entry, Stored};
+use crate::cache::entry::Stored;
 use crate::cache::key;
 use crate::cache::observe;
-use crate::cache::path_set::{Observation, is_noise};
-use crate::cache::store::{Batch, Family};
+use crate::cache::path_set::Observation;
+use crate::cache::record::{Finished, Uncacheable};
 use crate::cache::{Cache, Lookup};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -179,7 +178,9 @@ pub fn run_task(
             Ok(TaskResult {
                 task: plan.label.clone(),
                 key: nonce(),
-                outcome: Outcome::NotCached { reason },
+                outcome: Outcome::NotCached {
+                    reason: reason.to_string(),
+                },
                 duration_ms,
                 worker: None,
                 seen,
@@ -229,17 +230,18 @@ fn finish_remote(
             },
         )
     } else {
-        let stored = store_observed(
+        let stored = record(
             cache,
             plan,
-            Observed {
-                observations: done.observations,
-                values: done.values,
-                outputs: done.outputs,
-                output: &done.output,
-                duration: done.duration,
-                window: None,
-            },
+            finished(
+                plan,
+                done.observations,
+                done.values,
+                done.outputs,
+                &done.output,
+                done.duration,
+                None,
+            ),
         );
         match stored {
             Ok(key) => (
@@ -250,7 +252,12 @@ fn finish_remote(
             ),
             Err(reason) => {
                 status_line(&plan.label, &format!("not cached: {reason}"));
-                (nonce, Outcome::NotCached { reason })
+                (
+                    nonce,
+                    Outcome::NotCached {
+                        reason: reason.to_string(),
+                    },
+                )
             }
         }
     };
@@ -271,31 +278,16 @@ fn replay(
     remote: bool,
     console: &mut Console,
 ) -> Result<(), String> {
-    // The database only while reading: writing the files and the console takes longer.
-    let (log, blobs) = {
-        let store = cache.store().map_err(|e| e.to_string())?;
-        let log = store
-            .get(Family::Blobs, entry.log.0)
-            .map_err(|e| e.to_string())?
-            .ok_or("its log is missing")?;
-        let blobs = archive::fetch(&store, &entry.outputs).map_err(|e| e.to_string())?;
-        (log, blobs)
-    };
-    if archive::log_key(&log) != entry.log {
-        return Err("its log is corrupt".into());
-    }
-    status_line(
-        &entry.task,
-        if remote {
-            "cache hit (remote cache), replaying"
-        } else {
-            "cache hit, replaying"
-        },
-    );
-    let restored = archive::restore(cache.root(), &entry.outputs, blobs);
-    // The restored files are changes a task started from now on must find settled.
-    crate::cache::guard::settled();
-    restored.map_err(|e| e.to_string())?;
+    let log = cache.replay(entry, || {
+        status_line(
+            &entry.task,
+            if remote {
+                "cache hit (remote cache), replaying"
+            } else {
+                "cache hit, replaying"
+            },
+        )
+    })?;
     console.replay(&log);
     Ok(())
 }
@@ -303,7 +295,7 @@ fn replay(
 /// The declared input files as they are now must be the ones the key was made of, and
 /// none changed while the task ran: they were hashed before it started, so a change
 /// during the run would store its output under the old contents' key.
-fn check_declared(plan: &Plan, root: &std::path::Path, run: &Observed) -> Result<(), String> {
+fn check_declared(plan: &Plan, root: &std::path::Path, run: &Finished) -> Result<(), String> {
     let Some(declared) = &plan.declared else {
         return Ok(());
     };
@@ -342,49 +334,56 @@ fn store(
     cache: &Cache,
     plan: &Plan,
     execution: &super::execute::Execution,
-) -> Result<String, String> {
+) -> Result<String, Uncacheable> {
     let traced = path_set(execution, plan, cache.root(), cache.dir())?;
     let check = observe::RunCheck {
         window: &execution.window,
         own: &traced.own,
     };
-    let values = cache
-        .observe_run(&traced.observations, &crate::ipc::process_env(), &check)
-        .map_err(|moved| moved.to_string())?;
-    store_observed(
+    let values = cache.observe_run(&traced.observations, &crate::ipc::process_env(), &check)?;
+    record(
         cache,
         plan,
-        Observed {
-            observations: traced.observations,
+        finished(
+            plan,
+            traced.observations,
             values,
-            outputs: traced.outputs,
-            output: &execution.output,
-            duration: execution.duration,
-            window: Some(&execution.window),
-        },
+            traced.outputs,
+            &execution.output,
+            execution.duration,
+            Some(&execution.window),
+        ),
     )
 }
 
-/// A finished run as the cache keeps it: the path set with its values now, and the paths
-/// the task changed.
-pub struct Observed<'a> {
-    pub observations: Vec<Observation>,
-    pub values: Vec<String>,
-    /// Absolute paths inside the workspace.
-    pub outputs: BTreeSet<std::path::PathBuf>,
-    /// The captured stdout/stderr chunks.
-    pub output: &'a [u8],
-    pub duration: std::time::Duration,
-    /// When it ran here (`None`: on a worker, which checked its own run).
-    pub window: Option<&'a crate::cache::guard::Window>,
+/// A successful run of `plan`, as the cache records it.
+fn finished<'a>(
+    plan: &Plan,
+    observations: Vec<Observation>,
+    values: Vec<String>,
+    outputs: BTreeSet<std::path::PathBuf>,
+    output: &'a [u8],
+    duration: std::time::Duration,
+    window: Option<&'a crate::cache::guard::Window>,
+) -> Finished<'a> {
+    Finished {
+        task: plan.label.clone(),
+        pre_key: plan.pre.key(),
+        pre_parts: plan.pre.parts.clone(),
+        observations,
+        values,
+        outputs,
+        output,
+        duration,
+        window,
+    }
 }
 
-/// Archives the outputs (traced, plus the task's output globs) and stores the entry.
-pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<String, String> {
+/// Checks the declared inputs, adds the files of the task's output globs, and records the
+/// run: its result key.
+fn record(cache: &Cache, plan: &Plan, mut run: Finished) -> Result<String, Uncacheable> {
     let root = cache.root();
-    let cache_dir = cache.dir();
-    check_declared(plan, root, &run)?;
-    let mut outputs = run.outputs;
+    check_declared(plan, root, &run).map_err(Uncacheable::DeclaredInput)?;
     if !plan.output_include.is_empty() {
         let mut builder = globset::GlobSetBuilder::new();
         for pattern in &plan.output_include {
@@ -393,43 +392,8 @@ pub fn store_observed(cache: &Cache, plan: &Plan, run: Observed) -> Result<Strin
             }
         }
         if let Ok(set) = builder.build() {
-            outputs.extend(files_matching(root, root, &set));
+            run.outputs.extend(files_matching(root, root, &set));
         }
     }
-    outputs.retain(|p| !is_noise(p, cache_dir));
-    let mut batch = Batch::default();
-    let outputs =
-        archive::archive(root, &outputs, &mut batch, run.window).map_err(|e| e.to_string())?;
-    let log_key = archive::log_key(run.output);
-    batch.put(Family::Blobs, log_key.0.to_vec(), run.output.to_vec());
-    let entry = Entry {
-        task: plan.label.clone(),
-        pre_key: plan.pre.key(),
-        pre_parts: plan.pre.parts.clone(),
-        observations: run.observations,
-        values: run.values,
-        outputs,
-        log: log_key,
-        exit_code: 0,
-        duration_ms: run.duration.as_millis() as u64,
-    };
-    cache
-        .store_run(&entry, batch)
-        .map(|_| entry.result_key().hex())
-        .map_err(|e| {
-            if !e.is_disk_full() {
-                return format!("cannot write the cache: {e}");
-            }
-            // Once per vt: every other task that cannot be stored says so in a few words.
-            static WARNED: std::sync::atomic::AtomicBool =
-                std::sync::atomic::AtomicBool::new(false);
-            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                eprintln!(
-                    "vt: warning: the disk holding the cache at {} is full; tasks' results stand but are not stored ({})\n  hint: free space there, lower the cache's limit (VT_CACHE_MAX_SIZE, cacheMaxSize) or run `vt cache prune --max-size SIZE`",
-                    cache.dir().display(),
-                    e.detail().trim()
-                );
-            }
-            "the cache's disk is full".to_owned()
-        })
+    cache.record(run).map(|key| key.hex())
 }

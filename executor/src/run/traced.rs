@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use super::execute::Execution;
 use super::plan::Plan;
 use crate::cache::path_set::{self, Observation};
+use crate::cache::record::Uncacheable;
 
 /// What a run observed and changed, read from its log and its tools' IPC reports.
 pub struct Traced {
@@ -24,13 +25,13 @@ pub fn path_set(
     plan: &Plan,
     root: &std::path::Path,
     cache_dir: &std::path::Path,
-) -> Result<Traced, String> {
+) -> Result<Traced, Uncacheable> {
     let report = &execution.ipc;
     if let Some(who) = &report.disabled_by {
-        return Err(format!("disabled by {who}"));
+        return Err(Uncacheable::DisabledBy(who.clone()));
     }
     if let Some(error) = report.errors.first() {
-        return Err(format!("the task's IPC server could not serve it: {error}"));
+        return Err(Uncacheable::Ipc(error.to_string()));
     }
     let ignored = path_set::Ignored {
         inputs: report.ignored_inputs.clone(),
@@ -43,8 +44,7 @@ pub fn path_set(
         &plan.input_exclude,
         &plan.output_exclude,
         &ignored,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let mut inputs = digest.inputs;
     // Only what counts is keyed and guarded.
     inputs.retain(|o| plan.counts(o));
