@@ -11,13 +11,16 @@ use super::key::{Key, content};
 use super::path_set::CachePath;
 use super::store::{Batch, Family, Store};
 
+/// File contents by their blob key.
+pub type BlobsByKey = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Like [`archive`], with the blobs handed back by key instead of put in a batch: a worker
 /// uploads them rather than storing them.
 pub fn archive_blobs(
     root: &Path,
     outputs: &std::collections::BTreeSet<PathBuf>,
     run: Option<&Window>,
-) -> Result<(Vec<Output>, std::collections::BTreeMap<Vec<u8>, Vec<u8>>), ArchiveError> {
+) -> Result<(Vec<Output>, BlobsByKey), ArchiveError> {
     let mut batch = Batch::default();
     let described = archive(root, outputs, &mut batch, run)?;
     let blobs = batch

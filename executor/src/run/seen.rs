@@ -37,21 +37,10 @@ pub struct InputsSeen {
 /// costs a cache hit, one that misses an edit leaves a stale build.
 pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> InputsSeen {
     let root = &plan.root;
-    let ignored = path_set::Ignored {
-        inputs: execution.ipc.ignored_inputs.clone(),
-        outputs: execution.ipc.ignored_outputs.clone(),
-    };
     let wrote = written(&execution.log);
     let env = crate::ipc::process_env();
     let memo = StatMemo::maybe(None);
-    match path_set::digest(
-        &execution.log,
-        root,
-        cache_dir,
-        &plan.input_exclude,
-        &plan.output_exclude,
-        &ignored,
-    ) {
+    match super::traced::digest(execution, plan, root, cache_dir) {
         Ok(digest) => {
             let observations: Vec<Observation> = digest.inputs.into_iter().collect();
             let check = RunCheck {

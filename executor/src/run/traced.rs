@@ -33,18 +33,7 @@ pub fn path_set(
     if let Some(error) = report.errors.first() {
         return Err(Uncacheable::Ipc(error.to_string()));
     }
-    let ignored = path_set::Ignored {
-        inputs: report.ignored_inputs.clone(),
-        outputs: report.ignored_outputs.clone(),
-    };
-    let digest = path_set::digest(
-        &execution.log,
-        root,
-        cache_dir,
-        &plan.input_exclude,
-        &plan.output_exclude,
-        &ignored,
-    )?;
+    let digest = digest(execution, plan, root, cache_dir)?;
     let mut inputs = digest.inputs;
     // Only what counts is keyed and guarded.
     inputs.retain(|o| plan.counts(o));
@@ -68,4 +57,25 @@ pub fn path_set(
         outputs: digest.outputs,
         own: digest.own,
     })
+}
+
+/// The log read under the plan's exclusions and what the task's tools declared ignored.
+pub fn digest(
+    execution: &Execution,
+    plan: &Plan,
+    root: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<path_set::Digest, Uncacheable> {
+    let ignored = path_set::Ignored {
+        inputs: execution.ipc.ignored_inputs.clone(),
+        outputs: execution.ipc.ignored_outputs.clone(),
+    };
+    path_set::digest(
+        &execution.log,
+        root,
+        cache_dir,
+        &plan.input_exclude,
+        &plan.output_exclude,
+        &ignored,
+    )
 }
