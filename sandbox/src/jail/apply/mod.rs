@@ -32,6 +32,7 @@ mod lockdown;
 mod loopback;
 mod mounts;
 mod report;
+mod syscall;
 
 use init::{die_with_parent, init_until, relay_status};
 pub use report::{Step, read_report};
@@ -303,7 +304,7 @@ impl Prepared {
         unsafe {
             libc::close(status_pipe[0]);
             die_with_parent();
-            self.build_root()?;
+            self.build_root(&syscall::Linux)?;
             self.lock_down()?;
         }
         // SAFETY: fork in single-threaded B.

@@ -1,190 +1,122 @@
 //! The new root: every mount of the plan under the staging tmpfs, then `pivot_root` into it
 //! (B, in the new mount namespace).
 
-use std::ffi::CString;
+use std::ffi::CStr;
 
 use libc::{c_int, c_void};
 
-use super::loopback::loopback_up;
 use super::report::Step;
+use super::syscall::Syscall;
 use super::{Op, Prepared};
 
 impl Prepared {
-    /// B: mount everything under the staging tmpfs, then make it the root.
-    ///
-    /// # Safety
-    /// B only, after the namespaces exist: it mounts over the staging directory and pivots
-    /// into it.
-    pub(super) unsafe fn build_root(&mut self) -> std::io::Result<()> {
-        // SAFETY: mount-family syscalls with NUL-terminated strings owned by `self`.
-        unsafe {
-            self.check(
-                Step::MakePrivate,
-                libc::mount(
-                    std::ptr::null(),
-                    self.root.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ),
-            )?;
-            // Capture every bind source first: the staging tmpfs may cover some of them.
-            for i in 0..self.mounts.len() {
-                if let Op::Overlay { lower, upper, work } = &self.mounts[i].op {
-                    let fd = make_overlay(lower, upper, work);
-                    self.check(Step::Capture(i as u32), fd)?;
+    /// B, after the namespaces exist: every mount of the plan under the staging tmpfs, then
+    /// `pivot_root` into it, through `sys` (the real calls in the child, a recorder in the
+    /// tests below).
+    pub(super) fn build_root(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
+        self.check(
+            Step::MakePrivate,
+            sys.mount(
+                None,
+                &self.root,
+                None,
+                libc::MS_REC | libc::MS_PRIVATE,
+                None,
+            ),
+        )?;
+        // Capture every bind source first: the staging tmpfs may cover some of them.
+        for i in 0..self.mounts.len() {
+            let step = Step::Capture(i as u32);
+            match &self.mounts[i].op {
+                Op::Overlay { lower, upper, work } => {
+                    let fd = sys.make_overlay(lower, upper, work);
+                    self.check(step, fd)?;
                     self.captured[i] = fd;
+                }
+                Op::Bind { source, attr_set } => {
+                    let fd = sys.open_tree_clone(source);
+                    self.check(step, fd)?;
+                    self.captured[i] = fd;
+                    self.check(
+                        step,
+                        sys.mount_setattr(
+                            fd,
+                            &self.empty,
+                            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                            *attr_set,
+                        ),
+                    )?;
+                }
+                Op::Fs { .. } | Op::Symlink { .. } => {}
+            }
+        }
+        self.check(
+            Step::Staging,
+            sys.mount(
+                Some(c"tmpfs"),
+                &self.staging,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(c"mode=0755"),
+            ),
+        )?;
+        for i in 0..self.mounts.len() {
+            let step = i as u32;
+            let mount = &self.mounts[i];
+            for dir in &mount.dirs {
+                self.check_exists(Step::Mountpoint(step), sys.mkdir(dir))?;
+            }
+            match &mount.op {
+                Op::Symlink { target } => {
+                    self.check_exists(Step::Attach(step), sys.symlink(target, &mount.target))?;
                     continue;
                 }
-                let Op::Bind { source, attr_set } = &self.mounts[i].op else {
-                    continue;
-                };
-                let fd = libc::syscall(
-                    libc::SYS_open_tree,
-                    libc::AT_FDCWD,
-                    source.as_ptr(),
-                    libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
-                ) as c_int;
-                self.check(Step::Capture(i as u32), fd)?;
-                self.captured[i] = fd;
-                let attr = libc::mount_attr {
-                    attr_set: *attr_set,
-                    attr_clr: 0,
-                    propagation: 0,
-                    userns_fd: 0,
-                };
-                self.check(
-                    Step::Capture(i as u32),
-                    libc::syscall(
-                        libc::SYS_mount_setattr,
-                        fd,
-                        self.empty.as_ptr(),
-                        libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                        &attr as *const libc::mount_attr,
-                        std::mem::size_of::<libc::mount_attr>(),
-                    ) as c_int,
-                )?;
-            }
-            self.check(
-                Step::Staging,
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    self.staging.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c"mode=0755".as_ptr().cast::<c_void>(),
-                ),
-            )?;
-            for i in 0..self.mounts.len() {
-                let step = i as u32;
-                let mount = &self.mounts[i];
-                for dir in &mount.dirs {
-                    self.check_exists(Step::Mountpoint(step), libc::mkdir(dir.as_ptr(), 0o755))?;
+                _ if mount.is_file => {
+                    self.check(Step::Mountpoint(step), sys.touch(&mount.target))?
                 }
-                match &mount.op {
-                    Op::Symlink { target } => {
-                        self.check_exists(
-                            Step::Attach(step),
-                            libc::symlink(target.as_ptr(), mount.target.as_ptr()),
-                        )?;
-                        continue;
-                    }
-                    _ if mount.is_file => {
-                        let fd = libc::open(
-                            mount.target.as_ptr(),
-                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                            0o644,
-                        );
-                        // An existing file (inside a read-only bind) is a fine mount point.
-                        if fd >= 0 {
-                            libc::close(fd);
-                        } else if *libc::__errno_location() != libc::EEXIST
-                            && *libc::__errno_location() != libc::EROFS
-                        {
-                            self.check(Step::Mountpoint(step), fd)?;
-                        }
-                    }
-                    _ => {
-                        self.check_exists(
-                            Step::Mountpoint(step),
-                            libc::mkdir(mount.target.as_ptr(), 0o755),
-                        )?;
-                    }
-                }
-                match &mount.op {
-                    Op::Bind { .. } | Op::Overlay { .. } => {
-                        let fd = self.captured[i];
-                        self.check(
-                            Step::Attach(step),
-                            libc::syscall(
-                                libc::SYS_move_mount,
-                                fd,
-                                self.empty.as_ptr(),
-                                libc::AT_FDCWD,
-                                mount.target.as_ptr(),
-                                libc::MOVE_MOUNT_F_EMPTY_PATH,
-                            ) as c_int,
-                        )?;
-                        libc::close(fd);
-                        self.captured[i] = -1;
-                    }
-                    Op::Fs {
-                        fstype,
-                        flags,
-                        data,
-                    } => {
-                        self.check(
-                            Step::Attach(step),
-                            libc::mount(
-                                fstype.as_ptr().cast(),
-                                mount.target.as_ptr(),
-                                fstype.as_ptr().cast(),
-                                *flags,
-                                data.as_ref()
-                                    .map_or(std::ptr::null(), |d| d.as_ptr().cast::<c_void>()),
-                            ),
-                        )?;
-                    }
-                    Op::Symlink { .. } => {}
-                }
+                _ => self.check_exists(Step::Mountpoint(step), sys.mkdir(&mount.target))?,
             }
-            // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
-            // leaves the new root alone, with nothing of the host reachable above it.
-            self.check(Step::Pivot, libc::chdir(self.staging.as_ptr()))?;
-            self.check(
-                Step::Pivot,
-                libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) as c_int,
-            )?;
-            self.check(
-                Step::Pivot,
-                libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH),
-            )?;
-            self.check(Step::Pivot, libc::chdir(self.root.as_ptr()))?;
-            let read_only = libc::mount_attr {
-                attr_set: libc::MOUNT_ATTR_RDONLY,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            self.check(
-                Step::RootReadOnly,
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    libc::AT_FDCWD,
-                    self.root.as_ptr(),
-                    0,
-                    &read_only as *const libc::mount_attr,
-                    std::mem::size_of::<libc::mount_attr>(),
-                ) as c_int,
-            )?;
-            self.check(Step::Cwd, libc::chdir(self.cwd.as_ptr()))?;
-            self.check(
-                Step::Hostname,
-                libc::sethostname(self.hostname.as_ptr(), self.hostname.as_bytes().len()),
-            )?;
-            if self.loopback {
-                self.check(Step::Loopback, loopback_up())?;
+            match &mount.op {
+                Op::Bind { .. } | Op::Overlay { .. } => {
+                    let fd = self.captured[i];
+                    self.check(Step::Attach(step), sys.move_mount(fd, &mount.target))?;
+                    sys.close(fd);
+                    self.captured[i] = -1;
+                }
+                Op::Fs {
+                    fstype,
+                    flags,
+                    data,
+                } => {
+                    let fstype = CStr::from_bytes_with_nul(fstype).unwrap_or(c"none");
+                    self.check(
+                        Step::Attach(step),
+                        sys.mount(
+                            Some(fstype),
+                            &mount.target,
+                            Some(fstype),
+                            *flags,
+                            data.as_deref(),
+                        ),
+                    )?;
+                }
+                Op::Symlink { .. } => {}
             }
+        }
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+        // leaves the new root alone, with nothing of the host reachable above it.
+        self.check(Step::Pivot, sys.chdir(&self.staging))?;
+        self.check(Step::Pivot, sys.pivot_root_here())?;
+        self.check(Step::Pivot, sys.umount_detach(&self.dot))?;
+        self.check(Step::Pivot, sys.chdir(&self.root))?;
+        self.check(
+            Step::RootReadOnly,
+            sys.mount_setattr(libc::AT_FDCWD, &self.root, 0, libc::MOUNT_ATTR_RDONLY),
+        )?;
+        self.check(Step::Cwd, sys.chdir(&self.cwd))?;
+        self.check(Step::Hostname, sys.sethostname(&self.hostname))?;
+        if self.loopback {
+            self.check(Step::Loopback, sys.loopback_up())?;
         }
         Ok(())
     }
@@ -196,7 +128,7 @@ impl Prepared {
 ///
 /// # Safety
 /// Makes only syscalls on NUL-terminated strings the caller owns (async-signal-safe).
-unsafe fn make_overlay(lower: &CString, upper: &CString, work: &CString) -> c_int {
+pub(super) unsafe fn make_overlay(lower: &CStr, upper: &CStr, work: &CStr) -> c_int {
     // SAFETY: fsopen/fsconfig/fsmount with valid C strings and the fds they return.
     unsafe {
         let fs =
@@ -204,7 +136,7 @@ unsafe fn make_overlay(lower: &CString, upper: &CString, work: &CString) -> c_in
         if fs < 0 {
             return -1;
         }
-        let set = |key: &std::ffi::CStr, value: Option<&CString>| {
+        let set = |key: &CStr, value: Option<&CStr>| {
             libc::syscall(
                 libc::SYS_fsconfig,
                 fs,
@@ -245,5 +177,215 @@ unsafe fn make_overlay(lower: &CString, upper: &CString, work: &CString) -> c_in
         libc::close(fs);
         *libc::__errno_location() = errno;
         mount
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use libc::c_uint;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::jail::apply::read_report;
+    use crate::jail::landlock::Rights;
+    use crate::jail::plan::{Mount, Plan};
+
+    /// Records every call as a line; fails the `fail_at`-th call (1-based) with EPERM.
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+        fail_at: Option<usize>,
+    }
+
+    impl Recorder {
+        fn new(fail_at: Option<usize>) -> Recorder {
+            Recorder {
+                calls: RefCell::new(Vec::new()),
+                fail_at,
+            }
+        }
+
+        /// Records `call`; its result: `ok`, or -1 with errno EPERM at the chosen call.
+        fn record(&self, call: String, ok: c_int) -> c_int {
+            let mut calls = self.calls.borrow_mut();
+            calls.push(call);
+            if self.fail_at == Some(calls.len()) {
+                // SAFETY: writing this thread's errno, as a failing syscall would.
+                unsafe { *libc::__errno_location() = libc::EPERM };
+                return -1;
+            }
+            ok
+        }
+    }
+
+    fn s(c: &CStr) -> String {
+        c.to_string_lossy().into_owned()
+    }
+
+    impl Syscall for Recorder {
+        fn mount(
+            &self,
+            source: Option<&CStr>,
+            target: &CStr,
+            fstype: Option<&CStr>,
+            _flags: libc::c_ulong,
+            data: Option<&CStr>,
+        ) -> c_int {
+            let o = |c: Option<&CStr>| c.map_or("-".to_owned(), s);
+            let call = format!(
+                "mount {} {} {} {}",
+                o(source),
+                s(target),
+                o(fstype),
+                o(data)
+            );
+            self.record(call, 0)
+        }
+        fn open_tree_clone(&self, path: &CStr) -> c_int {
+            let fd = 100 + self.calls.borrow().len() as c_int;
+            self.record(format!("open_tree {} = {fd}", s(path)), fd)
+        }
+        fn mount_setattr(&self, dirfd: c_int, path: &CStr, _flags: c_uint, attr: u64) -> c_int {
+            let ro = attr & libc::MOUNT_ATTR_RDONLY != 0;
+            let call = format!("setattr {dirfd}{} ro={ro}", s(path));
+            self.record(call, 0)
+        }
+        fn make_overlay(&self, lower: &CStr, upper: &CStr, _work: &CStr) -> c_int {
+            let fd = 100 + self.calls.borrow().len() as c_int;
+            self.record(format!("overlay {} over {} = {fd}", s(upper), s(lower)), fd)
+        }
+        fn mkdir(&self, path: &CStr) -> c_int {
+            self.record(format!("mkdir {}", s(path)), 0)
+        }
+        fn symlink(&self, target: &CStr, link: &CStr) -> c_int {
+            self.record(format!("symlink {} -> {}", s(link), s(target)), 0)
+        }
+        fn touch(&self, path: &CStr) -> c_int {
+            self.record(format!("touch {}", s(path)), 0)
+        }
+        fn move_mount(&self, fd: c_int, target: &CStr) -> c_int {
+            self.record(format!("move_mount {fd} {}", s(target)), 0)
+        }
+        fn close(&self, fd: c_int) {
+            self.record(format!("close {fd}"), 0);
+        }
+        fn chdir(&self, path: &CStr) -> c_int {
+            self.record(format!("chdir {}", s(path)), 0)
+        }
+        fn pivot_root_here(&self) -> c_int {
+            self.record("pivot_root . .".to_owned(), 0)
+        }
+        fn umount_detach(&self, path: &CStr) -> c_int {
+            self.record(format!("umount_detach {}", s(path)), 0)
+        }
+        fn sethostname(&self, name: &CStr) -> c_int {
+            self.record(format!("sethostname {}", s(name)), 0)
+        }
+        fn loopback_up(&self) -> c_int {
+            self.record("loopback up".to_owned(), 0)
+        }
+    }
+
+    /// A plan of each kind of mount: a read-only directory, a writable one, a device file,
+    /// a tmpfs, /proc and a symlink.
+    fn prepared(workspace: &std::path::Path) -> (Prepared, std::os::fd::OwnedFd) {
+        let plan = Plan {
+            mounts: vec![
+                Mount::Bind {
+                    path: PathBuf::from("/usr"),
+                    writable: false,
+                },
+                Mount::Bind {
+                    path: workspace.to_path_buf(),
+                    writable: true,
+                },
+                Mount::Device {
+                    path: PathBuf::from("/dev/null"),
+                },
+                Mount::Tmpfs {
+                    path: PathBuf::from("/tmp"),
+                },
+                Mount::Proc {
+                    path: PathBuf::from("/proc"),
+                },
+                Mount::Symlink {
+                    path: PathBuf::from("/lib64"),
+                    target: PathBuf::from("usr/lib64"),
+                },
+            ],
+            cwd: workspace.to_path_buf(),
+            network: false,
+            hostname: "vt-sandbox",
+        };
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
+        let prepared = Prepared::new(&plan, &Rights::for_abi(0), None, vec![], vec![], write);
+        (prepared, read)
+    }
+
+    #[test]
+    fn a_plan_builds_its_root_in_this_order() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let ws = workspace.path().display().to_string();
+        let (mut prepared, _report) = prepared(workspace.path());
+        let sys = Recorder::new(None);
+        prepared.build_root(&sys).expect("every call succeeds");
+        let calls = sys.calls.into_inner();
+        let mut expected = vec![
+            // The host's tree private, then every bind source captured before the staging
+            // tmpfs covers /tmp (where the workspace may live).
+            "mount - / - -".to_owned(),
+            "open_tree /usr = 101".to_owned(),
+            "setattr 101 ro=true".to_owned(),
+            format!("open_tree {ws} = 103"),
+            "setattr 103 ro=false".to_owned(),
+            "open_tree /dev/null = 105".to_owned(),
+            "setattr 105 ro=false".to_owned(),
+            "mount tmpfs /tmp tmpfs mode=0755".to_owned(),
+            "mkdir /tmp/usr".to_owned(),
+            "move_mount 101 /tmp/usr".to_owned(),
+            "close 101".to_owned(),
+        ];
+        // The workspace's ancestors, parents first, then its mount.
+        let mut dir = String::from("/tmp");
+        for part in workspace.path().iter().skip(1) {
+            dir = format!("{dir}/{}", part.to_string_lossy());
+            expected.push(format!("mkdir {dir}"));
+        }
+        expected.extend([
+            "move_mount 103 /tmp".to_owned() + &ws,
+            "close 103".to_owned(),
+            "mkdir /tmp/dev".to_owned(),
+            "touch /tmp/dev/null".to_owned(),
+            "move_mount 105 /tmp/dev/null".to_owned(),
+            "close 105".to_owned(),
+            "mkdir /tmp/tmp".to_owned(),
+            "mount tmpfs /tmp/tmp tmpfs mode=1777".to_owned(),
+            "mkdir /tmp/proc".to_owned(),
+            "mount proc /tmp/proc proc -".to_owned(),
+            "symlink /tmp/lib64 -> usr/lib64".to_owned(),
+            // Into the new root, the old one detached, the root read-only.
+            "chdir /tmp".to_owned(),
+            "pivot_root . .".to_owned(),
+            "umount_detach .".to_owned(),
+            "chdir /".to_owned(),
+            "setattr -100/ ro=true".to_owned(),
+            format!("chdir {ws}"),
+            "sethostname vt-sandbox".to_owned(),
+            "loopback up".to_owned(),
+        ]);
+        assert_eq!(calls, expected);
+    }
+
+    #[test]
+    fn a_failing_call_stops_the_build_and_names_its_step() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let (mut prepared, report) = prepared(workspace.path());
+        // The 10th call: attaching the first mount (/usr).
+        let sys = Recorder::new(Some(10));
+        let error = prepared.build_root(&sys).expect_err("the move_mount fails");
+        assert_eq!(error.raw_os_error(), Some(libc::EPERM));
+        assert_eq!(sys.calls.borrow().len(), 10, "nothing after the failure");
+        assert_eq!(read_report(&report), Some((Step::Attach(0), libc::EPERM)));
     }
 }
