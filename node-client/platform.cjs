@@ -44,7 +44,10 @@ const FROM_SOURCE = "build vt from source instead: `cargo install --locked --pat
  * saying what is missing and what to do. `from` is where resolution starts (the requiring
  * package's directory, so pnpm's isolated layout finds its sibling).
  */
-function findPlatformPackage(from, key = platformKey()) {
+function findPlatformPackage(from, key) {
+  // Node's report is slow to make (milliseconds): read the C library from it once.
+  const running = glibcVersion();
+  key ??= platformKey({ glibc: running });
   const name = `${SCOPE}/${key}`;
   let manifestPath;
   try {
@@ -59,7 +62,6 @@ function findPlatformPackage(from, key = platformKey()) {
   }
   const manifest = require(manifestPath);
   const needed = manifest.vt?.glibc;
-  const running = glibcVersion();
   if (needed && running && compareVersions(running, needed) < 0) {
     return new Error(
       `this machine's glibc is ${running}; ${name} needs glibc ${needed} or later.\n  hint: ${FROM_SOURCE}`,

@@ -35,9 +35,6 @@ pub enum Uncacheable {
     /// A declared input was written, changed, appeared or vanished while the task ran.
     #[error("{0}")]
     DeclaredInput(String),
-    /// Something only a worker can say (what it cannot answer, what failed there).
-    #[error("{0}")]
-    OnWorker(String),
     /// Archiving the outputs failed (a file vanished or could not be read).
     #[error("{0}")]
     Archive(String),

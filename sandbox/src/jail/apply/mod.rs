@@ -20,7 +20,7 @@
 //! [`lockdown`] (no_new_privs, landlock, capabilities), [`init`] (the pid-1 init and the
 //! status relay), [`loopback`].
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -80,7 +80,7 @@ enum Op {
         work: CString,
     },
     Fs {
-        fstype: &'static [u8],
+        fstype: &'static CStr,
         flags: libc::c_ulong,
         data: Option<CString>,
     },
@@ -99,9 +99,6 @@ pub struct Prepared {
     /// One slot per mount for the captured bind trees.
     captured: Vec<RawFd>,
     staging: CString,
-    empty: CString,
-    root: CString,
-    dot: CString,
     cwd: CString,
     hostname: CString,
     loopback: bool,
@@ -181,7 +178,7 @@ impl Prepared {
                 ),
                 Mount::Tmpfs { path } => (
                     Op::Fs {
-                        fstype: b"tmpfs\0",
+                        fstype: c"tmpfs",
                         flags: libc::MS_NOSUID
                             | libc::MS_NODEV
                             | if path == Path::new("/dev") {
@@ -199,7 +196,7 @@ impl Prepared {
                 ),
                 Mount::Proc { .. } => (
                     Op::Fs {
-                        fstype: b"proc\0",
+                        fstype: c"proc",
                         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         data: None,
                     },
@@ -250,9 +247,6 @@ impl Prepared {
             captured: vec![-1; mounts.len()],
             mounts,
             staging: c_path(Path::new(STAGING)),
-            empty: c"".into(),
-            root: c"/".into(),
-            dot: c".".into(),
             cwd: c_path(&plan.cwd),
             hostname: CString::new(plan.hostname).unwrap_or_default(),
             loopback: !plan.network,

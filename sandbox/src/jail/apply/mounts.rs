@@ -16,13 +16,7 @@ impl Prepared {
     pub(super) fn build_root(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
         self.check(
             Step::MakePrivate,
-            sys.mount(
-                None,
-                &self.root,
-                None,
-                libc::MS_REC | libc::MS_PRIVATE,
-                None,
-            ),
+            sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
         )?;
         // Capture every bind source first: the staging tmpfs may cover some of them.
         for i in 0..self.mounts.len() {
@@ -41,7 +35,7 @@ impl Prepared {
                         step,
                         sys.mount_setattr(
                             fd,
-                            &self.empty,
+                            c"",
                             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
                             *attr_set,
                         ),
@@ -88,7 +82,6 @@ impl Prepared {
                     flags,
                     data,
                 } => {
-                    let fstype = CStr::from_bytes_with_nul(fstype).unwrap_or(c"none");
                     self.check(
                         Step::Attach(step),
                         sys.mount(
@@ -107,11 +100,11 @@ impl Prepared {
         // leaves the new root alone, with nothing of the host reachable above it.
         self.check(Step::Pivot, sys.chdir(&self.staging))?;
         self.check(Step::Pivot, sys.pivot_root_here())?;
-        self.check(Step::Pivot, sys.umount_detach(&self.dot))?;
-        self.check(Step::Pivot, sys.chdir(&self.root))?;
+        self.check(Step::Pivot, sys.umount_detach(c"."))?;
+        self.check(Step::Pivot, sys.chdir(c"/"))?;
         self.check(
             Step::RootReadOnly,
-            sys.mount_setattr(libc::AT_FDCWD, &self.root, 0, libc::MOUNT_ATTR_RDONLY),
+            sys.mount_setattr(libc::AT_FDCWD, c"/", 0, libc::MOUNT_ATTR_RDONLY),
         )?;
         self.check(Step::Cwd, sys.chdir(&self.cwd))?;
         self.check(Step::Hostname, sys.sethostname(&self.hostname))?;
