@@ -5,12 +5,32 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Files changed before vt started were changed before any task it starts.
     executor::cache::guard::settled();
+    let main = sandbox::timings::phase("main");
     let cli = executor::cli::Cli::parse();
-    match executor::commands::dispatch(cli) {
+    let code = match executor::commands::dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("vt: error: {error:#}");
             ExitCode::from(2)
         }
+    };
+    main.end();
+    sandbox::timings::report();
+    exit_now(code)
+}
+
+/// Exits without running the C++ static destructors RocksDB registered (its option tables:
+/// ~0.3 ms at every exit, a tenth of vt's start-up cost). Everything vt writes is written by
+/// now: every database is closed, every file closed; only stdout's buffer is left to flush.
+fn exit_now(code: ExitCode) -> ExitCode {
+    use std::io::Write;
+    let Some(raw) = (0..=u8::MAX).find(|n| ExitCode::from(*n) == code) else {
+        return code;
+    };
+    if std::io::stdout().flush().is_err() {
+        // Let std report it as it would.
+        return code;
     }
+    // SAFETY: _exit ends the process; no Rust state is used after it.
+    unsafe { libc::_exit(i32::from(raw)) }
 }

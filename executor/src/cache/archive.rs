@@ -130,9 +130,7 @@ pub enum RestoreError {
 /// Runs `f` over `items` on a few threads, keeping the order of the results: restoring
 /// thousands of files is many small, independent reads, hashes and writes.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
+    let threads = sandbox::cpus().clamp(1, 8);
     if items.len() < 64 || threads == 1 {
         return items.iter().map(f).collect();
     }

@@ -16,10 +16,16 @@
 //!   the boundary. So the boundary is a reading of the coarse clock.
 //! - A change made *in the same tick before* the boundary would carry the same stamp and look
 //!   like a change during the run: a dependency's outputs written 1 ms before the dependent
-//!   starts, a file saved just before `vt` was launched. So [`Window::open`] waits, when it
-//!   must, until the coarse clock has passed the last moment vt knows changes were made
-//!   ([`settled`]: vt's own start, the end of every task it ran or replayed). That wait is at
-//!   most one tick and is only paid by a task started within one tick of such a moment.
+//!   starts, a file saved just before `vt` was launched. Such a run is not stored (a
+//!   needless miss next time, never a wrong hit: the check errs on the side of "changed").
+//!   So [`Window::open`] waits, when it must, until the coarse clock has passed the last
+//!   moment vt knows changes the task may read were made: vt-wide ones ([`settled`]: vt's
+//!   own start, the cache directory's creation, a worker's input root) and the ends of the
+//!   task's own dependencies (passed in: they ran or were replayed just before). That wait
+//!   is at most one tick and is only paid by a task started within one tick of such a
+//!   moment. A task does not wait for unrelated tasks that just ended: reading their files
+//!   would be an undeclared dependency on a sibling that may or may not have run yet, and
+//!   the worst that waiting less can do is the needless miss above.
 //!
 //! Git's racy-clean rule is the same idea for its index; Bazel's
 //! `--experimental_guard_against_concurrent_changes` compares an input's ctime before and
@@ -53,14 +59,19 @@ fn tick() -> Duration {
     Duration::from_nanos(ns.clamp(1, 1_000_000_000) as u64)
 }
 
-/// The latest moment (fine clock, ns) at which vt knows files were changed before the next
-/// task starts: its own start, or the end of a task it ran or replayed. 0: not yet known.
+/// The latest moment (fine clock, ns) at which vt knows files every task may read were
+/// changed: its own start, the cache directory's creation. 0: not yet known.
 static SETTLED: AtomicI64 = AtomicI64::new(0);
 
-/// Records that changes vt knows of (a task's writes, restored outputs, files edited before
-/// vt was started) were all made by now.
+/// Records that changes any task started from now on may read (files edited before vt was
+/// started, directories vt created for everyone) were all made by now.
 pub fn settled() {
-    SETTLED.fetch_max(clock_ns(libc::CLOCK_REALTIME), Ordering::SeqCst);
+    SETTLED.fetch_max(now_ns(), Ordering::SeqCst);
+}
+
+/// The fine clock now, as [`Window::open`] compares it: for "a task's dependency ended now".
+pub fn now_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// The time span of one task run, as the guard needs it.
@@ -77,9 +88,16 @@ pub struct Window {
 }
 
 impl Window {
-    /// Opens the window just before a task starts (see the module doc for the wait).
+    /// Opens the window just before a task starts, once the coarse clock has passed the
+    /// vt-wide [`settled`] moment (see the module doc for the wait).
     pub fn open() -> Window {
-        let settled = match SETTLED.load(Ordering::SeqCst) {
+        Window::open_after(0)
+    }
+
+    /// [`Window::open`], also past `changed_at` (fine clock, ns): when the changes the task
+    /// is likely to read (its dependencies' outputs) were made.
+    pub fn open_after(changed_at: i64) -> Window {
+        let settled = match SETTLED.load(Ordering::SeqCst).max(changed_at) {
             0 => clock_ns(libc::CLOCK_REALTIME),
             at => at,
         };
@@ -174,6 +192,36 @@ mod tests {
             let window = Window::open();
             let meta = std::fs::metadata(&path).expect("stat");
             assert!(!window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
+            std::fs::write(&path, "v2").expect("write");
+            let meta = std::fs::metadata(&path).expect("stat");
+            assert!(window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
+        }
+    }
+
+    #[test]
+    fn a_dependency_output_written_just_before_is_not_changed_during_the_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dep-output");
+        for _ in 0..50 {
+            std::fs::write(&path, "v1").expect("write");
+            let window = Window::open_after(now_ns());
+            let meta = std::fs::metadata(&path).expect("stat");
+            assert!(!window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
+            std::fs::write(&path, "v2").expect("write");
+            let meta = std::fs::metadata(&path).expect("stat");
+            assert!(window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
+        }
+    }
+
+    #[test]
+    fn a_window_that_does_not_wait_still_sees_every_later_change() {
+        // The control for the rule above: not waiting for an unrelated write can only make
+        // a file look changed (a needless miss); a change after the start is always seen.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("unrelated");
+        for _ in 0..50 {
+            std::fs::write(&path, "v1").expect("write");
+            let window = Window::open_after(0);
             std::fs::write(&path, "v2").expect("write");
             let meta = std::fs::metadata(&path).expect("stat");
             assert!(window.changed_since_start(meta.ctime(), meta.ctime_nsec()));

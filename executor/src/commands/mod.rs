@@ -15,7 +15,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Every command but `cache` traces tasks; refuse a kernel vt cannot trace on before it
     // runs anything (`cache` only reads and writes the store).
     if !matches!(cli.command, Command::Cache(_)) {
-        sandbox::kernel::check()?;
+        sandbox::timings::time("kernel check", sandbox::kernel::check)?;
     }
     match cli.command {
         Command::Trace(args) => trace::run(args),

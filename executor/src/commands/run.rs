@@ -188,6 +188,7 @@ fn print_plan(graph: &Graph, common: &crate::cli::CommonRunArgs) -> anyhow::Resu
 }
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let config = sandbox::timings::phase("workspace and graph");
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::find(&cwd)?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
@@ -239,6 +240,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         None => anyhow::bail!("give a task name, or an ad-hoc command after `--`"),
     };
     apply_flags(&mut graph, &common);
+    config.end();
     execute_graph(&workspace, &graph, &common)
 }
 
@@ -296,12 +298,12 @@ fn execute_graph(
         }
         eprintln!("vt: sandbox: {}", sandbox::jail::describe_host());
     }
-    signals::install()?;
+    sandbox::timings::time("signal thread", signals::install)?;
     let dir = Cache::default_dir(&workspace.root);
     let cache = if common.no_cache {
         None
     } else {
-        match Cache::open(&dir, &workspace.root) {
+        match sandbox::timings::time("cache open", || Cache::open(&dir, &workspace.root)) {
             Ok(cache) => Some(cache),
             Err(e) => {
                 // The cache is an optimisation: a build it cannot serve still runs.
@@ -331,9 +333,7 @@ fn execute_graph(
         }
     };
     let options = Options {
-        jobs: common
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: common.jobs.unwrap_or_else(sandbox::cpus),
         log: common.log,
         args: common.args.clone(),
         keep_going: common.keep_going,
@@ -386,17 +386,22 @@ fn execute_graph(
         return Err(restart().context("--watch cannot reload the task graph"));
     }
     let started = std::time::Instant::now();
-    let ran = run::run(workspace, graph, cache.as_ref(), &options)?;
+    let ran = sandbox::timings::time("run", || {
+        run::run(workspace, graph, cache.as_ref(), &options)
+    })?;
     let results = ran.results;
+    let after = sandbox::timings::phase("summary and details");
     summarize(&results, started.elapsed(), common.json)?;
     let details = details::Details::of(graph, &results);
     if common.verbose {
         eprint!("{}", details.render());
     }
     details.save(&dir);
+    after.end();
     if let Some(cache) = &cache {
-        keep_within_limit(workspace, cache);
+        sandbox::timings::time("size limit", || keep_within_limit(workspace, cache));
     }
+    sandbox::timings::time("cache close", || drop(cache));
     Ok(match ran.first_failure {
         Some((_, code)) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
         None => ExitCode::SUCCESS,

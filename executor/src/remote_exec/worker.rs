@@ -420,6 +420,7 @@ fn run_action(
         stdin: false,
         root: exec_root.to_path_buf(),
         watched: false,
+        inputs_changed_at: 0,
         sandbox: options.sandbox.then(|| SandboxPlan {
             workspace: exec_root.to_path_buf(),
             linked: Vec::new(),

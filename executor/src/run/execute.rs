@@ -49,7 +49,29 @@ pub fn execute(
     let started = Instant::now();
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    let mut command = Command::new("sh");
+    // The shell is looked up here, not by the traced child (one notified `execve` per
+    // `PATH` directory); the lookups are given to the log as the task's. In a sandbox the
+    // task's view of the file system is not vt's: the child looks there.
+    let shell = plan
+        .sandbox
+        .is_none()
+        .then(|| {
+            let found = sandbox::trace::program::find(
+                std::ffi::OsStr::new("sh"),
+                plan.env.get("PATH").map(std::ffi::OsStr::new),
+            );
+            found.map(|found| (found, sandbox::access::monotonic_ns()))
+        })
+        .flatten();
+    let mut command = match &shell {
+        Some((found, _)) => {
+            let mut command = Command::new(&found.path);
+            // `$0` stays `sh`, as with the search in the child.
+            std::os::unix::process::CommandExt::arg0(&mut command, "sh");
+            command
+        }
+        None => Command::new("sh"),
+    };
     command
         .arg("-c")
         .arg(&plan.command)
@@ -70,7 +92,7 @@ pub fn execute(
         command.env("HOME", "/tmp").env("TMPDIR", "/tmp");
     }
     signals::unblock_in_child(&mut command);
-    let mut ipc = crate::ipc::TaskIpc::start()
+    let mut ipc = sandbox::timings::time("spawn: IPC server", crate::ipc::TaskIpc::start)
         .with_context(|| format!("{}: cannot start the task's IPC server", plan.label))?;
     ipc.attach(&mut command);
     // `spawn` consumes the command: our copies of the write ends close with it, so the
@@ -79,23 +101,33 @@ pub fn execute(
         .sandbox
         .as_ref()
         .and_then(|s| s.layered.as_deref())
-        .map(|dir| layer_for(plan, dir, cache_dir))
+        .map(|dir| sandbox::timings::time("sandbox: layer", || layer_for(plan, dir, cache_dir)))
         .transpose()?
         .flatten();
     let jail = plan
         .sandbox
         .as_ref()
-        .map(|s| jail_for(plan, s, layer.as_ref().map(|(dirs, _)| dirs)))
+        .map(|s| {
+            sandbox::timings::time("sandbox: jail spec", || {
+                jail_for(plan, s, layer.as_ref().map(|(dirs, _)| dirs))
+            })
+        })
         .transpose()?;
     // Just before the task starts: whatever changes from here on may be newer than what
     // the task saw.
     let mut window = if stored {
-        crate::cache::guard::Window::open()
+        sandbox::timings::time("guard window", || {
+            crate::cache::guard::Window::open_after(plan.inputs_changed_at)
+        })
     } else {
         crate::cache::guard::Window::unchecked()
     };
+    let spawning = sandbox::timings::phase("spawn");
     let mut child = sandbox::trace::spawn_jailed(command, jail.as_ref())
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
+    if let Some((found, at_ns)) = shell {
+        child.looked_up(found.missing, at_ns);
+    }
     if let Some(dir) = cache_dir {
         child.not_the_tasks(dir);
     }
@@ -104,6 +136,7 @@ pub fn execute(
         child.not_the_tasks(base);
     }
     ipc.spawned();
+    spawning.end();
     let pid = child.id();
     signals::register_tree(pid);
     let foreground = plan
@@ -111,20 +144,24 @@ pub fn execute(
         .then(|| super::terminal::Foreground::give(pid))
         .flatten();
     let watchdog = plan.timeout.map(|limit| watchdog(pid, limit));
-    let output = capture(out_read, err_read, console);
-    let waited = child.wait();
+    let output = sandbox::timings::time("task output until EOF", || {
+        capture(out_read, err_read, console)
+    });
+    let waited = sandbox::timings::time("wait", || child.wait());
     drop(foreground);
     // The tree (and with it the overlay) is gone: a task that succeeded gets its changes
     // applied, before the window ends, as if it had written them itself; a failed one
     // leaves the package as it was.
     let succeeded = waited.as_ref().is_ok_and(|(status, _)| status.success());
     let applied = match layer {
-        Some((dirs, _)) if succeeded => apply_layer(plan, dirs),
+        Some((dirs, _)) if succeeded => {
+            sandbox::timings::time("sandbox: apply the layer", || apply_layer(plan, dirs))
+        }
         _ => Ok(()),
     };
-    // Everything the task wrote was written by now.
+    // Everything the task wrote was written by now (its dependents' windows open after the
+    // moment the run loop notes this task's end).
     window.end();
-    crate::cache::guard::settled();
     signals::unregister_tree(pid);
     let timed_out = watchdog.is_some_and(|(done, thread)| {
         drop(done);
@@ -135,7 +172,7 @@ pub fn execute(
     }
     applied?;
     let (status, log) = waited.with_context(|| format!("{}: tracing failed", plan.label))?;
-    let ipc = ipc.finish();
+    let ipc = sandbox::timings::time("end: IPC server", || ipc.finish());
     Ok(Execution {
         ipc,
         status,

@@ -86,7 +86,9 @@ pub fn rerun(
             started[index] = true;
         }
     }
-    let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>)>();
+    // When each task ended (ran, or was replayed), for its dependents' change guard.
+    let mut ended_at = vec![0_i64; n];
+    let (sender, receiver) = mpsc::channel::<(usize, anyhow::Result<TaskResult>, i64)>();
     let mut running = 0;
     // Running tasks that take one of the `jobs` slots: a persistent one does not (it never
     // ends, and would otherwise hold a slot for good).
@@ -128,9 +130,17 @@ pub fn rerun(
                     .iter()
                     .map(|d| (d.task.clone(), d.key.clone()))
                     .collect();
-                let mut plan = plan::plan(workspace, node, &dep_keys, &options.args)?;
+                let mut plan = sandbox::timings::time("plan", || {
+                    plan::plan(workspace, node, &dep_keys, &options.args)
+                })?;
                 plan.stdin = node.persistent && n == 1;
                 plan.watched = options.watch;
+                plan.inputs_changed_at = node
+                    .deps
+                    .iter()
+                    .map(|d| ended_at[d.node])
+                    .max()
+                    .unwrap_or(0);
                 let sender = sender.clone();
                 let mode = options.log;
                 let remote_exec = options.remote_exec.as_deref();
@@ -140,8 +150,11 @@ pub fn rerun(
                 }
                 progress::running(&node.label);
                 scope.spawn(move || {
-                    let result = run_task(&plan, cache, mode, remote_exec);
-                    let _ = sender.send((index, result));
+                    let result = sandbox::timings::time("task", || {
+                        run_task(&plan, cache, mode, remote_exec)
+                    });
+                    let ended = crate::cache::guard::now_ns();
+                    let _ = sender.send((index, result, ended));
                 });
             }
             if running == 0 {
@@ -172,9 +185,10 @@ pub fn rerun(
                 }
                 continue;
             }
-            let Ok((index, result)) = receiver.recv() else {
+            let Ok((index, result, ended)) = receiver.recv() else {
                 break;
             };
+            ended_at[index] = ended;
             running -= 1;
             if !graph.nodes[index].persistent {
                 busy -= 1;

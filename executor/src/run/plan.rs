@@ -62,6 +62,9 @@ pub struct Plan {
     pub root: PathBuf,
     /// Under `--watch`: the run keeps what it saw, cached or not (see `run::seen`).
     pub watched: bool,
+    /// When the task's dependencies ended in this vt (fine clock, ns; 0: none did): the
+    /// concurrent-change guard's window opens after it (`cache::guard`).
+    pub inputs_changed_at: i64,
 }
 
 impl Plan {
@@ -441,6 +444,7 @@ pub fn plan(
         stdin: false,
         root: workspace.root.clone(),
         watched: false,
+        inputs_changed_at: 0,
     })
 }
 

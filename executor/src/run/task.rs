@@ -73,9 +73,9 @@ pub fn run_task(
         crate::cache::guard::settled();
     }
     let lookup = match cache {
-        Some(cache) if plan.cacheable => {
-            Some(cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env()))
-        }
+        Some(cache) if plan.cacheable => Some(sandbox::timings::time("lookup", || {
+            cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env())
+        })),
         _ => None,
     };
     let looked_up = lookup.is_some();
@@ -162,7 +162,7 @@ pub fn run_task(
             seen,
         });
     };
-    match store(cache, plan, &execution) {
+    match sandbox::timings::time("store", || store(cache, plan, &execution)) {
         Ok(key) => Ok(TaskResult {
             task: plan.label.clone(),
             key,

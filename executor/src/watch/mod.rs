@@ -99,6 +99,9 @@ pub fn follow(
     let longest = (debounce * 10).max(Duration::from_secs(1));
     loop {
         let started = Instant::now();
+        // The changes that started this round (a user's edits) were made by now: the
+        // round's tasks start after them (`cache::guard`).
+        crate::cache::guard::settled();
         let ran = run::rerun(workspace, graph, cache, options, &previous, &again)?;
         after_round(Round {
             ran: &ran,

@@ -219,8 +219,7 @@ impl Injection {
             }
             part
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
+        let threads = crate::cpus()
             .clamp(1, 4)
             .min(files.len().div_ceil(16).max(1));
         let parts: Vec<AccessLog> = std::thread::scope(|scope| {

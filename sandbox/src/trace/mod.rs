@@ -21,6 +21,7 @@ pub mod filter;
 mod library_file;
 mod notify;
 pub mod paths;
+pub mod program;
 mod ptrace;
 mod supervisor;
 pub mod syscalls;
@@ -86,6 +87,8 @@ pub struct TracedChild {
     jail: Option<crate::jail::Installed>,
     /// Directories of the caller's own files (see [`TracedChild::not_the_tasks`]).
     callers: Vec<std::path::PathBuf>,
+    /// Lookups the caller made for the task before it started ([`TracedChild::looked_up`]).
+    looked_up: Vec<crate::access::Access>,
 }
 
 enum Running {
@@ -109,27 +112,46 @@ impl TracedChild {
         self.callers.push(dir.to_owned());
     }
 
+    /// `missing` were looked for on the task's behalf before it started, at `at_ns`
+    /// (monotonic): the `PATH` search of its program ([`program::find`]). They are the
+    /// task's lookups, as if it had made them itself.
+    pub fn looked_up(&mut self, missing: Vec<std::path::PathBuf>, at_ns: u64) {
+        let pid = self.pid;
+        self.looked_up
+            .extend(missing.into_iter().map(|path| crate::access::Access {
+                kind: crate::access::AccessKind::Missing,
+                path,
+                pid,
+                at_ns,
+            }));
+    }
+
     /// Waits for the root's exit status and for every descendant to be gone.
     pub fn wait(self) -> Result<(ExitStatus, AccessLog), TraceError> {
         let panicked =
             || TraceError::Supervisor(std::io::Error::other("the tracer thread panicked"));
         match self.backend {
             Running::Seccomp { status, supervisor } => {
+                let running = crate::timings::phase("task runs");
                 let status = status.recv().map_err(|_| {
                     TraceError::Setup(std::io::Error::other("the reaper thread stopped"))
                 })?;
+                running.end();
+                let joined = crate::timings::phase("end: supervisors' logs");
                 let log = supervisor.join().map_err(|_| panicked())??;
+                joined.end();
                 Ok((status, log))
             }
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
         .map(|(status, mut log)| {
+            log.accesses.extend(self.looked_up);
             if let Ok(watch) = &self.second_source {
                 watch.stop_watching();
             }
             match &self.fast_path {
                 Ok(injection) => {
-                    injection.collect(&mut log);
+                    crate::timings::time("end: preload buffers", || injection.collect(&mut log));
                     log.tracer.push_str("+preload");
                 }
                 Err(why) => log.tracer.push_str(&format!(" (no preload: {why})")),
@@ -147,7 +169,7 @@ impl TracedChild {
                         Err(_) => Vec::new(),
                     };
                     own_dirs.extend(self.callers.iter().map(|d| d.as_path()));
-                    watch.finish(&mut log, &own_dirs);
+                    crate::timings::time("end: fanotify", || watch.finish(&mut log, &own_dirs));
                     log.tracer.push_str("+fanotify");
                 }
                 Err(why) => log.tracer.push_str(&format!(" (no fanotify: {why})")),
@@ -220,8 +242,10 @@ pub fn spawn_jailed(
             },
         ));
     }
-    let fast_path = fast_path::library()
-        .and_then(|library| fast_path::Injection::prepare(&mut command, &library));
+    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
+        fast_path::library()
+            .and_then(|library| fast_path::Injection::prepare(&mut command, &library))
+    });
     // The sandbox's pre-exec goes first: the tracer's must run inside it, in the task.
     let jail = match jail {
         Some(jail) => {
@@ -229,12 +253,15 @@ pub fn spawn_jailed(
                 Ok(injection) => injection.private_dirs(),
                 Err(_) => Vec::new(),
             };
-            Some(jail.install(&mut command, &own)?)
+            Some(crate::timings::time("spawn: jail plan", || {
+                jail.install(&mut command, &own)
+            })?)
         }
         None => None,
     };
     // Started first, so it sees the task from its first syscall.
-    let second_source = start_second_source(&command);
+    let second_source = crate::timings::time("spawn: fanotify", || start_second_source(&command));
+    let _spawning = crate::timings::phase("spawn: fork, filter, exec");
     let (pid, backend) = match backend {
         Backend::Seccomp => match spawn_seccomp(command) {
             Ok(spawned) => spawned,
@@ -258,6 +285,7 @@ pub fn spawn_jailed(
         fast_path,
         jail,
         callers: Vec::new(),
+        looked_up: Vec::new(),
     })
 }
 
@@ -339,7 +367,9 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
             sent
         })
     };
-    let spawned = reaper::spawn(&mut command);
+    let spawned = crate::timings::time("spawn: Command::spawn (fork to exec)", || {
+        reaper::spawn(&mut command)
+    });
     drop(child_end);
     let (child, status) = match spawned {
         Ok(spawned) => spawned,

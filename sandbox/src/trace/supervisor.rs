@@ -22,7 +22,7 @@ pub fn threads() -> usize {
     {
         return n.clamp(1, 64);
     }
-    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+    crate::cpus().clamp(1, 4)
 }
 
 /// Serves notifications on `threads` threads (this one included) until every process

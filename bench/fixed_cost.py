@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""vt's fixed cost per task, measured side by side in one run.
+
+Two views, interleaved round by round so machine noise hits all alike:
+
+  one process   bare `sh -c true` against `vt exec [--sandbox] --no-cache -- true`,
+                `vt exec -- true` (cache open, lookup, hit) and `vt --version` (vt's
+                start: exec, the loader, RocksDB's static initializers, clap).
+  one run       100 packages, each a `check` script `true`, run cold (empty cache) in one
+                `vt run check -r` with -j1 and -j2, against 100 `sh -c true` one after
+                the other and against turbo (`turbo run check --force`, same
+                concurrency): what a monorepo's hundreds of small lint/test tasks pay.
+
+Then the per-phase table: `VT_TIMINGS=1` (sandbox/src/timings.rs) for the cold -j1 run,
+medians over the rounds, per task. `--baseline PATH` adds another vt binary (e.g. the
+commit before) to every row.
+
+    python3 bench/fixed_cost.py [--rounds 7] [--vt PATH] [--baseline PATH]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import npm_install, save_results
+
+TASKS = 100
+
+
+def generate(root: Path) -> None:
+    root.mkdir(parents=True)
+    npm_version = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    (root / "package.json").write_text(json.dumps({
+        "name": "fixed-cost", "private": True, "workspaces": ["packages/*"],
+        "packageManager": f"npm@{npm_version}",
+    }))
+    (root / "turbo.json").write_text(json.dumps({
+        "$schema": "https://turbo.build/schema.json", "tasks": {"check": {"outputs": []}},
+    }))
+    for i in range(TASKS):
+        pkg = root / "packages" / f"p{i:03}"
+        pkg.mkdir(parents=True)
+        (pkg / "package.json").write_text(json.dumps({
+            "name": f"p{i:03}", "version": "1.0.0", "scripts": {"check": "true"},
+        }))
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True)
+    (root / ".gitignore").write_text("node_modules/\n.turbo/\n")
+    git = ["git", "-c", "user.email=bench@vt.invalid", "-c", "user.name=bench"]
+    subprocess.run(git + ["init", "-q"], cwd=root, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
+    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
+    parser.add_argument("--vt", default=str(target / "release" / "vt"))
+    parser.add_argument("--baseline", help="another vt binary, measured in the same rounds")
+    parser.add_argument("--no-turbo", action="store_true")
+    args = parser.parse_args()
+    vts = {"vt": args.vt}
+    if args.baseline:
+        vts["baseline"] = args.baseline
+    turbo = None if args.no_turbo else npm_install("turbo", "turbo@^2") / ".bin" / "turbo"
+    work = Path(tempfile.mkdtemp(prefix="vt-bench-fixed-"))
+    root = work / "ws"
+    generate(root)
+    cache = work / "vt-cache"
+    env = dict(os.environ, VT_CACHE_DIR=str(cache), TURBO_TELEMETRY_DISABLED="1",
+               DO_NOT_TRACK="1", TURBO_NO_UPDATE_NOTIFIER="1")
+    env.pop("VT_TIMINGS", None)
+    pkg = root / "packages" / "p000"
+
+    def timed(cmd, cwd=root, extra=None):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=dict(env, **(extra or {})), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    single = {"bare sh -c true": ["sh", "-c", "true"]}
+    for name, vt in vts.items():
+        single[f"{name} --version"] = [vt, "--version"]
+        single[f"{name} exec --no-cache -- true"] = [vt, "exec", "--no-cache", "--", "true"]
+        single[f"{name} exec --sandbox --no-cache -- true"] = [vt, "exec", "--sandbox", "--no-cache", "--", "true"]
+        single[f"{name} exec -- true (a hit)"] = [vt, "exec", "--", "true"]
+    loop = ["sh", "-c", f"for i in $(seq {TASKS}); do sh -c true; done"]
+    many = {f"{TASKS}× sh -c true, one after the other": (loop, None)}
+    for name, vt in vts.items():
+        for jobs in ("1", "2"):
+            many[f"{name} run check -r -j{jobs}, cold"] = ([vt, "run", "check", "-r", "-j", jobs], cache)
+    if turbo:
+        for jobs in ("1", "2"):
+            many[f"turbo run check --force --concurrency={jobs}"] = (
+                [str(turbo), "run", "check", "--force", "--output-logs=none", "--no-daemon",
+                 f"--concurrency={jobs}"], None)
+
+    times = {k: [] for k in list(single) + list(many)}
+    phases = {name: {} for name in vts}
+    for _ in range(args.rounds):
+        for label, cmd in single.items():
+            for _ in range(5):  # a few per round: each is milliseconds
+                times[label].append(timed(cmd, cwd=pkg))
+        for label, (cmd, clear) in many.items():
+            if clear:
+                shutil.rmtree(clear, ignore_errors=True)
+            times[label].append(timed(cmd))
+        for name, vt in vts.items():
+            shutil.rmtree(cache, ignore_errors=True)
+            out = subprocess.run([vt, "run", "check", "-r", "-j", "1"], cwd=root, check=True,
+                                 env=dict(env, VT_TIMINGS="1"), capture_output=True, text=True).stderr
+            for line in out.splitlines():
+                if line.startswith("vt timing: "):
+                    phase, _count, ms = line[len("vt timing: "):].rsplit(" ", 2)
+                    phases[name].setdefault(phase, []).append(float(ms))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    bare = med["bare sh -c true"]
+    print(f"machine: {os.cpu_count()} cores; rounds: {args.rounds} (interleaved)\n")
+    print("| one process | median (ms) | over bare `sh -c true` (ms) |")
+    print("|---|---|---|")
+    for label in single:
+        print(f"| `{label}` | {med[label] * 1000:.2f} | {(med[label] - bare) * 1000:+.2f} |")
+    loop_s = med[f"{TASKS}× sh -c true, one after the other"]
+    print(f"\n| {TASKS} tiny tasks, cold | total (s) | per task (ms) | per task over bare (ms) |")
+    print("|---|---|---|---|")
+    for label in many:
+        per = med[label] / TASKS * 1000
+        print(f"| {label} | {med[label]:.3f} | {per:.2f} | {per - loop_s / TASKS * 1000:+.2f} |")
+    for name in vts:
+        print(f"\n| phase ({name}, -j1, cold; medians of the run's totals) | total (ms) | per task (ms) |")
+        print("|---|---|---|")
+        for phase, values in phases[name].items():
+            total = statistics.median(values)
+            print(f"| {phase} | {total:.2f} | {total / TASKS:.3f} |")
+    save_results("fixed_cost", {"single_ms": {k: med[k] * 1000 for k in single},
+                                "many_s": {k: med[k] for k in many},
+                                "phases_ms": {n: {p: statistics.median(v) for p, v in ph.items()}
+                                              for n, ph in phases.items()}})
+    shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
