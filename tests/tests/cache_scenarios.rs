@@ -303,6 +303,42 @@ fn s11_a_replaced_toolchain_binary_misses() {
     assert_eq!(ws.read("out.txt"), "v2\n");
 }
 
+/// vt looks the task's shell up on `PATH` itself (no traced `execve` per directory); the
+/// directories where it was missing are still the task's inputs.
+#[test]
+fn s11b_a_shell_that_appears_earlier_on_path_misses() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"echo built > out.txt"}}"#,
+    )]);
+    let tools = ws.root.parent().expect("parent").join("early-bin");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ws.run("build", &[("PATH", &path)])
+        .assert_miss(APP, "no previous run");
+    // The control: nothing changed on PATH, a hit.
+    ws.run("build", &[("PATH", &path)]).assert_hit(APP);
+    let shell = tools.join("sh");
+    let script = "#!/bin/sh\necho wrapped >> wrapped.txt\nexec /bin/sh \"$@\"\n";
+    std::fs::write(&shell, script).expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&shell)
+        .status()
+        .expect("chmod");
+    ws.run("build", &[("PATH", &path)])
+        .assert_miss(APP, &shell.display().to_string());
+    assert_eq!(
+        ws.read("wrapped.txt"),
+        "wrapped\n",
+        "the new shell ran the task"
+    );
+}
+
 #[test]
 fn s12_a_retargeted_symlink_misses() {
     let ws = Ws::new(&[
