@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -147,18 +145,18 @@ impl TaskIpc {
         })
     }
 
-    /// Makes `command` inherit the task end as `VT_IPC_FD`.
-    pub fn attach(&self, command: &mut Command) {
+    /// Makes the task inherit the task end as `VT_IPC_FD`.
+    pub fn attach(&self, launch: &mut sandbox::trace::launch::Launch) {
         let Some(task_end) = &self.task_end else {
             return;
         };
         let raw: RawFd = task_end.as_raw_fd();
-        command.env(wire::IPC_FD_ENV, raw.to_string());
-        // SAFETY: the closure only clears FD_CLOEXEC on one fd (fcntl), which is
-        // async-signal-safe.
-        unsafe {
-            command.pre_exec(move || wire::channel::inherit_across_exec(raw));
-        }
+        launch
+            .env
+            .insert(wire::IPC_FD_ENV.into(), raw.to_string().into());
+        // Close-on-exec is cleared in the task's process only, so that no other task's
+        // child inherits this task's end.
+        launch.inherit.push(raw);
     }
 
     /// Closes vt's copy of the task end (after spawning), so the server sees end-of-stream

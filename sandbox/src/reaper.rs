@@ -50,14 +50,30 @@ fn reaper() -> &'static Reaper {
 
 /// Spawns `command` and returns the child and a receiver for its exit status.
 pub fn spawn(command: &mut Command) -> std::io::Result<(Child, Receiver<ExitStatus>)> {
+    let mut child = None;
+    let (_, receiver) = spawn_with(|| {
+        let spawned = command.spawn()?;
+        let pid = spawned.id();
+        child = Some(spawned);
+        Ok(pid)
+    })?;
+    let child = child.ok_or_else(|| std::io::Error::other("spawned without a child"))?;
+    Ok((child, receiver))
+}
+
+/// Starts a child with `start` (which returns its pid) and returns a receiver for its exit
+/// status: for children started without `Command` ([`crate::trace::launch`]).
+pub fn spawn_with(
+    start: impl FnOnce() -> std::io::Result<u32>,
+) -> std::io::Result<(u32, Receiver<ExitStatus>)> {
     let reaper = reaper();
     let mut registry = reaper.waiting.lock().unwrap_or_else(|p| p.into_inner());
-    let child = command.spawn()?;
+    let pid = start()?;
     let (sender, receiver) = channel();
-    registry.roots.insert(child.id() as i32, sender);
+    registry.roots.insert(pid as i32, sender);
     registry.generation += 1;
     reaper.spawned.notify_all();
-    Ok((child, receiver))
+    Ok((pid, receiver))
 }
 
 fn reap_forever() {

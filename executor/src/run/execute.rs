@@ -1,12 +1,14 @@
 //! Running one task: `sh -c COMMAND` in its cwd with its environment, traced, output
 //! captured.
 
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sandbox::AccessLog;
+use sandbox::trace::launch::Launch;
 
 use super::output::{Console, capture};
 use super::plan::{Plan, SandboxPlan};
@@ -63,39 +65,44 @@ pub fn execute(
             found.map(|found| (found, sandbox::access::monotonic_ns()))
         })
         .flatten();
-    let mut command = match &shell {
-        Some((found, _)) => {
-            let mut command = Command::new(&found.path);
-            // `$0` stays `sh`, as with the search in the child.
-            std::os::unix::process::CommandExt::arg0(&mut command, "sh");
-            command
-        }
-        None => Command::new("sh"),
-    };
-    command
-        .arg("-c")
-        .arg(&plan.command)
-        .current_dir(&plan.cwd)
-        .env_clear()
-        .envs(&plan.env)
-        .stdin(if plan.stdin {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::from(out_write))
-        .stderr(Stdio::from(err_write));
+    let mut env: std::collections::BTreeMap<OsString, OsString> = plan
+        .env
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
     if plan.sandbox.is_some() {
         // The host's home and temp directories are not in the sandbox: tools that keep a
         // cache under $HOME or write to $TMPDIR get the sandbox's scratch instead (thrown
         // away with it), rather than failing on a path that does not exist.
-        command.env("HOME", "/tmp").env("TMPDIR", "/tmp");
+        env.insert("HOME".into(), "/tmp".into());
+        env.insert("TMPDIR".into(), "/tmp".into());
     }
-    signals::unblock_in_child(&mut command);
+    let stdin = if plan.stdin {
+        None
+    } else {
+        Some(OwnedFd::from(
+            std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
+        ))
+    };
+    let mut launch = Launch {
+        // A shell vt did not find itself is looked for by the child (`Command`'s search).
+        program: shell
+            .as_ref()
+            .map_or_else(|| "sh".into(), |(found, _)| found.path.clone()),
+        // `$0` stays `sh`, as with the search in the child.
+        arg0: "sh".into(),
+        args: vec!["-c".into(), OsString::from(&plan.command)],
+        env,
+        cwd: plan.cwd.clone(),
+        stdin,
+        stdout: out_write,
+        stderr: err_write,
+        inherit: Vec::new(),
+    };
     let mut ipc = sandbox::timings::time("spawn: IPC server", crate::ipc::TaskIpc::start)
         .with_context(|| format!("{}: cannot start the task's IPC server", plan.label))?;
-    ipc.attach(&mut command);
-    // `spawn` consumes the command: our copies of the write ends close with it, so the
+    ipc.attach(&mut launch);
+    // Starting consumes the launch: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
     let layer = plan
         .sandbox
@@ -123,7 +130,13 @@ pub fn execute(
         crate::cache::guard::Window::unchecked()
     };
     let spawning = sandbox::timings::phase("spawn");
-    let mut child = sandbox::trace::spawn_jailed(command, jail.as_ref())
+    // Without a sandbox and with the shell's path known, the task starts without a fork
+    // of vt (`sandbox::trace::launch`); a sandbox needs the fork (its namespaces).
+    let spawned = match (&jail, &shell) {
+        (None, Some(_)) => sandbox::trace::spawn_launch(launch),
+        _ => sandbox::trace::spawn_jailed(launch.into_command(), jail.as_ref()),
+    };
+    let mut child = spawned
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
     if let Some((found, at_ns)) = shell {
         child.looked_up(found.missing, at_ns);

@@ -102,6 +102,22 @@ impl Injection {
     /// Creates vt's private directories (the library, the buffers), and sets `LD_PRELOAD`
     /// (in front of any the command already has) and `VT_PRELOAD_DIR`.
     pub fn prepare(command: &mut Command, library: &Library) -> Result<Injection, String> {
+        let existing = command
+            .get_envs()
+            .find(|(name, _)| *name == "LD_PRELOAD")
+            .map(|(_, value)| value.map(OsStr::to_os_string))
+            .unwrap_or_else(|| std::env::var_os("LD_PRELOAD"));
+        let (injection, vars) = Injection::prepare_env(existing, library)?;
+        command.envs(vars);
+        Ok(injection)
+    }
+
+    /// [`Injection::prepare`] for a command whose environment is a map: the variables to
+    /// set, given the `LD_PRELOAD` it already has.
+    pub fn prepare_env(
+        existing: Option<OsString>,
+        library: &Library,
+    ) -> Result<(Injection, [(OsString, OsString); 2]), String> {
         let private_dir = |parent: &Path| {
             tempfile::Builder::new()
                 .prefix("vt-preload-")
@@ -129,26 +145,27 @@ impl Injection {
             return Err(format!("{} is on a noexec mount", library.display()));
         }
         let buffers = private_dir(&buffer_parent())?;
-        let existing = command
-            .get_envs()
-            .find(|(name, _)| *name == "LD_PRELOAD")
-            .map(|(_, value)| value.map(OsStr::to_os_string))
-            .unwrap_or_else(|| std::env::var_os("LD_PRELOAD"));
         let mut preload = OsString::from(&library);
         if let Some(existing) = existing.filter(|v| !v.is_empty()) {
             preload.push(":");
             preload.push(existing);
         }
-        command.env("LD_PRELOAD", preload);
-        command.env(preload_abi::DIR_ENV, buffers.path());
-        Ok(Injection {
+        let vars = [
+            (OsString::from("LD_PRELOAD"), preload),
+            (
+                OsString::from(preload_abi::DIR_ENV),
+                buffers.path().as_os_str().to_owned(),
+            ),
+        ];
+        let injection = Injection {
             library_parent: library_dir
                 .is_none()
                 .then(|| library.parent().map(Path::to_path_buf))
                 .flatten(),
             library_dir,
             buffers,
-        })
+        };
+        Ok((injection, vars))
     }
 
     /// vt's directories a sandboxed task must see: the buffers (written) and the library.

@@ -18,6 +18,7 @@ mod decode;
 pub mod fanotify;
 pub mod fast_path;
 pub mod filter;
+pub mod launch;
 mod library_file;
 mod notify;
 pub mod paths;
@@ -291,29 +292,96 @@ pub fn spawn_jailed(
 
 /// fanotify over the file system of the command's working directory (the workspace).
 fn start_second_source(command: &Command) -> Result<fanotify::Watch, String> {
-    if std::env::var(fanotify::FANOTIFY_ENV).is_ok_and(|v| v == "off") {
-        return Err(format!("{}=off", fanotify::FANOTIFY_ENV));
-    }
     let root = match command.get_current_dir() {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?,
     };
-    fanotify::start(&root).map_err(|e| e.to_string())
+    start_second_source_at(&root)
 }
 
-fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let (parent_end, child_end): (OwnedFd, OwnedFd) = socketpair(
+fn start_second_source_at(root: &std::path::Path) -> Result<fanotify::Watch, String> {
+    if std::env::var(fanotify::FANOTIFY_ENV).is_ok_and(|v| v == "off") {
+        return Err(format!("{}=off", fanotify::FANOTIFY_ENV));
+    }
+    fanotify::start(root).map_err(|e| e.to_string())
+}
+
+/// Starts `launch` traced, without `fork` when the seccomp backend traces it (see
+/// [`launch`]); with ptrace, as a `Command`.
+pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceError> {
+    let backend = choose_backend()?;
+    if backend == Backend::Ptrace {
+        return spawn(launch.into_command());
+    }
+    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
+        let existing = launch.env.get(std::ffi::OsStr::new("LD_PRELOAD")).cloned();
+        fast_path::library()
+            .and_then(|library| fast_path::Injection::prepare_env(existing, &library))
+            .map(|(injection, vars)| {
+                launch.env.extend(vars);
+                injection
+            })
+    });
+    let second_source = crate::timings::time("spawn: fanotify", || {
+        start_second_source_at(&launch.cwd)
+    });
+    let _spawning = crate::timings::phase("spawn: clone, filter, exec");
+    let program = launch.program.to_string_lossy().into_owned();
+    let (parent_end, child_end) = handover_pair()?;
+    let supervisor = start_supervisor(parent_end)?;
+    let prepared = launch::Prepared::new(
+        &launch,
+        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF),
+        child_end.as_raw_fd(),
+    )
+    .map_err(|source| TraceError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let started = crate::timings::time("spawn: clone to exec", || {
+        reaper::spawn_with(|| launch::start(&prepared))
+    });
+    // vt's copies of the task's descriptors and of the handover end close here.
+    drop(prepared);
+    drop(launch);
+    drop(child_end);
+    let (pid, status) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            return Err(match supervisor.join() {
+                Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
+                _ => TraceError::Spawn { program, source: e },
+            });
+        }
+    };
+    Ok(TracedChild {
+        pid,
+        backend: Running::Seccomp { status, supervisor },
+        second_source,
+        fast_path,
+        jail: None,
+        callers: Vec::new(),
+        looked_up: Vec::new(),
+    })
+}
+
+fn handover_pair() -> Result<(OwnedFd, OwnedFd), TraceError> {
+    socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| TraceError::Setup(e.into()))?;
+    .map_err(|e| TraceError::Setup(e.into()))
+}
 
-    // The supervisor thread must already be waiting for the listener: the child's `execve`
-    // is itself a notified syscall, and `Command::spawn` blocks until that exec completes.
-    let supervisor = std::thread::Builder::new()
+/// The supervisor thread, waiting for the listener on `parent_end`. It must already wait
+/// when the child starts: the child's `execve` is itself a notified syscall, and starting
+/// the child returns only once that exec completed.
+fn start_supervisor(
+    parent_end: OwnedFd,
+) -> Result<JoinHandle<Result<AccessLog, TraceError>>, TraceError> {
+    std::thread::Builder::new()
         .name("vt-supervisor".into())
         .spawn(move || {
             let listener = match notify::recv_handover(parent_end.as_raw_fd()) {
@@ -338,7 +406,13 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
                 .map_err(TraceError::Supervisor)?;
             Ok(log)
         })
-        .map_err(TraceError::Setup)?;
+        .map_err(TraceError::Setup)
+}
+
+fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let (parent_end, child_end) = handover_pair()?;
+    let supervisor = start_supervisor(parent_end)?;
 
     let program_filter = filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF);
     let child_raw = child_end.as_raw_fd();
