@@ -155,11 +155,7 @@ fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
 impl Prepared {
     /// `launch`'s strings and descriptors as the child needs them; `launch` must outlive
     /// the start (it owns the descriptors).
-    pub fn new(
-        launch: &Launch,
-        filter: Vec<sock_filter>,
-        handover: RawFd,
-    ) -> io::Result<Prepared> {
+    pub fn new(launch: &Launch, filter: Vec<sock_filter>, handover: RawFd) -> io::Result<Prepared> {
         let path = c_string(launch.program.as_os_str().as_bytes(), "the program's path")?;
         let mut argv = vec![c_string(launch.arg0.as_bytes(), "argv[0]")?];
         for arg in &launch.args {
@@ -221,7 +217,11 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         // SAFETY: ends the child without running anything of vt's.
         unsafe { libc::_exit(127) }
     };
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
     // SAFETY: plain syscalls on descriptors and strings prepared before the clone.
     unsafe {
         // vt ignores SIGPIPE; a task starts with the default, as std's children do.
@@ -361,6 +361,45 @@ mod tests {
         bad.args.push("a\0b".into());
         let err = Prepared::new(&bad, Vec::new(), -1).err().expect("refused");
         assert!(err.to_string().contains("NUL"), "{err}");
+    }
+
+    fn start_traced(
+        launch: &Launch,
+    ) -> io::Result<(u32, std::sync::mpsc::Receiver<std::process::ExitStatus>)> {
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().expect("socketpair");
+        let allow_all = vec![crate::trace::bpf::ret(libc::SECCOMP_RET_ALLOW)];
+        let prepared = Prepared::new(launch, allow_all, theirs.as_raw_fd()).expect("prepared");
+        let started = crate::reaper::spawn_with(|| start(&prepared));
+        drop(ours);
+        started
+    }
+
+    #[test]
+    fn a_started_child_runs_in_its_directory_and_its_exit_status_arrives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut run = launch(&[("PATH", "/usr/bin:/bin")]);
+        run.args = vec!["-c".into(), "pwd > where.txt; exit 3".into()];
+        run.cwd = dir.path().to_owned();
+        let (_pid, status) = start_traced(&run).expect("started");
+        let status = status.recv().expect("status");
+        assert_eq!(status.code(), Some(3));
+        let written = std::fs::read_to_string(dir.path().join("where.txt")).expect("where.txt");
+        assert_eq!(
+            std::path::Path::new(written.trim()),
+            std::fs::canonicalize(dir.path()).expect("canonical")
+        );
+    }
+
+    #[test]
+    fn a_failed_setup_step_is_named_and_a_missing_program_is_enoent() {
+        let mut bad_dir = launch(&[]);
+        bad_dir.cwd = "/nonexistent/vt-launch-test".into();
+        let err = start_traced(&bad_dir).err().expect("refused");
+        assert!(err.to_string().contains("working directory"), "{err}");
+        let mut missing = launch(&[]);
+        missing.program = "/nonexistent/vt-launch-test/sh".into();
+        let err = start_traced(&missing).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
     #[test]

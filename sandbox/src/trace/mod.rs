@@ -322,9 +322,8 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
                 injection
             })
     });
-    let second_source = crate::timings::time("spawn: fanotify", || {
-        start_second_source_at(&launch.cwd)
-    });
+    let second_source =
+        crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
     let (parent_end, child_end) = handover_pair()?;
