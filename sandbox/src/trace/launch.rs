@@ -394,11 +394,11 @@ mod tests {
     fn a_failed_setup_step_is_named_and_a_missing_program_is_enoent() {
         let mut bad_dir = launch(&[]);
         bad_dir.cwd = "/nonexistent/vt-launch-test".into();
-        let err = start_traced(&bad_dir).err().expect("refused");
+        let err = start_traced(&bad_dir).expect_err("refused");
         assert!(err.to_string().contains("working directory"), "{err}");
         let mut missing = launch(&[]);
         missing.program = "/nonexistent/vt-launch-test/sh".into();
-        let err = start_traced(&missing).err().expect("refused");
+        let err = start_traced(&missing).expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
