@@ -65,12 +65,19 @@ pub fn run_task(
         // A sandboxed task finds its output directories in place (they are its writable
         // mount points); create them before the lookup, so the state a path set is
         // checked against is the state the task would start from.
+        let mut created = false;
         for dir in &sandbox.writable {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create {}", plan.label, dir.display()))?;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("{}: cannot create {}", plan.label, dir.display())
+                })?;
+                created = true;
+            }
         }
-        // Made before the task starts, not while it runs (see `cache::guard`).
-        crate::cache::guard::settled();
+        if created {
+            // Made before the task starts, not while it runs (see `cache::guard`).
+            crate::cache::guard::settled();
+        }
     }
     let lookup = match cache {
         Some(cache) if plan.cacheable => Some(sandbox::timings::time("lookup", || {
