@@ -68,9 +68,8 @@ pub fn run_task(
         let mut created = false;
         for dir in &sandbox.writable {
             if !dir.is_dir() {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("{}: cannot create {}", plan.label, dir.display())
-                })?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create {}", plan.label, dir.display()))?;
                 created = true;
             }
         }
