@@ -33,3 +33,15 @@ def parse_args(rounds: int) -> argparse.Namespace:
     target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
     parser.add_argument("--vt", default=str(target / "release" / "vt"))
     return parser.parse_args()
+
+
+def npm_git_workspace(root: Path, ignore: str) -> None:
+    """`npm install` in `root` (links the workspace packages, writes the lockfile turbo reads),
+    then a git checkout of it, as turbo expects: it hashes tracked files and honours
+    .gitignore (without git it hashes its own logs too, and never hits)."""
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True)
+    (root / ".gitignore").write_text(ignore)
+    git = ["git", "-c", "user.email=bench@vt.invalid", "-c", "user.name=bench"]
+    subprocess.run(git + ["init", "-q"], cwd=root, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
+    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import npm_install, save_results
+from common import npm_git_workspace, npm_install, save_results
 
 TASKS = 100
 
@@ -49,12 +49,7 @@ def generate(root: Path) -> None:
         (pkg / "package.json").write_text(json.dumps({
             "name": f"p{i:03}", "version": "1.0.0", "scripts": {"check": "true"},
         }))
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True)
-    (root / ".gitignore").write_text("node_modules/\n.turbo/\n")
-    git = ["git", "-c", "user.email=bench@vt.invalid", "-c", "user.name=bench"]
-    subprocess.run(git + ["init", "-q"], cwd=root, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
-    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
+    npm_git_workspace(root, "node_modules/\n.turbo/\n")
 
 
 def main() -> int:

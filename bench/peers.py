@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import npm_install, save_results
+from common import npm_git_workspace, npm_install, save_results
 
 BUILD_JS = """const fs = require("node:fs");
 const path = require("node:path");
@@ -58,15 +58,7 @@ def generate(root: Path, packages: int = 100) -> None:
         (pkg / "vt.json").write_text(json.dumps({"tasks": {"build": {"dependsOn": ["^build"]}}}))
         (pkg / "build.js").write_text(BUILD_JS)
         (pkg / "src" / "index.js").write_text(f"export const id = {i};\n")
-    # npm links the workspace packages and writes the lockfile turbo reads the graph from.
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=root, check=True)
-    # A git checkout, as turbo expects: it hashes tracked files and honours .gitignore
-    # (without git it hashes its own logs too, and never hits).
-    (root / ".gitignore").write_text("node_modules/\ndist/\n.turbo/\n")
-    git = ["git", "-c", "user.email=bench@vt.invalid", "-c", "user.name=bench"]
-    subprocess.run(git + ["init", "-q"], cwd=root, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
-    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
+    npm_git_workspace(root, "node_modules/\ndist/\n.turbo/\n")
 
 
 def main() -> int:

@@ -186,15 +186,28 @@ mod tests {
         let path = dir.path().join("dep-output");
         // Many rounds: the write must land in the same tick as the open for this to test
         // the wait, and it does in most rounds (the tick is milliseconds, a write is µs).
-        for _ in 0..50 {
-            std::fs::write(&path, "v1").expect("write");
+        written_before_is_not_changed_written_after_is(&path, || {
             settled();
-            let window = Window::open();
-            let meta = std::fs::metadata(&path).expect("stat");
-            assert!(!window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
-            std::fs::write(&path, "v2").expect("write");
-            let meta = std::fs::metadata(&path).expect("stat");
-            assert!(window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
+            Window::open()
+        });
+    }
+
+    /// 50 rounds: a write just before `open` is not a change during the window, a write
+    /// after it is.
+    fn written_before_is_not_changed_written_after_is(
+        path: &std::path::Path,
+        open: impl Fn() -> Window,
+    ) {
+        let changed = |window: &Window| {
+            let meta = std::fs::metadata(path).expect("stat");
+            window.changed_since_start(meta.ctime(), meta.ctime_nsec())
+        };
+        for _ in 0..50 {
+            std::fs::write(path, "v1").expect("write");
+            let window = open();
+            assert!(!changed(&window));
+            std::fs::write(path, "v2").expect("write");
+            assert!(changed(&window));
         }
     }
 
@@ -202,15 +215,7 @@ mod tests {
     fn a_dependency_output_written_just_before_is_not_changed_during_the_window() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("dep-output");
-        for _ in 0..50 {
-            std::fs::write(&path, "v1").expect("write");
-            let window = Window::open_after(now_ns());
-            let meta = std::fs::metadata(&path).expect("stat");
-            assert!(!window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
-            std::fs::write(&path, "v2").expect("write");
-            let meta = std::fs::metadata(&path).expect("stat");
-            assert!(window.changed_since_start(meta.ctime(), meta.ctime_nsec()));
-        }
+        written_before_is_not_changed_written_after_is(&path, || Window::open_after(now_ns()));
     }
 
     #[test]
