@@ -93,16 +93,9 @@ fn another_signal(set: &SigSet, wait: Duration) -> bool {
 /// Makes `command`'s process start with no signal blocked, whatever vt's threads block.
 pub fn unblock_in_child(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec, two async-signal-safe calls on a local set.
+    // SAFETY: between fork and exec, one async-signal-safe call.
     unsafe {
-        command.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(sandbox::trace::launch::reset_signal_mask);
     }
 }
 

@@ -289,11 +289,7 @@ fn s11_a_replaced_toolchain_binary_misses() {
         .arg(&tool)
         .status()
         .expect("chmod");
-    let path = format!(
-        "{}:{}",
-        tools.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_starting_with(&tools);
     ws.run("build", &[("PATH", &path)])
         .assert_miss(APP, "no previous run");
     ws.run("build", &[("PATH", &path)]).assert_hit(APP);
@@ -301,6 +297,15 @@ fn s11_a_replaced_toolchain_binary_misses() {
     ws.run("build", &[("PATH", &path)])
         .assert_miss(APP, &format!("{}: content changed", tool.display()));
     assert_eq!(ws.read("out.txt"), "v2\n");
+}
+
+/// `dir`, then this process's `PATH`.
+fn path_starting_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// vt looks the task's shell up on `PATH` itself (no traced `execve` per directory); the
@@ -313,11 +318,7 @@ fn s11b_a_shell_that_appears_earlier_on_path_misses() {
     )]);
     let tools = ws.root.parent().expect("parent").join("early-bin");
     std::fs::create_dir_all(&tools).expect("mkdir");
-    let path = format!(
-        "{}:{}",
-        tools.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_starting_with(&tools);
     ws.run("build", &[("PATH", &path)])
         .assert_miss(APP, "no previous run");
     // The control: nothing changed on PATH, a hit.

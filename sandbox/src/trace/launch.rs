@@ -64,24 +64,43 @@ impl Launch {
             .stdout(Stdio::from(self.stdout))
             .stderr(Stdio::from(self.stderr));
         let inherit = self.inherit;
-        // SAFETY: between fork and exec, fcntl and pthread_sigmask on prepared data only.
+        // SAFETY: between fork and exec, only the two async-signal-safe helpers below on
+        // data prepared before the fork.
         unsafe {
             command.pre_exec(move || {
                 for &fd in &inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                    keep_across_exec(fd)?;
                 }
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
+                reset_signal_mask()
             });
         }
         command
     }
+}
+
+/// Clears `fd`'s close-on-exec flag in this process (a child's, between fork or clone and
+/// exec). Async-signal-safe.
+fn keep_across_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD with 0 only changes `fd`'s descriptor flags; EBADF is reported.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unblocks every signal on the calling thread: a mask survives exec, and vt's threads block
+/// SIGINT, SIGTERM and SIGHUP (std does not reset it for a child). Async-signal-safe, for a
+/// child between fork or clone and exec.
+pub fn reset_signal_mask() -> io::Result<()> {
+    // SAFETY: an empty set on the stack, read by pthread_sigmask.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The step of the child's setup that failed.
@@ -128,8 +147,9 @@ impl Step {
 /// Everything the child uses, prepared before the clone.
 pub struct Prepared {
     path: CString,
-    _argv: Vec<CString>,
-    _envp: Vec<CString>,
+    /// The strings `argv_ptrs` and `envp_ptrs` point into.
+    argv: Vec<CString>,
+    envp: Vec<CString>,
     argv_ptrs: Vec<*const c_char>,
     envp_ptrs: Vec<*const c_char>,
     cwd: CString,
@@ -179,8 +199,8 @@ impl Prepared {
             path,
             argv_ptrs: pointers(&argv),
             envp_ptrs: pointers(&envp),
-            _argv: argv,
-            _envp: envp,
+            argv,
+            envp,
             cwd: c_string(launch.cwd.as_os_str().as_bytes(), "the working directory")?,
             stdio: [
                 launch.stdin.as_ref().map_or(-1, AsRawFd::as_raw_fd),
@@ -196,12 +216,12 @@ impl Prepared {
 
     /// argv as the child will see it (for tests).
     pub fn argv(&self) -> Vec<&[u8]> {
-        self._argv.iter().map(|s| s.as_bytes()).collect()
+        self.argv.iter().map(|s| s.as_bytes()).collect()
     }
 
     /// The environment as the child will see it (for tests).
     pub fn envp(&self) -> Vec<&[u8]> {
-        self._envp.iter().map(|s| s.as_bytes()).collect()
+        self.envp.iter().map(|s| s.as_bytes()).collect()
     }
 }
 
@@ -235,7 +255,7 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             let ok = if fd < 0 {
                 true
             } else if fd == target {
-                libc::fcntl(fd, libc::F_SETFD, 0) >= 0
+                keep_across_exec(fd).is_ok()
             } else {
                 libc::dup2(fd, target) >= 0
             };
@@ -244,8 +264,8 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             }
         }
         for &fd in &p.inherit {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return fail(Step::Inherit, errno());
+            if let Err(e) = keep_across_exec(fd) {
+                return fail(Step::Inherit, e.raw_os_error().unwrap_or(libc::EINVAL));
             }
         }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
@@ -266,12 +286,10 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     if let Err(e) = sent {
         return fail(Step::Handover, e.raw_os_error().unwrap_or(libc::EINVAL));
     }
-    // SAFETY: an empty set on the stack, then execve with null-terminated arrays of
-    // pointers into `p`'s strings.
+    // Last, so that no signal is handled between the clone and here.
+    let _ = reset_signal_mask();
+    // SAFETY: execve with null-terminated arrays of pointers into `p`'s strings.
     unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
     }
     fail(Step::Exec, errno())

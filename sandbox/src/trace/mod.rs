@@ -101,6 +101,24 @@ enum Running {
 }
 
 impl TracedChild {
+    fn started(
+        pid: u32,
+        backend: Running,
+        second_source: Result<fanotify::Watch, String>,
+        fast_path: Result<fast_path::Injection, String>,
+        jail: Option<crate::jail::Installed>,
+    ) -> TracedChild {
+        TracedChild {
+            pid,
+            backend,
+            second_source,
+            fast_path,
+            jail,
+            callers: Vec::new(),
+            looked_up: Vec::new(),
+        }
+    }
+
     pub fn id(&self) -> u32 {
         self.pid
     }
@@ -279,15 +297,13 @@ pub fn spawn_jailed(
             (child.pid, Running::Ptrace(child.tracer))
         }
     };
-    Ok(TracedChild {
+    Ok(TracedChild::started(
         pid,
         backend,
         second_source,
         fast_path,
         jail,
-        callers: Vec::new(),
-        looked_up: Vec::new(),
-    })
+    ))
 }
 
 /// fanotify over the file system of the command's working directory (the workspace).
@@ -346,22 +362,28 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     drop(child_end);
     let (pid, status) = match started {
         Ok(started) => started,
-        Err(e) => {
-            return Err(match supervisor.join() {
-                Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
-                _ => TraceError::Spawn { program, source: e },
-            });
-        }
+        Err(e) => return Err(not_started(supervisor, program, e)),
     };
-    Ok(TracedChild {
+    Ok(TracedChild::started(
         pid,
-        backend: Running::Seccomp { status, supervisor },
+        Running::Seccomp { status, supervisor },
         second_source,
         fast_path,
-        jail: None,
-        callers: Vec::new(),
-        looked_up: Vec::new(),
-    })
+        None,
+    ))
+}
+
+/// Why a child under the seccomp supervisor did not start: the supervisor's word if the
+/// filter could not be installed (the child said so on the handover socket), else `e`.
+fn not_started(
+    supervisor: JoinHandle<Result<AccessLog, TraceError>>,
+    program: String,
+    e: std::io::Error,
+) -> TraceError {
+    match supervisor.join() {
+        Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
+        _ => TraceError::Spawn { program, source: e },
+    }
 }
 
 fn handover_pair() -> Result<(OwnedFd, OwnedFd), TraceError> {
@@ -446,12 +468,7 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
     drop(child_end);
     let (child, status) = match spawned {
         Ok(spawned) => spawned,
-        Err(e) => {
-            return Err(match supervisor.join() {
-                Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
-                _ => TraceError::Spawn { program, source: e },
-            });
-        }
+        Err(e) => return Err(not_started(supervisor, program, e)),
     };
     Ok((child.id(), Running::Seccomp { status, supervisor }))
 }
