@@ -1126,3 +1126,70 @@ fn s53_a_new_file_in_a_listed_package_root_reruns_the_lister_but_not_its_depende
     after.assert_miss("lib#build", "packages/lib: directory entries changed");
     after.assert_hit(APP);
 }
+
+/// The database's own files (tables, logs, MANIFEST, OPTIONS), without its info logs and
+/// vt's lock and deferred files.
+fn database_files(ws: &Ws) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(ws.path("node_modules/.cache/vt"))
+        .expect("cache dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("LOG") && !name.starts_with("vt."))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sets `rel`'s mtime to `when` (as `touch -d`).
+fn set_mtime(ws: &Ws, rel: &str, when: std::time::SystemTime) {
+    std::fs::File::options()
+        .append(true)
+        .open(ws.path(rel))
+        .and_then(|f| f.set_modified(when))
+        .expect("touch -d");
+}
+
+#[test]
+fn s54_a_fully_cached_run_opens_the_database_read_only_and_its_deferred_memos_never_vouch_for_a_change()
+ {
+    let ws = built(&[]);
+    ws.run("build", &[]).assert_hit(APP);
+    // Touched, not changed: hashed again, and that memo (with the hit's time of use) waits in
+    // the deferred file, since a run of hits opens the database read-only.
+    let touched = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    set_mtime(&ws, "src/a.js", touched);
+    let before = database_files(&ws);
+    ws.run("build", &[]).assert_hit(APP);
+    assert_eq!(
+        database_files(&ws),
+        before,
+        "a run of hits wrote no table, log or manifest"
+    );
+    let deferred = ws.path("node_modules/.cache/vt/vt.deferred");
+    assert!(deferred.exists(), "the memo and the time of use wait there");
+    // The control: hits again, with that memo read back from the deferred file.
+    ws.run("build", &[]).assert_hit(APP);
+
+    // Same size, same mtime, other content: the deferred memo's stamp (ctime) no longer
+    // matches, so the file is hashed and the change seen.
+    ws.write("src/a.js", "const a = 7;\n");
+    set_mtime(&ws, "src/a.js", touched);
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+    assert!(ws.read("dist/out.txt").contains("const a = 7;"));
+    // That store opened the database read-write and folded the deferred file in.
+    assert!(!deferred.exists());
+    ws.run("build", &[]).assert_hit(APP);
+
+    // A damaged deferred file is read up to the damage, never past it.
+    set_mtime(&ws, "src/a.js", touched + std::time::Duration::from_secs(5));
+    ws.run("build", &[]).assert_hit(APP);
+    let mut bytes = std::fs::read(&deferred).expect("deferred");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&deferred, &bytes).expect("damage");
+    ws.run("build", &[]).assert_hit(APP);
+    ws.write("src/a.js", "const a = 8;\n");
+    set_mtime(&ws, "src/a.js", touched + std::time::Duration::from_secs(5));
+    ws.run("build", &[])
+        .assert_miss(APP, "src/a.js: content changed");
+}

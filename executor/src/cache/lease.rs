@@ -16,6 +16,11 @@
 //! A wait is therefore bounded by one slice plus the operation in progress, and a wait
 //! longer than [`NOTICE_AFTER`] says who holds the cache.
 //!
+//! A lease is for reading ([`Leases::lease`]) or for writing ([`Leases::lease_to_write`]).
+//! The database is opened read-only while this process only reads it (a fifth of the cost
+//! of a read-write open, see [`deferred`](super::deferred)); the first write lease waits
+//! for the process's read leases to end and reopens it read-write, still holding the lock.
+//!
 //! Two `flock`ed files in the cache directory carry the protocol. The kernel drops both
 //! when their holder dies, however it dies:
 //! - [`LOCK_FILE`]: exclusive while the database is open; it names the holder's pid.
@@ -160,15 +165,27 @@ impl Notice {
 }
 
 /// An open database and the lock that lets this process have it. Fields drop in order:
-/// the database closes before the lock is released.
+/// the database closes (and appends what it deferred) before the lock is released. A
+/// database reopened read-write shares the lock of the read-only one it replaced, which
+/// may still be closing in a lease that just ended.
 struct Held {
     store: Store,
-    lock: DirLock,
+    lock: Arc<DirLock>,
     since: Instant,
 }
 
-/// Opens the database once its lock is held.
-type Opener = dyn Fn(&Path) -> Result<Store, StoreError> + Send + Sync;
+/// What a lease is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Lookups, replays, stat memos and times of use (which may wait, see `deferred`).
+    Read,
+    /// Everything else: stores, prunes, schema changes.
+    Write,
+}
+
+/// Opens the database once its lock is held: for [`Access::Read`] it may open it
+/// read-only.
+type Opener = dyn Fn(&Path, Access) -> Result<Store, StoreError> + Send + Sync;
 
 struct State {
     held: Option<Arc<Held>>,
@@ -177,6 +194,8 @@ struct State {
     last_use: Instant,
     /// Another vt waits: no new lease until the live ones end and the database is closed.
     handing_over: bool,
+    /// A write lease waits for the read-only database's leases to end: no new lease meanwhile.
+    upgrading: bool,
     stopping: bool,
 }
 
@@ -213,9 +232,9 @@ impl Leases {
     pub fn new<T>(
         dir: &Path,
         first: impl FnOnce(&Path) -> Result<(Store, T), StoreError>,
-        open: impl Fn(&Path) -> Result<Store, StoreError> + Send + Sync + 'static,
+        open: impl Fn(&Path, Access) -> Result<Store, StoreError> + Send + Sync + 'static,
     ) -> Result<(Leases, T), StoreError> {
-        let lock = DirLock::acquire(dir)?;
+        let lock = Arc::new(DirLock::acquire(dir)?);
         let (store, found) = first(dir)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -229,6 +248,7 @@ impl Leases {
                 users: 0,
                 last_use: Instant::now(),
                 handing_over: false,
+                upgrading: false,
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -247,32 +267,81 @@ impl Leases {
         &self.shared.dir
     }
 
-    /// The database, opened (after waiting for another vt, if one has it) if it is not.
+    /// The database to read, opened (after waiting for another vt, if one has it) if it is
+    /// not: read-only if it can be.
     pub fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        self.lease_for(Access::Read)
+    }
+
+    /// The database to write, reopened read-write if it was open read-only. A thread that
+    /// holds a read lease on a read-only database cannot take one (it would wait for
+    /// itself): that is refused as [`StoreError::ReadOnly`].
+    pub fn lease_to_write(&self) -> Result<Lease<'_>, StoreError> {
+        self.lease_for(Access::Write)
+    }
+
+    fn lease_for(&self, access: Access) -> Result<Lease<'_>, StoreError> {
         let shared = &*self.shared;
         let mut state = shared.state();
         let held_here = HELD_HERE.with(Cell::get) > 0;
-        while state.handing_over && !held_here {
-            state = shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        let held = match &state.held {
-            Some(held) => Arc::clone(held),
-            None => {
-                // Others of this process wait on the mutex meanwhile: one opening is enough.
-                let lock = DirLock::acquire(&shared.dir)?;
-                let store = (shared.open)(&shared.dir)?;
-                let held = Arc::new(Held {
-                    store,
-                    lock,
-                    since: Instant::now(),
-                });
-                state.held = Some(Arc::clone(&held));
-                // The closer thread sleeps while nothing is open: it has work again.
-                shared.changed.notify_all();
-                held
+        let held = loop {
+            while (state.handing_over || state.upgrading) && !held_here {
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            match &state.held {
+                Some(held) if access == Access::Read || held.store.writable() => {
+                    break Arc::clone(held);
+                }
+                Some(_) if held_here => {
+                    return Err(StoreError::ReadOnly {
+                        path: shared.dir.clone(),
+                    });
+                }
+                Some(_) if state.users > 0 => {
+                    // Other threads read: the reopening waits for their leases' end.
+                    state.upgrading = true;
+                    while state.users > 0 {
+                        state = shared
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(|p| p.into_inner());
+                    }
+                    state.upgrading = false;
+                }
+                Some(read_only) => {
+                    let lock = Arc::clone(&read_only.lock);
+                    let since = read_only.since;
+                    // Closes it (unless a lease that just ended drops it a moment later).
+                    state.held = None;
+                    let reopened = (shared.open)(&shared.dir, Access::Write);
+                    // Leases waiting for the reopening go on either way.
+                    shared.changed.notify_all();
+                    let held = Arc::new(Held {
+                        store: reopened?,
+                        lock,
+                        since,
+                    });
+                    state.held = Some(Arc::clone(&held));
+                    break held;
+                }
+                None => {
+                    // Others of this process wait on the mutex meanwhile: one opening is
+                    // enough.
+                    let lock = Arc::new(DirLock::acquire(&shared.dir)?);
+                    let store = (shared.open)(&shared.dir, access)?;
+                    let held = Arc::new(Held {
+                        store,
+                        lock,
+                        since: Instant::now(),
+                    });
+                    state.held = Some(Arc::clone(&held));
+                    // The closer thread sleeps while nothing is open: it has work again.
+                    shared.changed.notify_all();
+                    break held;
+                }
             }
         };
         state.users += 1;
@@ -368,6 +437,10 @@ impl Drop for Lease<'_> {
         if !state.handing_over && self.held.since.elapsed() >= MIN_HOLD && self.held.lock.wanted() {
             state.handing_over = true;
         }
+        if state.users == 0 && state.upgrading {
+            // A write lease waits in `lease_for` for this.
+            self.shared.changed.notify_all();
+        }
         if state.users == 0 && state.handing_over {
             // This lease's `held` still refers to the database: it closes when `self.held`
             // drops, right after this, and the last reference goes.
@@ -389,9 +462,96 @@ mod tests {
     // Two `Leases` on one directory in one process contend exactly like two processes:
     // each opens its own descriptions of the lock files, and flock locks descriptions.
     fn open(dir: &Path) -> Leases {
-        Leases::new(dir, |d| Store::open(d).map(|(s, _)| (s, ())), Store::reopen)
-            .expect("open")
-            .0
+        Leases::new(
+            dir,
+            |d| Store::open(d).map(|(s, _)| (s, ())),
+            |d, _| Store::reopen(d),
+        )
+        .expect("open")
+        .0
+    }
+
+    /// As `Cache::open` opens: read-only where it can.
+    fn open_read_only_first(dir: &Path) -> Leases {
+        drop(Store::open(dir).expect("create"));
+        let first = |d: &Path| {
+            Store::open_read_only(d)
+                .map(|s| (s, ()))
+                .ok_or_else(|| StoreError::ReadOnly { path: d.to_owned() })
+        };
+        Leases::new(dir, first, |d, access| match access {
+            Access::Read => Store::open_read_only(d).map_or_else(|| Store::reopen(d), Ok),
+            Access::Write => Store::reopen(d),
+        })
+        .expect("open")
+        .0
+    }
+
+    fn put(lease: &Lease<'_>, value: &str) {
+        let mut batch = Batch::default();
+        batch.put(Family::Meta, "k", value);
+        lease.write(batch).expect("write");
+    }
+
+    #[test]
+    fn a_write_lease_reopens_a_read_only_database_read_write() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let leases = open_read_only_first(&temp.path().join("cache"));
+        assert!(!leases.lease().expect("read").writable());
+        let write = leases.lease_to_write().expect("write");
+        assert!(write.writable());
+        put(&write, "v");
+        drop(write);
+        // Read leases now get the read-write database, which saw the write.
+        let read = leases.lease().expect("read");
+        assert!(read.writable());
+        assert_eq!(
+            read.get(Family::Meta, "k").expect("get").as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
+    #[test]
+    fn a_write_lease_inside_a_read_lease_on_a_read_only_database_is_refused() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let leases = open_read_only_first(&temp.path().join("cache"));
+        let read = leases.lease().expect("read");
+        // Not a wait for itself: an error.
+        assert!(matches!(
+            leases.lease_to_write(),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        drop(read);
+        assert!(leases.lease_to_write().expect("write").writable());
+    }
+
+    #[test]
+    fn a_write_lease_waits_for_the_read_leases_of_other_threads() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let leases = open_read_only_first(&temp.path().join("cache"));
+        let reading_done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let read = leases.lease().expect("read");
+            let writer = scope.spawn(|| {
+                let write = leases.lease_to_write().expect("write");
+                // Only once the reader's lease ended.
+                assert!(reading_done.load(Ordering::SeqCst));
+                put(&write, "w");
+            });
+            // The writer waits for this lease (it says so in the state).
+            while !leases.shared.state().upgrading {
+                std::thread::yield_now();
+            }
+            assert_eq!(read.get(Family::Meta, "k").expect("get"), None);
+            reading_done.store(true, Ordering::SeqCst);
+            drop(read);
+            writer.join().expect("writer");
+        });
+        let read = leases.lease().expect("read");
+        assert_eq!(
+            read.get(Family::Meta, "k").expect("get").as_deref(),
+            Some(&b"w"[..])
+        );
     }
 
     #[test]

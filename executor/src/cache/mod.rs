@@ -7,6 +7,7 @@
 //!    sets per pre-run key let a task whose inputs depend on the branch hit on both.
 
 pub mod archive;
+pub mod deferred;
 pub mod entry;
 pub mod guard;
 pub mod key;
@@ -122,9 +123,10 @@ impl Drop for Cache {
         let mut uses = Batch::default();
         self.take_uses(&mut uses);
         if !uses.is_empty() {
-            // Times of use only order a prune: failing to write them loses nothing else.
+            // Times of use only order a prune: failing to write them loses nothing else. They
+            // wait for the next read-write open if the database is open read-only.
             if let Ok(store) = self.store() {
-                let _ = store.write(uses);
+                let _ = store.write_later(uses);
             }
         }
     }
@@ -161,6 +163,10 @@ impl Cache {
     /// database is held only while this process uses it (see [`lease`]).
     pub fn open(dir: &Path, root: &Path) -> anyhow::Result<Cache> {
         let first = |dir: &Path| -> Result<_, StoreError> {
+            // A run that only hits never needs more (see `deferred`).
+            if let Some(store) = Store::open_read_only(dir) {
+                return Ok((store, OpenOutcome::Reused));
+            }
             match Store::open(dir) {
                 Err(error) if error.is_damage() => {
                     // The cache is an optimisation: a damaged one is kept for inspection and
@@ -182,7 +188,13 @@ impl Cache {
                 other => other,
             }
         };
-        let (leases, opened) = lease::Leases::new(dir, first, Store::reopen)?;
+        let reopen = |dir: &Path, access: lease::Access| match access {
+            lease::Access::Read => {
+                Store::open_read_only(dir).map_or_else(|| Store::reopen(dir), Ok)
+            }
+            lease::Access::Write => Store::reopen(dir),
+        };
+        let (leases, opened) = lease::Leases::new(dir, first, reopen)?;
         if opened != OpenOutcome::Reused {
             // Creating the cache directory changed its parents (`node_modules/.cache`),
             // which a task may list: that was before any task this vt starts.
@@ -207,10 +219,16 @@ impl Cache {
         self.remote = Some(remote);
     }
 
-    /// The database, for as long as the returned lease lives: keep it short, other vt
-    /// processes wait for it.
+    /// The database to read (and to write what may wait: [`Store::write_later`]), for as
+    /// long as the returned lease lives: keep it short, other vt processes wait for it.
     pub fn store(&self) -> Result<lease::Lease<'_>, StoreError> {
         self.leases.lease()
+    }
+
+    /// The database to write, opened read-write (see [`lease::Access`]); not from a thread
+    /// that holds a lease already.
+    pub fn store_to_write(&self) -> Result<lease::Lease<'_>, StoreError> {
+        self.leases.lease_to_write()
     }
 
     pub fn root(&self) -> &Path {
@@ -383,7 +401,7 @@ impl Cache {
 
     /// Removes what `limits` do not keep (see [`prune`]), holding the database meanwhile.
     pub fn prune(&self, limits: prune::Limits) -> Result<prune::Pruned, StoreError> {
-        let store = self.store()?;
+        let store = self.store_to_write()?;
         let mut uses = Batch::default();
         self.take_uses(&mut uses);
         if !uses.is_empty() {
@@ -462,7 +480,7 @@ impl Cache {
             post.0.to_vec(),
         );
         self.take_uses(&mut batch);
-        self.store()?.write(batch)?;
+        self.store_to_write()?.write(batch)?;
         Ok((post, stored))
     }
 

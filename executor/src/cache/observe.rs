@@ -112,8 +112,8 @@ impl<'a> StatMemo<'a> {
             return;
         }
         // A memo (or a time of use) is an optimization: failing to write it only costs a
-        // rehash next time.
-        let _ = store.write(batch);
+        // rehash next time. Read-only, it waits for the next read-write open.
+        let _ = store.write_later(batch);
     }
 }
 

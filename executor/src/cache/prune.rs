@@ -296,7 +296,11 @@ mod tests {
     fn set_used(cache: &Cache, key: &Key, secs: u64) {
         let mut batch = Batch::default();
         batch.put(Family::Used, key.0.to_vec(), secs.to_le_bytes());
-        cache.store().expect("lease").write(batch).expect("write");
+        cache
+            .store_to_write()
+            .expect("lease")
+            .write(batch)
+            .expect("write");
     }
 
     #[test]

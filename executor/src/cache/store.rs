@@ -5,7 +5,9 @@
 //! lives in `meta`; a database written by another schema is wiped and rebuilt (a cache can
 //! always be recomputed, a wrong read cannot be undone), and [`Store::open`] says so.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
@@ -112,6 +114,10 @@ pub enum StoreError {
     )]
     Newer { path: PathBuf, found: String },
     #[error(
+        "vt tried to write to the cache at {path} while it had it open read-only (a bug in vt)\n  hint: please report it; the run's results stand, this one is not stored"
+    )]
+    ReadOnly { path: PathBuf },
+    #[error(
         "the cache at {path} was rewritten by another vt version (schema {found:?}) while this vt used it"
     )]
     Changed {
@@ -134,6 +140,30 @@ pub enum OpenOutcome {
 pub struct Store {
     db: DB,
     path: PathBuf,
+    /// Open read-only (see [`deferred`]): writes that may wait go to [`Store::later`],
+    /// any other write is refused.
+    ///
+    /// [`deferred`]: super::deferred
+    read_only: bool,
+    /// What [`Store::write_later`] kept while read-only, appended to the deferred file when
+    /// the database closes (the cache's lock is still held then: see `lease::Held`).
+    later: Mutex<Batch>,
+    /// Read-only: the stat memos of the deferred file, newer than the database's.
+    memos: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let later = std::mem::take(self.later.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let bytes = super::deferred::encode(
+            later
+                .puts
+                .iter()
+                .map(|(family, key, value)| (*family, key.as_slice(), value.as_slice())),
+        );
+        // Optimisations only (see `deferred`): failing to keep them costs a rehash.
+        let _ = super::deferred::append(&self.path, &bytes);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -243,23 +273,9 @@ impl Store {
             source,
         })?;
         let existed = path.join("CURRENT").exists();
-        let mut options = Options::default();
+        let mut options = Self::db_options();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        // vt opens the database each time it starts using it (see `lease`): keep opening
-        // cheap, and keep its info logs from piling up (one per open).
-        options.set_skip_stats_update_on_db_open(true);
-        // RocksDB opens each column family's table files on up to 16 new threads per
-        // family, even when there are none: 128 thread starts per open (~several ms). A
-        // cache's few files open fine on the calling thread.
-        options.set_max_file_opening_threads(1);
-        // The files an open makes obsolete (the previous MANIFEST, WAL and OPTIONS) are
-        // deleted by a background thread instead of inside the open: ~3 ms of unlinks that
-        // now overlap the lookup and the task (a close still waits for them).
-        options.set_avoid_unnecessary_blocking_io(true);
-        options.set_keep_log_file_num(2);
-        // Its info log would repeat every option at each open (~130 KB).
-        options.set_log_level(rocksdb::LogLevel::Warn);
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
         let db = DB::open_cf_descriptors(&options, &path, families).map_err(|error| {
             if error.to_string().contains("Column families not opened") {
@@ -275,9 +291,118 @@ impl Store {
                 }
             }
         })?;
-        let mut store = Store { db, path };
+        let mut store = Store {
+            db,
+            path,
+            read_only: false,
+            later: Mutex::default(),
+            memos: HashMap::new(),
+        };
         let outcome = store.check_schema(existed, wipe_other)?;
+        store.fold_deferred(&outcome);
         Ok((store, outcome))
+    }
+
+    /// Opens the database read-only, if it exists with this vt's schema and its deferred
+    /// file is small; `None` otherwise (then a read-write open creates, wipes, repairs or
+    /// reports, and folds the deferred file in). Nothing is written to the database
+    /// meanwhile: [`Store::write`] is refused, [`Store::write_later`] kept for the file.
+    pub fn open_read_only(path: &Path) -> Option<Store> {
+        if !path.join("CURRENT").exists() || super::deferred::size(path) > super::deferred::FOLD_AT
+        {
+            return None;
+        }
+        // A read-only open leaves column families it is not given alone: one this vt does not
+        // know is a later schema's, which the read-write open reports.
+        let known =
+            |name: &String| name == "default" || Family::ALL.iter().any(|f| f.name() == name);
+        if !DB::list_cf(&Options::default(), path)
+            .ok()?
+            .iter()
+            .all(known)
+        {
+            return None;
+        }
+        let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
+        let db =
+            DB::open_cf_descriptors_read_only(&Self::db_options(), path, families, false).ok()?;
+        let (records, _) = super::deferred::read(path);
+        let memos = records
+            .into_iter()
+            .filter(|r| r.family == Family::StatMemo)
+            .map(|r| (r.key, r.value))
+            .collect();
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            read_only: true,
+            later: Mutex::default(),
+            memos,
+        };
+        let schema = store.get(Family::Meta, SCHEMA_KEY).ok()??;
+        (schema == SCHEMA_VERSION.to_string().as_bytes()).then_some(store)
+    }
+
+    /// Whether writes go to the database now (else it is open read-only).
+    pub fn writable(&self) -> bool {
+        !self.read_only
+    }
+
+    /// Options for opening the database, read-write or read-only.
+    fn db_options() -> Options {
+        let mut options = Options::default();
+        // vt opens the database each time it starts using it (see `lease`): keep opening
+        // cheap, and keep its info logs from piling up (one per open).
+        options.set_skip_stats_update_on_db_open(true);
+        // RocksDB opens each column family's table files on up to 16 new threads per
+        // family, even when there are none: 128 thread starts per open (~several ms). A
+        // cache's few files open fine on the calling thread.
+        options.set_max_file_opening_threads(1);
+        // The files an open makes obsolete (the previous MANIFEST, WAL and OPTIONS) are
+        // deleted by a background thread instead of inside the open: ~3 ms of unlinks that
+        // now overlap the lookup and the task (a close still waits for them).
+        options.set_avoid_unnecessary_blocking_io(true);
+        options.set_keep_log_file_num(2);
+        // Its info log would repeat every option at each open (~130 KB).
+        options.set_log_level(rocksdb::LogLevel::Warn);
+        options
+    }
+
+    /// Folds the deferred file's records into the database and removes it (see
+    /// [`deferred`](super::deferred)); a fresh or emptied database only drops it. A time of
+    /// use is kept only for an entry that still exists and only if it is later than the
+    /// stored one (an entry pruned since must not come back as a bare time).
+    fn fold_deferred(&self, outcome: &OpenOutcome) {
+        if *outcome != OpenOutcome::Reused {
+            let _ = super::deferred::clear(&self.path);
+            return;
+        }
+        let (records, size) = super::deferred::read(&self.path);
+        if size == 0 {
+            return;
+        }
+        let secs =
+            |value: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(value.try_into().ok()?)) };
+        let mut batch = Batch::default();
+        for record in records {
+            let keep = match record.family {
+                Family::Used => {
+                    let exists = matches!(self.get(Family::Entries, &record.key), Ok(Some(_)));
+                    let stored = self.get(Family::Used, &record.key).ok().flatten();
+                    exists
+                        && secs(&record.value).is_some()
+                        && stored.as_deref().and_then(secs) < secs(&record.value)
+                }
+                _ => true,
+            };
+            if keep {
+                batch.put(record.family, record.key, record.value);
+            }
+        }
+        // Kept until written: a failed write tries again at the next open.
+        if batch.is_empty() || self.write(batch).is_ok() {
+            let _ = super::deferred::clear(&self.path);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -361,12 +486,22 @@ impl Store {
         family: Family,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        if family == Family::StatMemo
+            && let Some(memo) = self.memos.get(key.as_ref())
+        {
+            return Ok(Some(memo.clone()));
+        }
         self.db
             .get_cf(self.cf(family)?, key)
             .map_err(|source| self.io("read", source))
     }
 
     pub fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
         let mut write = WriteBatch::default();
         for (family, key, value) in &batch.puts {
             write.put_cf(self.cf(*family)?, key, value);
@@ -377,6 +512,23 @@ impl Store {
         self.db
             .write(write)
             .map_err(|source| self.io("write", source))
+    }
+
+    /// Writes `batch` now, or, while the database is open read-only, when it closes (to the
+    /// deferred file). Only for records that may wait (stat memos, times of use); others
+    /// in `batch` are dropped while read-only.
+    pub fn write_later(&self, batch: Batch) -> Result<(), StoreError> {
+        if !self.read_only {
+            return self.write(batch);
+        }
+        let mut later = self.later.lock().unwrap_or_else(|p| p.into_inner());
+        later.puts.extend(
+            batch
+                .puts
+                .into_iter()
+                .filter(|(family, _, _)| matches!(family, Family::StatMemo | Family::Used)),
+        );
+        Ok(())
     }
 
     /// Every key of a family, without reading the values (blobs stay on disk).
@@ -518,6 +670,133 @@ pub fn disk_usage_split(dir: &Path) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put(store: &Store, family: Family, key: &str, value: impl Into<Vec<u8>>) {
+        let mut batch = Batch::default();
+        batch.put(family, key, value);
+        store.write(batch).expect("write");
+    }
+
+    fn secs(n: u64) -> [u8; 8] {
+        n.to_le_bytes()
+    }
+
+    #[test]
+    fn a_read_only_store_refuses_writes_and_defers_memos_and_times_of_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache");
+        let (store, _) = Store::open(&path).expect("open");
+        put(&store, Family::Entries, "e", "entry");
+        put(&store, Family::Entries, "f", "entry");
+        put(&store, Family::Used, "e", secs(5));
+        put(&store, Family::Used, "f", secs(9));
+        drop(store);
+
+        let store = Store::open_read_only(&path).expect("read-only");
+        assert!(!store.writable());
+        let mut batch = Batch::default();
+        batch.put(Family::Entries, "x", "entry");
+        assert!(matches!(
+            store.write(batch),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        let mut later = Batch::default();
+        later
+            .put(Family::StatMemo, "inode", "stamp+hash")
+            .put(Family::Used, "e", secs(7)) // later than stored: kept
+            .put(Family::Used, "f", secs(3)) // earlier than stored: not kept
+            .put(Family::Used, "gone", secs(7)) // no such entry: not kept
+            .put(Family::Entries, "x", "entry"); // not deferrable: dropped
+        store.write_later(later).expect("deferred");
+        assert_eq!(
+            store.get(Family::Used, "e").expect("get"),
+            Some(secs(5).to_vec())
+        );
+        drop(store);
+        assert!(path.join(super::super::deferred::FILE).exists());
+
+        // A read-only open sees the deferred memo, not the dropped entry.
+        let store = Store::open_read_only(&path).expect("read-only");
+        assert_eq!(
+            store
+                .get(Family::StatMemo, "inode")
+                .expect("get")
+                .as_deref(),
+            Some(&b"stamp+hash"[..])
+        );
+        assert_eq!(store.get(Family::Entries, "x").expect("get"), None);
+        drop(store);
+
+        // The read-write open folds the file in and removes it.
+        let (store, outcome) = Store::open(&path).expect("read-write");
+        assert_eq!(outcome, OpenOutcome::Reused);
+        assert!(!path.join(super::super::deferred::FILE).exists());
+        assert_eq!(
+            store.get(Family::Used, "e").expect("get"),
+            Some(secs(7).to_vec())
+        );
+        assert_eq!(
+            store.get(Family::Used, "f").expect("get"),
+            Some(secs(9).to_vec())
+        );
+        assert_eq!(store.get(Family::Used, "gone").expect("get"), None);
+        assert_eq!(store.get(Family::Entries, "x").expect("get"), None);
+        assert_eq!(
+            store
+                .get(Family::StatMemo, "inode")
+                .expect("get")
+                .as_deref(),
+            Some(&b"stamp+hash"[..])
+        );
+        // Read-write, a deferrable write is written at once.
+        let mut later = Batch::default();
+        later.put(Family::Used, "e", secs(8));
+        store.write_later(later).expect("write");
+        assert_eq!(
+            store.get(Family::Used, "e").expect("get"),
+            Some(secs(8).to_vec())
+        );
+        drop(store);
+        assert!(!path.join(super::super::deferred::FILE).exists());
+    }
+
+    #[test]
+    fn a_read_only_open_is_declined_where_a_read_write_one_must_decide() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache");
+        // Nothing there yet: the read-write open creates it.
+        assert!(Store::open_read_only(&path).is_none());
+        let (store, _) = Store::open(&path).expect("open");
+        drop(store);
+        assert!(Store::open_read_only(&path).is_some(), "the control");
+        // Another schema: the read-write open wipes it or says it is newer.
+        let (store, _) = Store::open(&path).expect("open");
+        put(&store, Family::Meta, "schema_version", "999");
+        drop(store);
+        assert!(Store::open_read_only(&path).is_none());
+        assert!(matches!(Store::open(&path), Err(StoreError::Newer { .. })));
+
+        // A column family this vt does not know (a later schema's).
+        let path = dir.path().join("future");
+        drop(Store::open(&path).expect("open"));
+        testing::add_column_family(&path, "from_the_future");
+        assert!(Store::open_read_only(&path).is_none());
+
+        // A deferred file grown past its limit: the read-write open folds it (here: drops
+        // what does not read back) and the next read-only open goes ahead.
+        let path = dir.path().join("grown");
+        drop(Store::open(&path).expect("open"));
+        let file = path.join(super::super::deferred::FILE);
+        std::fs::write(
+            &file,
+            vec![0u8; super::super::deferred::FOLD_AT as usize + 1],
+        )
+        .expect("write");
+        assert!(Store::open_read_only(&path).is_none());
+        drop(Store::open(&path).expect("open"));
+        assert!(!file.exists());
+        assert!(Store::open_read_only(&path).is_some());
+    }
 
     #[test]
     fn open_write_reopen_read() {

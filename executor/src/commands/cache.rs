@@ -53,7 +53,8 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
         CacheCommand::Stats => {
             let limit = size_limit()?;
             let cache = Cache::open(&dir, &workspace.root)?;
-            let store = cache.store()?;
+            // Read-write: the opening folds in the deferred times of use it reports.
+            let store = cache.store_to_write()?;
             stats(&store, &limit)?;
             Ok(ExitCode::SUCCESS)
         }
