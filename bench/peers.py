@@ -7,7 +7,8 @@ src/index.js and the dependencies' dist/, write dist/index.js. vt reads the same
 with `dependsOn: ["^build"]` in vt.json; turbo with the equivalent turbo.json.
 
 Steps, per tool, interleaved round by round: cold (empty cache), fully cached (dist/
-deleted, so every output is restored), and after touching one leaf's source. turbo
+deleted, so every output is restored), and after touching one leaf's source.
+`--baseline OLD_VT` adds an older vt binary to the same rounds (its own cache). turbo
 (npm `turbo`) is installed once into $VT_NPM_INSTALLS (default /var/cache/vt-ci/npm-installs).
 """
 import argparse
@@ -66,18 +67,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
     parser.add_argument("--vt", default=str(target / "release" / "vt"))
+    parser.add_argument("--baseline", help="an older vt binary, measured in the same rounds")
     args = parser.parse_args()
     turbo = npm_install("turbo", "turbo@^2") / ".bin" / "turbo"
     work = Path(tempfile.mkdtemp(prefix="vt-bench-peers-"))
     root = work / "ws"
     generate(root)
-    env = dict(os.environ, VT_CACHE_DIR=str(work / "vt-cache"), TURBO_TELEMETRY_DISABLED="1",
-               DO_NOT_TRACK="1", TURBO_NO_UPDATE_NOTIFIER="1")
+    env = dict(os.environ, TURBO_TELEMETRY_DISABLED="1", DO_NOT_TRACK="1",
+               TURBO_NO_UPDATE_NOTIFIER="1")
     commands = {
         "vt": [args.vt, "run", "build", "-r"],
         "turbo": [str(turbo), "run", "build", "--output-logs=none", "--no-daemon", "--concurrency=2"],
     }
     caches = {"vt": work / "vt-cache", "turbo": root / ".turbo"}
+    if args.baseline:
+        commands["vt (baseline)"] = [args.baseline, "run", "build", "-r"]
+        caches["vt (baseline)"] = work / "vt-baseline-cache"
     leaf = root / "packages" / "p099" / "src" / "index.js"
 
     def clean_outputs():
@@ -86,7 +91,8 @@ def main() -> int:
 
     def timed(tool):
         start = time.perf_counter()
-        subprocess.run(commands[tool], cwd=root, env=env, check=True,
+        subprocess.run(commands[tool], cwd=root, env=dict(env, VT_CACHE_DIR=str(caches[tool])),
+                       check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - start
 
@@ -102,12 +108,18 @@ def main() -> int:
             results[(tool, "one leaf")].append(timed(tool))
     print(f"machine: {os.cpu_count()} cores; rounds: {args.rounds} (interleaved); turbo "
           + subprocess.run([str(turbo), "--version"], capture_output=True, text=True).stdout.strip() + "\n")
-    print("| 100 packages | vt (s) | turbo (s) | vt / turbo |")
-    print("|---|---|---|---|")
+    base = "vt (baseline)" in commands
+    print("| 100 packages | vt (s) | turbo (s) | vt / turbo |"
+          + (" baseline vt (s) | baseline / turbo |" if base else ""))
+    print("|---|---|---|---|" + ("---|---|" if base else ""))
     for step in ("cold", "cached", "one leaf"):
         v = statistics.median(results[("vt", step)])
         t = statistics.median(results[("turbo", step)])
-        print(f"| {step} | {v:.2f} | {t:.2f} | {v / t:.2f}× |")
+        row = f"| {step} | {v:.3f} | {t:.3f} | {v / t:.2f}× |"
+        if base:
+            b = statistics.median(results[("vt (baseline)", step)])
+            row += f" {b:.3f} | {b / t:.2f}× |"
+        print(row)
     save_results("peers", {step: {"vt": statistics.median(results[("vt", step)]),
                                   "turbo": statistics.median(results[("turbo", step)])}
                            for step in ("cold", "cached", "one leaf")})

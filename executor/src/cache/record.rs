@@ -111,6 +111,7 @@ impl Cache {
     /// written: a corrupt or missing blob is an error with nothing touched.
     pub fn replay(&self, entry: &Stored, fetched: impl FnOnce()) -> Result<Vec<u8>, String> {
         // The database only while reading: writing the files and the console takes longer.
+        let reading = sandbox::timings::phase("replay: read");
         let (log, blobs) = {
             let store = self.store().map_err(|e| e.to_string())?;
             let log = store
@@ -123,7 +124,9 @@ impl Cache {
         if archive::log_key(&log) != entry.log {
             return Err("its log is corrupt".into());
         }
+        drop(reading);
         fetched();
+        let _restoring = sandbox::timings::phase("replay: restore");
         // The restored files are changes the task's dependents must find settled: the run
         // loop notes when this task finished (`run::rerun`).
         archive::restore(self.root(), &entry.outputs, blobs).map_err(|e| e.to_string())?;

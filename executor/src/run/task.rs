@@ -294,7 +294,7 @@ fn replay(
             },
         )
     })?;
-    console.replay(&log);
+    sandbox::timings::time("replay: console", || console.replay(&log));
     Ok(())
 }
 
