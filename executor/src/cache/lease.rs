@@ -216,6 +216,8 @@ impl Shared {
 pub struct Leases {
     shared: Arc<Shared>,
     closer: Option<std::thread::JoinHandle<()>>,
+    /// The thread of [`Leases::prepare_to_write`], if one was started.
+    preparing: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -260,7 +262,14 @@ impl Leases {
                 .spawn(move || close_when_idle(&shared))
                 .ok()
         };
-        Ok((Leases { shared, closer }, found))
+        Ok((
+            Leases {
+                shared,
+                closer,
+                preparing: Mutex::default(),
+            },
+            found,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -270,18 +279,42 @@ impl Leases {
     /// The database to read, opened (after waiting for another vt, if one has it) if it is
     /// not: read-only if it can be.
     pub fn lease(&self) -> Result<Lease<'_>, StoreError> {
-        self.lease_for(Access::Read)
+        self.shared.lease_for(Access::Read)
     }
 
     /// The database to write, reopened read-write if it was open read-only. A thread that
     /// holds a read lease on a read-only database cannot take one (it would wait for
     /// itself): that is refused as [`StoreError::ReadOnly`].
     pub fn lease_to_write(&self) -> Result<Lease<'_>, StoreError> {
-        self.lease_for(Access::Write)
+        self.shared.lease_for(Access::Write)
     }
 
+    /// Reopens a read-only database read-write on another thread: a lookup missed, so a
+    /// store follows once the task has run, and the reopening (the expensive open) then
+    /// overlaps the task instead of delaying the store.
+    pub fn prepare_to_write(&self) {
+        {
+            let state = self.shared.state();
+            if state.upgrading || state.held.as_ref().is_none_or(|h| h.store.writable()) {
+                return;
+            }
+        }
+        let mut preparing = self.preparing.lock().unwrap_or_else(|p| p.into_inner());
+        if preparing.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        *preparing = std::thread::Builder::new()
+            .name("vt-cache-reopen".into())
+            // A failure is met again, and reported, by the store that needs the database.
+            .spawn(move || drop(shared.lease_for(Access::Write)))
+            .ok();
+    }
+}
+
+impl Shared {
     fn lease_for(&self, access: Access) -> Result<Lease<'_>, StoreError> {
-        let shared = &*self.shared;
+        let shared = self;
         let mut state = shared.state();
         let held_here = HELD_HERE.with(Cell::get) > 0;
         let held = loop {
@@ -346,15 +379,16 @@ impl Leases {
         };
         state.users += 1;
         HELD_HERE.with(|n| n.set(n.get() + 1));
-        Ok(Lease {
-            held,
-            shared: &self.shared,
-        })
+        Ok(Lease { held, shared: self })
     }
 }
 
 impl Drop for Leases {
     fn drop(&mut self) {
+        let preparing = self.preparing.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(thread) = preparing.take() {
+            let _ = thread.join();
+        }
         {
             let mut state = self.shared.state();
             state.stopping = true;
@@ -509,6 +543,23 @@ mod tests {
             read.get(Family::Meta, "k").expect("get").as_deref(),
             Some(&b"v"[..])
         );
+    }
+
+    #[test]
+    fn preparing_to_write_reopens_read_write_on_another_thread() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let leases = open_read_only_first(&temp.path().join("cache"));
+        // Even from a thread that holds a read lease: the reopening waits for it.
+        let read = leases.lease().expect("read");
+        leases.prepare_to_write();
+        assert!(!read.writable());
+        drop(read);
+        let thread = leases.preparing.lock().expect("lock").take();
+        thread.expect("started").join().expect("reopened");
+        assert!(leases.lease().expect("read").writable());
+        // Already read-write: nothing to prepare.
+        leases.prepare_to_write();
+        assert!(leases.preparing.lock().expect("lock").is_none());
     }
 
     #[test]

@@ -270,6 +270,8 @@ impl Cache {
         if let Some(remote) = remote_reason {
             reason.push_str(&format!(" (remote cache: {remote})"));
         }
+        // The task runs next and is stored after: open for that meanwhile.
+        self.leases.prepare_to_write();
         Lookup::Miss { reason }
     }
 

@@ -308,7 +308,9 @@ impl Store {
     /// reports, and folds the deferred file in). Nothing is written to the database
     /// meanwhile: [`Store::write`] is refused, [`Store::write_later`] kept for the file.
     pub fn open_read_only(path: &Path) -> Option<Store> {
-        if !path.join("CURRENT").exists() || super::deferred::size(path) > super::deferred::FOLD_AT
+        if !path.join("CURRENT").exists()
+            || super::deferred::size(path) > super::deferred::FOLD_AT
+            || unflushed_bytes(path) > REPLAY_AT
         {
             return None;
         }
@@ -603,6 +605,24 @@ impl Store {
     }
 }
 
+/// A read-only open replays the write-ahead log into memory at every open, where a
+/// read-write one flushes it to a table once: beyond this many bytes of log (the outputs
+/// of stores not flushed yet) the flush is the cheaper.
+const REPLAY_AT: u64 = 256 << 10;
+
+/// Bytes in the database's write-ahead logs: what the processes that opened it read-write
+/// wrote since the last flush.
+fn unflushed_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
 /// The first key after every key that starts with `prefix` (`None`: no such key, as for
 /// an empty prefix or one of 0xff bytes).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -768,13 +788,27 @@ mod tests {
         assert!(Store::open_read_only(&path).is_none());
         let (store, _) = Store::open(&path).expect("open");
         drop(store);
+        // A small log is replayed; a large one is flushed by a read-write open first.
         assert!(Store::open_read_only(&path).is_some(), "the control");
+        let (store, _) = Store::open(&path).expect("open");
+        put(
+            &store,
+            Family::Blobs,
+            "big",
+            vec![7u8; REPLAY_AT as usize + 1],
+        );
+        drop(store);
+        assert!(unflushed_bytes(&path) > REPLAY_AT);
+        assert!(Store::open_read_only(&path).is_none());
+        drop(Store::open(&path).expect("flush"));
+        assert!(unflushed_bytes(&path) <= REPLAY_AT);
+        assert!(Store::open_read_only(&path).is_some(), "flushed");
         // Another schema: the read-write open wipes it or says it is newer.
         let (store, _) = Store::open(&path).expect("open");
         put(&store, Family::Meta, "schema_version", "999");
         drop(store);
-        assert!(Store::open_read_only(&path).is_none());
         assert!(matches!(Store::open(&path), Err(StoreError::Newer { .. })));
+        assert!(Store::open_read_only(&path).is_none());
 
         // A column family this vt does not know (a later schema's).
         let path = dir.path().join("future");
@@ -786,6 +820,7 @@ mod tests {
         // what does not read back) and the next read-only open goes ahead.
         let path = dir.path().join("grown");
         drop(Store::open(&path).expect("open"));
+        drop(Store::open(&path).expect("flush"));
         let file = path.join(super::super::deferred::FILE);
         std::fs::write(
             &file,

@@ -17,7 +17,7 @@ mod details;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let workspace = Workspace::find(&cwd)?;
+    let workspace = sandbox::timings::time("workspace", || Workspace::find(&cwd))?;
     if args.last_details {
         return details::print_last(&Cache::default_dir(&workspace.root));
     }
