@@ -699,6 +699,10 @@ mod tests {
         store.write(batch).expect("write");
     }
 
+    fn got(store: &Store, family: Family, key: &str) -> Option<Vec<u8>> {
+        store.get(family, key).expect("get")
+    }
+
     fn secs(n: u64) -> [u8; 8] {
         n.to_le_bytes()
     }
@@ -730,54 +734,36 @@ mod tests {
             .put(Family::Used, "gone", secs(7)) // no such entry: not kept
             .put(Family::Entries, "x", "entry"); // not deferrable: dropped
         store.write_later(later).expect("deferred");
-        assert_eq!(
-            store.get(Family::Used, "e").expect("get"),
-            Some(secs(5).to_vec())
-        );
+        assert_eq!(got(&store, Family::Used, "e"), Some(secs(5).to_vec()));
         drop(store);
         assert!(path.join(super::super::deferred::FILE).exists());
 
         // A read-only open sees the deferred memo, not the dropped entry.
         let store = Store::open_read_only(&path).expect("read-only");
         assert_eq!(
-            store
-                .get(Family::StatMemo, "inode")
-                .expect("get")
-                .as_deref(),
+            got(&store, Family::StatMemo, "inode").as_deref(),
             Some(&b"stamp+hash"[..])
         );
-        assert_eq!(store.get(Family::Entries, "x").expect("get"), None);
+        assert_eq!(got(&store, Family::Entries, "x"), None);
         drop(store);
 
         // The read-write open folds the file in and removes it.
         let (store, outcome) = Store::open(&path).expect("read-write");
         assert_eq!(outcome, OpenOutcome::Reused);
         assert!(!path.join(super::super::deferred::FILE).exists());
+        assert_eq!(got(&store, Family::Used, "e"), Some(secs(7).to_vec()));
+        assert_eq!(got(&store, Family::Used, "f"), Some(secs(9).to_vec()));
+        assert_eq!(got(&store, Family::Used, "gone"), None);
+        assert_eq!(got(&store, Family::Entries, "x"), None);
         assert_eq!(
-            store.get(Family::Used, "e").expect("get"),
-            Some(secs(7).to_vec())
-        );
-        assert_eq!(
-            store.get(Family::Used, "f").expect("get"),
-            Some(secs(9).to_vec())
-        );
-        assert_eq!(store.get(Family::Used, "gone").expect("get"), None);
-        assert_eq!(store.get(Family::Entries, "x").expect("get"), None);
-        assert_eq!(
-            store
-                .get(Family::StatMemo, "inode")
-                .expect("get")
-                .as_deref(),
+            got(&store, Family::StatMemo, "inode").as_deref(),
             Some(&b"stamp+hash"[..])
         );
         // Read-write, a deferrable write is written at once.
         let mut later = Batch::default();
         later.put(Family::Used, "e", secs(8));
         store.write_later(later).expect("write");
-        assert_eq!(
-            store.get(Family::Used, "e").expect("get"),
-            Some(secs(8).to_vec())
-        );
+        assert_eq!(got(&store, Family::Used, "e"), Some(secs(8).to_vec()));
         drop(store);
         assert!(!path.join(super::super::deferred::FILE).exists());
     }
