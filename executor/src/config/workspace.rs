@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSetBuilder};
 use serde::Deserialize;
 
 use super::settings::Settings;
@@ -91,16 +91,25 @@ impl Workspace {
         } else {
             "package.json"
         });
+        // The deepest directory an include pattern can match: the walk stops there.
+        let mut depth = Some(0);
         for pattern in globs {
-            let (set, pattern) = match pattern.strip_prefix('!') {
-                Some(p) => (&mut exclude, p),
-                None => (&mut include, pattern.as_str()),
+            let (set, pattern, included) = match pattern.strip_prefix('!') {
+                Some(p) => (&mut exclude, p, false),
+                None => (&mut include, pattern.as_str(), true),
             };
             let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
-            let glob = Glob::new(pattern).map_err(|e| ConfigError::Invalid {
-                path: manifest.clone(),
-                message: format!("bad workspace pattern {pattern:?}: {e}"),
-            })?;
+            if included {
+                depth = depth.zip(pattern_depth(pattern)).map(|(a, b)| a.max(b));
+            }
+            // As npm and pnpm read them: `*` stays within one directory, `**` crosses them.
+            let glob = GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| ConfigError::Invalid {
+                    path: manifest.clone(),
+                    message: format!("bad workspace pattern {pattern:?}: {e}"),
+                })?;
             set.add(glob);
         }
         let invalid = |e: globset::Error| ConfigError::Invalid {
@@ -111,7 +120,7 @@ impl Workspace {
         let exclude = exclude.build().map_err(invalid)?;
         let mut dirs = Vec::new();
         if !include.is_empty() {
-            collect_dirs(root, root, &mut |rel, dir| {
+            collect_dirs(root, root, depth, &mut |rel, dir| {
                 if include.is_match(rel)
                     && !exclude.is_match(rel)
                     && dir.join("package.json").is_file()
@@ -157,9 +166,25 @@ impl Workspace {
     }
 }
 
-/// Calls `visit(relative, absolute)` for every directory below `dir`, skipping
-/// `node_modules` and hidden directories.
-fn collect_dirs(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, &Path)) {
+/// How many directories deep `pattern` matches (`packages/*`: 2); `None` for any depth
+/// (`**`).
+fn pattern_depth(pattern: &str) -> Option<usize> {
+    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    (!parts.contains(&"**")).then_some(parts.len())
+}
+
+/// Calls `visit(relative, absolute)` for every directory below `dir` down to `depth`
+/// levels (`None`: all), skipping `node_modules` and hidden directories. Bounded, a
+/// workspace of `packages/*` lists its packages, not every source tree in them.
+fn collect_dirs(
+    root: &Path,
+    dir: &Path,
+    depth: Option<usize>,
+    visit: &mut dyn FnMut(&Path, &Path),
+) {
+    if depth == Some(0) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -173,7 +198,7 @@ fn collect_dirs(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, &Path)) {
         if let Ok(rel) = path.strip_prefix(root) {
             visit(rel, &path);
         }
-        collect_dirs(root, &path, visit);
+        collect_dirs(root, &path, depth.map(|d| d - 1), visit);
     }
 }
 
@@ -184,6 +209,15 @@ mod tests {
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn a_patterns_depth_is_its_directories_unless_it_has_a_double_star() {
+        assert_eq!(pattern_depth("packages/*"), Some(2));
+        assert_eq!(pattern_depth("apps/web"), Some(2));
+        assert_eq!(pattern_depth("*"), Some(1));
+        assert_eq!(pattern_depth("packages/**"), None);
+        assert_eq!(pattern_depth("**/pkg"), None);
     }
 
     #[test]
@@ -221,6 +255,33 @@ mod tests {
         let ws = Workspace::find(&npm.path().join("libs/x")).expect("workspace");
         assert_eq!(ws.packages.len(), 2);
 
+        // `*` stays within a directory (as in npm and pnpm): a fixture's package.json
+        // below a package is not a workspace package; `**` reaches it.
+        let nested = tempfile::tempdir().expect("tempdir");
+        write(
+            &nested.path().join("package.json"),
+            r#"{"workspaces":["libs/*"]}"#,
+        );
+        write(
+            &nested.path().join("libs/x/package.json"),
+            r#"{"name":"x"}"#,
+        );
+        write(
+            &nested.path().join("libs/x/test/fixture/package.json"),
+            r#"{"name":"fixture"}"#,
+        );
+        let names = |ws: &Workspace| -> Vec<String> {
+            ws.packages.iter().map(|p| p.name.clone()).collect()
+        };
+        let ws = Workspace::find(nested.path()).expect("workspace");
+        assert!(names(&ws).contains(&"x".into()), "{:?}", names(&ws));
+        assert!(!names(&ws).contains(&"fixture".into()), "{:?}", names(&ws));
+        write(
+            &nested.path().join("package.json"),
+            r#"{"workspaces":["libs/**"]}"#,
+        );
+        let ws = Workspace::find(nested.path()).expect("workspace");
+        assert!(names(&ws).contains(&"fixture".into()), "{:?}", names(&ws));
         let lone = tempfile::tempdir().expect("tempdir");
         write(&lone.path().join("package.json"), r#"{"name":"solo"}"#);
         let ws = Workspace::find(lone.path()).expect("workspace");
