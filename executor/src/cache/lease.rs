@@ -187,6 +187,15 @@ pub enum Access {
 /// read-only.
 type Opener = dyn Fn(&Path, Access) -> Result<Store, StoreError> + Send + Sync;
 
+/// The opener a cache uses after its first open: read-only for reading where it can be
+/// (see [`Store::open_read_only`]), read-write otherwise.
+pub fn reopen_for(dir: &Path, access: Access) -> Result<Store, StoreError> {
+    match access {
+        Access::Read => Store::open_read_only(dir).map_or_else(|| Store::reopen(dir), Ok),
+        Access::Write => Store::reopen(dir),
+    }
+}
+
 struct State {
     held: Option<Arc<Held>>,
     /// Live [`Lease`]s.
@@ -513,18 +522,18 @@ mod tests {
                 .map(|s| (s, ()))
                 .ok_or_else(|| StoreError::ReadOnly { path: d.to_owned() })
         };
-        Leases::new(dir, first, |d, access| match access {
-            Access::Read => Store::open_read_only(d).map_or_else(|| Store::reopen(d), Ok),
-            Access::Write => Store::reopen(d),
-        })
-        .expect("open")
-        .0
+        Leases::new(dir, first, reopen_for).expect("open").0
     }
 
     fn put(lease: &Lease<'_>, value: &str) {
         let mut batch = Batch::default();
         batch.put(Family::Meta, "k", value);
         lease.write(batch).expect("write");
+    }
+
+    /// What [`put`] wrote, as `lease` sees it.
+    fn seen(lease: &Lease<'_>) -> Option<Vec<u8>> {
+        lease.get(Family::Meta, "k").expect("get")
     }
 
     #[test]
@@ -539,10 +548,7 @@ mod tests {
         // Read leases now get the read-write database, which saw the write.
         let read = leases.lease().expect("read");
         assert!(read.writable());
-        assert_eq!(
-            read.get(Family::Meta, "k").expect("get").as_deref(),
-            Some(&b"v"[..])
-        );
+        assert_eq!(seen(&read).as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
@@ -593,16 +599,13 @@ mod tests {
             while !leases.shared.state().upgrading {
                 std::thread::yield_now();
             }
-            assert_eq!(read.get(Family::Meta, "k").expect("get"), None);
+            assert_eq!(seen(&read), None);
             reading_done.store(true, Ordering::SeqCst);
             drop(read);
             writer.join().expect("writer");
         });
         let read = leases.lease().expect("read");
-        assert_eq!(
-            read.get(Family::Meta, "k").expect("get").as_deref(),
-            Some(&b"w"[..])
-        );
+        assert_eq!(seen(&read).as_deref(), Some(&b"w"[..]));
     }
 
     #[test]

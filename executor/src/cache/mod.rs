@@ -188,13 +188,7 @@ impl Cache {
                 other => other,
             }
         };
-        let reopen = |dir: &Path, access: lease::Access| match access {
-            lease::Access::Read => {
-                Store::open_read_only(dir).map_or_else(|| Store::reopen(dir), Ok)
-            }
-            lease::Access::Write => Store::reopen(dir),
-        };
-        let (leases, opened) = lease::Leases::new(dir, first, reopen)?;
+        let (leases, opened) = lease::Leases::new(dir, first, lease::reopen_for)?;
         if opened != OpenOutcome::Reused {
             // Creating the cache directory changed its parents (`node_modules/.cache`),
             // which a task may list: that was before any task this vt starts.

@@ -308,10 +308,11 @@ impl Store {
     /// reports, and folds the deferred file in). Nothing is written to the database
     /// meanwhile: [`Store::write`] is refused, [`Store::write_later`] kept for the file.
     pub fn open_read_only(path: &Path) -> Option<Store> {
-        if !path.join("CURRENT").exists()
-            || super::deferred::size(path) > super::deferred::FOLD_AT
-            || unflushed_bytes(path) > REPLAY_AT
-        {
+        if !path.join("CURRENT").exists() || unflushed_bytes(path) > REPLAY_AT {
+            return None;
+        }
+        let (records, size) = super::deferred::read(path);
+        if size > super::deferred::FOLD_AT {
             return None;
         }
         // A read-only open leaves column families it is not given alone: one this vt does not
@@ -328,7 +329,6 @@ impl Store {
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
         let db =
             DB::open_cf_descriptors_read_only(&Self::db_options(), path, families, false).ok()?;
-        let (records, _) = super::deferred::read(path);
         let memos = records
             .into_iter()
             .filter(|r| r.family == Family::StatMemo)
