@@ -212,6 +212,7 @@ fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer()
     let (_temp, root) = zero_config_workspace();
     let stderr = succeed(vt(&root, &["run", "build", "-r", "--sandbox"]));
     assert!(!stderr.contains("Read-only"), "{stderr}");
+    assert!(!stderr.contains("no copy-on-write layer"), "{stderr}");
     let lib = root.join("packages/lib");
     let app = root.join("packages/app");
     assert_eq!(
@@ -326,5 +327,116 @@ fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing
     assert_eq!(
         std::fs::read_to_string(app.join("dist/half.js")).expect("out"),
         "whole\n"
+    );
+}
+
+/// `vt ARGS` in `root` with its cache and temp directory (and so its layers) on an overlayfs, which overlayfs
+/// refuses as a layer's upper directory ("not supported as upperdir"): the host of a
+/// container whose root is an overlayfs. The overlay is mounted in a mount namespace of
+/// the command's own, so nothing is left mounted on the host.
+fn vt_with_layers_refused(root: &Path, scratch: &Path, args: &[&str]) -> Output {
+    for dir in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(scratch.join(dir)).expect("overlay dirs");
+    }
+    let script = r#"mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged" || exit 99
+scratch="$1" root="$2" vt="$3"
+shift 3
+mkdir -p "$scratch/merged/tmp"
+cd "$root" && TMPDIR="$scratch/merged/tmp" VT_CACHE_DIR="$scratch/merged/cache" exec "$vt" "$@""#;
+    let vt_path = vt_binary();
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(scratch)
+        .arg(root)
+        .arg(&vt_path)
+        .args(args);
+    let output = command.output().expect("unshare runs");
+    assert_ne!(
+        output.status.code(),
+        Some(99),
+        "cannot mount an overlayfs for this test (it needs root and overlayfs): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn where_the_host_refuses_a_layer_a_sandboxed_task_runs_once_with_its_package_writable() {
+    let (_temp, root) = zero_config_workspace();
+    let scratch = tempfile::tempdir().expect("scratch");
+    vt_tests::write(
+        &root,
+        "packages/app/package.json",
+        r#"{"name":"app","scripts":{"build":"echo started && mkdir -p dist && echo built > dist/out.js"}}"#,
+    );
+    let app = root.join("packages/app");
+    let refused = "no copy-on-write layer on this host";
+
+    // A lone task: its sandbox fails at the layer before anything runs, and it runs again,
+    // once, with its package bound writable; its output lands.
+    let output = vt_with_layers_refused(&root, scratch.path(), &["run", "app#build", "--sandbox"]);
+    let stderr = succeed(output.clone());
+    assert_eq!(stderr.matches(refused).count(), 1, "{stderr}");
+    assert!(stderr.contains("copy-on-write overlay) failed"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .matches("started")
+            .count(),
+        1,
+        "the task ran once"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.join("dist/out.js")).expect("out"),
+        "built\n"
+    );
+
+    // Replayed from the cache.
+    std::fs::remove_dir_all(app.join("dist")).expect("clean");
+    let stderr = succeed(vt_with_layers_refused(
+        &root,
+        scratch.path(),
+        &["run", "app#build", "--sandbox"],
+    ));
+    assert!(
+        stderr.contains("app#build: cache hit, replaying"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.join("dist/out.js")).expect("out"),
+        "built\n"
+    );
+
+    // Several tasks in one run: said once, and every task still builds.
+    let stderr = succeed(vt_with_layers_refused(
+        &root,
+        scratch.path(),
+        &["run", "build", "-r", "--sandbox", "--no-cache"],
+    ));
+    assert_eq!(stderr.matches(refused).count(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("packages/lib/esm/index.js")).expect("esm"),
+        "export const a = 1;\n"
+    );
+    assert!(stderr.contains("app#build"), "{stderr}");
+
+    // The control: the same task with its layers on a file system overlayfs accepts
+    // (the workspace's) goes through a layer.
+    let output = vt(&root, &["run", "app#build", "--sandbox", "--no-cache"]);
+    let stderr = succeed(output.clone());
+    assert!(!stderr.contains(refused), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .matches("started")
+            .count(),
+        1
     );
 }

@@ -48,6 +48,27 @@ pub fn execute(
     stored: bool,
     cache_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Execution> {
+    if let Some(execution) = attempt(plan, console, stored, cache_dir)? {
+        return Ok(execution);
+    }
+    // The host refused the task's copy-on-write layer before anything ran (noted, so this
+    // attempt binds the directory writable instead).
+    attempt(plan, console, stored, cache_dir)?.with_context(|| {
+        format!(
+            "{}: the sandbox refused a copy-on-write layer it had not tried",
+            plan.label
+        )
+    })
+}
+
+/// One start of the task: `None` if its sandbox failed at the copy-on-write layer, which
+/// this host refuses (noted in [`sandbox::jail::layer::refused`]; the task did not run).
+fn attempt(
+    plan: &Plan,
+    console: &mut Console,
+    stored: bool,
+    cache_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Execution>> {
     let started = Instant::now();
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -104,10 +125,8 @@ pub fn execute(
     ipc.attach(&mut launch);
     // Starting consumes the launch: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
-    let layer = plan
-        .sandbox
-        .as_ref()
-        .and_then(|s| s.layered.as_deref())
+    let layered = plan.sandbox.as_ref().and_then(|s| s.layered.as_deref());
+    let layer = layered
         .map(|dir| sandbox::timings::time("sandbox: layer", || layer_for(plan, dir, cache_dir)))
         .transpose()?
         .flatten();
@@ -136,6 +155,16 @@ pub fn execute(
         (None, Some(_)) => sandbox::trace::spawn_launch(launch),
         _ => sandbox::trace::spawn_jailed(launch.into_command(), jail.as_ref()),
     };
+    let refusal = match (&spawned, &layer) {
+        (Err(sandbox::trace::TraceError::Jail(e)), Some((_, base))) => {
+            e.layer_refusal().map(|why| (why, base))
+        }
+        _ => None,
+    };
+    if let (Some((why, base)), Some(dir)) = (refusal, layered) {
+        sandbox::jail::layer::note_refused(base, dir, why);
+        return Ok(None);
+    }
     let mut child = spawned
         .with_context(|| format!("{}: cannot start `sh -c {}`", plan.label, plan.command))?;
     if let Some((found, at_ns)) = shell {
@@ -186,7 +215,7 @@ pub fn execute(
     applied?;
     let (status, log) = waited.with_context(|| format!("{}: tracing failed", plan.label))?;
     let ipc = sandbox::timings::time("end: IPC server", || ipc.finish());
-    Ok(Execution {
+    Ok(Some(Execution {
         ipc,
         status,
         log,
@@ -194,7 +223,7 @@ pub fn execute(
         duration: started.elapsed(),
         timed_out,
         window,
-    })
+    }))
 }
 
 /// Kills the task's process group once `limit` has passed, unless the returned sender is
@@ -224,7 +253,7 @@ fn watchdog(
 /// (the same file system as the workspace, usually, so applying it is renames), or in the
 /// temp directory when the cache is inside `dir` (overlayfs refuses a layer inside the
 /// directory it covers: the root package, with the default cache in its node_modules).
-/// `None` where this host cannot make one (said once): the directory is then bound
+/// `None` where this host was found to refuse one (said once): the directory is then bound
 /// writable, so the task still works, but a failed task's writes stay.
 fn layer_for(
     plan: &Plan,
@@ -235,7 +264,7 @@ fn layer_for(
         .map(|c| c.join("layers"))
         .filter(|b| !b.starts_with(dir))
         .unwrap_or_else(|| std::env::temp_dir().join("vt-layers"));
-    if let Err(why) = sandbox::jail::layers_work(&base, dir) {
+    if let Some(why) = sandbox::jail::layer::refused(&base, dir) {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
             eprintln!(

@@ -94,6 +94,48 @@ impl LayerDirs {
     }
 }
 
+/// Where this process found that the host refuses a layer: inside a container whose root
+/// is itself an overlayfs ("not supported as upperdir"), or under a seccomp policy without
+/// the new mount API. Keyed by the layers' directory and the file system of the directory
+/// layered, the two things overlayfs judges.
+///
+/// vt does not check beforehand: a task whose sandbox fails at its layer has not run (the
+/// failure is before exec), so the caller notes it here and runs the task again without
+/// one. A check would be a whole sandboxed `/bin/true`, ~10 ms on every lone
+/// `vt exec --sandbox`.
+type Refusals = Vec<((PathBuf, u64), String)>;
+static REFUSED: std::sync::Mutex<Refusals> = std::sync::Mutex::new(Vec::new());
+
+fn refusal_key(base: &Path, path: &Path) -> Option<(PathBuf, u64)> {
+    let device = std::fs::metadata(path).ok()?.dev();
+    Some((base.to_path_buf(), device))
+}
+
+/// Why a layer of `path` in `base` cannot be made, if a task of this process found out.
+pub fn refused(base: &Path, path: &Path) -> Option<String> {
+    let key = refusal_key(base, path)?;
+    let refused = REFUSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    refused
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, why)| why.clone())
+}
+
+/// Records that the host refused a layer of `path` in `base`, and why.
+pub fn note_refused(base: &Path, path: &Path, why: String) {
+    let Some(key) = refusal_key(base, path) else {
+        return;
+    };
+    let mut refused = REFUSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !refused.iter().any(|(k, _)| *k == key) {
+        refused.push((key, why));
+    }
+}
+
 impl Drop for LayerDirs {
     fn drop(&mut self) {
         if !self.kept {

@@ -37,7 +37,26 @@ pub enum JailError {
         step: String,
         cause: std::io::Error,
         hint: String,
+        /// The step made or mounted a copy-on-write layer and the host refused it: nothing
+        /// ran, and the task can run with its directory bound writable instead.
+        layer_refused: bool,
     },
+}
+
+impl JailError {
+    /// Why the host refused a copy-on-write layer, if that is what failed (see
+    /// [`layer::refused`]).
+    pub fn layer_refusal(&self) -> Option<String> {
+        match self {
+            JailError::Setup {
+                step,
+                cause,
+                layer_refused: true,
+                ..
+            } => Some(format!("{step} failed: {cause}")),
+            _ => None,
+        }
+    }
 }
 
 /// A sandbox ready to be installed into commands.
@@ -130,52 +149,17 @@ pub fn describe_host() -> String {
 pub fn probe() -> Result<(), JailError> {
     static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let result = RESULT.get_or_init(|| {
-        run_true(
-            Spec {
-                cwd: "/usr".into(),
-                ..Spec::default()
-            },
-            true,
-        )
+        run_true(Spec {
+            cwd: "/usr".into(),
+            ..Spec::default()
+        })
     });
     result.clone().map_err(JailError::Prepare)
 }
 
-/// Whether a copy-on-write layer of `path` can be made in `base` on this host, checked
-/// once per (`base`, file system of `path`) by running `/bin/true` with one. Inside a
-/// container whose root is itself an overlayfs, or under a seccomp policy without the
-/// new mount API, it cannot: the caller then binds the directory writable instead.
-pub fn layers_work(base: &Path, path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    type Seen = Vec<((PathBuf, u64), Result<(), String>)>;
-    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
-    let device = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = (base.to_path_buf(), device.dev());
-    let mut seen = SEEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, result)) = seen.iter().find(|(k, _)| *k == key) {
-        return result.clone();
-    }
-    let result = LayerDirs::create(base, path)
-        .map_err(|e| format!("cannot create a layer in {}: {e}", base.display()))
-        .and_then(|dirs| {
-            run_true(
-                Spec {
-                    cwd: "/usr".into(),
-                    layered: vec![dirs.layer().clone()],
-                    ..Spec::default()
-                },
-                false,
-            )
-        });
-    seen.push((key, result.clone()));
-    result
-}
-
-/// Runs `/bin/true` in a sandbox of `spec`; the error names the failing step (and, with
-/// `hint`, what the user can do about it).
-fn run_true(spec: Spec, hint: bool) -> Result<(), String> {
+/// Runs `/bin/true` in a sandbox of `spec`; the error names the failing step and what the
+/// user can do about it.
+fn run_true(spec: Spec) -> Result<(), String> {
     let jail = Jail::new(spec).map_err(|e| e.to_string())?;
     let mut command = Command::new("/bin/true");
     command
@@ -184,7 +168,6 @@ fn run_true(spec: Spec, hint: bool) -> Result<(), String> {
         .stderr(std::process::Stdio::null());
     let installed = jail.install(&mut command, &[]).map_err(|e| e.to_string())?;
     let failed = |why: String| match installed.setup_error() {
-        Some(JailError::Setup { step, cause, .. }) if !hint => format!("{step} failed: {cause}"),
         Some(e) => e.to_string(),
         None => why,
     };
@@ -216,6 +199,7 @@ impl Installed {
             step: step.describe(&self.plan),
             hint: hint(step, errno),
             cause: source,
+            layer_refused: step.is_layer(&self.plan) && errno != libc::ENOENT,
         })
     }
 }

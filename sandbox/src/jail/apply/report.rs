@@ -79,6 +79,16 @@ impl Step {
         })
     }
 
+    /// Whether the step makes or mounts one of the plan's copy-on-write layers.
+    pub fn is_layer(self, plan: &Plan) -> bool {
+        match self {
+            Step::Capture(i) | Step::Attach(i) => {
+                matches!(plan.mounts.get(i as usize), Some(Mount::Overlay(_)))
+            }
+            _ => false,
+        }
+    }
+
     /// What the step does, in words (`plan` names the mounts).
     pub fn describe(self, plan: &Plan) -> String {
         let mount = |i: u32| {
