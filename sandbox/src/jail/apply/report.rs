@@ -155,4 +155,37 @@ mod tests {
         }
         assert_eq!(Step::decode(0), None);
     }
+
+    #[test]
+    fn only_the_steps_that_make_or_mount_a_layer_are_the_layers() {
+        use std::path::PathBuf;
+        let plan = Plan {
+            mounts: vec![
+                Mount::Overlay(crate::jail::plan::Layer {
+                    path: PathBuf::from("/ws/app"),
+                    upper: PathBuf::from("/ws/.cache/layers/l/upper"),
+                    work: PathBuf::from("/ws/.cache/layers/l/work"),
+                }),
+                Mount::Bind {
+                    path: PathBuf::from("/usr"),
+                    writable: false,
+                },
+            ],
+            cwd: PathBuf::from("/ws/app"),
+            network: false,
+            hostname: "vt-sandbox",
+        };
+        assert!(Step::Capture(0).is_layer(&plan));
+        assert!(Step::Attach(0).is_layer(&plan));
+        // A bind, a step that names no mount, a mount the plan does not have.
+        for step in [
+            Step::Capture(1),
+            Step::Attach(1),
+            Step::Mountpoint(0),
+            Step::Unshare,
+            Step::Capture(9),
+        ] {
+            assert!(!step.is_layer(&plan), "{step:?}");
+        }
+    }
 }
