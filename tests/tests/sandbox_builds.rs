@@ -330,8 +330,8 @@ fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing
     );
 }
 
-/// `vt ARGS` in `root` with its cache and temp directory (and so its layers) on an overlayfs, which overlayfs
-/// refuses as a layer's upper directory ("not supported as upperdir"): the host of a
+/// `vt ARGS` in `root` with its cache and temp directory (and so its layers) on an
+/// overlayfs, which overlayfs refuses as a layer's upper directory ("not supported as upperdir"): the host of a
 /// container whose root is an overlayfs. The overlay is mounted in a mount namespace of
 /// the command's own, so nothing is left mounted on the host.
 fn vt_with_layers_refused(root: &Path, scratch: &Path, args: &[&str]) -> Output {

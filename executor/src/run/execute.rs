@@ -125,8 +125,10 @@ fn attempt(
     ipc.attach(&mut launch);
     // Starting consumes the launch: our copies of the write ends close with it, so the
     // reader sees EOF when the task tree closes its last copy.
-    let layered = plan.sandbox.as_ref().and_then(|s| s.layered.as_deref());
-    let layer = layered
+    let layer = plan
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.layered.as_deref())
         .map(|dir| sandbox::timings::time("sandbox: layer", || layer_for(plan, dir, cache_dir)))
         .transpose()?
         .flatten();
@@ -155,14 +157,10 @@ fn attempt(
         (None, Some(_)) => sandbox::trace::spawn_launch(launch),
         _ => sandbox::trace::spawn_jailed(launch.into_command(), jail.as_ref()),
     };
-    let refusal = match (&spawned, &layer) {
-        (Err(sandbox::trace::TraceError::Jail(e)), Some((_, base))) => {
-            e.layer_refusal().map(|why| (why, base))
-        }
-        _ => None,
-    };
-    if let (Some((why, base)), Some(dir)) = (refusal, layered) {
-        sandbox::jail::layer::note_refused(base, dir, why);
+    if let (Err(sandbox::trace::TraceError::Jail(e)), Some((dirs, base))) = (&spawned, &layer)
+        && let Some(why) = e.layer_refusal()
+    {
+        sandbox::jail::layer::note_refused(base, &dirs.layer().path, why);
         return Ok(None);
     }
     let mut child = spawned
