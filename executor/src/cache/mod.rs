@@ -18,6 +18,7 @@ pub mod path_set;
 pub mod prune;
 pub mod record;
 pub mod remote;
+pub mod rocksdb_init;
 pub mod store;
 
 use std::collections::BTreeMap;

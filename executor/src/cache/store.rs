@@ -267,6 +267,7 @@ impl Store {
     }
 
     fn open_with(path: &Path, wipe_other: bool) -> Result<(Store, OpenOutcome), StoreError> {
+        super::rocksdb_init::ensure();
         let path = path.to_owned();
         std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
             path: path.clone(),
@@ -311,6 +312,7 @@ impl Store {
         if !path.join("CURRENT").exists() || unflushed_bytes(path) > REPLAY_AT {
             return None;
         }
+        super::rocksdb_init::ensure();
         let (records, size) = super::deferred::read(path);
         if size > super::deferred::FOLD_AT {
             return None;
@@ -653,6 +655,7 @@ pub mod testing {
     }
 
     pub fn has_column_family(path: &Path, name: &str) -> bool {
+        super::super::rocksdb_init::ensure();
         rocksdb::DB::list_cf(&rocksdb::Options::default(), path)
             .is_ok_and(|families| families.iter().any(|f| f == name))
     }

@@ -14,7 +14,11 @@ pub fn start(total: usize) {
         if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} tasks {wide_msg}") {
             bar.set_style(style);
         }
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        // The spinner's ticker is a thread: none when nothing is drawn (stderr is not a
+        // terminal, as in CI and scripts).
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
         bar
     });
     bar.set_length(total as u64);

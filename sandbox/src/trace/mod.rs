@@ -210,11 +210,13 @@ pub fn choose_backend() -> Result<Backend, TraceError> {
     match std::env::var(TRACER_ENV).ok().as_deref() {
         Some("seccomp") => Ok(Backend::Seccomp),
         Some("ptrace") => Ok(Backend::Ptrace),
-        None | Some("") => Ok(if seccomp_notify_available() {
-            Backend::Seccomp
-        } else {
-            Backend::Ptrace
-        }),
+        None | Some("") => Ok(
+            if crate::timings::time("spawn: seccomp probe", seccomp_notify_available) {
+                Backend::Seccomp
+            } else {
+                Backend::Ptrace
+            },
+        ),
         Some(other) => Err(TraceError::UnknownBackend(other.to_owned())),
     }
 }
