@@ -17,11 +17,40 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Cache(_)) {
         sandbox::timings::time("kernel check", sandbox::kernel::check)?;
     }
+    // What the command will need, started on other threads while it reads the workspace.
+    if opens_the_cache(&cli.command) {
+        crate::cache::rocksdb_init::start_in_background();
+    }
+    if traces(&cli.command) {
+        sandbox::trace::probe_seccomp_in_background();
+    }
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(args),
         Command::Exec(args) => run::exec(args),
         Command::Cache(command) => cache::run(command),
         Command::Worker(args) => worker::run(args),
+    }
+}
+
+/// Whether the command will open the cache, so RocksDB's static constructors may run on
+/// another thread while it reads the workspace (`cache::rocksdb_init`).
+fn opens_the_cache(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => {
+            !args.common.no_cache && !args.dry_run && args.graph.is_none() && !args.last_details
+        }
+        Command::Exec(args) => !args.common.no_cache,
+        Command::Cache(_) | Command::Worker(_) => true,
+        Command::Trace(_) => false,
+    }
+}
+
+/// Whether the command will start traced tasks.
+fn traces(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => !args.dry_run && args.graph.is_none() && !args.last_details,
+        Command::Exec(_) | Command::Trace(_) | Command::Worker(_) => true,
+        Command::Cache(_) => false,
     }
 }

@@ -149,13 +149,20 @@ pub fn rerun(
                     busy += 1;
                 }
                 progress::running(&node.label);
-                scope.spawn(move || {
+                let work = move || {
                     let result = sandbox::timings::time("task", || {
                         run_task(&plan, cache, mode, remote_exec)
                     });
                     let ended = crate::cache::guard::now_ns();
                     let _ = sender.send((index, result, ended));
-                });
+                };
+                if n == 1 {
+                    // A lone task (`vt exec`, `vt run` of one) has nothing to run beside
+                    // it: this thread runs it, without a thread start and a hand-over.
+                    work();
+                } else {
+                    scope.spawn(work);
+                }
             }
             if running == 0 {
                 if let Some((failed, _)) = &first_failure

@@ -223,11 +223,39 @@ pub fn choose_backend() -> Result<Backend, TraceError> {
 
 /// Whether this process may create a seccomp listener: a throwaway thread installs an
 /// allow-all filter with `NEW_LISTENER` (filters and no_new_privs are per thread, so vt
-/// itself is untouched) and reports whether the kernel gave it a listener. Probed once.
+/// itself is untouched) and reports whether the kernel gave it a listener. Probed once,
+/// on the thread [`probe_seccomp_in_background`] started if it did.
 pub fn seccomp_notify_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        std::thread::spawn(|| {
+        let started = PROBE.lock().ok().and_then(|mut probe| probe.take());
+        started
+            .or_else(start_probe)
+            .is_some_and(|probe| probe.join().unwrap_or(false))
+    })
+}
+
+/// The probe started ahead of the first task, if it was.
+static PROBE: std::sync::Mutex<Option<JoinHandle<bool>>> = std::sync::Mutex::new(None);
+
+/// Starts the probe behind [`seccomp_notify_available`] now, for a process that will
+/// trace: its thread and filter (~0.25 ms) then overlap reading the workspace instead of
+/// delaying the first task's start.
+pub fn probe_seccomp_in_background() {
+    if std::env::var_os(TRACER_ENV).is_some_and(|v| !v.is_empty()) {
+        return; // the backend is chosen by name: no probe
+    }
+    if let Ok(mut probe) = PROBE.lock()
+        && probe.is_none()
+    {
+        *probe = start_probe();
+    }
+}
+
+fn start_probe() -> Option<JoinHandle<bool>> {
+    std::thread::Builder::new()
+        .name("vt-seccomp-probe".into())
+        .spawn(|| {
             let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
             match notify::install_listener(&allow_all) {
                 Ok(fd) => {
@@ -238,9 +266,7 @@ pub fn seccomp_notify_available() -> bool {
                 Err(_) => false,
             }
         })
-        .join()
-        .unwrap_or(false)
-    })
+        .ok()
 }
 
 /// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
