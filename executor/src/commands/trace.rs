@@ -28,11 +28,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         signals::wait_for_shutdown();
     }
 
+    let rendering = sandbox::timings::phase("trace: render");
     let rendered = if args.json {
         render_json(&log, status)?.into_bytes()
     } else {
         render_text(&log)
     };
+    rendering.end();
+    let _writing = sandbox::timings::phase("trace: write");
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("writing the access log to {}", path.display()))?,
@@ -100,19 +103,88 @@ fn render_text(log: &AccessLog) -> Vec<u8> {
     out
 }
 
+/// How `Path`'s `Ord` orders two clean paths (no `//`, `.` or trailing `/`, as the log's
+/// are), from their bytes: component by component is byte order with the separator below
+/// every other byte (`a/b` before `a.b`, `a/c` before `ab/c`).
+fn component_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let rank = |byte: u8| if byte == b'/' { 0 } else { u16::from(byte) + 1 };
+    a.iter()
+        .map(|&byte| rank(byte))
+        .cmp(b.iter().map(|&byte| rank(byte)))
+}
+
+/// The log as JSON: the same document `serde_json::json!` would build (keys in
+/// alphabetical order, as its map keeps them; accesses ordered by kind, then path), written
+/// from borrowed rows instead of a tree of values: a node build's 2 000-file log took
+/// ~10 ms more to render than to print as text.
 fn render_json(log: &AccessLog, status: std::process::ExitStatus) -> anyhow::Result<String> {
-    let value = serde_json::json!({
-        "tracer": log.tracer,
-        "exit_code": status.code(),
-        "signal": status.signal(),
-        "notifications": log.notifications,
-        "notified_by_syscall": log.notified_by_syscall,
-        "fast_path_records": log.fast_path_records,
-        "accesses": log.distinct().into_iter().map(|(kind, path)| serde_json::json!({
-            "kind": kind.as_str(),
-            "path": path.to_string_lossy(),
-        })).collect::<Vec<_>>(),
-        "gaps": log.gaps,
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        kind: &'static str,
+        path: std::borrow::Cow<'a, str>,
+    }
+    /// Fields in alphabetical order: the output is the same as before, byte for byte.
+    #[derive(serde::Serialize)]
+    struct Document<'a> {
+        accesses: Vec<Row<'a>>,
+        exit_code: Option<i32>,
+        fast_path_records: u64,
+        gaps: &'a [sandbox::access::Gap],
+        notifications: u64,
+        notified_by_syscall: &'a std::collections::BTreeMap<&'static str, u64>,
+        signal: Option<i32>,
+        tracer: &'a str,
+    }
+    let mut rows = log.distinct_by_path();
+    // `AccessLog::distinct`'s order (kind, then the path's components), without copying
+    // every path into a set, and comparing bytes instead of walking components.
+    rows.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| component_order(a.1.as_os_str().as_bytes(), b.1.as_os_str().as_bytes()))
     });
-    Ok(serde_json::to_string_pretty(&value)? + "\n")
+    let document = Document {
+        accesses: rows
+            .into_iter()
+            .map(|(kind, path)| Row {
+                kind: kind.as_str(),
+                path: path.to_string_lossy(),
+            })
+            .collect(),
+        exit_code: status.code(),
+        fast_path_records: log.fast_path_records,
+        gaps: &log.gaps,
+        notifications: log.notifications,
+        notified_by_syscall: &log.notified_by_syscall,
+        signal: status.signal(),
+        tracer: &log.tracer,
+    };
+    Ok(serde_json::to_string_pretty(&document)? + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_order;
+    use std::path::Path;
+
+    #[test]
+    fn component_order_is_paths_order() {
+        let paths = [
+            "/", "/a", "/a/b", "/a.b", "/a/c", "/ab/c", "/a-b/c", "/a/b/c", "/a/b.c", "/b", "/a b",
+            "/a\u{e9}", "/A", "/a/", "/a0", "/a/0",
+        ];
+        for a in paths {
+            for b in paths {
+                let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+                let (a, b) = (
+                    if a.is_empty() { "/" } else { a },
+                    if b.is_empty() { "/" } else { b },
+                );
+                assert_eq!(
+                    component_order(a.as_bytes(), b.as_bytes()),
+                    Path::new(a).cmp(Path::new(b)),
+                    "{a} against {b}"
+                );
+            }
+        }
+    }
 }
