@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod graph;
 pub mod ipc;
+pub mod libstdcxx;
 pub mod reapi;
 pub mod remote_exec;
 pub mod run;
