@@ -9,6 +9,8 @@ pub mod commands;
 pub mod config;
 pub mod graph;
 pub mod ipc;
+// Only where build.rs links libstdc++ statically (elsewhere the system's arc4random stays).
+#[cfg(target_os = "linux")]
 pub mod libstdcxx;
 pub mod reapi;
 pub mod remote_exec;
