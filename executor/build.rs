@@ -44,14 +44,36 @@ INSERT AFTER .data;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    defer_rocksdb_init();
     println!("cargo:rerun-if-env-changed=VT_DYNAMIC_LIBSTDCXX");
-    // Only where librocksdb-sys links libstdc++ (Linux); elsewhere it is libc++ or MSVC's
-    // runtime, left as they are. VT_DYNAMIC_LIBSTDCXX=1 keeps the shared library.
+    // Only on Linux: elsewhere librocksdb-sys links libc++ or MSVC's runtime, left as they
+    // are, and the loader is not glibc's.
     let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    if !linux || std::env::var_os("VT_DYNAMIC_LIBSTDCXX").is_some() {
+    let Some(out) = std::env::var_os("OUT_DIR")
+        .filter(|_| linux)
+        .map(PathBuf::from)
+    else {
+        return;
+    };
+    defer_rocksdb_init(&out);
+    // VT_DYNAMIC_LIBSTDCXX=1 keeps the shared library.
+    if std::env::var_os("VT_DYNAMIC_LIBSTDCXX").is_none() {
+        link_libstdcxx_statically(&out);
+    }
+}
+
+fn defer_rocksdb_init(out: &Path) {
+    let script = out.join("defer-rocksdb-init.ld");
+    if let Err(e) = std::fs::write(&script, DEFER_ROCKSDB_INIT) {
+        println!(
+            "cargo:warning=cannot write {}: {e}; RocksDB's constructors run at every start",
+            script.display()
+        );
         return;
     }
+    println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
+}
+
+fn link_libstdcxx_statically(out: &Path) {
     let Some(archive) = static_libstdcxx() else {
         println!(
             "cargo:warning=no libstdc++.a next to the C++ compiler: vt links libstdc++ \
@@ -60,10 +82,7 @@ fn main() {
         );
         return;
     };
-    let Some(out) = std::env::var_os("OUT_DIR") else {
-        return;
-    };
-    let dir = PathBuf::from(out).join("static-libstdcxx");
+    let dir = out.join("static-libstdcxx");
     let link = dir.join("libstdc++.a");
     let _ = std::fs::remove_file(&link);
     if let Err(e) =
@@ -78,22 +97,6 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", archive.display());
     println!("cargo:rustc-link-search=native={}", dir.display());
-}
-
-fn defer_rocksdb_init() {
-    let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    let Some(out) = std::env::var_os("OUT_DIR").filter(|_| linux) else {
-        return;
-    };
-    let script = PathBuf::from(out).join("defer-rocksdb-init.ld");
-    if let Err(e) = std::fs::write(&script, DEFER_ROCKSDB_INIT) {
-        println!(
-            "cargo:warning=cannot write {}: {e}; RocksDB's constructors run at every start",
-            script.display()
-        );
-        return;
-    }
-    println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
 }
 
 /// The C++ compiler's `libstdc++.a`, as `c++ -print-file-name` names it (it echoes the bare

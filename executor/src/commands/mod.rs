@@ -37,10 +37,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// another thread while it reads the workspace (`cache::rocksdb_init`).
 fn opens_the_cache(command: &Command) -> bool {
     match command {
-        Command::Run(args) => {
-            !args.common.no_cache && !args.dry_run && args.graph.is_none() && !args.last_details
-        }
-        Command::Exec(args) => !args.common.no_cache,
+        Command::Run(crate::cli::RunArgs { common, .. })
+        | Command::Exec(crate::cli::ExecArgs { common, .. }) => traces(command) && !common.no_cache,
         Command::Cache(_) | Command::Worker(_) => true,
         Command::Trace(_) => false,
     }

@@ -182,7 +182,7 @@ impl AccessLog {
         });
     }
 
-    /// The distinct `(kind, path)` pairs, sorted: the shape tests and `vt trace --json` print.
+    /// The distinct `(kind, path)` pairs, sorted: what the shape tests compare.
     pub fn distinct(&self) -> BTreeSet<(AccessKind, PathBuf)> {
         self.distinct_by_path()
             .into_iter()
@@ -190,9 +190,25 @@ impl AccessLog {
             .collect()
     }
 
+    /// The distinct `(kind, path)` pairs in [`AccessLog::distinct`]'s order (kind, then the
+    /// path's components), borrowed: the rows of `vt trace --json`. Sorted by bytes with the
+    /// separator ranked lowest ([`component_order`]) instead of walking components, and
+    /// without copying every path into a set: a node build's 8 000-row log rendered in 4.4
+    /// instead of 10 ms.
+    #[cfg(unix)]
+    pub fn distinct_by_kind(&self) -> Vec<(AccessKind, &Path)> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut rows = self.distinct_by_path();
+        rows.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                component_order(a.1.as_os_str().as_bytes(), b.1.as_os_str().as_bytes())
+            })
+        });
+        rows
+    }
+
     /// The distinct `(kind, path)` pairs ordered by the path's bytes, then kind: the rows of
-    /// `vt trace`'s text log. Byte order (what `LC_ALL=C sort` gives) rather than
-    /// [`AccessLog::distinct`]'s component order, which is several times slower to sort.
+    /// `vt trace`'s text log. Byte order (what `LC_ALL=C sort` gives).
     pub fn distinct_by_path(&self) -> Vec<(AccessKind, &Path)> {
         // Hash first: a build's log repeats paths by the hundred thousand. Keyed by bytes:
         // hashing a `Path` walks its components (the paths are clean, so equal paths have
@@ -288,6 +304,17 @@ pub trait Tracer {
     fn spawn(&self, command: std::process::Command) -> Result<Box<dyn Traced>, TracerError>;
 }
 
+/// How `Path`'s `Ord` orders two clean Unix paths (no `//`, `.` or trailing `/`, as a log's
+/// are), from their bytes: component by component is byte order with the separator below
+/// every other byte (`a/b` before `a.b`, `a/c` before `ab/c`).
+#[cfg(unix)]
+fn component_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let rank = |byte: u8| if byte == b'/' { 0 } else { u16::from(byte) + 1 };
+    a.iter()
+        .map(|&byte| rank(byte))
+        .cmp(b.iter().map(|&byte| rank(byte)))
+}
+
 /// Why a backend could not trace (its own error, boxed so the trait stays object safe).
 pub type TracerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -312,5 +339,54 @@ mod tests {
         assert_eq!(one.notifications, 3);
         assert_eq!(one.notified_by_syscall["openat"], 2);
         assert_eq!(one.gaps.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn component_order_is_paths_order() {
+        let paths = [
+            "/", "/a", "/a/b", "/a.b", "/a/c", "/ab/c", "/a-b/c", "/a/b/c", "/a/b.c", "/b", "/a b",
+            "/a\u{e9}", "/A", "/a/", "/a0", "/a/0",
+        ];
+        for a in paths {
+            for b in paths {
+                let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+                let (a, b) = (
+                    if a.is_empty() { "/" } else { a },
+                    if b.is_empty() { "/" } else { b },
+                );
+                assert_eq!(
+                    component_order(a.as_bytes(), b.as_bytes()),
+                    Path::new(a).cmp(Path::new(b)),
+                    "{a} against {b}"
+                );
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn distinct_by_kind_is_distincts_order() {
+        let mut log = AccessLog::default();
+        for (i, (kind, path)) in [
+            (AccessKind::Read, "/a.b"),
+            (AccessKind::Stat, "/a/b"),
+            (AccessKind::Read, "/a/b"),
+            (AccessKind::Read, "/a.b"),
+            (AccessKind::Read, "/ab/c"),
+            (AccessKind::Read, "/a/c"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            log.push_at(kind, path.into(), 1, i as u64);
+        }
+        let fast: Vec<(AccessKind, PathBuf)> = log
+            .distinct_by_kind()
+            .into_iter()
+            .map(|(kind, path)| (kind, path.to_path_buf()))
+            .collect();
+        let sorted: Vec<(AccessKind, PathBuf)> = log.distinct().into_iter().collect();
+        assert_eq!(fast, sorted);
     }
 }

@@ -119,18 +119,7 @@ fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
     let mut overflowed = false;
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: fanotify,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let mut fds = [readable(stop.as_raw_fd()), readable(fanotify)];
         // SAFETY: two valid pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -159,15 +148,20 @@ fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
         }
         // Let events gather, but wake at once when stopped: a task's end waits for this
         // thread (a plain sleep here cost every short task most of a millisecond).
-        let mut stop_only = [libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut stop_only = [readable(stop.as_raw_fd())];
         // SAFETY: one valid pollfd; the result only ends the pause early.
         unsafe { libc::poll(stop_only.as_mut_ptr(), 1, BATCH_MS) };
     }
     (events, overflowed)
+}
+
+/// A `poll` entry waiting for `fd` to be readable.
+fn readable(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }
 
 /// More than one event can take: metadata, a DFID_NAME record with the largest file handle
