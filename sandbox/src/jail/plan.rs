@@ -10,6 +10,7 @@
 //! task's root, so identical paths make the access log mean the same thing with and without
 //! the sandbox.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 /// What a sandboxed task may see and change.
@@ -309,42 +310,50 @@ fn layer_mount(layer: &Layer, host: &impl Fn(&Path) -> HostPath) -> Result<Mount
 
 /// Sorts parents before children and drops exact duplicates (the later one wins, so a
 /// writable output inside the read-only workspace is mounted on top of it).
+///
+/// Paths are compared as bytes: every mount path is [`normalize`]d or a constant, so equal
+/// components mean equal bytes. (Comparing `Path`s parses their components each time; with
+/// ~40 mounts compared pairwise that was most of a sandboxed task's 0.7 ms of planning.)
 fn order(mounts: Vec<Mount>) -> Vec<Mount> {
     let mut unique: Vec<Mount> = Vec::with_capacity(mounts.len());
+    let mut index: HashMap<PathBuf, usize> = HashMap::with_capacity(mounts.len());
     for mount in mounts {
-        if let Some(existing) = unique.iter_mut().find(|m| m.path() == mount.path()) {
+        if let Some(&at) = index.get(mount.path()) {
+            let existing = &mut unique[at];
             // What the task must see (a workspace that *is* /tmp) beats scratch there.
             let scratch = matches!(mount, Mount::Tmpfs { .. } | Mount::Proc { .. });
             if !(scratch && matches!(existing, Mount::Bind { .. })) {
                 *existing = mount;
             }
         } else {
+            index.insert(mount.path().to_path_buf(), unique.len());
             unique.push(mount);
         }
     }
     // Stable: equal depth keeps insertion order.
-    unique.sort_by_key(|m| m.path().components().count());
+    unique.sort_by_cached_key(|m| m.path().components().count());
     // A read-only bind inside another read-only bind (a PATH entry under /usr) adds nothing.
-    let covered = |m: &Mount, all: &[Mount]| {
+    let read_only = |m: &Mount| {
         matches!(
             m,
             Mount::Bind {
                 writable: false,
                 ..
             }
-        ) && all.iter().any(|outer| {
-            matches!(
-                outer,
-                Mount::Bind {
-                    writable: false,
-                    ..
-                }
-            ) && outer.path() != m.path()
-                && m.path().starts_with(outer.path())
-        })
+        )
     };
-    let snapshot = unique.clone();
-    unique.retain(|m| !covered(m, &snapshot));
+    let read_only_binds: HashSet<PathBuf> = unique
+        .iter()
+        .filter(|m| read_only(m))
+        .map(|m| m.path().to_path_buf())
+        .collect();
+    unique.retain(|m| {
+        !(read_only(m)
+            && m.path()
+                .ancestors()
+                .skip(1)
+                .any(|outer| read_only_binds.contains(outer)))
+    });
     unique
 }
 
@@ -468,6 +477,55 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("/root") || p.starts_with("/home"))
         );
+    }
+
+    #[test]
+    fn a_read_only_path_inside_another_adds_no_mount_and_the_last_duplicate_wins() {
+        let host = |path: &Path| match path.to_str().unwrap_or("") {
+            "/usr/local/bin" | "/work/ws/node_modules/.bin" | "/work/ws/out" => HostPath::Dir,
+            _ => debian_host(path),
+        };
+        let spec = Spec {
+            // PATH entries under /usr and under the workspace, and the workspace twice.
+            read_only: vec![
+                "/work/ws".into(),
+                "/usr/local/bin".into(),
+                "/work/ws/node_modules/.bin".into(),
+                "/work/ws/".into(),
+            ],
+            // Writable inside read-only: kept, on top.
+            writable: vec!["/work/ws/out".into(), "/work/ws/app/dist".into()],
+            ..spec()
+        };
+        let plan = Plan::new(&spec, host).expect("plan");
+        let binds: Vec<(&Path, bool)> = plan
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Bind { path, writable } => Some((path.as_path(), *writable)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds
+                .iter()
+                .filter(|(p, _)| *p == Path::new("/work/ws"))
+                .count(),
+            1,
+            "{binds:?}"
+        );
+        assert!(binds.contains(&(Path::new("/usr"), false)));
+        assert!(!binds.iter().any(|(p, _)| *p == Path::new("/usr/local/bin")));
+        assert!(!binds.iter().any(|(p, _)| p.ends_with(".bin")));
+        assert!(binds.contains(&(Path::new("/work/ws/out"), true)));
+        assert!(binds.contains(&(Path::new("/work/ws/app/dist"), true)));
+        // Parents first, whatever order the spec named them in.
+        let depths: Vec<usize> = plan
+            .mounts
+            .iter()
+            .map(|m| m.path().components().count())
+            .collect();
+        assert!(depths.windows(2).all(|w| w[0] <= w[1]), "{depths:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -51,7 +51,8 @@ pub struct Watch {
     mount: OwnedFd,
     root: PathBuf,
     stop: OwnedFd,
-    reader: JoinHandle<(Vec<RawEvent>, bool)>,
+    /// The reader's events and whether the queue overflowed, sent when it stops.
+    events: Receiver<(Vec<RawEvent>, bool)>,
 }
 
 /// Starts watching the file system that holds `root`, or says why it cannot.
@@ -90,15 +91,21 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
     let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let fanotify = std::sync::Arc::new(fanotify);
     let reader_fd = std::sync::Arc::clone(&fanotify);
-    let reader = std::thread::Builder::new()
+    let (send, events) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
         .name("vt-fanotify".into())
-        .spawn(move || read_events(reader_fd.as_raw_fd(), stop_read))?;
+        .spawn(move || {
+            let _ = send.send(read_events(reader_fd.as_raw_fd(), stop_read));
+            // Normally the last reference by now (see `Watch::finish`): the group is closed
+            // here, after the events went back, so its slow close is nobody's wait.
+            drop(reader_fd);
+        })?;
     Ok(Watch {
         fanotify,
         mount,
         root,
         stop: stop_write,
-        reader,
+        events,
     })
 }
 
@@ -249,16 +256,24 @@ impl Watch {
             mount,
             root,
             stop,
-            reader,
+            events,
         } = self;
+        // Closing a fanotify group waits for its marks' destruction; `stop_watching` has
+        // started that, and the reader, left holding the group alone, closes it after it
+        // has handed over the events: whatever is left of the wait is off the critical path.
+        drop(fanotify);
         // SAFETY: writes one byte to our pipe to wake the reader.
         unsafe { libc::write(stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        let (events, overflowed) = reader.join().unwrap_or_default();
-        // Closing a fanotify group waits for its marks' destruction; `stop_watching` has
-        // started that, and whatever is left of the wait happens off the critical path.
-        let _ = std::thread::Builder::new()
-            .name("vt-fanotify-close".into())
-            .spawn(move || drop(fanotify));
+        let Ok((events, overflowed)) = events.recv() else {
+            // The reader died (a panic): what it had read is lost, so the run is not
+            // known to be complete.
+            log.gap(
+                0,
+                "fanotify",
+                "the fanotify reader stopped before the task ended",
+            );
+            return;
+        };
         if overflowed {
             log.gap(
                 0,

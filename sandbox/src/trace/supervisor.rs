@@ -25,23 +25,35 @@ pub fn threads() -> usize {
     crate::cpus().clamp(1, 4)
 }
 
-/// Serves notifications on `threads` threads (this one included) until every process
+/// Serves notifications on up to `threads` threads (this one included) until every process
 /// using the filter is gone; what they record ends up in `log`, each thread's in its order.
+///
+/// The other threads start when a second thread of the task makes a traced call (a child
+/// process, or one of node's worker threads): until then there is nobody for them to serve
+/// in parallel with, and a task that is one process (`sh -c true`, a compiler) would pay
+/// for starting and joining them (~0.1 ms each here, `VT_SUPERVISOR_THREADS=1` against
+/// the default on a lone `vt exec -- true`) for nothing.
 pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) -> io::Result<()> {
     listener.request_sync_wake_up();
     let helpers: Vec<io::Result<AccessLog>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads)
-            .filter_map(|n| {
+        let mut handles = Vec::new();
+        let mut first_tid = None;
+        let mut started = threads <= 1;
+        let mine = supervise(listener, log, |tid| {
+            if started || *first_tid.get_or_insert(tid) == tid {
+                return;
+            }
+            started = true;
+            handles.extend((1..threads).filter_map(|n| {
                 std::thread::Builder::new()
                     .name(format!("vt-supervisor-{n}"))
                     .spawn_scoped(scope, move || {
                         let mut log = AccessLog::default();
-                        supervise(listener, &mut log).map(|()| log)
+                        supervise(listener, &mut log, |_| {}).map(|()| log)
                     })
                     .ok()
-            })
-            .collect();
-        let mine = supervise(listener, log);
+            }));
+        });
         let mut results: Vec<io::Result<AccessLog>> = handles
             .into_iter()
             .map(|h| {
@@ -62,7 +74,12 @@ pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) ->
 ///
 /// If this returns early (an error), the listener is dropped by the caller and the kernel
 /// fails the tracees' pending and future path syscalls with ENOSYS: they never hang.
-pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
+/// `served` is told each notification's thread id once the tracee is on its way again.
+fn supervise(
+    listener: &Listener,
+    log: &mut AccessLog,
+    mut served: impl FnMut(u32),
+) -> io::Result<()> {
     // SAFETY: all-zero is a valid `seccomp_notif` (plain integers).
     let mut notification: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     while listener.wait()? {
@@ -85,6 +102,7 @@ pub fn supervise(listener: &Listener, log: &mut AccessLog) -> io::Result<()> {
         if listener.continue_syscall(notification.id)? {
             record(log, tid, decoded);
         }
+        served(tid);
     }
     Ok(())
 }
