@@ -73,19 +73,15 @@ fn attempt(
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     // The shell is looked up here, not by the traced child (one notified `execve` per
-    // `PATH` directory); the lookups are given to the log as the task's. In a sandbox the
-    // task's view of the file system is not vt's: the child looks there.
-    let shell = plan
-        .sandbox
-        .is_none()
-        .then(|| {
-            let found = sandbox::trace::program::find(
-                std::ffi::OsStr::new("sh"),
-                plan.env.get("PATH").map(std::ffi::OsStr::new),
-            );
-            found.map(|found| (found, sandbox::access::monotonic_ns()))
-        })
-        .flatten();
+    // `PATH` directory); the lookups are given to the log as the task's. A sandbox shows
+    // every absolute `PATH` directory that exists at its own path with the host's content
+    // (`jail_for` binds each one, or the workspace bind holds it), and `find` gives up on
+    // relative entries: the search inside would find the same file after the same misses.
+    let shell = sandbox::trace::program::find(
+        std::ffi::OsStr::new("sh"),
+        plan.env.get("PATH").map(std::ffi::OsStr::new),
+    )
+    .map(|found| (found, sandbox::access::monotonic_ns()));
     let mut env: std::collections::BTreeMap<OsString, OsString> = plan
         .env
         .iter()
