@@ -1084,6 +1084,37 @@ fn s51_a_miss_is_explained_against_the_run_under_the_same_config() {
 }
 
 #[test]
+fn s55_a_program_installed_later_on_a_sandboxed_task_path_misses() {
+    // A PATH directory that did not exist was left out of the sandbox, and with it the
+    // task's failed lookups there (they fell on the sandbox's scratch /tmp): installing a
+    // program there later was a cache hit, although the task would now run that program.
+    let sandboxed = r#"{ "tasks": { "build": { "command": "node build.js", "output": ["dist/**"], "sandbox": true } } }"#;
+    let tools = tempfile::tempdir().expect("tempdir");
+    let bin = std::fs::canonicalize(tools.path())
+        .expect("canonical")
+        .join("bin");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path.as_str())];
+    let ws = Ws::new(&[("vt.json", sandboxed)]);
+    ws.run("build", &env).assert_miss(APP, "no previous run");
+    // The control: nothing changed, a hit.
+    ws.run("build", &env).assert_hit(APP);
+    std::fs::create_dir(&bin).expect("mkdir");
+    let shim = bin.join("node");
+    std::fs::write(&shim, "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n").expect("shim");
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    ws.run("build", &env)
+        .assert_miss(APP, &format!("{} now exists", bin.display()));
+    assert_eq!(ws.read("dist/out.txt"), "shim\n", "the task ran the new program");
+    ws.run("build", &env).assert_hit(APP);
+}
+
+#[test]
 fn s52_a_newly_tracked_env_name_is_said_so() {
     let ws = built(&[]);
     ws.write("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#);

@@ -7,7 +7,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sandbox::AccessLog;
+use sandbox::{AccessKind, AccessLog};
 use sandbox::trace::launch::Launch;
 
 use super::output::{Console, capture};
@@ -302,10 +302,23 @@ fn apply_layer(plan: &Plan, dirs: LayerDirs) -> anyhow::Result<()> {
 fn jail_for(plan: &Plan, sandbox: &SandboxPlan, layer: Option<&LayerDirs>) -> anyhow::Result<Jail> {
     let mut read_only = vec![sandbox.workspace.clone()];
     read_only.extend(sandbox.linked.iter().cloned());
+    // The task's PATH directories are shown where they are directories. One that is not
+    // (missing, a file, a dangling link) is not shown, and the task will not find a program
+    // there: that absence is part of what it saw, or a tool installed there later would
+    // change the task without changing its cache key.
+    let mut not_shown = Vec::new();
     if let Some(path) = plan.env.get("PATH") {
-        read_only.extend(std::env::split_paths(path).filter(|dir| {
-            dir.is_absolute() && dir.is_dir() && !dir.starts_with(&sandbox.workspace)
-        }));
+        for dir in std::env::split_paths(path)
+            .filter(|dir| dir.is_absolute() && !dir.starts_with(&sandbox.workspace))
+        {
+            match std::fs::metadata(&dir) {
+                Ok(meta) if meta.is_dir() => read_only.push(dir),
+                _ if std::fs::symlink_metadata(&dir).is_err() => {
+                    not_shown.push((dir, AccessKind::Missing))
+                }
+                _ => not_shown.push((dir, AccessKind::Stat)),
+            }
+        }
     }
     let mut writable = sandbox.writable.clone();
     if let (Some(dir), None) = (&sandbox.layered, layer) {
@@ -317,6 +330,7 @@ fn jail_for(plan: &Plan, sandbox: &SandboxPlan, layer: Option<&LayerDirs>) -> an
         layered: layer.map(|l| l.layer().clone()).into_iter().collect(),
         cwd: plan.cwd.clone(),
         network: sandbox.network,
+        not_shown,
     })
     .with_context(|| format!("{}: cannot prepare the sandbox", plan.label))
 }

@@ -13,6 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
+use crate::access::AccessKind;
+
 /// What a sandboxed task may see and change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Spec {
@@ -30,6 +32,10 @@ pub struct Spec {
     pub cwd: PathBuf,
     /// Keep the host's network (otherwise: a fresh network namespace with loopback only).
     pub network: bool,
+    /// Host paths the caller decided not to show because of what they are (a `PATH`
+    /// directory that does not exist), with how the task is to have looked at them: see
+    /// [`Plan::looked_at`].
+    pub not_shown: Vec<(PathBuf, AccessKind)>,
 }
 
 /// A copy-on-write view of a host directory (an overlayfs: `path` the lower layer, `upper`
@@ -154,6 +160,13 @@ pub struct Plan {
     pub cwd: PathBuf,
     pub network: bool,
     pub hostname: &'static str,
+    /// Host paths whose state shaped the sandbox without being shown as the host's: had
+    /// `/opt` or a `PATH` directory existed, it would be mounted, and a program there found;
+    /// `/bin` is re-created as the host's symlink, not bound. What the task finds at and
+    /// below them depends on them all the same, so they are its lookups
+    /// ([`crate::trace::TracedChild::wait`] adds them to its log): `Missing` for an absent
+    /// path, `Stat` (its type, a symlink's target) for one that is there.
+    pub looked_at: Vec<(PathBuf, AccessKind)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +188,7 @@ impl Plan {
     /// The plan for `spec`, with `host` telling what each candidate path is.
     pub fn new(spec: &Spec, host: impl Fn(&Path) -> HostPath) -> Result<Plan, PlanError> {
         let mut mounts = Vec::new();
+        let mut looked_at = spec.not_shown.clone();
         let mut push_host = |path: &Path, writable: bool, required: bool| {
             if !path.is_absolute() {
                 return Err(PlanError::NotAbsolute(path.to_path_buf()));
@@ -182,10 +196,11 @@ impl Plan {
             let path = normalize(path);
             match host(&path) {
                 HostPath::Symlink(target) if !writable && !required => {
+                    looked_at.push((path.clone(), AccessKind::Stat));
                     mounts.push(Mount::Symlink { path, target })
                 }
                 HostPath::Missing if required => return Err(PlanError::Missing { path }),
-                HostPath::Missing => {}
+                HostPath::Missing => looked_at.push((path, AccessKind::Missing)),
                 _ => mounts.push(Mount::Bind { path, writable }),
             }
             Ok(())
@@ -243,6 +258,7 @@ impl Plan {
             cwd: normalize(&spec.cwd),
             network: spec.network,
             hostname: "vt-sandbox",
+            looked_at,
         };
         if !plan.shows_host(&plan.cwd) {
             return Err(PlanError::CwdHidden(plan.cwd));
@@ -526,6 +542,32 @@ mod tests {
             .map(|m| m.path().components().count())
             .collect();
         assert!(depths.windows(2).all(|w| w[0] <= w[1]), "{depths:?}");
+    }
+
+    #[test]
+    fn what_shaped_the_sandbox_without_being_shown_is_looked_at() {
+        let spec = Spec {
+            not_shown: vec![("/opt/tools/bin".into(), AccessKind::Missing)],
+            ..spec()
+        };
+        let plan = Plan::new(&spec, debian_host).expect("plan");
+        let looked_at = |path: &str| {
+            plan.looked_at
+                .iter()
+                .find(|(p, _)| p == Path::new(path))
+                .map(|(_, kind)| *kind)
+        };
+        // Absent system paths: had they existed, they would be mounted.
+        assert_eq!(looked_at("/opt"), Some(AccessKind::Missing));
+        assert_eq!(looked_at("/etc/resolv.conf"), Some(AccessKind::Missing));
+        // Symlinks re-created inside: their target decides what is found through them.
+        assert_eq!(looked_at("/bin"), Some(AccessKind::Stat));
+        // What the caller left out, as it said.
+        assert_eq!(looked_at("/opt/tools/bin"), Some(AccessKind::Missing));
+        // Bound paths are not: what the task does below them is seen as the host's.
+        assert_eq!(looked_at("/usr"), None);
+        assert_eq!(looked_at("/etc/passwd"), None);
+        assert_eq!(looked_at("/work/ws"), None);
     }
 
     #[test]

@@ -179,6 +179,11 @@ impl TracedChild {
                 // Scratch /tmp, /proc, /dev and the empty directories holding mount points
                 // are the sandbox's own: not the host's paths, so neither inputs nor outputs.
                 log.accesses.retain(|a| jail.plan().shows_host(&a.path));
+                // What the sandbox left out or re-created decided what the task could find
+                // there: seen before the task started, as if it had looked itself.
+                for (path, kind) in &jail.plan().looked_at {
+                    log.push_at(*kind, path.clone(), self.pid, 0);
+                }
                 log.tracer.push_str("+sandbox");
             }
             match self.second_source {

@@ -310,6 +310,7 @@ mod tests {
             cwd: workspace.to_path_buf(),
             network: false,
             hostname: "vt-sandbox",
+            looked_at: Vec::new(),
         };
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
         let prepared = Prepared::new(&plan, &Rights::for_abi(0), None, vec![], vec![], write);

@@ -174,6 +174,7 @@ mod tests {
             cwd: PathBuf::from("/ws/app"),
             network: false,
             hostname: "vt-sandbox",
+            looked_at: Vec::new(),
         };
         assert!(Step::Capture(0).is_layer(&plan));
         assert!(Step::Attach(0).is_layer(&plan));
