@@ -1105,12 +1105,60 @@ fn s55_a_program_installed_later_on_a_sandboxed_task_path_misses() {
     ws.run("build", &env).assert_hit(APP);
     std::fs::create_dir(&bin).expect("mkdir");
     let shim = bin.join("node");
-    std::fs::write(&shim, "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n").expect("shim");
+    std::fs::write(
+        &shim,
+        "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n",
+    )
+    .expect("shim");
     std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
     ws.run("build", &env)
         .assert_miss(APP, &format!("{} now exists", bin.display()));
-    assert_eq!(ws.read("dist/out.txt"), "shim\n", "the task ran the new program");
+    assert_eq!(
+        ws.read("dist/out.txt"),
+        "shim\n",
+        "the task ran the new program"
+    );
+    ws.run("build", &env).assert_hit(APP);
+}
+
+#[test]
+fn s56_a_program_put_in_front_of_the_one_a_task_ran_misses_a_path_that_finds_the_same_hits() {
+    // PATH is passed, not keyed: it differs from machine to machine. But a directory put in
+    // front of the one `node` came from, holding a `node` of its own, changes what the
+    // task runs, and the task never looked there: without an observation of what `node`
+    // finds on the task's PATH, that was a cache hit.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let scratch = std::fs::canonicalize(scratch.path()).expect("canonical");
+    let (front, other) = (scratch.join("front"), scratch.join("other"));
+    std::fs::create_dir(&front).expect("mkdir");
+    std::fs::create_dir(&other).expect("mkdir");
+    let system = std::env::var("PATH").unwrap_or_default();
+    let path = format!("{}:{system}", front.display());
+    let env = [("PATH", path.as_str())];
+    let ws = Ws::new(&[]);
+    ws.run("build", &env).assert_miss(APP, "no previous run");
+    ws.run("build", &env).assert_hit(APP);
+    // The control: another PATH on which every program the task ran is found where it was
+    // (one more directory, empty) is still a hit.
+    let longer = format!("{}:{}:{system}", other.display(), front.display());
+    ws.run("build", &[("PATH", longer.as_str())])
+        .assert_hit(APP);
+    let shim = front.join("node");
+    std::fs::write(
+        &shim,
+        "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n",
+    )
+    .expect("shim");
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    ws.run("build", &env)
+        .assert_miss(APP, &format!("`node` on PATH finds {} now", shim.display()));
+    assert_eq!(
+        ws.read("dist/out.txt"),
+        "shim\n",
+        "the task ran the new program"
+    );
     ws.run("build", &env).assert_hit(APP);
 }
 

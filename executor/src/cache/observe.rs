@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::guard::Window;
 use super::key::{Key, KeyHasher};
-use super::path_set::{ObsKind, Observation, OwnChanges, canonical};
+use super::path_set::{CachePath, ObsKind, Observation, OwnChanges, TASK_PATH, canonical};
 use super::store::{Batch, Family, Store};
 
 /// Content hashes remembered by (dev, inode) with the size, mtime and ctime they were
@@ -228,6 +228,23 @@ fn observe_or_move(
                 .changed_since_start(meta.ctime(), meta.ctime_nsec())
         })
     };
+    if observation.kind == ObsKind::Which {
+        let program = observation.path.absolute(root);
+        let Some(name) = program.file_name() else {
+            return Ok("none".into());
+        };
+        let Some(path_var) = env.get(TASK_PATH) else {
+            return Ok("no PATH".into());
+        };
+        return Ok(match which(name, path_var) {
+            // Put there while the task ran: it may have run the one before.
+            Some((_, meta)) if since_start(&meta) => {
+                return Err(moved("appeared on PATH while the task ran"));
+            }
+            Some((found, _)) => format!("found:{}", CachePath::new(root, &found).display()),
+            None => "none".into(),
+        });
+    }
     let path = observation.path.absolute(root);
     let lstat = std::fs::symlink_metadata(&path);
     let describe_missing = |e: &std::io::Error| match e.raw_os_error() {
@@ -347,7 +364,7 @@ fn observe_or_move(
                 Err(e) => describe_missing(&e),
             }
         }
-        ObsKind::Env => unreachable!("handled above"),
+        ObsKind::Env | ObsKind::Which => unreachable!("handled above"),
     })
 }
 
@@ -374,6 +391,27 @@ fn file_type(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// The first executable file named `name` in the absolute directories of `path_var`, as
+/// `execvp` searches (relative entries depend on the caller's working directory and are
+/// skipped, at store time and at lookup alike), with its own metadata (not its target's,
+/// so a link put there is seen as new).
+fn which(
+    name: &std::ffi::OsStr,
+    path_var: &str,
+) -> Option<(std::path::PathBuf, std::fs::Metadata)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path_var)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find_map(|candidate| {
+            let target = std::fs::metadata(&candidate).ok()?;
+            (target.is_file() && target.permissions().mode() & 0o111 != 0)
+                .then(|| std::fs::symlink_metadata(&candidate).ok())
+                .flatten()
+                .map(|own| (candidate, own))
+        })
+}
+
 /// A human sentence for one changed observation.
 pub fn explain_change(observation: &Observation, before: &str, now: &str) -> String {
     let what = observation.describe();
@@ -392,6 +430,13 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
             format!("{what} is missing (it existed before the cached run changed it)")
         }
         ObsKind::Prior => format!("{what} exists (it was missing before the cached run made it)"),
+        ObsKind::Which => {
+            let show = |v: &str| {
+                v.strip_prefix("found:")
+                    .map_or_else(|| "nothing".to_owned(), str::to_owned)
+            };
+            format!("{what} finds {} now (was {})", show(now), show(before))
+        }
         ObsKind::Absent if now.starts_with("present") => {
             format!("{what} now exists (was missing when looked up)")
         }
@@ -419,6 +464,38 @@ mod tests {
     use crate::cache::key;
     use crate::cache::path_set::CachePath;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn which_finds_the_first_executable_file_on_absolute_path_entries() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        for d in [&a, &b, &c] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        let tool = |d: &Path, mode: u32| {
+            let path = d.join("tool");
+            std::fs::write(&path, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        tool(&a, 0o644); // not executable: skipped, as execvp skips it
+        std::fs::create_dir(b.join("tool")).expect("a directory: skipped");
+        tool(&c, 0o755);
+        let path_var = format!("relative:{}:{}:{}", a.display(), b.display(), c.display());
+        let found = which(std::ffi::OsStr::new("tool"), &path_var).map(|(p, _)| p);
+        assert_eq!(found, Some(c.join("tool")));
+        assert!(which(std::ffi::OsStr::new("absent"), &path_var).is_none());
+        // A relative entry is never searched (it depends on the caller's cwd).
+        let here = std::env::current_dir().expect("cwd");
+        let relative = c.strip_prefix(&here).map(|r| r.display().to_string());
+        if let Ok(relative) = relative {
+            assert!(which(std::ffi::OsStr::new("tool"), &relative).is_none());
+        }
+    }
 
     #[test]
     fn a_hash_is_remembered_only_for_a_change_a_whole_second_older() {

@@ -86,7 +86,17 @@ pub enum ObsKind {
     /// task changed it (`[ -e gen.txt ] || …; touch gen.txt`). Its value at store time is
     /// what the task's first look found, taken from the log, not the state after the run.
     Prior,
+    /// A program the task executed from a directory on its `PATH` (the path is that
+    /// program): which file its name finds on the task's `PATH` now. `PATH` is passed, not
+    /// keyed (it differs from machine to machine), but a directory put in front of the one
+    /// the program came from, holding a program of the same name, changes what the task
+    /// runs: its own lookups there never happened, so no other observation would notice.
+    Which,
 }
+
+/// The name under which [`ObsKind::Which`] finds the task's `PATH` in the environment
+/// the cache observes with (`=` cannot be part of a variable's name).
+pub const TASK_PATH: &str = "=PATH";
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Observation {
@@ -107,6 +117,11 @@ impl Observation {
                     Some(glob) => format!("env {glob}"),
                     None => format!("env {name}"),
                 }
+            }
+            ObsKind::Which => {
+                let path = self.path.display();
+                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+                format!("`{name}` on PATH")
             }
             _ => self.path.display(),
         }

@@ -135,7 +135,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let plan = crate::run::plan::plan(&workspace, node, &dep_keys, &[])?;
-            match cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env()) {
+            match cache.lookup(&plan.label, &plan.pre, &plan.observation_env()) {
                 crate::cache::Lookup::Hit { key, .. } => {
                     println!("{}: cache hit ({key})", plan.label)
                 }

@@ -125,7 +125,7 @@ pub async fn run(
             .unzip();
         run.observations = observations;
         run.values = values;
-        let here = cache.observe_all(&run.observations, &crate::ipc::process_env());
+        let here = cache.observe_all(&run.observations, &plan.observation_env());
         let mut differ = Vec::new();
         for ((observation, theirs), ours) in run.observations.iter().zip(&run.values).zip(&here) {
             // Env values come from the action's own environment, which is this task's.

@@ -393,6 +393,12 @@ fn run_action(
         .iter()
         .map(|v| (v.name.clone(), report::concrete_root(&v.value, &root_text)))
         .collect();
+    // The programs the action found on its PATH are observed against that PATH
+    // (`ObsKind::Which`), as the client's own runs are against the task's.
+    let mut observed_env = env.clone();
+    if let Some(path) = env.get("PATH") {
+        observed_env.insert(crate::cache::path_set::TASK_PATH.into(), path.clone());
+    }
     let working = Path::new(&command.working_directory);
     if !command.working_directory.is_empty() && !super::input_root::is_plain(working) {
         return Err(format!(
@@ -477,7 +483,13 @@ fn run_action(
                 window: &execution.window,
                 own: &traced.own,
             };
-            match observe_run(&traced.observations, exec_root, &env, &memo, &check) {
+            match observe_run(
+                &traced.observations,
+                exec_root,
+                &observed_env,
+                &memo,
+                &check,
+            ) {
                 Ok(values) => (traced.observations, traced.outputs, values),
                 Err(moved) => {
                     uncacheable.get_or_insert(moved.to_string());

@@ -7,8 +7,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sandbox::{AccessKind, AccessLog};
 use sandbox::trace::launch::Launch;
+use sandbox::{AccessKind, AccessLog};
 
 use super::output::{Console, capture};
 use super::plan::{Plan, SandboxPlan};

@@ -73,6 +73,17 @@ impl Plan {
     pub fn counts(&self, observation: &crate::cache::path_set::Observation) -> bool {
         self.input_auto || observation.kind == crate::cache::path_set::ObsKind::Env
     }
+
+    /// What the cache observes this task's environment observations against: vt's own
+    /// environment (what tools' `getEnv` is answered from) and the task's `PATH`
+    /// ([`crate::cache::path_set::TASK_PATH`], for the programs it found there).
+    pub fn observation_env(&self) -> BTreeMap<String, String> {
+        let mut env = crate::ipc::process_env();
+        if let Some(path) = self.env.get("PATH") {
+            env.insert(crate::cache::path_set::TASK_PATH.into(), path.clone());
+        }
+        env
+    }
 }
 
 /// What a sandboxed task sees and may change.

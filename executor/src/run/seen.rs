@@ -38,7 +38,7 @@ pub struct InputsSeen {
 pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> InputsSeen {
     let root = &plan.root;
     let wrote = written(&execution.log);
-    let env = crate::ipc::process_env();
+    let env = plan.observation_env();
     let memo = StatMemo::maybe(None);
     match super::traced::digest(execution, plan, root, cache_dir) {
         Ok(digest) => {
@@ -78,7 +78,7 @@ pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> Inp
 
 /// What a hit saw: the entry's path set, valued as the lookup found it (it hit, so the
 /// values are the ones stored), and the outputs the replay restored.
-pub fn of_hit(cache: &Cache, entry: &Stored) -> InputsSeen {
+pub fn of_hit(cache: &Cache, plan: &Plan, entry: &Stored) -> InputsSeen {
     let root = cache.root();
     let wrote = entry
         .outputs
@@ -87,7 +87,7 @@ pub fn of_hit(cache: &Cache, entry: &Stored) -> InputsSeen {
         .collect();
     match cache.path_set_of(entry) {
         Ok(observations) => {
-            let env = crate::ipc::process_env();
+            let env = plan.observation_env();
             InputsSeen {
                 values: now(&observations, root, &env, &StatMemo::maybe(None)),
                 observations,

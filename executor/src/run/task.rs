@@ -80,7 +80,7 @@ pub fn run_task(
     }
     let lookup = match cache {
         Some(cache) if plan.cacheable => Some(sandbox::timings::time("lookup", || {
-            cache.lookup(&plan.label, &plan.pre, &crate::ipc::process_env())
+            cache.lookup(&plan.label, &plan.pre, &plan.observation_env())
         })),
         _ => None,
     };
@@ -101,7 +101,7 @@ pub fn run_task(
                         worker: None,
                         seen: plan
                             .watched
-                            .then(|| std::sync::Arc::new(super::seen::of_hit(cache, &entry))),
+                            .then(|| std::sync::Arc::new(super::seen::of_hit(cache, plan, &entry))),
                     });
                 }
                 Err(reason) => format!("the entry cannot be replayed: {reason}"),
@@ -346,7 +346,7 @@ fn store(
         window: &execution.window,
         own: &traced.own,
     };
-    let values = cache.observe_run(&traced.observations, &crate::ipc::process_env(), &check)?;
+    let values = cache.observe_run(&traced.observations, &plan.observation_env(), &check)?;
     record(
         cache,
         plan,

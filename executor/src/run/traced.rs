@@ -35,6 +35,7 @@ pub fn path_set(
     }
     let digest = digest(execution, plan, root, cache_dir)?;
     let mut inputs = digest.inputs;
+    inputs.extend(found_on_path(execution, plan, root, cache_dir, &digest.own));
     // Only what counts is keyed and guarded.
     inputs.retain(|o| plan.counts(o));
     // Tracked env read through IPC joins the path set like any other observation.
@@ -57,6 +58,51 @@ pub fn path_set(
         outputs: digest.outputs,
         own: digest.own,
     })
+}
+
+/// A [`path_set::ObsKind::Which`] for each program the task executed from a directory on
+/// its `PATH`, except programs it wrote itself (they are its outputs, and not there before
+/// it runs again).
+fn found_on_path(
+    execution: &Execution,
+    plan: &Plan,
+    root: &std::path::Path,
+    cache_dir: &std::path::Path,
+    own: &path_set::OwnChanges,
+) -> Vec<Observation> {
+    let Some(path_var) = plan.env.get("PATH") else {
+        return Vec::new();
+    };
+    let dirs: Vec<std::path::PathBuf> = std::env::split_paths(path_var)
+        .filter(|dir| dir.is_absolute())
+        .collect();
+    let written: BTreeSet<&std::path::Path> = execution
+        .log
+        .accesses
+        .iter()
+        .filter(|a| !a.kind.is_input())
+        .map(|a| a.path.as_path())
+        .collect();
+    execution
+        .log
+        .accesses
+        .iter()
+        .filter(|a| a.kind == sandbox::AccessKind::Exec)
+        .map(|a| a.path.as_path())
+        .filter(|program| {
+            program
+                .parent()
+                .is_some_and(|dir| dirs.iter().any(|d| d == dir))
+                && !written.contains(program)
+                && !own.changed(program)
+                && !path_set::is_noise(program, cache_dir)
+        })
+        .map(|program| Observation {
+            kind: path_set::ObsKind::Which,
+            path: path_set::CachePath::new(root, program),
+            except: Vec::new(),
+        })
+        .collect()
 }
 
 /// The log read under the plan's exclusions and what the task's tools declared ignored.
