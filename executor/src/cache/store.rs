@@ -11,8 +11,11 @@ use std::sync::Mutex;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 
-/// Bumped whenever the meaning of any stored byte changes.
-pub const SCHEMA_VERSION: u32 = 4;
+/// Bumped whenever the meaning of any stored byte changes. 5: a path set also names what
+/// the programs a task ran find on its `PATH` (`ObsKind::Which`) and what shaped a
+/// sandboxed task's jail; entries stored without them could hit where the task would now
+/// run another program, so they are not kept.
+pub const SCHEMA_VERSION: u32 = 5;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 

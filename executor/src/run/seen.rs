@@ -24,6 +24,9 @@ pub struct InputsSeen {
     pub observations: Vec<Observation>,
     /// The value of each observation for the task, in the same order.
     pub values: Vec<String>,
+    /// The environment those values were observed against (vt's and the task's `PATH`:
+    /// [`Plan::observation_env`]); the watch observes again against the same.
+    pub env: BTreeMap<String, String>,
     /// Absolute paths the task changed (or a hit restored): their state after the round is
     /// vt's own doing, not an edit to react to.
     pub wrote: Vec<PathBuf>,
@@ -53,12 +56,14 @@ pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> Inp
                     values,
                     wrote,
                     moved: None,
+                    env,
                 },
                 Err(moved) => InputsSeen {
                     values: now(&observations, root, &env, &memo),
                     observations,
                     wrote,
                     moved: Some(moved.to_string()),
+                    env,
                 },
             }
         }
@@ -71,6 +76,7 @@ pub fn of_execution(plan: &Plan, execution: &Execution, cache_dir: &Path) -> Inp
                 observations,
                 wrote,
                 moved: None,
+                env,
             }
         }
     }
@@ -93,6 +99,7 @@ pub fn of_hit(cache: &Cache, plan: &Plan, entry: &Stored) -> InputsSeen {
                 observations,
                 wrote,
                 moved: None,
+                env,
             }
         }
         Err(e) => InputsSeen {

@@ -353,7 +353,6 @@ fn check(
 ) {
     refs.sort_unstable();
     refs.dedup();
-    let env = crate::ipc::process_env();
     let memo = StatMemo::maybe(None);
     for Ref { task, observation } in refs {
         if changed.contains_key(&task) {
@@ -368,7 +367,7 @@ fn check(
         if o.kind == ObsKind::Env {
             continue;
         }
-        let now = observe::observe(o, root, &env, &memo);
+        let now = observe::observe(o, root, &baseline.seen.env, &memo);
         if now == baseline.values[observation] {
             continue;
         }
