@@ -81,6 +81,7 @@ fn main() {
         cwd: workspace.clone(),
         network,
         layered: vec![],
+        not_shown: vec![],
     };
     let isolated = Jail::new(spec(false)).expect("jail");
     let networked = Jail::new(spec(true)).expect("jail");
@@ -113,6 +114,7 @@ fn main() {
             layered: vec![dirs.layer().clone()],
             cwd: workspace.clone(),
             network: false,
+            not_shown: vec![],
         })
         .expect("jail");
         let status = jailed(&jail)
