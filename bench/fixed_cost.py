@@ -67,8 +67,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="vt-bench-fixed-"))
     root = work / "ws"
     generate(root)
-    cache = work / "vt-cache"
-    env = dict(os.environ, VT_CACHE_DIR=str(cache), TURBO_TELEMETRY_DISABLED="1",
+    # A cache per binary: two vt of different cache schemas would wipe each other's.
+    caches = {name: work / f"vt-cache-{name}" for name in vts}
+    env = dict(os.environ, TURBO_TELEMETRY_DISABLED="1",
                DO_NOT_TRACK="1", TURBO_NO_UPDATE_NOTIFIER="1")
     env.pop("VT_TIMINGS", None)
     pkg = root / "packages" / "p000"
@@ -79,17 +80,20 @@ def main() -> int:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - start
 
-    single = {"bare sh -c true": ["sh", "-c", "true"]}
+    single = {"bare sh -c true": (["sh", "-c", "true"], None)}
     for name, vt in vts.items():
-        single[f"{name} --version"] = [vt, "--version"]
-        single[f"{name} exec --no-cache -- true"] = [vt, "exec", "--no-cache", "--", "true"]
-        single[f"{name} exec --sandbox --no-cache -- true"] = [vt, "exec", "--sandbox", "--no-cache", "--", "true"]
-        single[f"{name} exec -- true (a hit)"] = [vt, "exec", "--", "true"]
+        own = {"VT_CACHE_DIR": str(caches[name])}
+        single[f"{name} --version"] = ([vt, "--version"], own)
+        single[f"{name} exec --no-cache -- true"] = ([vt, "exec", "--no-cache", "--", "true"], own)
+        single[f"{name} exec --sandbox --no-cache -- true"] = (
+            [vt, "exec", "--sandbox", "--no-cache", "--", "true"], own)
+        single[f"{name} exec -- true (a hit)"] = ([vt, "exec", "--", "true"], own)
     loop = ["sh", "-c", f"for i in $(seq {TASKS}); do sh -c true; done"]
     many = {f"{TASKS}× sh -c true, one after the other": (loop, None)}
     for name, vt in vts.items():
         for jobs in ("1", "2"):
-            many[f"{name} run check -r -j{jobs}, cold"] = ([vt, "run", "check", "-r", "-j", jobs], cache)
+            many[f"{name} run check -r -j{jobs}, cold"] = (
+                [vt, "run", "check", "-r", "-j", jobs], caches[name])
     if turbo:
         # Only at 2: turbo starts each script through `npm run` (a node process, ~0.3 s per
         # task here), so a serial run would take most of the benchmark's time.
@@ -100,17 +104,18 @@ def main() -> int:
     times = {k: [] for k in list(single) + list(many)}
     phases = {name: {} for name in vts}
     for _ in range(args.rounds):
-        for label, cmd in single.items():
+        for label, (cmd, extra) in single.items():
             for _ in range(5):  # a few per round: each is milliseconds
-                times[label].append(timed(cmd, cwd=pkg))
+                times[label].append(timed(cmd, cwd=pkg, extra=extra))
         for label, (cmd, clear) in many.items():
             if clear:
                 shutil.rmtree(clear, ignore_errors=True)
-            times[label].append(timed(cmd))
+            times[label].append(timed(cmd, extra=clear and {"VT_CACHE_DIR": str(clear)}))
         for name, vt in vts.items():
-            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(caches[name], ignore_errors=True)
             out = subprocess.run([vt, "run", "check", "-r", "-j", "1"], cwd=root, check=True,
-                                 env=dict(env, VT_TIMINGS="1"), capture_output=True, text=True).stderr
+                                 env=dict(env, VT_TIMINGS="1", VT_CACHE_DIR=str(caches[name])),
+                                 capture_output=True, text=True).stderr
             for line in out.splitlines():
                 if line.startswith("vt timing: "):
                     phase, _count, ms = line[len("vt timing: "):].rsplit(" ", 2)

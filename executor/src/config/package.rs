@@ -43,7 +43,32 @@ struct PackageJson {
 impl Package {
     pub fn load(root: &Path, dir: &Path) -> Result<Package, ConfigError> {
         let manifest = dir.join("package.json");
-        let json: PackageJson = parse_jsonc(&manifest, &read(&manifest)?)?;
+        Package::from_manifest(root, dir, &read(&manifest)?)
+    }
+
+    /// [`Package::load`] for a directory that may not be a package: `None` when it has no
+    /// `package.json` (one open that fails, where a check first and a read after took two
+    /// calls for every directory a workspace pattern matches).
+    pub fn load_if_present(root: &Path, dir: &Path) -> Result<Option<Package>, ConfigError> {
+        let manifest = dir.join("package.json");
+        let text = match std::fs::read_to_string(&manifest) {
+            Ok(text) => text,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EISDIR)) => {
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: manifest,
+                    source,
+                });
+            }
+        };
+        Package::from_manifest(root, dir, &text).map(Some)
+    }
+
+    fn from_manifest(root: &Path, dir: &Path, text: &str) -> Result<Package, ConfigError> {
+        let manifest = dir.join("package.json");
+        let json: PackageJson = parse_jsonc(&manifest, text)?;
         let mut scripts = BTreeMap::new();
         for (name, value) in json.scripts {
             match value {

@@ -120,11 +120,9 @@ impl Workspace {
         let exclude = exclude.build().map_err(invalid)?;
         let mut dirs = Vec::new();
         if !include.is_empty() {
+            // Whether each has a package.json is found out by reading it (`load_packages`).
             collect_dirs(root, root, depth, &mut |rel, dir| {
-                if include.is_match(rel)
-                    && !exclude.is_match(rel)
-                    && dir.join("package.json").is_file()
-                {
+                if include.is_match(rel) && !exclude.is_match(rel) {
                     dirs.push(dir.to_path_buf());
                 }
             });
@@ -164,30 +162,31 @@ impl Workspace {
     }
 }
 
-/// The packages in `dirs`, in order, read on up to four threads: each is a few small reads
-/// (its package.json, the task files looked for), which for a 100-package workspace were
-/// ~2 ms of system calls on one thread at every vt start. The error is the first package's
-/// in `dirs` order, as a sequential load would give.
+/// The packages among `dirs` (those with a package.json), in order, read on up to four
+/// threads: each is a few small reads (its package.json, the task files looked for), which
+/// for a 100-package workspace were ~2 ms of system calls on one thread at every vt start.
+/// The error is the first package's in `dirs` order, as a sequential load would give.
 fn load_packages(root: &Path, dirs: &[PathBuf]) -> Result<Vec<Package>, ConfigError> {
     const PER_THREAD: usize = 16;
     let threads = sandbox::cpus()
         .clamp(1, 4)
         .min(dirs.len() / PER_THREAD)
         .max(1);
+    let load_part = |part: &[PathBuf]| -> Result<Vec<Package>, ConfigError> {
+        let mut packages = Vec::with_capacity(part.len());
+        for dir in part {
+            packages.extend(Package::load_if_present(root, dir)?);
+        }
+        Ok(packages)
+    };
     if threads == 1 {
-        return dirs.iter().map(|dir| Package::load(root, dir)).collect();
+        return load_part(dirs);
     }
     let chunk = dirs.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = dirs
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|dir| Package::load(root, dir))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
+            .map(|part| scope.spawn(move || load_part(part)))
             .collect();
         let mut packages = Vec::with_capacity(dirs.len());
         for part in parts {
@@ -261,6 +260,10 @@ mod tests {
                 &format!(r#"{{"name":"n{i:03}"}}"#),
             );
         }
+        // Matched by the pattern but not packages: no package.json, or a directory by
+        // that name.
+        write(&root.join("p/010-notes/README.md"), "not a package");
+        std::fs::create_dir_all(root.join("p/040-odd/package.json")).expect("mkdir");
         let workspace = Workspace::find(root).expect("loads");
         let names: Vec<&str> = workspace.packages.iter().map(|p| p.name.as_str()).collect();
         let expected: Vec<String> = std::iter::once("root".to_owned())
