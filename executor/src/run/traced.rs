@@ -83,12 +83,17 @@ fn found_on_path(
         .filter(|a| !a.kind.is_input())
         .map(|a| a.path.as_path())
         .collect();
-    execution
+    // Distinct first: a build runs `cc` hundreds of times, and `own.changed` resolves a
+    // directory's symlinks.
+    let programs: BTreeSet<&std::path::Path> = execution
         .log
         .accesses
         .iter()
         .filter(|a| a.kind == sandbox::AccessKind::Exec)
         .map(|a| a.path.as_path())
+        .collect();
+    programs
+        .into_iter()
         .filter(|program| {
             program
                 .parent()
