@@ -1083,6 +1083,24 @@ fn s51_a_miss_is_explained_against_the_run_under_the_same_config() {
     );
 }
 
+/// A `node` that is not node: it writes `dist/out.txt` saying so.
+fn node_shim(path: &Path) {
+    std::fs::write(path, "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n").expect("shim");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+}
+
+/// The run that missed ran the shim, and the next one hits on that run.
+#[track_caller]
+fn ran_the_shim(ws: &Ws, env: &[(&str, &str)]) {
+    assert_eq!(
+        ws.read("dist/out.txt"),
+        "shim\n",
+        "the task ran the new program"
+    );
+    ws.run("build", env).assert_hit(APP);
+}
+
 #[test]
 fn s55_a_program_installed_later_on_a_sandboxed_task_path_misses() {
     // A PATH directory that did not exist was left out of the sandbox, and with it the
@@ -1105,21 +1123,10 @@ fn s55_a_program_installed_later_on_a_sandboxed_task_path_misses() {
     ws.run("build", &env).assert_hit(APP);
     std::fs::create_dir(&bin).expect("mkdir");
     let shim = bin.join("node");
-    std::fs::write(
-        &shim,
-        "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n",
-    )
-    .expect("shim");
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    node_shim(&shim);
     ws.run("build", &env)
         .assert_miss(APP, &format!("{} now exists", bin.display()));
-    assert_eq!(
-        ws.read("dist/out.txt"),
-        "shim\n",
-        "the task ran the new program"
-    );
-    ws.run("build", &env).assert_hit(APP);
+    ran_the_shim(&ws, &env);
 }
 
 #[test]
@@ -1145,21 +1152,10 @@ fn s56_a_program_put_in_front_of_the_one_a_task_ran_misses_a_path_that_finds_the
     ws.run("build", &[("PATH", longer.as_str())])
         .assert_hit(APP);
     let shim = front.join("node");
-    std::fs::write(
-        &shim,
-        "#!/bin/sh\nmkdir -p dist\necho shim > dist/out.txt\n",
-    )
-    .expect("shim");
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    node_shim(&shim);
     ws.run("build", &env)
         .assert_miss(APP, &format!("`node` on PATH finds {} now", shim.display()));
-    assert_eq!(
-        ws.read("dist/out.txt"),
-        "shim\n",
-        "the task ran the new program"
-    );
-    ws.run("build", &env).assert_hit(APP);
+    ran_the_shim(&ws, &env);
 }
 
 #[test]
