@@ -8,8 +8,8 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wire::server::{Handler, Peer, ProtocolError, Server};
 use wire::{Request, Response, WireError};
@@ -115,8 +115,34 @@ impl Handler for Collector {
 /// A task's server, running.
 pub struct TaskIpc {
     collector: Arc<Collector>,
-    thread: Option<JoinHandle<()>>,
+    /// Told when the server is done (every copy of the task end closed); dropped unsent if
+    /// it panicked.
+    done: Receiver<()>,
     task_end: Option<OwnedFd>,
+}
+
+/// The runtime every task's server runs on: one thread for the whole process, started by
+/// the first task. A thread and a runtime of each task's own cost every task ~0.1 ms to
+/// start and to join (`fixed_cost.py`), most of it for tasks whose tools never say a word.
+fn runtime() -> std::io::Result<&'static tokio::runtime::Handle> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let handle = runtime.handle().clone();
+            // Serves until the process exits: spawned servers run while this thread is
+            // in `block_on`.
+            std::thread::Builder::new()
+                .name("vt-ipc".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(|e| std::io::Error::other(format!("cannot start the IPC server thread: {e}")))
 }
 
 impl TaskIpc {
@@ -125,22 +151,17 @@ impl TaskIpc {
         let (runner_end, task_end) = wire::server::endpoints()?;
         let collector = Arc::new(Collector(Mutex::new(Report::default())));
         let handler = Arc::clone(&collector);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("vt-ipc".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match Server::new(runner_end) {
-                        Ok(server) => server.serve(handler).await,
-                        Err(e) => handler.protocol_error(None, &ProtocolError::Io(e)),
-                    }
-                });
-            })?;
+        let (finished, done) = std::sync::mpsc::sync_channel(1);
+        runtime()?.spawn(async move {
+            match Server::new(runner_end) {
+                Ok(server) => server.serve(handler).await,
+                Err(e) => handler.protocol_error(None, &ProtocolError::Io(e)),
+            }
+            let _ = finished.send(());
+        });
         Ok(TaskIpc {
             collector,
-            thread: Some(thread),
+            done,
             task_end: Some(task_end),
         })
     }
@@ -169,11 +190,9 @@ impl TaskIpc {
     /// the tools said.
     pub fn finish(mut self) -> Report {
         self.task_end = None;
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
+        if self.done.recv().is_err() {
             self.collector
-                .with(|r| r.errors.push("the IPC server thread panicked".into()));
+                .with(|r| r.errors.push("the task's IPC server panicked".into()));
         }
         self.collector.with(|r| r.clone())
     }
