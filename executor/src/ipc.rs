@@ -1,8 +1,8 @@
-//! The IPC server every task gets (docs/architecture.md, "Around the line"): a SEQPACKET socketpair whose task end the
-//! task inherits as `VT_IPC_FD`, served while the task runs on the runtime thread all of the
-//! process's tasks share. What
-//! tools say (tracked env, ignored paths, "do not cache") is collected into a [`Report`]
-//! that the cache applies when it stores the run.
+//! The IPC server every task gets (docs/architecture.md, "Around the line"): a SEQPACKET
+//! socketpair whose task end the task inherits as `VT_IPC_FD`, served while the task runs
+//! on the runtime thread all of the process's tasks share. What tools say (tracked env,
+//! ignored paths, "do not cache") is collected into a [`Report`] that the cache applies
+//! when it stores the run.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

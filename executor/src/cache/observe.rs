@@ -394,7 +394,9 @@ fn file_type(meta: &std::fs::Metadata) -> &'static str {
 /// The first executable file named `name` in the absolute directories of `path_var`, as
 /// `execvp` searches (relative entries depend on the caller's working directory and are
 /// skipped, at store time and at lookup alike), with its own metadata (not its target's,
-/// so a link put there is seen as new).
+/// so a link put there is seen as new). Not `sandbox::trace::program::find`, which vt's own
+/// lookup of the shell uses: that one gives up on anything unusual (a relative entry, a
+/// directory by the name) and leaves the search to the child, where this must answer.
 fn which(
     name: &std::ffi::OsStr,
     path_var: &str,
