@@ -58,10 +58,11 @@ fn measure(entries: usize) -> anyhow::Result<()> {
     };
     let observations = |task: usize| -> Vec<Observation> {
         (0..20)
-            .map(|j| Observation {
-                kind: ObsKind::Content,
-                path: CachePath(format!("src/f{}.js", (task + j) % 200).into_bytes()),
-                except: Vec::new(),
+            .map(|j| {
+                Observation::new(
+                    ObsKind::Content,
+                    CachePath(format!("src/f{}.js", (task + j) % 200).into_bytes()),
+                )
             })
             .collect()
     };

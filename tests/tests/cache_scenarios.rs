@@ -1159,6 +1159,43 @@ fn s56_a_program_put_in_front_of_the_one_a_task_ran_misses_a_path_that_finds_the
 }
 
 #[test]
+fn s57_a_file_read_through_home_is_observed_under_the_home_of_the_run_that_looks() {
+    // HOME is passed, not keyed. A tool reads `$HOME/conf` (an `.npmrc`, a `.gitconfig`,
+    // Python's user site-packages); under another HOME it reads another file, which no
+    // observation named: the run made with the first HOME was replayed.
+    let reads_home = r#"{ "tasks": { "build": { "command": "mkdir -p dist && cat \"$HOME/conf\" > dist/out.txt" } } }"#;
+    let homes = tempfile::tempdir().expect("tempdir");
+    let homes = std::fs::canonicalize(homes.path()).expect("canonical");
+    let home = |name: &str, conf: &str| {
+        let dir = homes.join(name);
+        vt_tests::write(&dir, "conf", conf);
+        dir.display().to_string()
+    };
+    let (first, same, other) = (home("a", "one\n"), home("b", "one\n"), home("c", "two\n"));
+    let ws = Ws::new(&[("vt.json", reads_home)]);
+    ws.run("build", &[("HOME", &first)])
+        .assert_miss(APP, "no previous run");
+    ws.run("build", &[("HOME", &first)]).assert_hit(APP);
+    // The control: another HOME whose file is the same still hits (users and machines
+    // with other home directories share entries).
+    ws.run("build", &[("HOME", &same)]).assert_hit(APP);
+    ws.run("build", &[("HOME", &other)])
+        .assert_miss(APP, "~/conf: content changed");
+    assert_eq!(
+        ws.read("dist/out.txt"),
+        "two\n",
+        "the task read the other HOME's file"
+    );
+    ws.run("build", &[("HOME", &other)]).assert_hit(APP);
+    // The absolute observation stays beside its twin: the first HOME's file changing is
+    // still a miss for the run with that HOME.
+    vt_tests::write(&homes.join("a"), "conf", "three\n");
+    ws.run("build", &[("HOME", &first)])
+        .assert_miss(APP, "content changed");
+    assert_eq!(ws.read("dist/out.txt"), "three\n");
+}
+
+#[test]
 fn s52_a_newly_tracked_env_name_is_said_so() {
     let ws = built(&[]);
     ws.write("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#);

@@ -259,11 +259,10 @@ mod tests {
             task: "app#build".into(),
             pre_key: Key([1; 32]),
             pre_parts: vec![("command".into(), "node build.js".into())],
-            observations: vec![Observation {
-                kind: ObsKind::Content,
-                path: CachePath(b"src/\xffa.js".to_vec()),
-                except: Vec::new(),
-            }],
+            observations: vec![Observation::new(
+                ObsKind::Content,
+                CachePath(b"src/\xffa.js".to_vec()),
+            )],
             values: vec!["file:00".into()],
             outputs: vec![Output::Deleted {
                 path: CachePath(b"dist/old.js".to_vec()),

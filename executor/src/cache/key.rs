@@ -72,7 +72,7 @@ pub fn content(bytes: &[u8]) -> Key {
 pub fn path_set_id(observations: &[Observation]) -> Key {
     let mut hasher = KeyHasher::new("path-set");
     for o in observations {
-        hasher.field(&[o.kind as u8]).field(&o.path.0);
+        hasher.field(&[o.kind as u8, o.base as u8]).field(&o.path.0);
     }
     hasher.finish()
 }

@@ -192,7 +192,11 @@ pub fn observe_checked(
     match (observe_or_move(observation, root, env, memo, run), run) {
         // Changed by the task itself under another name: its own output, valued as it is
         // now, as any read of its own output always was.
-        (Err(_), Some(run)) if run.own.changed(&observation.path.absolute(root)) => {
+        (Err(_), Some(run))
+            if observation
+                .resolve(root, env)
+                .is_some_and(|path| run.own.changed(&path)) =>
+        {
             observe_or_move(observation, root, env, memo, None)
         }
         (value, _) => value,
@@ -217,7 +221,7 @@ fn observe_or_move(
         });
     }
     let moved = |how| Moved {
-        path: observation.path.display(),
+        path: observation.display_path(),
         how,
     };
     // Changed at or after the task's start (by someone else: paths the task changed are not
@@ -245,7 +249,9 @@ fn observe_or_move(
             None => "none".into(),
         });
     }
-    let path = observation.path.absolute(root);
+    let Some(path) = observation.resolve(root, env) else {
+        return Ok("no HOME".into());
+    };
     let lstat = std::fs::symlink_metadata(&path);
     let describe_missing = |e: &std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => "missing".to_owned(),
@@ -552,11 +558,7 @@ mod tests {
             own: &own,
         };
         let check = |kind, path: &str| {
-            let o = Observation {
-                kind,
-                path: CachePath(path.as_bytes().to_vec()),
-                except: Vec::new(),
-            };
+            let o = Observation::new(kind, CachePath(path.as_bytes().to_vec()));
             observe_checked(&o, root, &BTreeMap::new(), &memo, Some(&run))
         };
         assert!(check(ObsKind::Content, "old.txt").is_ok());
@@ -587,9 +589,8 @@ mod tests {
             own: &own,
         };
         let listing = Observation {
-            kind: ObsKind::List,
-            path: CachePath(b"src".to_vec()),
             except: vec![b"x".to_vec()],
+            ..Observation::new(ObsKind::List, CachePath(b"src".to_vec()))
         };
         assert!(observe_checked(&listing, root, &BTreeMap::new(), &memo, Some(&mine)).is_ok());
         std::fs::write(root.join("src/y"), "y").expect("write");

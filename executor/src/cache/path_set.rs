@@ -98,10 +98,30 @@ pub enum ObsKind {
 /// the cache observes with (`=` cannot be part of a variable's name).
 pub const TASK_PATH: &str = "=PATH";
 
+/// The name under which an observation relative to the task's `HOME` ([`Base::Home`])
+/// finds that `HOME` in the environment the cache observes with.
+pub const TASK_HOME: &str = "=HOME";
+
+/// What an observation's path is relative to.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Base {
+    /// The workspace root inside it, absolute outside it ([`CachePath`]).
+    #[default]
+    Root,
+    /// The task's `HOME` (`TASK_HOME`). `HOME` is passed, not keyed, and a tool finds
+    /// files through it (`~/.npmrc`, `~/.gitconfig`, Python's user site-packages): a path
+    /// the task saw under its `HOME` is also observed under the `HOME` of the run that
+    /// looks it up, as the twin of the absolute observation ([`home_twins`]).
+    Home,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Observation {
     pub kind: ObsKind,
     pub path: CachePath,
+    pub base: Base,
     /// For a listing of a directory the task wrote into: the names it created, changed or
     /// removed there. They are its outputs, so the listing is keyed by the other names
     /// (what the task found that was not its own doing), not by its own results.
@@ -109,6 +129,41 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// An observation of `path` (relative to the workspace root, or absolute).
+    pub fn new(kind: ObsKind, path: CachePath) -> Observation {
+        Observation {
+            kind,
+            path,
+            base: Base::Root,
+            except: Vec::new(),
+        }
+    }
+
+    /// Whether its path is one inside the workspace (relative to its root).
+    pub fn inside_workspace(&self) -> bool {
+        self.base == Base::Root && self.path.inside_workspace()
+    }
+
+    /// The file system path it observes: `None` for one relative to a `HOME` the
+    /// environment `env` (see [`TASK_HOME`]) does not have.
+    pub fn resolve(&self, root: &Path, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+        match self.base {
+            Base::Root => Some(self.path.absolute(root)),
+            Base::Home => env
+                .get(TASK_HOME)
+                .map(|home| self.path.absolute(Path::new(home))),
+        }
+    }
+
+    /// Its path as the user reads it: `~/.npmrc` for one relative to `HOME`.
+    pub fn display_path(&self) -> String {
+        match (self.base, self.path.0.as_slice()) {
+            (Base::Home, b".") => "~".to_owned(),
+            (Base::Home, _) => format!("~/{}", self.path.display()),
+            (Base::Root, _) => self.path.display(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self.kind {
             ObsKind::Env => {
@@ -123,7 +178,7 @@ impl Observation {
                 let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
                 format!("`{name}` on PATH")
             }
-            _ => self.path.display(),
+            _ => self.display_path(),
         }
     }
 }
@@ -282,11 +337,9 @@ pub fn digest(
                 AccessKind::Missing => ObsKind::Absent,
                 _ => ObsKind::Meta,
             };
-            digest.inputs.insert(Observation {
-                kind,
-                path: CachePath::new(root, path),
-                except: Vec::new(),
-            });
+            digest
+                .inputs
+                .insert(Observation::new(kind, CachePath::new(root, path)));
         } else {
             if !state.written {
                 state.created_by_task = access.kind == AccessKind::Create;
@@ -350,11 +403,9 @@ pub fn digest(
             continue;
         }
         digest.own.prior.insert(cache_path.clone(), existed);
-        digest.inputs.insert(Observation {
-            kind: ObsKind::Prior,
-            path: cache_path,
-            except: Vec::new(),
-        });
+        digest
+            .inputs
+            .insert(Observation::new(ObsKind::Prior, cache_path));
     }
     // A file whose content is an input needs no stat of its own: its content says more
     // than its size, and its mtime would only add misses (`touch`, a checkout back and
@@ -418,6 +469,43 @@ pub fn digest(
     // A file read, then written: decided above; a path only stat'ed or found missing and
     // then created is an ordinary output.
     Ok(digest)
+}
+
+/// For each observation of a path outside the workspace and under the task's `home`, its
+/// twin relative to that `home` ([`Base::Home`]). The absolute observation stays: a tool may
+/// have reached the path another way (its passwd entry's home directory, a literal path),
+/// and then that is the file it reads under any `HOME`. A run with another `HOME` hits
+/// only where what it finds under both is what this run found.
+pub fn home_twins<'a>(
+    observations: impl IntoIterator<Item = &'a Observation>,
+    home: &Path,
+) -> Vec<Observation> {
+    if !home.is_absolute() {
+        // A relative HOME is no place of its own: paths through it resolve from the
+        // task's directory, and were observed as such.
+        return Vec::new();
+    }
+    observations
+        .into_iter()
+        .filter(|o| {
+            o.base == Base::Root
+                && matches!(
+                    o.kind,
+                    ObsKind::Content | ObsKind::Meta | ObsKind::List | ObsKind::Absent
+                )
+                && !o.path.inside_workspace()
+        })
+        .filter_map(|o| {
+            let absolute = Path::new(OsStr::from_bytes(&o.path.0));
+            let relative = absolute.strip_prefix(home).ok()?;
+            Some(Observation {
+                kind: o.kind,
+                path: CachePath::new(home, &home.join(relative)),
+                base: Base::Home,
+                except: o.except.clone(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -494,5 +582,53 @@ mod tests {
             &[(AccessKind::Create, &file), (AccessKind::Stat, &file)],
         );
         assert!(digest.inputs.is_empty(), "{:?}", digest.inputs);
+    }
+
+    #[test]
+    fn a_path_seen_under_the_task_home_gets_a_twin_relative_to_it() {
+        let home = Path::new("/home/me");
+        let at = |kind, path: &str| Observation::new(kind, CachePath(path.as_bytes().to_vec()));
+        let seen = [
+            at(ObsKind::Content, "/home/me/.npmrc"),
+            at(
+                ObsKind::Absent,
+                "/home/me/.local/lib/python3.11/site-packages",
+            ),
+            at(ObsKind::Meta, "/home/me"),
+            // Not under it, inside the workspace, or not a path: no twin.
+            at(ObsKind::Content, "/home/meta/x"),
+            at(ObsKind::Content, "/usr/lib/libc.so.6"),
+            at(ObsKind::Content, "src/a.js"),
+            at(ObsKind::Env, "/home/me/odd-but-a-name"),
+            at(ObsKind::Which, "/home/me/.cargo/bin/cargo"),
+        ];
+        let twins = home_twins(&seen, home);
+        let shown: Vec<_> = twins.iter().map(|o| (o.kind, o.display_path())).collect();
+        assert_eq!(
+            shown,
+            [
+                (ObsKind::Content, "~/.npmrc".to_owned()),
+                (
+                    ObsKind::Absent,
+                    "~/.local/lib/python3.11/site-packages".to_owned()
+                ),
+                (ObsKind::Meta, "~".to_owned()),
+            ]
+        );
+        assert!(twins.iter().all(|o| !o.inside_workspace()));
+        // Resolved against the HOME of the run that looks: another user's files.
+        let env = BTreeMap::from([(TASK_HOME.to_owned(), "/home/you".to_owned())]);
+        let root = Path::new("/work");
+        assert_eq!(
+            twins[0].resolve(root, &env),
+            Some(PathBuf::from("/home/you/.npmrc"))
+        );
+        assert_eq!(
+            twins[2].resolve(root, &env),
+            Some(PathBuf::from("/home/you"))
+        );
+        assert_eq!(twins[0].resolve(root, &BTreeMap::new()), None);
+        // A relative HOME is no place of its own.
+        assert!(home_twins(&seen, Path::new("me")).is_empty());
     }
 }

@@ -273,11 +273,7 @@ mod tests {
             task: format!("t{task}"),
             pre_key: pre.key(),
             pre_parts: pre.parts.clone(),
-            observations: vec![Observation {
-                kind: ObsKind::Env,
-                path: CachePath(b"X".to_vec()),
-                except: Vec::new(),
-            }],
+            observations: vec![Observation::new(ObsKind::Env, CachePath(b"X".to_vec()))],
             values: vec!["unset".into()],
             outputs: vec![Output::File {
                 path: CachePath(b"out".to_vec()),

@@ -56,7 +56,7 @@ pub async fn run(
         extra.extend(
             observations
                 .iter()
-                .filter(|o| o.kind != ObsKind::Env && o.path.inside_workspace())
+                .filter(|o| o.kind != ObsKind::Env && o.inside_workspace())
                 .map(|o| PathBuf::from(o.path.display())),
         );
     }
@@ -132,10 +132,10 @@ pub async fn run(
             if observation.kind == ObsKind::Env || theirs == ours {
                 continue;
             }
-            if !observation.path.inside_workspace() {
+            if !observation.inside_workspace() {
                 return Err(format!(
                     "the worker's {} differs from this machine's (another toolchain?)",
-                    observation.path.display()
+                    observation.display_path()
                 ));
             }
             differ.push(observation);

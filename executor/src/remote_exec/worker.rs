@@ -393,12 +393,6 @@ fn run_action(
         .iter()
         .map(|v| (v.name.clone(), report::concrete_root(&v.value, &root_text)))
         .collect();
-    // The programs the action found on its PATH are observed against that PATH
-    // (`ObsKind::Which`), as the client's own runs are against the task's.
-    let mut observed_env = env.clone();
-    if let Some(path) = env.get("PATH") {
-        observed_env.insert(crate::cache::path_set::TASK_PATH.into(), path.clone());
-    }
     let working = Path::new(&command.working_directory);
     if !command.working_directory.is_empty() && !super::input_root::is_plain(working) {
         return Err(format!(
@@ -435,6 +429,10 @@ fn run_action(
             network: false,
         }),
     };
+    // What the action found through its PATH and HOME is observed against those
+    // (`ObsKind::Which`, `Base::Home`), as the client's own runs are against the task's.
+    let mut observed_env = env.clone();
+    plan.add_task_locations(&mut observed_env);
     // The output is shown on the client; the worker keeps its console quiet.
     let mut console = Console::new(LogMode::Quiet, &plan.label);
     // The input root (and the working directory) were written before the action starts,

@@ -88,11 +88,8 @@ fn attempt(
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
     if plan.sandbox.is_some() {
-        // The host's home and temp directories are not in the sandbox: tools that keep a
-        // cache under $HOME or write to $TMPDIR get the sandbox's scratch instead (thrown
-        // away with it), rather than failing on a path that does not exist.
-        env.insert("HOME".into(), "/tmp".into());
-        env.insert("TMPDIR".into(), "/tmp".into());
+        env.insert("HOME".into(), super::plan::SANDBOX_HOME.into());
+        env.insert("TMPDIR".into(), super::plan::SANDBOX_HOME.into());
     }
     let stdin = if plan.stdin {
         None

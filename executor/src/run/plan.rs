@@ -14,7 +14,8 @@ use crate::config::tasks::PathRules;
 use crate::graph::Node;
 
 /// Passed to every task but not part of its key: where things are, not what they are.
-/// (What a task finds through them, e.g. programs on PATH, is traced like any lookup.)
+/// What a task finds through `PATH` and `HOME` is observed against the task's own
+/// (`ObsKind::Which`, `Base::Home` in `crate::cache::path_set`).
 const PASS_THROUGH: &[&str] = &[
     "PATH",
     "HOME",
@@ -75,16 +76,42 @@ impl Plan {
     }
 
     /// What the cache observes this task's environment observations against: vt's own
-    /// environment (what tools' `getEnv` is answered from) and the task's `PATH`
-    /// ([`crate::cache::path_set::TASK_PATH`], for the programs it found there).
+    /// environment (what tools' `getEnv` is answered from), with the task's `PATH` and
+    /// `HOME` added ([`Plan::add_task_locations`]).
     pub fn observation_env(&self) -> BTreeMap<String, String> {
         let mut env = crate::ipc::process_env();
-        if let Some(path) = self.env.get("PATH") {
-            env.insert(crate::cache::path_set::TASK_PATH.into(), path.clone());
-        }
+        self.add_task_locations(&mut env);
         env
     }
+
+    /// Adds to `env` the task's `PATH` ([`crate::cache::path_set::TASK_PATH`], for the
+    /// programs it found there) and `HOME` ([`crate::cache::path_set::TASK_HOME`], for the
+    /// paths it saw under it), as the task got them.
+    pub fn add_task_locations(&self, env: &mut BTreeMap<String, String>) {
+        use crate::cache::path_set::{TASK_HOME, TASK_PATH};
+        if let Some(path) = self.env.get("PATH") {
+            env.insert(TASK_PATH.into(), path.clone());
+        }
+        match self.task_home() {
+            Some(home) => env.insert(TASK_HOME.into(), home.to_owned()),
+            None => env.remove(TASK_HOME),
+        };
+    }
+
+    /// The `HOME` the task gets: the sandbox's scratch in a sandbox.
+    pub fn task_home(&self) -> Option<&str> {
+        match self.sandbox {
+            Some(_) => Some(SANDBOX_HOME),
+            None => self.env.get("HOME").map(String::as_str),
+        }
+    }
 }
+
+/// A sandboxed task's `HOME` and `TMPDIR`. The host's home and temp directories are not in
+/// the sandbox: tools that keep a cache under `$HOME` or write to `$TMPDIR` get the
+/// sandbox's scratch instead (thrown away with it), rather than failing on a path that
+/// does not exist.
+pub const SANDBOX_HOME: &str = "/tmp";
 
 /// What a sandboxed task sees and may change.
 #[derive(Debug, Clone)]

@@ -158,11 +158,7 @@ fn looked_at(log: &AccessLog, root: &Path, cache_dir: &Path) -> Vec<Observation>
             AccessKind::Missing => path_set::ObsKind::Absent,
             _ => path_set::ObsKind::Meta,
         };
-        observations.insert(Observation {
-            kind,
-            path: CachePath::new(root, path),
-            except: Vec::new(),
-        });
+        observations.insert(Observation::new(kind, CachePath::new(root, path)));
     }
     observations.into_iter().collect()
 }

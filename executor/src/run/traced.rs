@@ -38,20 +38,22 @@ pub fn path_set(
     inputs.extend(found_on_path(execution, plan, root, cache_dir, &digest.own));
     // Only what counts is keyed and guarded.
     inputs.retain(|o| plan.counts(o));
+    if let Some(home) = plan.task_home() {
+        let twins = path_set::home_twins(&inputs, std::path::Path::new(home));
+        inputs.extend(twins);
+    }
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
-        inputs.insert(Observation {
-            kind: path_set::ObsKind::Env,
-            path: path_set::CachePath(name.clone().into_bytes()),
-            except: Vec::new(),
-        });
+        inputs.insert(Observation::new(
+            path_set::ObsKind::Env,
+            path_set::CachePath(name.clone().into_bytes()),
+        ));
     }
     for glob in &report.tracked_globs {
-        inputs.insert(Observation {
-            kind: path_set::ObsKind::Env,
-            path: path_set::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
-            except: Vec::new(),
-        });
+        inputs.insert(Observation::new(
+            path_set::ObsKind::Env,
+            path_set::CachePath(crate::ipc::glob_observation_name(glob).into_bytes()),
+        ));
     }
     Ok(Traced {
         observations: inputs.into_iter().collect(),
@@ -102,10 +104,11 @@ fn found_on_path(
                 && !own.changed(program)
                 && !path_set::is_noise(program, cache_dir)
         })
-        .map(|program| Observation {
-            kind: path_set::ObsKind::Which,
-            path: path_set::CachePath::new(root, program),
-            except: Vec::new(),
+        .map(|program| {
+            Observation::new(
+                path_set::ObsKind::Which,
+                path_set::CachePath::new(root, program),
+            )
         })
         .collect()
 }

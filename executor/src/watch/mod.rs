@@ -372,7 +372,8 @@ fn check(
             continue;
         }
         if let Some((own, ran, graph, said)) = round.as_mut()
-            && own.touched(&o.path.absolute(root), o.kind)
+            && o.resolve(root, &baseline.seen.env)
+                .is_some_and(|path| own.touched(&path, o.kind))
         {
             if ran.get(task) == Some(&false) && said.undeclared.insert((task, observation)) {
                 eprintln!(
@@ -399,11 +400,7 @@ fn check(
 fn config_files(workspace: &Workspace) -> Vec<path_set::Observation> {
     use crate::cache::path_set::{CachePath, Observation};
     let root = workspace.root.as_path();
-    let at = |kind, path: &Path| Observation {
-        kind,
-        path: CachePath::new(root, path),
-        except: Vec::new(),
-    };
+    let at = |kind, path: &Path| Observation::new(kind, CachePath::new(root, path));
     let mut files = BTreeSet::new();
     files.insert(at(ObsKind::Content, &root.join("pnpm-workspace.yaml")));
     for package in &workspace.packages {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::cache::path_set::{ObsKind, Observation};
+use crate::cache::path_set::{Base, ObsKind, Observation};
 
 /// A directory entry to watch: `name` in `dir`, or every entry of `dir` (`None`: a listing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,11 @@ pub struct Target {
 }
 
 /// Where changes to `observation` show. Nothing for an environment variable: a running
-/// vt's environment cannot change, so there is nothing to watch.
+/// vt's environment cannot change, so there is nothing to watch. Nothing for a path
+/// relative to the task's `HOME` either: it is the twin of the same path's absolute
+/// observation (`path_set::home_twins`), which is watched.
 pub fn targets(observation: &Observation, root: &Path) -> Vec<Target> {
-    if observation.kind == ObsKind::Env {
+    if observation.kind == ObsKind::Env || observation.base == Base::Home {
         return Vec::new();
     }
     let path = observation.path.absolute(root);
@@ -134,11 +136,7 @@ mod tests {
     use crate::cache::path_set::CachePath;
 
     fn obs(kind: ObsKind, path: &str) -> Observation {
-        Observation {
-            kind,
-            path: CachePath(path.as_bytes().to_vec()),
-            except: Vec::new(),
-        }
+        Observation::new(kind, CachePath(path.as_bytes().to_vec()))
     }
 
     fn target(dir: &Path, name: Option<&str>) -> Target {
