@@ -190,9 +190,16 @@ fn print_plan(graph: &Graph, common: &crate::cli::CommonRunArgs) -> anyhow::Resu
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let config = sandbox::timings::phase("workspace and graph");
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let workspace = Workspace::find(&cwd)?;
-    let current = workspace.package_at(&cwd).unwrap_or(0);
     let mut common = args.common;
+    // An ad-hoc command names no other package: only those holding the cwd are read. A
+    // watch reads them all (it follows every package's config).
+    let scope = if args.task.is_none() && !common.watch {
+        crate::config::Scope::Holding(&cwd)
+    } else {
+        crate::config::Scope::All
+    };
+    let workspace = Workspace::find_scoped(&cwd, scope)?;
+    let current = workspace.package_at(&cwd).unwrap_or(0);
     let mut graph = match &args.task {
         Some(task) => {
             let query = graph::Query {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use package::Package;
 pub use tasks::{PathSpec, TaskConfig};
-pub use workspace::Workspace;
+pub use workspace::{Scope, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
