@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -47,12 +47,47 @@ struct RawEvent {
 }
 
 pub struct Watch {
-    fanotify: std::sync::Arc<OwnedFd>,
+    fanotify: Arc<OwnedFd>,
     mount: OwnedFd,
     root: PathBuf,
     stop: OwnedFd,
-    /// The reader's events and whether the queue overflowed, sent when it stops.
-    events: Receiver<(Vec<RawEvent>, bool)>,
+    /// What the reader has read so far; [`Watch::finish`] reads the rest itself.
+    read: Arc<Mutex<Read>>,
+}
+
+/// The events read from the group, shared by the reader thread and [`Watch::finish`].
+struct Read {
+    events: Vec<RawEvent>,
+    overflowed: bool,
+    /// Set by `finish`, which has read the queue to its end: the reader reads no more.
+    finished: bool,
+    /// Reused by whoever reads (under the lock): a fresh one per read would be a fresh
+    /// mapping, faulted in page by page.
+    buffer: Vec<u8>,
+}
+
+impl Read {
+    /// Reads everything queued now: events are queued synchronously by the syscalls that
+    /// cause them, so once the task tree is gone, this reads all of its events.
+    fn drain(&mut self, fanotify: RawFd) {
+        loop {
+            // SAFETY: reads into our buffer; the fd is non-blocking.
+            let n =
+                unsafe { libc::read(fanotify, self.buffer.as_mut_ptr().cast(), self.buffer.len()) };
+            if n <= 0 {
+                break;
+            }
+            self.overflowed |= parse(&self.buffer[..n as usize], &mut self.events);
+            // A read that left room for another event emptied the queue. Stop there: a
+            // process writing to the same file system, or one reacting to vt's own reads
+            // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
+            // forever and vt would never finish. Later events are read next time, or, at
+            // the end, came after the task was gone.
+            if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
+                break;
+            }
+        }
+    }
 }
 
 /// Starts watching the file system that holds `root`, or says why it cannot.
@@ -89,15 +124,21 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
     // open_by_handle_at needs any fd on the same file system.
     let mount: OwnedFd = std::fs::File::open(&root)?.into();
     let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let fanotify = std::sync::Arc::new(fanotify);
-    let reader_fd = std::sync::Arc::clone(&fanotify);
-    let (send, events) = std::sync::mpsc::sync_channel(1);
+    let fanotify = Arc::new(fanotify);
+    let reader_fd = Arc::clone(&fanotify);
+    let read = Arc::new(Mutex::new(Read {
+        events: Vec::new(),
+        overflowed: false,
+        finished: false,
+        buffer: vec![0u8; 256 * 1024],
+    }));
+    let reader_read = Arc::clone(&read);
     std::thread::Builder::new()
         .name("vt-fanotify".into())
         .spawn(move || {
-            let _ = send.send(read_events(reader_fd.as_raw_fd(), stop_read));
+            read_events(reader_fd.as_raw_fd(), stop_read, &reader_read);
             // Normally the last reference by now (see `Watch::finish`): the group is closed
-            // here, after the events went back, so its slow close is nobody's wait.
+            // here, after the events were taken, so its slow close is nobody's wait.
             drop(reader_fd);
         })?;
     Ok(Watch {
@@ -105,13 +146,13 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
         mount,
         root,
         stop: stop_write,
-        events,
+        read,
     })
 }
 
-/// Reads until `stop` becomes readable (or closes), then drains what is queued: events are
-/// queued synchronously by the syscalls that cause them, so once the task tree is gone all
-/// of its events are already in the queue. Returns the events and whether the queue overflowed.
+/// Reads into `read` until [`Watch::finish`] has taken over (it reads the rest of the
+/// queue itself, rather than wake this thread and wait for it: a task's end would wait for
+/// a wake-up on another CPU) or `stop` becomes readable (or closes).
 ///
 /// The reader sleeps until the queue has events (or `stop`), drains it, then lets the next
 /// events gather for [`BATCH_MS`] before it looks again: a build opens files hundreds of
@@ -121,10 +162,7 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
 /// queue drained only every 20 ms made that a 4–6 % slowdown of a node build that opens
 /// 2 000 modules (`bench/tracing_overhead.py`); drained every millisecond, none measurable.
 /// An idle task costs no wake-ups at all.
-fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
-    let mut events = Vec::new();
-    let mut overflowed = false;
-    let mut buffer = vec![0u8; 256 * 1024];
+fn read_events(fanotify: RawFd, stop: OwnedFd, read: &Mutex<Read>) {
     loop {
         let mut fds = [readable(stop.as_raw_fd()), readable(fanotify)];
         // SAFETY: two valid pollfds.
@@ -133,33 +171,21 @@ fn read_events(fanotify: RawFd, stop: OwnedFd) -> (Vec<RawEvent>, bool) {
             break;
         }
         let stopping = ready > 0 && fds[0].revents != 0;
-        // Drain everything available now.
-        loop {
-            // SAFETY: reads into our buffer; the fd is non-blocking.
-            let n = unsafe { libc::read(fanotify, buffer.as_mut_ptr().cast(), buffer.len()) };
-            if n <= 0 {
-                break;
+        {
+            let mut read = read.lock().unwrap_or_else(|p| p.into_inner());
+            if read.finished {
+                return;
             }
-            overflowed |= parse(&buffer[..n as usize], &mut events);
-            // A read that left room for another event emptied the queue. Stop there: a
-            // process writing to the same file system, or one reacting to vt's own reads
-            // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
-            // forever and vt would never finish. Later events are read next time, or, when
-            // stopping, came after the task was gone.
-            if (n as usize) + MAX_EVENT_LEN <= buffer.len() {
-                break;
-            }
+            read.drain(fanotify);
         }
         if stopping {
             break;
         }
-        // Let events gather, but wake at once when stopped: a task's end waits for this
-        // thread (a plain sleep here cost every short task most of a millisecond).
+        // Let events gather, but wake at once when stopped.
         let mut stop_only = [readable(stop.as_raw_fd())];
         // SAFETY: one valid pollfd; the result only ends the pause early.
         unsafe { libc::poll(stop_only.as_mut_ptr(), 1, BATCH_MS) };
     }
-    (events, overflowed)
 }
 
 /// A `poll` entry waiting for `fd` to be readable.
@@ -256,24 +282,29 @@ impl Watch {
             mount,
             root,
             stop,
-            events,
+            read,
         } = self;
+        let (events, overflowed) = {
+            // A reader that panicked while it held the lock may have lost what it had read
+            // from the queue: the run is not known to be complete.
+            let Ok(mut read) = read.lock() else {
+                log.gap(
+                    0,
+                    "fanotify",
+                    "the fanotify reader stopped before the task ended",
+                );
+                return;
+            };
+            read.drain(fanotify.as_raw_fd());
+            read.finished = true;
+            (std::mem::take(&mut read.events), read.overflowed)
+        };
         // Closing a fanotify group waits for its marks' destruction; `stop_watching` has
-        // started that, and the reader, left holding the group alone, closes it after it
-        // has handed over the events: whatever is left of the wait is off the critical path.
+        // started that, and the reader, left holding the group alone, closes it when it
+        // wakes: whatever is left of the wait is off the critical path.
         drop(fanotify);
         // SAFETY: writes one byte to our pipe to wake the reader.
         unsafe { libc::write(stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        let Ok((events, overflowed)) = events.recv() else {
-            // The reader died (a panic): what it had read is lost, so the run is not
-            // known to be complete.
-            log.gap(
-                0,
-                "fanotify",
-                "the fanotify reader stopped before the task ended",
-            );
-            return;
-        };
         if overflowed {
             log.gap(
                 0,

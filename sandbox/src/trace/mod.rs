@@ -152,7 +152,7 @@ impl TracedChild {
         match self.backend {
             Running::Seccomp { status, supervisor } => {
                 let running = crate::timings::phase("task runs");
-                let status = status.recv().map_err(|_| {
+                let status = crate::reaper::wait_for(self.pid, &status).ok_or_else(|| {
                     TraceError::Setup(std::io::Error::other("the reaper thread stopped"))
                 })?;
                 running.end();
