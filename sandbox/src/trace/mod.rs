@@ -231,14 +231,17 @@ pub fn choose_backend() -> Result<Backend, TraceError> {
 /// itself is untouched) and reports whether the kernel gave it a listener. Probed once,
 /// on the thread [`probe_seccomp_in_background`] started if it did.
 pub fn seccomp_notify_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+    *SECCOMP_AVAILABLE.get_or_init(|| {
         let started = PROBE.lock().ok().and_then(|mut probe| probe.take());
         started
             .or_else(start_probe)
             .is_some_and(|probe| probe.join().unwrap_or(false))
     })
 }
+
+/// The probe's answer, once there is one (its thread sets it too, so that it is known
+/// without being waited for).
+static SECCOMP_AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// The probe started ahead of the first task, if it was.
 static PROBE: std::sync::Mutex<Option<JoinHandle<bool>>> = std::sync::Mutex::new(None);
@@ -262,14 +265,16 @@ fn start_probe() -> Option<JoinHandle<bool>> {
         .name("vt-seccomp-probe".into())
         .spawn(|| {
             let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
-            match notify::install_listener(&allow_all) {
+            let available = match notify::install_listener(&allow_all) {
                 Ok(fd) => {
                     // SAFETY: closing the listener fd we were just given.
                     unsafe { libc::close(fd) };
                     true
                 }
                 Err(_) => false,
-            }
+            };
+            let _ = SECCOMP_AVAILABLE.set(available);
+            available
         })
         .ok()
 }
@@ -357,16 +362,33 @@ fn start_second_source_at(root: &std::path::Path) -> Result<fanotify::Watch, Str
 
 /// Starts `launch` traced, without `fork` when the seccomp backend traces it (see
 /// [`launch`]); with ptrace, as a `Command`.
+///
+/// The seccomp probe ([`seccomp_notify_available`]) is not waited for: its thread and filter
+/// took longer than the rest of a lone `vt exec`'s start. Until it has answered, the task
+/// is started under seccomp anyway; a child that cannot install the filter has run nothing
+/// of the task, and is then started again under ptrace.
 pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceError> {
-    let backend = choose_backend()?;
-    if backend == Backend::Ptrace {
-        return spawn(launch.into_command());
-    }
+    let optimistic = match std::env::var_os(TRACER_ENV).filter(|v| !v.is_empty()) {
+        None => match SECCOMP_AVAILABLE.get() {
+            Some(true) => false,
+            Some(false) => return spawn(launch.into_command()),
+            None => true,
+        },
+        Some(_) => {
+            if choose_backend()? == Backend::Ptrace {
+                return spawn(launch.into_command());
+            }
+            false
+        }
+    };
+    let preload = std::ffi::OsStr::new("LD_PRELOAD");
+    let existing = launch.env.get(preload).cloned();
+    let mut injected = Vec::new();
     let fast_path = crate::timings::time("spawn: preload library and buffers", || {
-        let existing = launch.env.get(std::ffi::OsStr::new("LD_PRELOAD")).cloned();
         fast_path::library()
-            .and_then(|library| fast_path::Injection::prepare_env(existing, &library))
+            .and_then(|library| fast_path::Injection::prepare_env(existing.clone(), &library))
             .map(|(injection, vars)| {
+                injected.extend(vars.iter().map(|(name, _)| name.clone()));
                 launch.env.extend(vars);
                 injection
             })
@@ -389,14 +411,31 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     let started = crate::timings::time("spawn: clone to exec", || {
         reaper::spawn_with(|| launch::start(&prepared))
     });
-    // vt's copies of the task's descriptors and of the handover end close here.
+    // vt's copies of the task's descriptors and of the handover end close here (the
+    // launch's only once it is known not to be needed again).
     drop(prepared);
-    drop(launch);
     drop(child_end);
     let (pid, status) = match started {
         Ok(started) => started,
-        Err(e) => return Err(not_started(supervisor, program, e)),
+        Err(e) => {
+            return match not_started(supervisor, program, e) {
+                TraceError::SeccompUnavailable { .. } if optimistic => {
+                    // The probe's answer, had it been waited for: start it under ptrace,
+                    // without this attempt's recorder and buffers.
+                    drop((fast_path, second_source));
+                    for name in &injected {
+                        launch.env.remove(name);
+                    }
+                    if let Some(existing) = existing {
+                        launch.env.insert(preload.to_owned(), existing);
+                    }
+                    spawn(launch.into_command())
+                }
+                refused => Err(refused),
+            };
+        }
     };
+    drop(launch);
     Ok(TracedChild::started(
         pid,
         Running::Seccomp { status, supervisor },
