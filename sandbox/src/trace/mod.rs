@@ -239,9 +239,27 @@ pub fn seccomp_notify_available() -> bool {
     })
 }
 
-/// The probe's answer, once there is one (its thread sets it too, so that it is known
-/// without being waited for).
 static SECCOMP_AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The probe thread's answer as soon as it has one, without joining it: 0 while it runs,
+/// then [`PROBED_YES`] or [`PROBED_NO`]. (Not `SECCOMP_AVAILABLE` itself: a thread that
+/// joins the probe inside its `get_or_init` would wait for the probe, and the probe's
+/// `set` for that initialization to end.)
+static PROBED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const PROBED_YES: u8 = 1;
+const PROBED_NO: u8 = 2;
+
+/// Whether seccomp listeners are known to be available (`None`: not known yet).
+fn seccomp_known() -> Option<bool> {
+    if let Some(&known) = SECCOMP_AVAILABLE.get() {
+        return Some(known);
+    }
+    match PROBED.load(std::sync::atomic::Ordering::Acquire) {
+        PROBED_YES => Some(true),
+        PROBED_NO => Some(false),
+        _ => None,
+    }
+}
 
 /// The probe started ahead of the first task, if it was.
 static PROBE: std::sync::Mutex<Option<JoinHandle<bool>>> = std::sync::Mutex::new(None);
@@ -273,7 +291,10 @@ fn start_probe() -> Option<JoinHandle<bool>> {
                 }
                 Err(_) => false,
             };
-            let _ = SECCOMP_AVAILABLE.set(available);
+            PROBED.store(
+                if available { PROBED_YES } else { PROBED_NO },
+                std::sync::atomic::Ordering::Release,
+            );
             available
         })
         .ok()
@@ -369,7 +390,7 @@ fn start_second_source_at(root: &std::path::Path) -> Result<fanotify::Watch, Str
 /// of the task, and is then started again under ptrace.
 pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceError> {
     let optimistic = match std::env::var_os(TRACER_ENV).filter(|v| !v.is_empty()) {
-        None => match SECCOMP_AVAILABLE.get() {
+        None => match seccomp_known() {
             Some(true) => false,
             Some(false) => return spawn(launch.into_command()),
             None => true,
@@ -573,5 +594,26 @@ impl access_log::Traced for TracedChild {
 
     fn wait(self: Box<Self>) -> Result<(ExitStatus, AccessLog), access_log::TracerError> {
         Ok(TracedChild::wait(*self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probe started in the background, then asked for at once (a sandboxed task's
+    /// start): the answer comes, and it is the one `spawn_launch` reads without waiting.
+    /// (The probe once recorded its answer in the lock the asker held while joining it.)
+    #[test]
+    fn the_background_probe_answers_whoever_asks_first() {
+        probe_seccomp_in_background();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(seccomp_notify_available());
+        });
+        let available = finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the probe answers (no deadlock between it and the asker)");
+        assert_eq!(seccomp_known(), Some(available));
     }
 }
