@@ -1196,6 +1196,38 @@ fn s57_a_file_read_through_home_is_observed_under_the_home_of_the_run_that_looks
 }
 
 #[test]
+fn s58_a_program_a_passed_variable_names_is_observed_as_the_looking_runs_variable_names_it() {
+    // SHELL is passed, not keyed, like HOME: a task that runs `$SHELL` runs whichever
+    // program the variable names. The run made with one SHELL must not be replayed for a
+    // SHELL naming another program; a SHELL naming the same file hits.
+    let runs_shell = r#"{ "tasks": { "build": { "command": "mkdir -p dist && \"$SHELL\" -c 'echo ran' > dist/out.txt" } } }"#;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let scratch = std::fs::canonicalize(scratch.path()).expect("canonical");
+    let shell = |name: &str, says: &str| {
+        let path = scratch.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho {says}\n")).expect("shell");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        path.display().to_string()
+    };
+    let (first, same, other) = (shell("a", "one"), shell("b", "one"), shell("c", "two"));
+    let ws = Ws::new(&[("vt.json", runs_shell)]);
+    ws.run("build", &[("SHELL", &first)])
+        .assert_miss(APP, "no previous run");
+    ws.run("build", &[("SHELL", &first)]).assert_hit(APP);
+    // The control: another path to a file with the same content still hits.
+    ws.run("build", &[("SHELL", &same)]).assert_hit(APP);
+    ws.run("build", &[("SHELL", &other)])
+        .assert_miss(APP, "$SHELL: content changed");
+    assert_eq!(
+        ws.read("dist/out.txt"),
+        "two\n",
+        "the task ran the other program"
+    );
+    ws.run("build", &[("SHELL", &other)]).assert_hit(APP);
+}
+
+#[test]
 fn s52_a_newly_tracked_env_name_is_said_so() {
     let ws = built(&[]);
     ws.write("vt.json", r#"{"tasks":{"build":{"env":["MODE"]}}}"#);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::path_set::Observation;
+use super::path_set::{Base, Observation};
 
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -72,7 +72,12 @@ pub fn content(bytes: &[u8]) -> Key {
 pub fn path_set_id(observations: &[Observation]) -> Key {
     let mut hasher = KeyHasher::new("path-set");
     for o in observations {
-        hasher.field(&[o.kind as u8, o.base as u8]).field(&o.path.0);
+        let base: &[u8] = match &o.base {
+            Base::Root => b"",
+            Base::Var(name) => name.as_bytes(),
+        };
+        // A variable's name is never empty: the empty field is the root's.
+        hasher.field(&[o.kind as u8]).field(base).field(&o.path.0);
     }
     hasher.finish()
 }

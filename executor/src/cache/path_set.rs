@@ -98,23 +98,26 @@ pub enum ObsKind {
 /// the cache observes with (`=` cannot be part of a variable's name).
 pub const TASK_PATH: &str = "=PATH";
 
-/// The name under which an observation relative to the task's `HOME` ([`Base::Home`])
-/// finds that `HOME` in the environment the cache observes with.
-pub const TASK_HOME: &str = "=HOME";
+/// The name under which the environment the cache observes with holds the value the task
+/// got for `variable`, for the observations relative to it ([`Base::Var`]).
+pub fn task_var(variable: &str) -> String {
+    format!("=VAR {variable}")
+}
 
 /// What an observation's path is relative to.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Base {
     /// The workspace root inside it, absolute outside it ([`CachePath`]).
     #[default]
     Root,
-    /// The task's `HOME` (`TASK_HOME`). `HOME` is passed, not keyed, and a tool finds
-    /// files through it (`~/.npmrc`, `~/.gitconfig`, Python's user site-packages): a path
-    /// the task saw under its `HOME` is also observed under the `HOME` of the run that
-    /// looks it up, as the twin of the absolute observation ([`home_twins`]).
-    Home,
+    /// The directory (or file) an environment variable the task got names: `HOME`,
+    /// `TMPDIR`, `SHELL`, a variable passed with `untrackedEnv`. Such a variable is passed,
+    /// not keyed (it differs between users and machines), and a tool finds files through it
+    /// (`~/.npmrc`, `~/.gitconfig`, Python's user site-packages, the program `$SHELL`
+    /// names): a path the task saw at or under its value is also observed at or under the
+    /// value the run that looks it up has, as the twin of the absolute observation
+    /// ([`variable_twins`]).
+    Var(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,23 +147,30 @@ impl Observation {
         self.base == Base::Root && self.path.inside_workspace()
     }
 
-    /// The file system path it observes: `None` for one relative to a `HOME` the
-    /// environment `env` (see [`TASK_HOME`]) does not have.
+    /// The file system path it observes: `None` for one relative to a variable that the
+    /// environment `env` (see [`task_var`]) does not hold as an absolute path.
     pub fn resolve(&self, root: &Path, env: &BTreeMap<String, String>) -> Option<PathBuf> {
-        match self.base {
+        match &self.base {
             Base::Root => Some(self.path.absolute(root)),
-            Base::Home => env
-                .get(TASK_HOME)
-                .map(|home| self.path.absolute(Path::new(home))),
+            Base::Var(name) => env
+                .get(&task_var(name))
+                .map(Path::new)
+                .filter(|value| value.is_absolute())
+                .map(|value| self.path.absolute(value)),
         }
     }
 
-    /// Its path as the user reads it: `~/.npmrc` for one relative to `HOME`.
+    /// Its path as the user reads it: `~/.npmrc` for one relative to `HOME`, `$TMPDIR/x`
+    /// for one relative to `TMPDIR`.
     pub fn display_path(&self) -> String {
-        match (self.base, self.path.0.as_slice()) {
-            (Base::Home, b".") => "~".to_owned(),
-            (Base::Home, _) => format!("~/{}", self.path.display()),
-            (Base::Root, _) => self.path.display(),
+        let var = match &self.base {
+            Base::Root => return self.path.display(),
+            Base::Var(name) if name == "HOME" => "~".to_owned(),
+            Base::Var(name) => format!("${name}"),
+        };
+        match self.path.0.as_slice() {
+            b"." => var,
+            _ => format!("{var}/{}", self.path.display()),
         }
     }
 
@@ -471,41 +481,50 @@ pub fn digest(
     Ok(digest)
 }
 
-/// For each observation of a path outside the workspace and under the task's `home`, its
-/// twin relative to that `home` ([`Base::Home`]). The absolute observation stays: a tool may
-/// have reached the path another way (its passwd entry's home directory, a literal path),
-/// and then that is the file it reads under any `HOME`. A run with another `HOME` hits
-/// only where what it finds under both is what this run found.
-pub fn home_twins<'a>(
+/// For each observation of a path outside the workspace at or under the value of one of
+/// `variables` (name, value: the task's environment), its twin relative to that variable
+/// ([`Base::Var`]). The absolute observation stays: a tool may have reached the path another
+/// way (its passwd entry's home directory, a literal path), and then that is the file it
+/// reads whatever the variable says. A run whose variable names another place hits only
+/// where what it finds there is what this run found.
+pub fn variable_twins<'a>(
     observations: impl IntoIterator<Item = &'a Observation>,
-    home: &Path,
+    variables: &[(&str, &Path)],
 ) -> Vec<Observation> {
-    if !home.is_absolute() {
-        // A relative HOME is no place of its own: paths through it resolve from the
-        // task's directory, and were observed as such.
-        return Vec::new();
+    // A relative value is no place of its own: paths through it resolve from the task's
+    // directory, and were observed as such.
+    let places: Vec<(&str, &Path)> = variables
+        .iter()
+        .copied()
+        .filter(|(_, value)| value.is_absolute())
+        .collect();
+    let mut twins = Vec::new();
+    if places.is_empty() {
+        return twins;
     }
-    observations
-        .into_iter()
-        .filter(|o| {
-            o.base == Base::Root
-                && matches!(
-                    o.kind,
-                    ObsKind::Content | ObsKind::Meta | ObsKind::List | ObsKind::Absent
-                )
-                && !o.path.inside_workspace()
-        })
-        .filter_map(|o| {
-            let absolute = Path::new(OsStr::from_bytes(&o.path.0));
-            let relative = absolute.strip_prefix(home).ok()?;
-            Some(Observation {
-                kind: o.kind,
-                path: CachePath::new(home, &home.join(relative)),
-                base: Base::Home,
-                except: o.except.clone(),
-            })
-        })
-        .collect()
+    for o in observations {
+        if o.base != Base::Root
+            || !matches!(
+                o.kind,
+                ObsKind::Content | ObsKind::Meta | ObsKind::List | ObsKind::Absent
+            )
+            || o.path.inside_workspace()
+        {
+            continue;
+        }
+        let absolute = Path::new(OsStr::from_bytes(&o.path.0));
+        for (name, value) in &places {
+            if let Ok(relative) = absolute.strip_prefix(value) {
+                twins.push(Observation {
+                    kind: o.kind,
+                    path: CachePath::new(value, &value.join(relative)),
+                    base: Base::Var((*name).to_owned()),
+                    except: o.except.clone(),
+                });
+            }
+        }
+    }
+    twins
 }
 
 #[cfg(test)]
@@ -585,8 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn a_path_seen_under_the_task_home_gets_a_twin_relative_to_it() {
-        let home = Path::new("/home/me");
+    fn a_path_seen_under_a_variables_value_gets_a_twin_relative_to_it() {
         let at = |kind, path: &str| Observation::new(kind, CachePath(path.as_bytes().to_vec()));
         let seen = [
             at(ObsKind::Content, "/home/me/.npmrc"),
@@ -595,14 +613,20 @@ mod tests {
                 "/home/me/.local/lib/python3.11/site-packages",
             ),
             at(ObsKind::Meta, "/home/me"),
-            // Not under it, inside the workspace, or not a path: no twin.
+            at(ObsKind::Content, "/bin/bash"),
+            // Not under one, inside the workspace, or not a path: no twin.
             at(ObsKind::Content, "/home/meta/x"),
             at(ObsKind::Content, "/usr/lib/libc.so.6"),
             at(ObsKind::Content, "src/a.js"),
             at(ObsKind::Env, "/home/me/odd-but-a-name"),
             at(ObsKind::Which, "/home/me/.cargo/bin/cargo"),
         ];
-        let twins = home_twins(&seen, home);
+        let variables = [
+            ("HOME", Path::new("/home/me")),
+            ("SHELL", Path::new("/bin/bash")),
+            ("RELATIVE", Path::new("me")),
+        ];
+        let twins = variable_twins(&seen, &variables);
         let shown: Vec<_> = twins.iter().map(|o| (o.kind, o.display_path())).collect();
         assert_eq!(
             shown,
@@ -613,11 +637,15 @@ mod tests {
                     "~/.local/lib/python3.11/site-packages".to_owned()
                 ),
                 (ObsKind::Meta, "~".to_owned()),
+                (ObsKind::Content, "$SHELL".to_owned()),
             ]
         );
         assert!(twins.iter().all(|o| !o.inside_workspace()));
-        // Resolved against the HOME of the run that looks: another user's files.
-        let env = BTreeMap::from([(TASK_HOME.to_owned(), "/home/you".to_owned())]);
+        // Resolved against the values of the run that looks: another user's files.
+        let env = BTreeMap::from([
+            (task_var("HOME"), "/home/you".to_owned()),
+            (task_var("SHELL"), "/bin/zsh".to_owned()),
+        ]);
         let root = Path::new("/work");
         assert_eq!(
             twins[0].resolve(root, &env),
@@ -627,8 +655,12 @@ mod tests {
             twins[2].resolve(root, &env),
             Some(PathBuf::from("/home/you"))
         );
+        assert_eq!(
+            twins[3].resolve(root, &env),
+            Some(PathBuf::from("/bin/zsh"))
+        );
         assert_eq!(twins[0].resolve(root, &BTreeMap::new()), None);
-        // A relative HOME is no place of its own.
-        assert!(home_twins(&seen, Path::new("me")).is_empty());
+        // A relative value is no place of its own.
+        assert!(variable_twins(&seen, &[("RELATIVE", Path::new("me"))]).is_empty());
     }
 }

@@ -14,9 +14,10 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch};
 /// Bumped whenever the meaning of any stored byte changes. 5: a path set also names what
 /// the programs a task ran find on its `PATH` (`ObsKind::Which`) and what shaped a
 /// sandboxed task's jail; entries stored without them could hit where the task would now
-/// run another program, so they are not kept. 6: what a task saw under its `HOME` is
-/// observed under the looking run's `HOME` too (`path_set::Base::Home`); entries without
-/// it could hit a run whose `HOME` holds other files.
+/// run another program, so they are not kept. 6: what a task saw under a passed variable
+/// that names a path (`HOME`, `TMPDIR`, `SHELL`, …) is observed under the looking run's
+/// value too (`path_set::Base::Var`); entries without it could hit a run whose `HOME`
+/// holds other files.
 pub const SCHEMA_VERSION: u32 = 6;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";

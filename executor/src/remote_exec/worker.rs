@@ -429,8 +429,9 @@ fn run_action(
             network: false,
         }),
     };
-    // What the action found through its PATH and HOME is observed against those
-    // (`ObsKind::Which`, `Base::Home`), as the client's own runs are against the task's.
+    // What the action found through its PATH and its variables that name paths is
+    // observed against those (`ObsKind::Which`, `Base::Var`), as the client's own runs
+    // are against the task's.
     let mut observed_env = env.clone();
     plan.add_task_locations(&mut observed_env);
     // The output is shown on the client; the worker keeps its console quiet.

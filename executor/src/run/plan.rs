@@ -14,8 +14,9 @@ use crate::config::tasks::PathRules;
 use crate::graph::Node;
 
 /// Passed to every task but not part of its key: where things are, not what they are.
-/// What a task finds through `PATH` and `HOME` is observed against the task's own
-/// (`ObsKind::Which`, `Base::Home` in `crate::cache::path_set`).
+/// What a task finds through `PATH`, and through a variable that names a path, is
+/// observed against the task's own (`ObsKind::Which`, `Base::Var` in
+/// `crate::cache::path_set`).
 const PASS_THROUGH: &[&str] = &[
     "PATH",
     "HOME",
@@ -85,25 +86,35 @@ impl Plan {
     }
 
     /// Adds to `env` the task's `PATH` ([`crate::cache::path_set::TASK_PATH`], for the
-    /// programs it found there) and `HOME` ([`crate::cache::path_set::TASK_HOME`], for the
-    /// paths it saw under it), as the task got them.
+    /// programs it found there) and the variables whose values are paths
+    /// ([`crate::cache::path_set::task_var`], for what it saw there), as the task got them.
     pub fn add_task_locations(&self, env: &mut BTreeMap<String, String>) {
-        use crate::cache::path_set::{TASK_HOME, TASK_PATH};
+        use crate::cache::path_set::{TASK_PATH, task_var};
         if let Some(path) = self.env.get("PATH") {
             env.insert(TASK_PATH.into(), path.clone());
         }
-        match self.task_home() {
-            Some(home) => env.insert(TASK_HOME.into(), home.to_owned()),
-            None => env.remove(TASK_HOME),
-        };
+        for (name, value) in self.located_by() {
+            env.insert(task_var(name), value.to_string_lossy().into_owned());
+        }
     }
 
-    /// The `HOME` the task gets: the sandbox's scratch in a sandbox.
-    pub fn task_home(&self) -> Option<&str> {
-        match self.sandbox {
-            Some(_) => Some(SANDBOX_HOME),
-            None => self.env.get("HOME").map(String::as_str),
-        }
+    /// The task's variables whose values are absolute paths (`HOME`, `TMPDIR`, `SHELL`, a
+    /// variable passed with `untrackedEnv`), as the task got them: a sandboxed task's
+    /// `HOME` and `TMPDIR` are its scratch. `PATH` is a list, observed its own way
+    /// (`ObsKind::Which`).
+    pub fn located_by(&self) -> Vec<(&str, &Path)> {
+        self.env
+            .iter()
+            .filter(|(name, _)| name.as_str() != "PATH")
+            .map(|(name, value)| {
+                let value = match name.as_str() {
+                    "HOME" | "TMPDIR" if self.sandbox.is_some() => SANDBOX_HOME,
+                    _ => value.as_str(),
+                };
+                (name.as_str(), Path::new(value))
+            })
+            .filter(|(_, value)| value.is_absolute())
+            .collect()
     }
 }
 

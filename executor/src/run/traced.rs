@@ -38,10 +38,20 @@ pub fn path_set(
     inputs.extend(found_on_path(execution, plan, root, cache_dir, &digest.own));
     // Only what counts is keyed and guarded.
     inputs.retain(|o| plan.counts(o));
-    if let Some(home) = plan.task_home() {
-        let twins = path_set::home_twins(&inputs, std::path::Path::new(home));
-        inputs.extend(twins);
-    }
+    // A tool may resolve a value's symlinks first (`realpath`): what it saw is then under
+    // the resolved value, which names the same place.
+    let located = plan.located_by();
+    let resolved: Vec<(&str, std::path::PathBuf)> = located
+        .iter()
+        .filter_map(|&(name, value)| {
+            let real = std::fs::canonicalize(value).ok()?;
+            (real != value).then_some((name, real))
+        })
+        .collect();
+    let mut places = located;
+    places.extend(resolved.iter().map(|(name, real)| (*name, real.as_path())));
+    let twins = path_set::variable_twins(&inputs, &places);
+    inputs.extend(twins);
     // Tracked env read through IPC joins the path set like any other observation.
     for name in report.tracked_env.keys() {
         inputs.insert(Observation::new(

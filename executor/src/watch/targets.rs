@@ -20,10 +20,10 @@ pub struct Target {
 
 /// Where changes to `observation` show. Nothing for an environment variable: a running
 /// vt's environment cannot change, so there is nothing to watch. Nothing for a path
-/// relative to the task's `HOME` either: it is the twin of the same path's absolute
-/// observation (`path_set::home_twins`), which is watched.
+/// relative to a variable either: it is the twin of the same path's absolute observation
+/// (`path_set::variable_twins`), which is watched.
 pub fn targets(observation: &Observation, root: &Path) -> Vec<Target> {
-    if observation.kind == ObsKind::Env || observation.base == Base::Home {
+    if observation.kind == ObsKind::Env || observation.base != Base::Root {
         return Vec::new();
     }
     let path = observation.path.absolute(root);
