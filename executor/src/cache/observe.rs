@@ -249,8 +249,9 @@ fn observe_or_move(
             None => "none".into(),
         });
     }
+    // Relative to a variable the looking run does not have (as an absolute path).
     let Some(path) = observation.resolve(root, env) else {
-        return Ok("no HOME".into());
+        return Ok("no such variable".into());
     };
     let lstat = std::fs::symlink_metadata(&path);
     let describe_missing = |e: &std::io::Error| match e.raw_os_error() {

@@ -514,10 +514,10 @@ pub fn variable_twins<'a>(
         }
         let absolute = Path::new(OsStr::from_bytes(&o.path.0));
         for (name, value) in &places {
-            if let Ok(relative) = absolute.strip_prefix(value) {
+            if absolute.starts_with(value) {
                 twins.push(Observation {
                     kind: o.kind,
-                    path: CachePath::new(value, &value.join(relative)),
+                    path: CachePath::new(value, absolute),
                     base: Base::Var((*name).to_owned()),
                     except: o.except.clone(),
                 });

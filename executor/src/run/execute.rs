@@ -82,15 +82,11 @@ fn attempt(
         plan.env.get("PATH").map(std::ffi::OsStr::new),
     )
     .map(|found| (found, sandbox::access::monotonic_ns()));
-    let mut env: std::collections::BTreeMap<OsString, OsString> = plan
-        .env
-        .iter()
+    let env: std::collections::BTreeMap<OsString, OsString> = plan
+        .task_env()
+        .into_iter()
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
-    if plan.sandbox.is_some() {
-        env.insert("HOME".into(), super::plan::SANDBOX_HOME.into());
-        env.insert("TMPDIR".into(), super::plan::SANDBOX_HOME.into());
-    }
     let stdin = if plan.stdin {
         None
     } else {

@@ -77,8 +77,8 @@ impl Plan {
     }
 
     /// What the cache observes this task's environment observations against: vt's own
-    /// environment (what tools' `getEnv` is answered from), with the task's `PATH` and
-    /// `HOME` added ([`Plan::add_task_locations`]).
+    /// environment (what tools' `getEnv` is answered from), with the task's `PATH` and its
+    /// variables that name paths added ([`Plan::add_task_locations`]).
     pub fn observation_env(&self) -> BTreeMap<String, String> {
         let mut env = crate::ipc::process_env();
         self.add_task_locations(&mut env);
@@ -98,21 +98,29 @@ impl Plan {
         }
     }
 
-    /// The task's variables whose values are absolute paths (`HOME`, `TMPDIR`, `SHELL`, a
-    /// variable passed with `untrackedEnv`), as the task got them: a sandboxed task's
-    /// `HOME` and `TMPDIR` are its scratch. `PATH` is a list, observed its own way
-    /// (`ObsKind::Which`).
-    pub fn located_by(&self) -> Vec<(&str, &Path)> {
-        self.env
+    /// The environment the task gets: [`Plan::env`], and in a sandbox its scratch as `HOME`
+    /// and `TMPDIR` ([`SANDBOX_SCRATCH`]).
+    pub fn task_env(&self) -> BTreeMap<&str, &str> {
+        let mut env: BTreeMap<&str, &str> = self
+            .env
             .iter()
-            .filter(|(name, _)| name.as_str() != "PATH")
-            .map(|(name, value)| {
-                let value = match name.as_str() {
-                    "HOME" | "TMPDIR" if self.sandbox.is_some() => SANDBOX_HOME,
-                    _ => value.as_str(),
-                };
-                (name.as_str(), Path::new(value))
-            })
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        if self.sandbox.is_some() {
+            env.insert("HOME", SANDBOX_SCRATCH);
+            env.insert("TMPDIR", SANDBOX_SCRATCH);
+        }
+        env
+    }
+
+    /// The task's variables whose values are absolute paths (`HOME`, `TMPDIR`, `SHELL`, a
+    /// variable passed with `untrackedEnv`), as the task got them ([`Plan::task_env`]).
+    /// `PATH` is a list, observed its own way (`ObsKind::Which`).
+    pub fn located_by(&self) -> Vec<(&str, &Path)> {
+        self.task_env()
+            .into_iter()
+            .filter(|&(name, _)| name != "PATH")
+            .map(|(name, value)| (name, Path::new(value)))
             .filter(|(_, value)| value.is_absolute())
             .collect()
     }
@@ -122,7 +130,7 @@ impl Plan {
 /// the sandbox: tools that keep a cache under `$HOME` or write to `$TMPDIR` get the
 /// sandbox's scratch instead (thrown away with it), rather than failing on a path that
 /// does not exist.
-pub const SANDBOX_HOME: &str = "/tmp";
+pub const SANDBOX_SCRATCH: &str = "/tmp";
 
 /// What a sandboxed task sees and may change.
 #[derive(Debug, Clone)]
