@@ -4,12 +4,14 @@
 //! - [`trace`]: watching a process tree (seccomp user-notify, with fanotify as a second
 //!   source and ptrace as the fallback where user notification is unavailable).
 //! - [`jail`]: the hermetic sandbox (`--sandbox`), composed with tracing.
+//! - [`janitor`]: closing what is slow to close (a fanotify group) where nobody waits.
 //! - [`reaper`]: waiting for whole process trees, including orphaned grandchildren.
 //! - [`kernel`]: the oldest Linux vt serves, checked before anything is traced.
 //! - [`timings`]: where a vt process's fixed cost goes, phase by phase (`VT_TIMINGS=1`).
 
 pub mod access;
 pub mod jail;
+pub mod janitor;
 pub mod kernel;
 pub mod reaper;
 pub mod timings;

@@ -47,7 +47,10 @@ struct RawEvent {
 }
 
 pub struct Watch {
-    fanotify: Arc<OwnedFd>,
+    /// The group. Only this struct holds it: the reader thread waits on it through an
+    /// epoll set, which holds no reference, so the close in [`Watch::finish`] (handed to
+    /// the janitor) is the last one.
+    fanotify: OwnedFd,
     mount: OwnedFd,
     root: PathBuf,
     stop: OwnedFd,
@@ -124,8 +127,7 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
     // open_by_handle_at needs any fd on the same file system.
     let mount: OwnedFd = std::fs::File::open(&root)?.into();
     let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let fanotify = Arc::new(fanotify);
-    let reader_fd = Arc::clone(&fanotify);
+    let ready = epoll_of(&[fanotify.as_raw_fd(), stop_read.as_raw_fd()])?;
     let read = Arc::new(Mutex::new(Read {
         events: Vec::new(),
         overflowed: false,
@@ -133,13 +135,13 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
         buffer: vec![0u8; 256 * 1024],
     }));
     let reader_read = Arc::clone(&read);
+    let reader_fd = fanotify.as_raw_fd();
     std::thread::Builder::new()
         .name("vt-fanotify".into())
         .spawn(move || {
-            read_events(reader_fd.as_raw_fd(), stop_read, &reader_read);
-            // Normally the last reference by now (see `Watch::finish`): the group is closed
-            // here, after the events were taken, so its slow close is nobody's wait.
-            drop(reader_fd);
+            // Off the critical path: the group's close at the task's end goes to it.
+            crate::janitor::start();
+            read_events(reader_fd, &ready, stop_read, &reader_read);
         })?;
     Ok(Watch {
         fanotify,
@@ -148,6 +150,30 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
         stop: stop_write,
         read,
     })
+}
+
+/// An epoll set waiting for any of `fds` to be readable. Unlike `poll`, a thread waiting in
+/// `epoll_wait` holds no reference to the files it waits for: the group's last close stays
+/// the one vt hands to the janitor, instead of falling to this thread as it wakes.
+fn epoll_of(fds: &[RawFd]) -> std::io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes flags only and returns a new fd or -1.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created for us.
+    let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+    for &fd in fds {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: adds an open fd of ours to our epoll set.
+        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(epoll)
 }
 
 /// Reads into `read` until [`Watch::finish`] has taken over (it reads the rest of the
@@ -162,15 +188,21 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
 /// queue drained only every 20 ms made that a 4–6 % slowdown of a node build that opens
 /// 2 000 modules (`bench/tracing_overhead.py`); drained every millisecond, none measurable.
 /// An idle task costs no wake-ups at all.
-fn read_events(fanotify: RawFd, stop: OwnedFd, read: &Mutex<Read>) {
+///
+/// `fanotify` is the group's number, not a reference: it is read only under the lock and
+/// while `finished` is unset, and `finish` sets it before it lets the group go.
+fn read_events(fanotify: RawFd, ready: &OwnedFd, stop: OwnedFd, read: &Mutex<Read>) {
     loop {
-        let mut fds = [readable(stop.as_raw_fd()), readable(fanotify)];
-        // SAFETY: two valid pollfds.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // SAFETY: waits on our epoll set into a buffer of two events.
+        let n = unsafe { libc::epoll_wait(ready.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
-        let stopping = ready > 0 && fds[0].revents != 0;
+        let stopping = events
+            .iter()
+            .take(n.max(0) as usize)
+            .any(|e| e.u64 == stop.as_raw_fd() as u64);
         {
             let mut read = read.lock().unwrap_or_else(|p| p.into_inner());
             if read.finished {
@@ -299,10 +331,9 @@ impl Watch {
             read.finished = true;
             (std::mem::take(&mut read.events), read.overflowed)
         };
-        // Closing a fanotify group waits for its marks' destruction; `stop_watching` has
-        // started that, and the reader, left holding the group alone, closes it when it
-        // wakes: whatever is left of the wait is off the critical path.
-        drop(fanotify);
+        // Closing a fanotify group waits for its marks' destruction (`stop_watching` has
+        // started it): the janitor does it, so neither this task's end nor vt's exit waits.
+        crate::janitor::release(fanotify);
         // SAFETY: writes one byte to our pipe to wake the reader.
         unsafe { libc::write(stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         if overflowed {

@@ -1,0 +1,277 @@
+//! Closing what is slow to close, where nobody waits for it.
+//!
+//! Some last closes wait for the kernel. Closing a fanotify group waits until its marks are
+//! destroyed, a tick and an SRCU grace period after they were removed: on this project's
+//! 2-CPU machine, 12 to 24 ms in one lone `vt exec` of ten. Whichever of vt's threads does
+//! that close holds up vt's own exit, because a process is reported gone only when its last
+//! thread is: the shell that ran vt waited for it.
+//!
+//! The janitor is a process of its own that receives such descriptors over a socket and
+//! closes them, so the wait is nobody's. It is started with `clone(CLONE_VM)`: it shares
+//! vt's memory, so no page tables are copied (a `fork` of vt costs a few tenths of a
+//! millisecond), and it runs only raw system calls on a stack of its own, touching nothing
+//! else of vt's (no allocator, no thread-local `errno`, no signal handler: every signal is
+//! blocked before the clone). It leaves when its socket's other end closes, that is when vt
+//! is gone, having closed everything it was given; vt's reaper reaps it if it goes first,
+//! and whoever adopts it after vt exits does otherwise.
+//!
+//! Where the janitor cannot be started (another architecture, a refused clone), a
+//! descriptor is closed on a thread of vt's, as before.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+/// The size of the janitor's stack. Its one function keeps a message header and room for
+/// one descriptor on it.
+const STACK_SIZE: usize = 64 * 1024;
+
+/// Starts the janitor if it is not running yet, so that the first [`release`] does not pay
+/// for the clone: call it from a thread off the critical path.
+pub fn start() {
+    janitor();
+}
+
+/// Closes `fd` where nobody waits for it: the janitor holds the last reference and closes
+/// it. Give it only the last reference vt holds: a copy kept elsewhere would make that
+/// copy's close the slow one.
+pub fn release(fd: OwnedFd) {
+    if let Some(socket) = janitor()
+        && send_fd(socket, fd.as_raw_fd()).is_ok()
+    {
+        // The message holds a reference until the janitor takes it: this close is not the
+        // last one.
+        drop(fd);
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("vt-close".into())
+        .spawn(move || drop(fd));
+}
+
+/// vt's end of the janitor's socket, once the janitor runs.
+fn janitor() -> Option<&'static OwnedFd> {
+    static SOCKET: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    SOCKET.get_or_init(|| spawn().ok()).as_ref()
+}
+
+fn spawn() -> std::io::Result<OwnedFd> {
+    if !raw::SUPPORTED {
+        return Err(std::io::Error::other("no janitor on this architecture"));
+    }
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    // The stack lives as long as the janitor, which may outlive every thread of vt's: it is
+    // never unmapped (one per vt process).
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the top of the mapping just made (the stack grows down).
+    let top = unsafe { stack.cast::<u8>().add(STACK_SIZE) };
+    // Every signal blocked in the child from its first instruction: it shares vt's memory,
+    // so a handler of vt's must never run on its stack. The mask is this thread's again
+    // right after the clone.
+    // SAFETY: a sigset_t is plain data; all zeroes is a valid (empty) set.
+    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: sigfillset and pthread_sigmask on sets we own.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    // SAFETY: the child runs `janitor_main` on its own stack and makes only raw system
+    // calls (see the module docs); `theirs` stays open in the child's copy of the fd table.
+    let pid = unsafe {
+        libc::clone(
+            janitor_main,
+            top.cast(),
+            libc::CLONE_VM | libc::SIGCHLD,
+            theirs.as_raw_fd() as usize as *mut libc::c_void,
+        )
+    };
+    let cloned = std::io::Error::last_os_error();
+    // SAFETY: restores this thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    if pid < 0 {
+        // SAFETY: the child does not exist; the stack is ours to unmap.
+        unsafe { libc::munmap(stack, STACK_SIZE) };
+        return Err(cloned);
+    }
+    // Our copy of the janitor's end: the janitor must see end-of-file when vt is gone.
+    drop(theirs);
+    Ok(ours)
+}
+
+/// Sends `fd` to the janitor without blocking (a full socket means the janitor is stuck:
+/// the caller closes the descriptor itself).
+fn send_fd(socket: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
+    let fds = [fd];
+    let control = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let byte = [0u8];
+    let iov = [std::io::IoSlice::new(&byte)];
+    nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &control,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// The janitor: closes every descriptor but its socket, then every descriptor it receives,
+/// until the socket ends.
+///
+/// Only raw system calls: this runs in a process that shares vt's memory but not its
+/// threads, with the thread-local storage of the thread that cloned it.
+extern "C" fn janitor_main(arg: *mut libc::c_void) -> libc::c_int {
+    let socket = arg as usize;
+    // SAFETY: raw system calls on integers and on buffers of this stack frame.
+    unsafe {
+        // What vt had open when it cloned us (its output pipes among them): not ours to hold.
+        if socket > 0 {
+            raw::syscall3(libc::SYS_close_range as usize, 0, socket - 1, 0);
+        }
+        raw::syscall3(
+            libc::SYS_close_range as usize,
+            socket + 1,
+            u32::MAX as usize,
+            0,
+        );
+        loop {
+            let mut byte = 0u8;
+            let mut iov = libc::iovec {
+                iov_base: (&mut byte as *mut u8).cast(),
+                iov_len: 1,
+            };
+            // Room for one SCM_RIGHTS message of one descriptor (16 + 4 bytes, aligned).
+            let mut control = [0u64; 8];
+            let mut header: libc::msghdr = std::mem::zeroed();
+            header.msg_iov = &mut iov;
+            header.msg_iovlen = 1;
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = std::mem::size_of_val(&control);
+            let received = raw::syscall3(
+                libc::SYS_recvmsg as usize,
+                socket,
+                (&mut header as *mut libc::msghdr) as usize,
+                0,
+            );
+            if received == -(libc::EINTR as isize) {
+                continue;
+            }
+            if received <= 0 {
+                break;
+            }
+            let mut message = libc::CMSG_FIRSTHDR(&header);
+            while !message.is_null() {
+                if (*message).cmsg_level == libc::SOL_SOCKET
+                    && (*message).cmsg_type == libc::SCM_RIGHTS
+                {
+                    let data = libc::CMSG_DATA(message).cast::<RawFd>();
+                    let count = ((*message).cmsg_len as usize)
+                        .saturating_sub(libc::CMSG_LEN(0) as usize)
+                        / std::mem::size_of::<RawFd>();
+                    for i in 0..count {
+                        let fd = data.add(i).read_unaligned();
+                        raw::syscall3(libc::SYS_close as usize, fd as usize, 0, 0);
+                    }
+                }
+                message = libc::CMSG_NXTHDR(&header, message);
+            }
+        }
+        raw::syscall3(libc::SYS_exit as usize, 0, 0, 0);
+    }
+    0
+}
+
+/// System calls without libc's wrappers, which set the calling thread's `errno`: the
+/// janitor has no thread-local storage of its own.
+mod raw {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    pub const SUPPORTED: bool = true;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub const SUPPORTED: bool = false;
+
+    /// The raw result: a negative errno on failure.
+    ///
+    /// # Safety
+    /// As the system call `number` with these arguments.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn syscall3(number: usize, a: usize, b: usize, c: usize) -> isize {
+        let result: isize;
+        // SAFETY: the x86_64 system call convention; rcx and r11 are clobbered.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") number as isize => result,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        result
+    }
+
+    /// # Safety
+    /// As the system call `number` with these arguments.
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn syscall3(number: usize, a: usize, b: usize, c: usize) -> isize {
+        let result: isize;
+        // SAFETY: the aarch64 system call convention (not compiled on this project's CI).
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") number,
+                inlateout("x0") a as isize => result,
+                in("x1") b,
+                in("x2") c,
+                options(nostack),
+            );
+        }
+        result
+    }
+
+    /// # Safety
+    /// Never called: [`SUPPORTED`] is false here.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub unsafe fn syscall3(_number: usize, _a: usize, _b: usize, _c: usize) -> isize {
+        -(libc::ENOSYS as isize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor handed over is closed by the janitor, not by vt: the write end of a pipe
+    /// whose read end then sees end-of-file, while no thread of this process holds it.
+    #[test]
+    fn the_janitor_closes_what_it_is_given() {
+        start();
+        assert!(janitor().is_some(), "the janitor did not start");
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        release(write);
+        let mut buffer = [0u8; 1];
+        // Blocks until the janitor closed the last write end.
+        let n = nix::unistd::read(&read, &mut buffer).expect("read");
+        assert_eq!(n, 0);
+    }
+}
