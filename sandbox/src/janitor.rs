@@ -15,11 +15,19 @@
 //! is gone, having closed everything it was given; vt's reaper reaps it if it goes first,
 //! and whoever adopts it after vt exits does otherwise.
 //!
-//! Where the janitor cannot be started (another architecture, a refused clone), a
-//! descriptor is closed on a thread of vt's, as before.
+//! After vt exits, the janitor lives on for as long as its closes take (milliseconds) and
+//! is reaped by whoever adopts vt's orphans: init, systemd, `tini`, `docker run --init`, a
+//! shell. In a container whose pid 1 reaps nothing (`tail -f /dev/null`), each vt would
+//! leave one zombie: `VT_JANITOR=off` closes on vt's own threads instead.
+//!
+//! Where the janitor cannot be started (another architecture, a refused clone), or is
+//! turned off, a descriptor is closed on a thread of vt's, whose exit then waits for it.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
+
+/// Set to `off` to close on vt's own threads (see the module docs).
+pub const JANITOR_ENV: &str = "VT_JANITOR";
 
 /// The size of the janitor's stack. Its one function keeps a message header and room for
 /// one descriptor on it.
@@ -57,6 +65,9 @@ fn janitor() -> Option<&'static OwnedFd> {
 fn spawn() -> std::io::Result<OwnedFd> {
     if !raw::SUPPORTED {
         return Err(std::io::Error::other("no janitor on this architecture"));
+    }
+    if std::env::var_os(JANITOR_ENV).is_some_and(|v| v == "off") {
+        return Err(std::io::Error::other("turned off"));
     }
     let (ours, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
@@ -142,6 +153,13 @@ extern "C" fn janitor_main(arg: *mut libc::c_void) -> libc::c_int {
     let socket = arg as usize;
     // SAFETY: raw system calls on integers and on buffers of this stack frame.
     unsafe {
+        // Named for `ps`: otherwise it has the name of the thread that cloned it.
+        raw::syscall3(
+            libc::SYS_prctl as usize,
+            libc::PR_SET_NAME as usize,
+            c"vt-janitor".as_ptr() as usize,
+            0,
+        );
         // What vt had open when it cloned us (its output pipes among them): not ours to hold.
         if socket > 0 {
             raw::syscall3(libc::SYS_close_range as usize, 0, socket - 1, 0);

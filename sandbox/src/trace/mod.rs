@@ -146,7 +146,7 @@ impl TracedChild {
     }
 
     /// Waits for the root's exit status and for every descendant to be gone.
-    pub fn wait(self) -> Result<(ExitStatus, AccessLog), TraceError> {
+    pub fn wait(mut self) -> Result<(ExitStatus, AccessLog), TraceError> {
         let panicked =
             || TraceError::Supervisor(std::io::Error::other("the tracer thread panicked"));
         match self.backend {
@@ -164,6 +164,9 @@ impl TracedChild {
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
         .map(|(status, mut log)| {
+            if let Some(jail) = &mut self.jail {
+                jail.release_mounts();
+            }
             log.accesses.extend(self.looked_up);
             if let Ok(watch) = &self.second_source {
                 watch.stop_watching();
@@ -325,7 +328,7 @@ pub fn spawn_jailed(
             .and_then(|library| fast_path::Injection::prepare(&mut command, &library))
     });
     // The sandbox's pre-exec goes first: the tracer's must run inside it, in the task.
-    let jail = match jail {
+    let mut jail = match jail {
         Some(jail) => {
             let own: Vec<(&std::path::Path, bool)> = match &fast_path {
                 Ok(injection) => injection.private_dirs(),
@@ -356,6 +359,9 @@ pub fn spawn_jailed(
             (child.pid, Running::Ptrace(child.tracer))
         }
     };
+    if let Some(jail) = &mut jail {
+        jail.hold_mounts(pid);
+    }
     Ok(TracedChild::started(
         pid,
         backend,
