@@ -12,13 +12,15 @@
 //! millisecond), and it runs only raw system calls on a stack of its own, touching nothing
 //! else of vt's (no allocator, no thread-local `errno`, no signal handler: every signal is
 //! blocked before the clone). It leaves when its socket's other end closes, that is when vt
-//! is gone, having closed everything it was given; vt's reaper reaps it if it goes first,
-//! and whoever adopts it after vt exits does otherwise.
+//! is gone, having closed everything it was given.
 //!
-//! After vt exits, the janitor lives on for as long as its closes take (milliseconds) and
-//! is reaped by whoever adopts vt's orphans: init, systemd, `tini`, `docker run --init`, a
-//! shell. In a container whose pid 1 reaps nothing (`tail -f /dev/null`), each vt would
-//! leave one zombie: `VT_JANITOR=off` closes on vt's own threads instead.
+//! The janitor is vt's sibling (`CLONE_PARENT`), not its child: vt must not see it among
+//! its children, whose end it waits for (the ptrace tracer waits until it has none left).
+//! After vt exits, the janitor lives on for as long as its closes take (milliseconds); vt's
+//! parent reaps it as it reaps any child (a shell, make, systemd, init do; a parent that
+//! waits only for vt keeps one zombie until it exits itself). `VT_JANITOR=off` closes on
+//! vt's own threads instead, as does a vt that is itself an init (pid 1 of a container),
+//! which has no parent to share.
 //!
 //! Where the janitor cannot be started (another architecture, a refused clone), or is
 //! turned off, a descriptor is closed on a thread of vt's, whose exit then waits for it.
@@ -110,7 +112,9 @@ fn spawn() -> std::io::Result<OwnedFd> {
         libc::clone(
             janitor_main,
             top.cast(),
-            libc::CLONE_VM | libc::SIGCHLD,
+            // A child of vt's parent, not of vt: vt waits for its own children in places
+            // (the ptrace tracer waits until it has none), and the janitor outlives them.
+            libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
             theirs.as_raw_fd() as usize as *mut libc::c_void,
         )
     };
