@@ -23,6 +23,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if traces(&cli.command) {
         sandbox::trace::probe_seccomp_in_background();
+        if sandboxes_every_task(&cli.command) {
+            sandbox::jail::network::make_ahead();
+        }
     }
     match cli.command {
         Command::Trace(args) => trace::run(args),
@@ -41,6 +44,17 @@ fn opens_the_cache(command: &Command) -> bool {
         | Command::Exec(crate::cli::ExecArgs { common, .. }) => traces(command) && !common.no_cache,
         Command::Cache(_) | Command::Worker(_) => true,
         Command::Trace(_) => false,
+    }
+}
+
+/// Whether the command line puts every task in the sandbox without the host's network, so
+/// the first one's network namespace may be made while the workspace is read
+/// (`sandbox::jail::network`).
+fn sandboxes_every_task(command: &Command) -> bool {
+    match command {
+        Command::Run(crate::cli::RunArgs { common, .. })
+        | Command::Exec(crate::cli::ExecArgs { common, .. }) => common.sandbox && !common.network,
+        _ => false,
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`plan`]: what the sandbox looks like, as data ([`Plan`]).
 //! - [`deny`]: the seccomp deny-list, as a BPF program.
 //! - [`landlock`]: the rights for the kernel's Landlock ABI.
+//! - [`network`]: the network namespace, made on a thread while the task is prepared.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
 //!   its changes to the host.
 //! - `apply`: the syscalls between fork and exec.
@@ -16,6 +17,7 @@ mod apply;
 pub mod deny;
 pub mod landlock;
 pub mod layer;
+pub mod network;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -81,6 +83,9 @@ impl Jail {
             host.borrow_mut().insert(path.to_path_buf(), found.clone());
             found
         })?;
+        if !spec.network {
+            network::make_ahead();
+        }
         Ok(Jail {
             spec,
             rights: landlock::Rights::for_abi(landlock::kernel_abi()),
@@ -131,6 +136,7 @@ impl Jail {
         let (report_read, report_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| JailError::Prepare(format!("cannot create a pipe: {e}")))?;
+        let network = if spec.network { None } else { network::take() };
         let mut prepared = apply::Prepared::new(
             &plan,
             &self.rights,
@@ -138,6 +144,7 @@ impl Jail {
             capabilities,
             deny::deny_filter(),
             report_write,
+            network,
         );
         // SAFETY: `enter` only makes async-signal-safe syscalls on memory prepared above.
         unsafe { command.pre_exec(move || prepared.enter()) };

@@ -5,9 +5,10 @@ use libc::c_int;
 /// `ip link set lo up` in the new network namespace.
 ///
 /// # Safety
-/// Only in the forked child of [`super::Prepared::enter`] (single-threaded, before
-/// exec): it makes async-signal-safe syscalls only.
-pub(super) unsafe fn loopback_up() -> c_int {
+/// In the forked child of [`super::Prepared::enter`] (single-threaded, before exec) or on
+/// the thread that made the namespace ([`crate::jail::network`]): it makes
+/// async-signal-safe syscalls only.
+pub(in crate::jail) unsafe fn loopback_up() -> c_int {
     // SAFETY: socket/ioctl/close on a zeroed ifreq we own.
     unsafe {
         let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

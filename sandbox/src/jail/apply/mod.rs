@@ -35,6 +35,7 @@ mod report;
 mod syscall;
 
 use init::{die_with_parent, init_until, relay_status};
+pub(super) use loopback::loopback_up;
 pub use report::{Step, read_report};
 
 use super::landlock::{Grant, Rights};
@@ -91,6 +92,9 @@ enum Op {
 
 /// Everything the child needs, allocated before the fork.
 pub struct Prepared {
+    /// A network namespace made ahead ([`super::network`]), entered before the others are
+    /// created; without one, `clone_flags` creates it.
+    network: Option<OwnedFd>,
     clone_flags: c_int,
     setgroups: (CString, &'static [u8]),
     uid_map: (CString, Vec<u8>),
@@ -128,7 +132,10 @@ impl Prepared {
         capabilities: Vec<u32>,
         deny: Vec<sock_filter>,
         report: OwnedFd,
+        network: Option<OwnedFd>,
     ) -> Prepared {
+        // A namespace made ahead is for a sandbox without the host's network only.
+        let network = network.filter(|_| !plan.network);
         let mut created: Vec<&Path> = Vec::new();
         let mut mounts = Vec::with_capacity(plan.mounts.len());
         for mount in &plan.mounts {
@@ -226,7 +233,7 @@ impl Prepared {
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS;
-        if !plan.network {
+        if !plan.network && network.is_none() {
             clone_flags |= libc::CLONE_NEWNET;
         }
         let landlock_rules = super::landlock::rules(plan.writable_paths())
@@ -249,7 +256,8 @@ impl Prepared {
             staging: c_path(Path::new(STAGING)),
             cwd: c_path(&plan.cwd),
             hostname: CString::new(plan.hostname).unwrap_or_default(),
-            loopback: !plan.network,
+            loopback: !plan.network && network.is_none(),
+            network,
             landlock_ruleset,
             landlock_rules,
             capabilities,
@@ -269,6 +277,15 @@ impl Prepared {
         unsafe {
             libc::setpgid(0, 0);
             die_with_parent();
+            // First: entering a namespace owned by vt's user namespace needs vt's
+            // capabilities, which the new user namespace leaves behind. Refused (a seccomp
+            // policy around vt), the sandbox makes its own, as without one made ahead.
+            if let Some(network) = &self.network
+                && libc::setns(network.as_raw_fd(), libc::CLONE_NEWNET) != 0
+            {
+                self.clone_flags |= libc::CLONE_NEWNET;
+                self.loopback = true;
+            }
             self.check(Step::Unshare, libc::unshare(self.clone_flags))?;
             self.check(
                 Step::IdMaps,

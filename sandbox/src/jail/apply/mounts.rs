@@ -313,7 +313,15 @@ mod tests {
             looked_at: Vec::new(),
         };
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
-        let prepared = Prepared::new(&plan, &Rights::for_abi(0), None, vec![], vec![], write);
+        let prepared = Prepared::new(
+            &plan,
+            &Rights::for_abi(0),
+            None,
+            vec![],
+            vec![],
+            write,
+            None,
+        );
         (prepared, read)
     }
 
