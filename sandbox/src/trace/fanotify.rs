@@ -47,10 +47,12 @@ struct RawEvent {
 }
 
 pub struct Watch {
-    /// The group. Only this struct holds it: the reader thread waits on it through an
-    /// epoll set, which holds no reference, so the close in [`Watch::finish`] (handed to
-    /// the janitor) is the last one.
-    fanotify: OwnedFd,
+    /// The group, until [`Watch::let_go`]. Only this struct holds it: the reader thread
+    /// waits on it through an epoll set, which holds no reference, so the close handed to
+    /// the janitor is the last one. The reader uses its number only while `finished` is
+    /// unset, which `let_go` sets first: a dropped `Watch` (a task that failed to start)
+    /// must not leave the reader reading a number another file may get next.
+    fanotify: Option<OwnedFd>,
     mount: OwnedFd,
     root: PathBuf,
     stop: OwnedFd,
@@ -144,7 +146,7 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
             read_events(reader_fd, &ready, stop_read, &reader_read);
         })?;
     Ok(Watch {
-        fanotify,
+        fanotify: Some(fanotify),
         mount,
         root,
         stop: stop_write,
@@ -294,10 +296,13 @@ impl Watch {
     /// a tick and an SRCU grace period later (~13 ms here); removing the mark first lets
     /// that pass while vt reads the buffers, instead of at exit, which waits for the close.
     pub fn stop_watching(&self) {
+        let Some(fanotify) = &self.fanotify else {
+            return;
+        };
         // SAFETY: removes this group's file system marks; the path is ignored for a flush.
         unsafe {
             libc::fanotify_mark(
-                self.fanotify.as_raw_fd(),
+                fanotify.as_raw_fd(),
                 libc::FAN_MARK_FLUSH | libc::FAN_MARK_FILESYSTEM,
                 0,
                 libc::AT_FDCWD,
@@ -308,18 +313,14 @@ impl Watch {
 
     /// Stops watching and reconciles with `log`; events under `ignore` (vt's own files in
     /// the task's processes, such as the preload buffers) are not the task's.
-    pub fn finish(self, log: &mut AccessLog, ignore: &[&Path]) {
-        let Watch {
-            fanotify,
-            mount,
-            root,
-            stop,
-            read,
-        } = self;
+    pub fn finish(mut self, log: &mut AccessLog, ignore: &[&Path]) {
+        let Some(fanotify) = self.fanotify.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
         let (events, overflowed) = {
             // A reader that panicked while it held the lock may have lost what it had read
             // from the queue: the run is not known to be complete.
-            let Ok(mut read) = read.lock() else {
+            let Ok(mut read) = self.read.lock() else {
                 log.gap(
                     0,
                     "fanotify",
@@ -327,15 +328,11 @@ impl Watch {
                 );
                 return;
             };
-            read.drain(fanotify.as_raw_fd());
+            read.drain(fanotify);
             read.finished = true;
             (std::mem::take(&mut read.events), read.overflowed)
         };
-        // Closing a fanotify group waits for its marks' destruction (`stop_watching` has
-        // started it): the janitor does it, so neither this task's end nor vt's exit waits.
-        crate::janitor::release(fanotify);
-        // SAFETY: writes one byte to our pipe to wake the reader.
-        unsafe { libc::write(stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        self.let_go();
         if overflowed {
             log.gap(
                 0,
@@ -343,7 +340,27 @@ impl Watch {
                 "the fanotify event queue overflowed; changes may have been missed",
             );
         }
-        reconcile(&events, &mount, &root, ignore, log);
+        reconcile(&events, &self.mount, &self.root, ignore, log);
+    }
+
+    /// Ends the reader's use of the group, hands the group to the janitor and wakes the
+    /// reader to leave. Closing a fanotify group waits for its marks' destruction
+    /// (`stop_watching` has started it): the janitor does it, so neither this task's end
+    /// nor vt's exit waits.
+    fn let_go(&mut self) {
+        let Some(fanotify) = self.fanotify.take() else {
+            return;
+        };
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).finished = true;
+        crate::janitor::release(fanotify);
+        // SAFETY: writes one byte to our pipe to wake the reader.
+        unsafe { libc::write(self.stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.let_go();
     }
 }
 
