@@ -17,9 +17,11 @@
 //!
 //! The janitor is vt's sibling (`CLONE_PARENT`), not its child: vt must not see it among
 //! its children, whose end it waits for (the ptrace tracer waits until it has none left).
-//! After vt exits, the janitor lives on for as long as its closes take (milliseconds); vt's
-//! parent reaps it as it reaps any child (a shell, make, systemd, init do; a parent that
-//! waits only for vt keeps one zombie until it exits itself). `VT_JANITOR=off` closes on
+//! After vt exits, the janitor lives on for as long as its closes take (milliseconds), and
+//! leaves only once vt's exit has been reported (it waits on a pidfd of vt), so a parent
+//! that waits for any child gets vt's status first. vt's parent reaps it as it reaps any
+//! child (a shell, make, systemd, init do; a parent that waits only for vt keeps one zombie
+//! until it exits itself). `VT_JANITOR=off` closes on
 //! vt's own threads instead, as does a vt that is itself an init (pid 1 of a container),
 //! which has no parent to share.
 //!
@@ -107,8 +109,23 @@ fn spawn() -> std::io::Result<OwnedFd> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
+    // vt itself, for the janitor to wait until vt's exit has been reported: a parent that
+    // waits for any child then sees vt's status first, never the janitor's. Without one
+    // (a kernel before 5.3), the janitor leaves at once.
+    // SAFETY: pidfd_open of this process; the result is checked.
+    let vt = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as RawFd;
+    let vt = (vt >= 0).then(|| {
+        // SAFETY: a new fd of ours (pidfds are close-on-exec).
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(vt) }
+    });
+    let arg = Start {
+        socket: theirs.as_raw_fd(),
+        vt: vt.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+    }
+    .pack();
     // SAFETY: the child runs `janitor_main` on its own stack and makes only raw system
-    // calls (see the module docs); `theirs` stays open in the child's copy of the fd table.
+    // calls (see the module docs); `theirs` and `vt` stay open in the child's copy of the fd
+    // table.
     let pid = unsafe {
         libc::clone(
             janitor_main,
@@ -116,7 +133,7 @@ fn spawn() -> std::io::Result<OwnedFd> {
             // A child of vt's parent, not of vt: vt waits for its own children in places
             // (the ptrace tracer waits until it has none), and the janitor outlives them.
             libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
-            theirs.as_raw_fd() as usize as *mut libc::c_void,
+            arg as *mut libc::c_void,
         )
     };
     let cloned = std::io::Error::last_os_error();
@@ -127,9 +144,30 @@ fn spawn() -> std::io::Result<OwnedFd> {
         unsafe { libc::munmap(stack, STACK_SIZE) };
         return Err(cloned);
     }
-    // Our copy of the janitor's end: the janitor must see end-of-file when vt is gone.
+    // Our copies of the janitor's end (it must see end-of-file when vt is gone) and of vt.
     drop(theirs);
+    drop(vt);
     Ok(ours)
+}
+
+/// What the janitor is started with: its socket and a pidfd of vt (-1: none), packed into
+/// the clone's one argument (a pointer to memory of vt's could be gone before it reads).
+struct Start {
+    socket: RawFd,
+    vt: RawFd,
+}
+
+impl Start {
+    fn pack(&self) -> usize {
+        (self.socket as u32 as usize) | ((self.vt as u32 as usize) << 32)
+    }
+
+    fn unpack(arg: usize) -> Start {
+        Start {
+            socket: (arg & 0xffff_ffff) as u32 as RawFd,
+            vt: (arg >> 32) as u32 as RawFd,
+        }
+    }
 }
 
 /// Sends `fd` to the janitor without blocking (a full socket means the janitor is stuck:
@@ -149,32 +187,48 @@ fn send_fd(socket: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The janitor: closes every descriptor but its socket, then every descriptor it receives,
-/// until the socket ends.
+/// The janitor: closes every descriptor but its socket (and vt's pidfd), then every
+/// descriptor it receives, until the socket ends; then waits until vt's exit has been
+/// reported, and leaves.
 ///
 /// Only raw system calls: this runs in a process that shares vt's memory but not its
 /// threads, with the thread-local storage of the thread that cloned it.
 extern "C" fn janitor_main(arg: *mut libc::c_void) -> libc::c_int {
-    let socket = arg as usize;
+    let Start { socket, vt } = Start::unpack(arg as usize);
+    let socket = socket as usize;
     // SAFETY: raw system calls on integers and on buffers of this stack frame.
     unsafe {
         // Named for `ps`: otherwise it has the name of the thread that cloned it.
-        raw::syscall3(
-            libc::SYS_prctl as usize,
-            libc::PR_SET_NAME as usize,
-            c"vt-janitor".as_ptr() as usize,
-            0,
+        raw::syscall(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_NAME as usize,
+                c"vt-janitor".as_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
         );
-        // What vt had open when it cloned us (its output pipes among them): not ours to hold.
-        if socket > 0 {
-            raw::syscall3(libc::SYS_close_range as usize, 0, socket - 1, 0);
+        // What vt had open when it cloned us (its output pipes among them): not ours to
+        // hold. Kept: the socket, and vt's pidfd.
+        let (low, high) = if vt >= 0 {
+            let vt = vt as usize;
+            (socket.min(vt), socket.max(vt))
+        } else {
+            (socket, socket)
+        };
+        let close_range = |first: usize, last: usize| {
+            if first <= last {
+                raw::syscall(libc::SYS_close_range, [first, last, 0, 0, 0]);
+            }
+        };
+        if low > 0 {
+            close_range(0, low - 1);
         }
-        raw::syscall3(
-            libc::SYS_close_range as usize,
-            socket + 1,
-            u32::MAX as usize,
-            0,
-        );
+        if high > low + 1 {
+            close_range(low + 1, high - 1);
+        }
+        close_range(high + 1, u32::MAX as usize);
         loop {
             let mut byte = 0u8;
             let mut iov = libc::iovec {
@@ -188,11 +242,9 @@ extern "C" fn janitor_main(arg: *mut libc::c_void) -> libc::c_int {
             header.msg_iovlen = 1;
             header.msg_control = control.as_mut_ptr().cast();
             header.msg_controllen = std::mem::size_of_val(&control);
-            let received = raw::syscall3(
-                libc::SYS_recvmsg as usize,
-                socket,
-                (&mut header as *mut libc::msghdr) as usize,
-                0,
+            let received = raw::syscall(
+                libc::SYS_recvmsg,
+                [socket, (&mut header as *mut libc::msghdr) as usize, 0, 0, 0],
             );
             if received == -(libc::EINTR as isize) {
                 continue;
@@ -211,13 +263,27 @@ extern "C" fn janitor_main(arg: *mut libc::c_void) -> libc::c_int {
                         / std::mem::size_of::<RawFd>();
                     for i in 0..count {
                         let fd = data.add(i).read_unaligned();
-                        raw::syscall3(libc::SYS_close as usize, fd as usize, 0, 0);
+                        raw::syscall(libc::SYS_close, [fd as usize, 0, 0, 0, 0]);
                     }
                 }
                 message = libc::CMSG_NXTHDR(&header, message);
             }
         }
-        raw::syscall3(libc::SYS_exit as usize, 0, 0, 0);
+        // vt closed its end in its exit, a moment before its parent hears of that exit:
+        // leave only after, or a parent waiting for any child could get ours first.
+        if vt >= 0 {
+            let mut exited = libc::pollfd {
+                fd: vt,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while raw::syscall(
+                libc::SYS_ppoll,
+                [(&mut exited as *mut libc::pollfd) as usize, 1, 0, 0, 8],
+            ) == -(libc::EINTR as isize)
+            {}
+        }
+        raw::syscall(libc::SYS_exit, [0, 0, 0, 0, 0]);
     }
     0
 }
@@ -235,16 +301,18 @@ mod raw {
     /// # Safety
     /// As the system call `number` with these arguments.
     #[cfg(target_arch = "x86_64")]
-    pub unsafe fn syscall3(number: usize, a: usize, b: usize, c: usize) -> isize {
+    pub unsafe fn syscall(number: libc::c_long, args: [usize; 5]) -> isize {
         let result: isize;
         // SAFETY: the x86_64 system call convention; rcx and r11 are clobbered.
         unsafe {
             std::arch::asm!(
                 "syscall",
                 inlateout("rax") number as isize => result,
-                in("rdi") a,
-                in("rsi") b,
-                in("rdx") c,
+                in("rdi") args[0],
+                in("rsi") args[1],
+                in("rdx") args[2],
+                in("r10") args[3],
+                in("r8") args[4],
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack),
@@ -256,16 +324,18 @@ mod raw {
     /// # Safety
     /// As the system call `number` with these arguments.
     #[cfg(target_arch = "aarch64")]
-    pub unsafe fn syscall3(number: usize, a: usize, b: usize, c: usize) -> isize {
+    pub unsafe fn syscall(number: libc::c_long, args: [usize; 5]) -> isize {
         let result: isize;
         // SAFETY: the aarch64 system call convention (not compiled on this project's CI).
         unsafe {
             std::arch::asm!(
                 "svc 0",
                 in("x8") number,
-                inlateout("x0") a as isize => result,
-                in("x1") b,
-                in("x2") c,
+                inlateout("x0") args[0] as isize => result,
+                in("x1") args[1],
+                in("x2") args[2],
+                in("x3") args[3],
+                in("x4") args[4],
                 options(nostack),
             );
         }
@@ -275,7 +345,7 @@ mod raw {
     /// # Safety
     /// Never called: [`SUPPORTED`] is false here.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    pub unsafe fn syscall3(_number: usize, _a: usize, _b: usize, _c: usize) -> isize {
+    pub unsafe fn syscall(_number: libc::c_long, _args: [usize; 5]) -> isize {
         -(libc::ENOSYS as isize)
     }
 }

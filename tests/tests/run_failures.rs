@@ -123,3 +123,49 @@ fn the_control_without_a_failure_runs_everything_and_succeeds() {
     );
     assert!(root.join("p4-ran").exists());
 }
+
+/// vt's exit status reaches a parent that waits for *any* child (`wait()`, not
+/// `waitpid(vt)`) before anything else of vt's: the janitor (`sandbox/src/janitor.rs`) is
+/// vt's sibling and closes what is slow to close after vt has gone, so it must leave only
+/// after vt's exit was reported, or such a parent would read the janitor's status (0) as
+/// vt's. Twenty rounds, since without the ordering it is a race.
+#[test]
+fn a_parent_waiting_for_any_child_gets_the_failure_from_vt_first() {
+    let (_temp, root) = workdir();
+    write(&root, "package.json", r#"{"name":"root","private":true}"#);
+    let parent = r#"
+import os, sys
+vt, cwd = sys.argv[1], sys.argv[2]
+wrong = []
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.execv(vt, [vt, "exec", "--no-cache", "--", "sh", "-c", "exit 3"])
+    got, status = os.wait()
+    if got != pid or os.waitstatus_to_exitcode(status) != 3:
+        wrong.append((got == pid, os.waitstatus_to_exitcode(status)))
+    try:
+        while True:
+            os.wait()
+    except ChildProcessError:
+        pass
+print(wrong)
+"#;
+    let output = Command::new("python3")
+        .args(["-c", parent])
+        .arg(vt_binary())
+        .arg(&root)
+        .env("VT_CACHE_DIR", root.join(".vt-cache"))
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "[]",
+        "rounds where the first child reaped was not vt, or not with vt's status"
+    );
+}
