@@ -21,9 +21,8 @@
 //! leaves only once vt's exit has been reported (it waits on a pidfd of vt), so a parent
 //! that waits for any child gets vt's status first. vt's parent reaps it as it reaps any
 //! child (a shell, make, systemd, init do; a parent that waits only for vt keeps one zombie
-//! until it exits itself). `VT_JANITOR=off` closes on
-//! vt's own threads instead, as does a vt that is itself an init (pid 1 of a container),
-//! which has no parent to share.
+//! until it exits itself). `VT_JANITOR=off` closes on vt's own threads instead, as does a
+//! vt that is itself an init (pid 1 of a container), which has no parent to share.
 //!
 //! Where the janitor cannot be started (another architecture, a refused clone), or is
 //! turned off, a descriptor is closed on a thread of vt's, whose exit then waits for it.
