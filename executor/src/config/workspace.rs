@@ -245,9 +245,7 @@ fn collect_dirs(
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let skip = name == "node_modules" || name.to_string_lossy().starts_with('.');
-        if skip || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if never_a_package(&entry.file_name()) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let path = entry.path();
@@ -256,6 +254,12 @@ fn collect_dirs(
         }
         collect_dirs(root, &path, depth.map(|d| d - 1), visit);
     }
+}
+
+/// A directory no package walk enters or counts: `node_modules` (dependencies, not
+/// workspace packages) and hidden ones.
+fn never_a_package(name: &std::ffi::OsStr) -> bool {
+    name == "node_modules" || name.to_string_lossy().starts_with('.')
 }
 
 /// Calls `visit(relative, absolute)` for every directory from `dir` up to (not including)
@@ -269,11 +273,7 @@ fn holders(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, &Path)) {
         if rel.as_os_str().is_empty() {
             return;
         }
-        let skipped = rel.components().any(|c| {
-            let name = c.as_os_str();
-            name == "node_modules" || name.to_string_lossy().starts_with('.')
-        });
-        if !skipped {
+        if !rel.components().any(|c| never_a_package(c.as_os_str())) {
             visit(rel, holder);
         }
     }

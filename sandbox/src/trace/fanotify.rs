@@ -292,9 +292,8 @@ fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
 
 impl Watch {
     /// Stops new events (the queued ones stay to be read): call it as soon as the task tree
-    /// is gone. Closing the group waits until its marks are destroyed, which the kernel does
-    /// a tick and an SRCU grace period later (~13 ms here); removing the mark first lets
-    /// that pass while vt reads the buffers, instead of at exit, which waits for the close.
+    /// is gone. It also starts the marks' destruction (a tick and an SRCU grace period),
+    /// which the group's close, handed to the janitor, then waits for.
     pub fn stop_watching(&self) {
         let Some(fanotify) = &self.fanotify else {
             return;
