@@ -1173,20 +1173,15 @@ fn s57_a_file_read_through_home_is_observed_under_the_home_of_the_run_that_looks
     };
     let (first, same, other) = (home("a", "one\n"), home("b", "one\n"), home("c", "two\n"));
     let ws = Ws::new(&[("vt.json", reads_home)]);
-    ws.run("build", &[("HOME", &first)])
-        .assert_miss(APP, "no previous run");
-    ws.run("build", &[("HOME", &first)]).assert_hit(APP);
-    // The control: another HOME whose file is the same still hits (users and machines
-    // with other home directories share entries).
-    ws.run("build", &[("HOME", &same)]).assert_hit(APP);
-    ws.run("build", &[("HOME", &other)])
-        .assert_miss(APP, "~/conf: content changed");
-    assert_eq!(
-        ws.read("dist/out.txt"),
-        "two\n",
-        "the task read the other HOME's file"
+    // The control in it: another HOME whose file is the same still hits (users and
+    // machines with other home directories share entries).
+    three_values_of_a_passed_variable(
+        &ws,
+        "HOME",
+        [&first, &same, &other],
+        "~/conf: content changed",
+        "the task read the other HOME's file",
     );
-    ws.run("build", &[("HOME", &other)]).assert_hit(APP);
     // The absolute observation stays beside its twin: the first HOME's file changing is
     // still a miss for the run with that HOME.
     vt_tests::write(&homes.join("a"), "conf", "three\n");
@@ -1212,19 +1207,35 @@ fn s58_a_program_a_passed_variable_names_is_observed_as_the_looking_runs_variabl
     };
     let (first, same, other) = (shell("a", "one"), shell("b", "one"), shell("c", "two"));
     let ws = Ws::new(&[("vt.json", runs_shell)]);
-    ws.run("build", &[("SHELL", &first)])
-        .assert_miss(APP, "no previous run");
-    ws.run("build", &[("SHELL", &first)]).assert_hit(APP);
-    // The control: another path to a file with the same content still hits.
-    ws.run("build", &[("SHELL", &same)]).assert_hit(APP);
-    ws.run("build", &[("SHELL", &other)])
-        .assert_miss(APP, "$SHELL: content changed");
-    assert_eq!(
-        ws.read("dist/out.txt"),
-        "two\n",
-        "the task ran the other program"
+    // The control in it: another path to a file with the same content still hits.
+    three_values_of_a_passed_variable(
+        &ws,
+        "SHELL",
+        [&first, &same, &other],
+        "$SHELL: content changed",
+        "the task ran the other program",
     );
-    ws.run("build", &[("SHELL", &other)]).assert_hit(APP);
+}
+
+/// The runs both passed-variable scenarios make with `variable` set to `first` (a miss,
+/// then a hit), to `same`, naming a file equal to `first`'s (the control: a hit), to
+/// `other`, naming a file that differs (a miss for `reason`, and the task's output is
+/// what that file gave: `"two\n"`, else `saw` is the failure), then `other` again (a hit).
+fn three_values_of_a_passed_variable(
+    ws: &Ws,
+    variable: &str,
+    [first, same, other]: [&str; 3],
+    reason: &str,
+    saw: &str,
+) {
+    ws.run("build", &[(variable, first)])
+        .assert_miss(APP, "no previous run");
+    ws.run("build", &[(variable, first)]).assert_hit(APP);
+    ws.run("build", &[(variable, same)]).assert_hit(APP);
+    ws.run("build", &[(variable, other)])
+        .assert_miss(APP, reason);
+    assert_eq!(ws.read("dist/out.txt"), "two\n", "{saw}");
+    ws.run("build", &[(variable, other)]).assert_hit(APP);
 }
 
 #[test]

@@ -21,38 +21,15 @@ fs.writeFileSync("dist/out.txt", banner + body + (process.env.MODE ?? "none") + 
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` fails with EINVAL. Other filters (the ptrace
 /// backend's own) are still allowed. For `pre_exec`: syscalls only.
 fn refuse_seccomp_listeners() -> std::io::Result<()> {
-    const NEW_LISTENER: u32 = 1 << 3;
-    let stmt = |code: u16, k: u32| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    use sandbox::trace::bpf::{OFFSET_NR, jump_eq, jump_set, load, offset_arg_low, ret};
     let program = [
-        // seccomp_data: nr at 0, args[1] (the flags) at 24 (its low half, little-endian).
-        stmt((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0),
-        jump(
-            (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            libc::SYS_seccomp as u32,
-            0,
-            3,
-        ),
-        stmt((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 24),
-        jump(
-            (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
-            NEW_LISTENER,
-            0,
-            1,
-        ),
-        stmt(
-            (libc::BPF_RET | libc::BPF_K) as u16,
-            libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32,
-        ),
-        stmt(
-            (libc::BPF_RET | libc::BPF_K) as u16,
-            libc::SECCOMP_RET_ALLOW,
-        ),
+        load(OFFSET_NR),
+        jump_eq(libc::SYS_seccomp as u32, 0, 3),
+        // The flags: seccomp's second argument.
+        load(offset_arg_low(1)),
+        jump_set(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32, 0, 1),
+        ret(libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32),
+        ret(libc::SECCOMP_RET_ALLOW),
     ];
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
