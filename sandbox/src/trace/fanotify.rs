@@ -327,11 +327,11 @@ impl Watch {
                 );
                 return;
             };
-            read.drain(fanotify);
+            crate::timings::time("end: fanotify drain", || read.drain(fanotify));
             read.finished = true;
             (std::mem::take(&mut read.events), read.overflowed)
         };
-        self.let_go();
+        crate::timings::time("end: fanotify let go", || self.let_go());
         if overflowed {
             log.gap(
                 0,
@@ -339,7 +339,9 @@ impl Watch {
                 "the fanotify event queue overflowed; changes may have been missed",
             );
         }
-        reconcile(&events, &self.mount, &self.root, ignore, log);
+        crate::timings::time("end: fanotify reconcile", || {
+            reconcile(&events, &self.mount, &self.root, ignore, log)
+        });
     }
 
     /// Ends the reader's use of the group, hands the group to the janitor and wakes the
