@@ -48,6 +48,12 @@ fn reaper() -> &'static Reaper {
     })
 }
 
+/// Starts the reaper now (it starts at the first spawn otherwise): for a thread that works
+/// ahead of the first task, so its start is not on the task's way.
+pub fn start() {
+    reaper();
+}
+
 /// Spawns `command` and returns the child and a receiver for its exit status.
 pub fn spawn(command: &mut Command) -> std::io::Result<(Child, Receiver<ExitStatus>)> {
     let mut child = None;

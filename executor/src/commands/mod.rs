@@ -22,9 +22,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         crate::cache::rocksdb_init::start_in_background();
     }
     if traces(&cli.command) {
-        sandbox::trace::probe_seccomp_in_background();
         if sandboxes_every_task(&cli.command) {
+            sandbox::trace::probe_seccomp_in_background();
             sandbox::jail::network::make_ahead();
+        } else {
+            sandbox::trace::arm_in_background();
         }
     }
     match cli.command {

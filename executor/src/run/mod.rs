@@ -76,6 +76,10 @@ pub fn rerun(
     again: &[bool],
 ) -> anyhow::Result<Ran> {
     let n = graph.nodes.len();
+    if n > 1 {
+        // Each task's start arms the next one's tracing filter (`sandbox::trace::armed`).
+        sandbox::trace::keep_armed();
+    }
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];
     for index in 0..n {

@@ -159,6 +159,10 @@ pub struct Prepared {
     filter: Vec<sock_filter>,
     /// The child's end of the socket the listener is handed over on.
     handover: RawFd,
+    /// The working directory, opened: set when the cloning thread already holds the filter
+    /// ([`Prepared::inheriting`]). The child then enters it with `fchdir` (a `chdir` by path
+    /// would itself stop for the supervisor) and installs nothing.
+    inherited: Option<OwnedFd>,
     /// Set by a child whose setup failed: `step << 32 | errno`.
     failed: AtomicI64,
 }
@@ -210,8 +214,28 @@ impl Prepared {
             inherit: launch.inherit.clone(),
             filter,
             handover,
+            inherited: None,
             failed: AtomicI64::new(0),
         })
+    }
+
+    /// `launch` for a child of a thread that already holds the tracing filter
+    /// ([`super::armed`]): the child inherits the filter and its listener is the thread's.
+    pub fn inheriting(launch: &Launch) -> io::Result<Prepared> {
+        let mut prepared = Prepared::new(launch, Vec::new(), -1)?;
+        let cwd = nix::fcntl::open(
+            launch.cwd.as_path(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| {
+            let cause = io::Error::from(e);
+            io::Error::new(cause.kind(), format!("{}: {cause}", Step::Chdir.describe()))
+        })?;
+        prepared.inherited = Some(cwd);
+        Ok(prepared)
     }
 
     /// argv as the child will see it (for tests).
@@ -268,9 +292,22 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
                 return fail(Step::Inherit, e.raw_os_error().unwrap_or(libc::EINVAL));
             }
         }
-        if libc::chdir(p.cwd.as_ptr()) != 0 {
+        let entered = match &p.inherited {
+            Some(dir) => libc::fchdir(dir.as_raw_fd()),
+            None => libc::chdir(p.cwd.as_ptr()),
+        };
+        if entered != 0 {
             return fail(Step::Chdir, errno());
         }
+    }
+    if p.inherited.is_some() {
+        // The filter came with the clone; the listener is the cloning thread's.
+        let _ = reset_signal_mask();
+        // SAFETY: as below.
+        unsafe {
+            libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        }
+        return fail(Step::Exec, errno());
     }
     let listener = match notify::install_listener(&p.filter) {
         Ok(listener) => listener,

@@ -13,6 +13,7 @@
 //! which makes the common libc calls cheap, and fanotify ([`fanotify`]), which checks the
 //! workspace side of both.
 
+mod armed;
 pub mod bpf;
 mod decode;
 pub mod fanotify;
@@ -232,22 +233,26 @@ pub fn choose_backend() -> Result<Backend, TraceError> {
 /// Whether this process may create a seccomp listener: a throwaway thread installs an
 /// allow-all filter with `NEW_LISTENER` (filters and no_new_privs are per thread, so vt
 /// itself is untouched) and reports whether the kernel gave it a listener. Probed once,
-/// on the thread [`probe_seccomp_in_background`] started if it did.
+/// or answered by the thread [`probe_seccomp_in_background`] or [`arm_in_background`]
+/// started.
 pub fn seccomp_notify_available() -> bool {
     *SECCOMP_AVAILABLE.get_or_init(|| {
         let started = PROBE.lock().ok().and_then(|mut probe| probe.take());
         started
-            .or_else(start_probe)
-            .is_some_and(|probe| probe.join().unwrap_or(false))
+            .and_then(|answer| answer.recv().ok())
+            // A thread that ended without an answer (it could not start its supervisor):
+            // ask again.
+            .or_else(|| start_probe().and_then(|answer| answer.recv().ok()))
+            .unwrap_or(false)
     })
 }
 
 static SECCOMP_AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
-/// The probe thread's answer as soon as it has one, without joining it: 0 while it runs,
-/// then [`PROBED_YES`] or [`PROBED_NO`]. (Not `SECCOMP_AVAILABLE` itself: a thread that
-/// joins the probe inside its `get_or_init` would wait for the probe, and the probe's
-/// `set` for that initialization to end.)
+/// The probe's answer as soon as it has one, without waiting: 0 while it runs, then
+/// [`PROBED_YES`] or [`PROBED_NO`]. (Not `SECCOMP_AVAILABLE` itself: a thread that waits
+/// for the probe inside its `get_or_init` would wait for the probe, and the probe's `set`
+/// for that initialization to end.)
 static PROBED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 const PROBED_YES: u8 = 1;
 const PROBED_NO: u8 = 2;
@@ -264,8 +269,8 @@ fn seccomp_known() -> Option<bool> {
     }
 }
 
-/// The probe started ahead of the first task, if it was.
-static PROBE: std::sync::Mutex<Option<JoinHandle<bool>>> = std::sync::Mutex::new(None);
+/// Where the probe started ahead of the first task will answer, if one was.
+static PROBE: std::sync::Mutex<Option<Receiver<bool>>> = std::sync::Mutex::new(None);
 
 /// Starts the probe behind [`seccomp_notify_available`] now, for a process that will
 /// trace: its thread and filter (~0.25 ms) then overlap reading the workspace instead of
@@ -281,10 +286,44 @@ pub fn probe_seccomp_in_background() {
     }
 }
 
-fn start_probe() -> Option<JoinHandle<bool>> {
+/// Arms a thread with the tracing filter now ([`armed`]), for a process whose next task
+/// starts without a sandbox: the filter's installation and the supervisor's start then
+/// overlap reading the workspace (or the task before) instead of delaying the task's exec.
+/// Arming is the seccomp probe too.
+pub fn arm_in_background() {
+    let named = std::env::var_os(TRACER_ENV).filter(|v| !v.is_empty());
+    if named.as_ref().is_some_and(|v| v != "seccomp") {
+        return; // ptrace by name (or a name `choose_backend` refuses)
+    }
+    let answer = match PROBE.lock() {
+        // Answering the probe when no backend is named, and nobody else is probing.
+        Ok(mut probe) if named.is_none() && probe.is_none() && seccomp_known().is_none() => {
+            let (answer, answered) = std::sync::mpsc::sync_channel(1);
+            *probe = Some(answered);
+            Some(answer)
+        }
+        _ => None,
+    };
+    armed::arm(move |available| {
+        record_probe(available);
+        if let Some(answer) = answer {
+            let _ = answer.send(available);
+        }
+    });
+}
+
+fn record_probe(available: bool) {
+    PROBED.store(
+        if available { PROBED_YES } else { PROBED_NO },
+        std::sync::atomic::Ordering::Release,
+    );
+}
+
+fn start_probe() -> Option<Receiver<bool>> {
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("vt-seccomp-probe".into())
-        .spawn(|| {
+        .spawn(move || {
             let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
             let available = match notify::install_listener(&allow_all) {
                 Ok(fd) => {
@@ -294,13 +333,11 @@ fn start_probe() -> Option<JoinHandle<bool>> {
                 }
                 Err(_) => false,
             };
-            PROBED.store(
-                if available { PROBED_YES } else { PROBED_NO },
-                std::sync::atomic::Ordering::Release,
-            );
-            available
+            record_probe(available);
+            let _ = answer.send(available);
         })
-        .ok()
+        .ok()?;
+    Some(answered)
 }
 
 /// Starts `command` traced. The command's stdio, env and cwd are used as set by the caller.
@@ -395,7 +432,9 @@ fn start_second_source_at(root: &std::path::Path) -> Result<fanotify::Watch, Str
 /// is started under seccomp anyway; a child that cannot install the filter has run nothing
 /// of the task, and is then started again under ptrace.
 pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceError> {
+    let armed = crate::timings::time("spawn: armed thread", armed::take);
     let optimistic = match std::env::var_os(TRACER_ENV).filter(|v| !v.is_empty()) {
+        _ if armed.is_some() => false,
         None => match seccomp_known() {
             Some(true) => false,
             Some(false) => return spawn(launch.into_command()),
@@ -424,6 +463,17 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
         crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
+    if let Some(armed) = armed {
+        let (pid, status, supervisor) = start_armed(armed, &launch, program)?;
+        drop(launch);
+        return Ok(TracedChild::started(
+            pid,
+            Running::Seccomp { status, supervisor },
+            second_source,
+            fast_path,
+            None,
+        ));
+    }
     let (parent_end, child_end) = handover_pair()?;
     let supervisor = start_supervisor(parent_end)?;
     let prepared = launch::Prepared::new(
@@ -472,6 +522,57 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     ))
 }
 
+/// Starts `launch` as a child of the `armed` thread, and arms the next one if more tasks
+/// are coming ([`keep_armed`]).
+#[allow(clippy::type_complexity)]
+fn start_armed(
+    armed: armed::Armed,
+    launch: &launch::Launch,
+    program: String,
+) -> Result<
+    (
+        u32,
+        Receiver<ExitStatus>,
+        JoinHandle<Result<AccessLog, TraceError>>,
+    ),
+    TraceError,
+> {
+    let prepared = launch::Prepared::inheriting(launch).map_err(|source| TraceError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut supervisor = None;
+    let started = crate::timings::time("spawn: clone to exec", || {
+        reaper::spawn_with(|| {
+            let (started, serving) = armed.start(&prepared);
+            supervisor = Some(serving);
+            started
+        })
+    });
+    drop(prepared);
+    if KEEP_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        arm_in_background();
+    }
+    let Some(supervisor) = supervisor else {
+        return Err(TraceError::Setup(std::io::Error::other(
+            "the armed thread was not asked to start the task",
+        )));
+    };
+    match started {
+        Ok((pid, status)) => Ok((pid, status, supervisor)),
+        Err(e) => Err(not_started(supervisor, program, e)),
+    }
+}
+
+/// Set by [`keep_armed`].
+static KEEP_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Arms the next thread each time an armed one starts a task: for a run of several tasks.
+/// (A lone task's run would pay for a thread and a filter it never uses.)
+pub fn keep_armed() {
+    KEEP_ARMED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Why a child under the seccomp supervisor did not start: the supervisor's word if the
 /// filter could not be installed (the child said so on the handover socket), else `e`.
 fn not_started(
@@ -518,15 +619,20 @@ fn start_supervisor(
                 }
                 Err(e) => return Err(TraceError::Setup(e)),
             };
-            let mut log = AccessLog {
-                tracer: "seccomp".into(),
-                ..AccessLog::default()
-            };
-            supervisor::supervise_on(&listener, supervisor::threads(), &mut log)
-                .map_err(TraceError::Supervisor)?;
-            Ok(log)
+            supervise_listener(listener)
         })
         .map_err(TraceError::Setup)
+}
+
+/// Serves `listener` until the task's tree is gone; what it saw.
+fn supervise_listener(listener: notify::Listener) -> Result<AccessLog, TraceError> {
+    let mut log = AccessLog {
+        tracer: "seccomp".into(),
+        ..AccessLog::default()
+    };
+    supervisor::supervise_on(&listener, supervisor::threads(), &mut log)
+        .map_err(TraceError::Supervisor)?;
+    Ok(log)
 }
 
 fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
