@@ -22,6 +22,21 @@ pub use trace::LinuxTracer;
 
 /// The CPUs this process may use (`available_parallelism`), read once: std reads the cgroup
 /// quota files on every call (three opens and reads, ~0.1 ms), and vt asks per task.
+/// Starts a thread with every signal blocked, for a thread started ahead of vt's own
+/// signal handling (its stop signals are blocked in every thread but the one that waits for
+/// them: one started earlier would take a SIGTERM and end vt without stopping the task
+/// tree). Its threads and children inherit the mask; a task resets it before its exec.
+pub fn spawn_without_signals<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    let all = nix::sys::signal::SigSet::all();
+    let previous = all.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(body);
+    let _ = previous.thread_set_mask();
+    spawned
+}
+
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

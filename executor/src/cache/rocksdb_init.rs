@@ -72,9 +72,8 @@ pub fn start_in_background() {
         return;
     }
     // A thread that cannot start leaves the work to the first open.
-    let _ = std::thread::Builder::new()
-        .name("vt-rocksdb-init".into())
-        .spawn(ensure);
+    // Started before vt's signal thread: it must not take a stop signal meant for it.
+    let _ = sandbox::spawn_without_signals("vt-rocksdb-init", ensure);
 }
 
 /// How many constructors the link deferred (0 where it did not).

@@ -40,10 +40,7 @@ pub fn make_ahead() {
     }
     let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
     if ahead.is_none() {
-        *ahead = std::thread::Builder::new()
-            .name("vt-netns".into())
-            .spawn(make)
-            .ok();
+        *ahead = crate::spawn_without_signals("vt-netns", make).ok();
     }
 }
 

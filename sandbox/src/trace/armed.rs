@@ -58,9 +58,7 @@ pub fn arm(answered: impl FnOnce(bool) + Send + 'static) {
         return;
     }
     let (ready, receiver) = sync_channel::<Ready>(1);
-    let spawned = std::thread::Builder::new()
-        .name("vt-armed".into())
-        .spawn(move || armed_thread(ready, answered));
+    let spawned = crate::spawn_without_signals("vt-armed", move || armed_thread(ready, answered));
     if spawned.is_ok() {
         *next = Some(receiver);
     }

@@ -321,22 +321,20 @@ fn record_probe(available: bool) {
 
 fn start_probe() -> Option<Receiver<bool>> {
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("vt-seccomp-probe".into())
-        .spawn(move || {
-            let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
-            let available = match notify::install_listener(&allow_all) {
-                Ok(fd) => {
-                    // SAFETY: closing the listener fd we were just given.
-                    unsafe { libc::close(fd) };
-                    true
-                }
-                Err(_) => false,
-            };
-            record_probe(available);
-            let _ = answer.send(available);
-        })
-        .ok()?;
+    crate::spawn_without_signals("vt-seccomp-probe", move || {
+        let allow_all = [bpf::ret(libc::SECCOMP_RET_ALLOW)];
+        let available = match notify::install_listener(&allow_all) {
+            Ok(fd) => {
+                // SAFETY: closing the listener fd we were just given.
+                unsafe { libc::close(fd) };
+                true
+            }
+            Err(_) => false,
+        };
+        record_probe(available);
+        let _ = answer.send(available);
+    })
+    .ok()?;
     Some(answered)
 }
 
