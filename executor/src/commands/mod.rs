@@ -25,8 +25,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         if sandboxes_every_task(&cli.command) {
             sandbox::trace::probe_seccomp_in_background();
             sandbox::jail::network::make_ahead();
-        } else {
+        } else if launches_tasks(&cli.command) {
+            // The first task's filter, installed while the workspace is read.
             sandbox::trace::arm_in_background();
+        } else {
+            sandbox::trace::probe_seccomp_in_background();
         }
     }
     match cli.command {
@@ -47,6 +50,12 @@ fn opens_the_cache(command: &Command) -> bool {
         Command::Cache(_) | Command::Worker(_) => true,
         Command::Trace(_) => false,
     }
+}
+
+/// Whether the command starts its tasks through `sandbox::trace::spawn_launch`, which takes
+/// an armed thread (`vt trace` and the worker start theirs as a `Command`).
+fn launches_tasks(command: &Command) -> bool {
+    matches!(command, Command::Run(_) | Command::Exec(_))
 }
 
 /// Whether the command line puts every task in the sandbox without the host's network, so
