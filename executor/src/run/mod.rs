@@ -10,6 +10,7 @@ pub mod seen;
 pub mod task;
 pub mod terminal;
 pub mod traced;
+mod workers;
 
 use std::ffi::OsString;
 use std::sync::mpsc;
@@ -101,6 +102,7 @@ pub fn rerun(
     let mut first_failure: Option<(String, i32)> = None;
     progress::start(started.iter().filter(|s| !**s).count());
     std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut workers = workers::Workers::new(scope, options.jobs);
         loop {
             // Start what is ready.
             for index in 0..n {
@@ -164,8 +166,11 @@ pub fn rerun(
                     // A lone task (`vt exec`, `vt run` of one) has nothing to run beside
                     // it: this thread runs it, without a thread start and a hand-over.
                     work();
-                } else {
+                } else if node.persistent {
+                    // It never ends: a thread of its own, not one of the `jobs` workers.
                     scope.spawn(work);
+                } else {
+                    workers.run(work);
                 }
             }
             if running == 0 {
