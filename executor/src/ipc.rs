@@ -146,6 +146,11 @@ fn runtime() -> std::io::Result<&'static tokio::runtime::Handle> {
         .map_err(|e| std::io::Error::other(format!("cannot start the IPC server thread: {e}")))
 }
 
+/// Starts the server's thread now, for a thread that works ahead of the first task.
+pub fn warm() {
+    let _ = runtime();
+}
+
 impl TaskIpc {
     /// Creates the socketpair and starts serving the runner end.
     pub fn start() -> std::io::Result<TaskIpc> {

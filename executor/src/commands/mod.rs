@@ -27,7 +27,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox::jail::network::make_ahead();
         } else if launches_tasks(&cli.command) {
             // The first task's filter, installed while the workspace is read.
-            sandbox::trace::arm_in_background();
+            sandbox::trace::arm_in_background(crate::ipc::warm);
         } else {
             sandbox::trace::probe_seccomp_in_background();
         }

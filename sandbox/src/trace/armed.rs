@@ -49,8 +49,12 @@ type Ready = Result<Armed, i32>;
 static NEXT: Mutex<Option<Receiver<Ready>>> = Mutex::new(None);
 
 /// Starts arming a thread, unless one is armed or arming already. `answered` is told
-/// whether the kernel gave it a listener (the seccomp probe's answer).
-pub fn arm(answered: impl FnOnce(bool) + Send + 'static) {
+/// whether the kernel gave it a listener (the seccomp probe's answer). `ahead` runs on the
+/// thread first, with what the task's start would otherwise do on the caller's: a new
+/// thread often starts on its creator's CPU and runs ahead of it (the other CPU was still
+/// busy with vt's parent), so the creator waits for it anyway; moving the task start's own
+/// preparations here makes that wait useful.
+pub fn arm(ahead: fn(), answered: impl FnOnce(bool) + Send + 'static) {
     let Ok(mut next) = NEXT.lock() else {
         return;
     };
@@ -58,7 +62,8 @@ pub fn arm(answered: impl FnOnce(bool) + Send + 'static) {
         return;
     }
     let (ready, receiver) = sync_channel::<Ready>(1);
-    let spawned = crate::spawn_without_signals("vt-armed", move || armed_thread(ready, answered));
+    let spawned =
+        crate::spawn_without_signals("vt-armed", move || armed_thread(ready, ahead, answered));
     if spawned.is_ok() {
         *next = Some(receiver);
     }
@@ -95,8 +100,8 @@ impl Armed {
     }
 }
 
-fn armed_thread(ready: SyncSender<Ready>, answered: impl FnOnce(bool)) {
-    let started = crate::timings::phase("armed: supervisor's and reaper's start");
+fn armed_thread(ready: SyncSender<Ready>, ahead: fn(), answered: impl FnOnce(bool)) {
+    let started = crate::timings::phase("armed: what the task's start needs");
     let (give, listener) = sync_channel::<Result<OwnedFd, i32>>(1);
     // Started before the filter is installed: a thread this one started afterwards would
     // run under it.
@@ -115,8 +120,11 @@ fn armed_thread(ready: SyncSender<Ready>, answered: impl FnOnce(bool)) {
         let _ = ready.send(Err(libc::EAGAIN));
         return;
     };
-    // The task's start would start it otherwise (it must not inherit the filter either).
+    // The task's start would do these otherwise; all before the filter, which would stop
+    // their system calls (and be inherited by the threads they start).
     crate::reaper::start();
+    super::fast_path::warm();
+    ahead();
     started.end();
     let installing = crate::timings::phase("armed: filter");
     let program = filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF);
@@ -163,9 +171,12 @@ mod tests {
     #[test]
     fn a_child_of_an_armed_thread_is_traced_where_it_was_asked_to_run() {
         let (answer, answered) = std::sync::mpsc::channel();
-        arm(move |available| {
-            let _ = answer.send(available);
-        });
+        arm(
+            || {},
+            move |available| {
+                let _ = answer.send(available);
+            },
+        );
         let Some(armed) = take() else {
             assert!(!answered.recv().expect("an answer"), "armed but not taken");
             panic!("seccomp user notification is not available here");

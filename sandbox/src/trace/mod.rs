@@ -289,8 +289,9 @@ pub fn probe_seccomp_in_background() {
 /// Arms a thread with the tracing filter now ([`armed`]), for a process whose next task
 /// starts without a sandbox: the filter's installation and the supervisor's start then
 /// overlap reading the workspace (or the task before) instead of delaying the task's exec.
-/// Arming is the seccomp probe too.
-pub fn arm_in_background() {
+/// Arming is the seccomp probe too. `ahead` runs on that thread first: the caller's own
+/// preparations for the task's start (see [`armed::arm`]).
+pub fn arm_in_background(ahead: fn()) {
     let named = std::env::var_os(TRACER_ENV).filter(|v| !v.is_empty());
     if named.as_ref().is_some_and(|v| v != "seccomp") {
         return; // ptrace by name (or a name `choose_backend` refuses)
@@ -304,7 +305,7 @@ pub fn arm_in_background() {
         }
         _ => None,
     };
-    armed::arm(move |available| {
+    armed::arm(ahead, move |available| {
         record_probe(available);
         if let Some(answer) = answer {
             let _ = answer.send(available);
@@ -549,7 +550,7 @@ fn start_armed(
     });
     drop(prepared);
     if KEEP_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
-        arm_in_background();
+        arm_in_background(|| {});
     }
     let Some(supervisor) = supervisor else {
         return Err(TraceError::Setup(std::io::Error::other(
