@@ -44,13 +44,33 @@ pub fn received() -> Option<i32> {
     }
 }
 
-/// Call once, before any other thread starts, so every thread inherits the blocked mask.
-pub fn install() -> anyhow::Result<()> {
+/// SIGINT, SIGTERM and SIGHUP: the signals vt stops on.
+fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(signal);
     }
-    set.thread_block()?;
+    set
+}
+
+/// Blocks the stop signals on this thread and starts the thread that waits for them (unless
+/// it runs already). Call it on the main thread before the threads that must inherit the
+/// mask start (threads started earlier block every signal: `sandbox::spawn_without_signals`).
+pub fn install() -> anyhow::Result<()> {
+    stop_signals().thread_block()?;
+    start_thread()?;
+    Ok(())
+}
+
+/// Starts the thread that waits for the stop signals, once per process, from a thread that
+/// blocks them already (the armed thread does it ahead of the first task).
+pub fn start_thread() -> std::io::Result<()> {
+    static STARTED: Mutex<bool> = Mutex::new(false);
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if *started {
+        return Ok(());
+    }
+    let set = stop_signals();
     std::thread::Builder::new()
         .name("vt-signals".into())
         .spawn(move || {
@@ -77,6 +97,7 @@ pub fn install() -> anyhow::Result<()> {
             eprintln!("vt: {signal}: stopped the running task tree");
             std::process::exit(128 + signal as i32);
         })?;
+    *started = true;
     Ok(())
 }
 

@@ -27,7 +27,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox::jail::network::make_ahead();
         } else if launches_tasks(&cli.command) {
             // The first task's filter, installed while the workspace is read.
-            sandbox::trace::arm_in_background(crate::ipc::warm);
+            sandbox::trace::arm_in_background(ahead_of_the_first_task);
         } else {
             sandbox::trace::probe_seccomp_in_background();
         }
@@ -50,6 +50,14 @@ fn opens_the_cache(command: &Command) -> bool {
         Command::Cache(_) | Command::Worker(_) => true,
         Command::Trace(_) => false,
     }
+}
+
+/// What the armed thread does for the first task's start before arming (see
+/// `sandbox::trace::arm_in_background`): the IPC server's thread and the signal thread.
+fn ahead_of_the_first_task() {
+    crate::ipc::warm();
+    // Failing here, it is started (or its failure reported) by `signals::install`.
+    let _ = crate::signals::start_thread();
 }
 
 /// Whether the command starts its tasks through `sandbox::trace::spawn_launch`, which takes
