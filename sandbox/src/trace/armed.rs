@@ -22,17 +22,14 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
-
-use crate::access::AccessLog;
 
 use super::launch::{self, Prepared};
-use super::{TraceError, filter, notify};
+use super::{Supervisor, TraceError, filter, notify};
 
 /// A thread holding the tracing filter, and the supervisor waiting on its listener.
 pub struct Armed {
     requests: SyncSender<Request>,
-    supervisor: JoinHandle<Result<AccessLog, TraceError>>,
+    supervisor: Supervisor,
 }
 
 /// One start: the prepared launch (its address; the asker waits for the reply, so it
@@ -81,10 +78,7 @@ impl Armed {
     /// Starts `prepared` (made with [`Prepared::inheriting`]) as a child of the armed
     /// thread; returns once it has exec'd (its pid) or failed, and the supervisor that
     /// serves it.
-    pub fn start(
-        self,
-        prepared: &Prepared,
-    ) -> (io::Result<u32>, JoinHandle<Result<AccessLog, TraceError>>) {
+    pub fn start(self, prepared: &Prepared) -> (io::Result<u32>, Supervisor) {
         let (reply, replied) = sync_channel(1);
         let asked = self.requests.send(Request {
             prepared: prepared as *const Prepared as usize,

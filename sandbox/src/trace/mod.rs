@@ -93,10 +93,13 @@ pub struct TracedChild {
     looked_up: Vec<crate::access::Access>,
 }
 
+/// The supervisor thread: what it saw, once the task's tree is gone.
+type Supervisor = JoinHandle<Result<AccessLog, TraceError>>;
+
 enum Running {
     Seccomp {
         status: Receiver<ExitStatus>,
-        supervisor: JoinHandle<Result<AccessLog, TraceError>>,
+        supervisor: Supervisor,
     },
     Ptrace(JoinHandle<Result<(ExitStatus, AccessLog), TraceError>>),
 }
@@ -523,19 +526,11 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
 
 /// Starts `launch` as a child of the `armed` thread, and arms the next one if more tasks
 /// are coming ([`keep_armed`]).
-#[allow(clippy::type_complexity)]
 fn start_armed(
     armed: armed::Armed,
     launch: &launch::Launch,
     program: String,
-) -> Result<
-    (
-        u32,
-        Receiver<ExitStatus>,
-        JoinHandle<Result<AccessLog, TraceError>>,
-    ),
-    TraceError,
-> {
+) -> Result<(u32, Receiver<ExitStatus>, Supervisor), TraceError> {
     let prepared = launch::Prepared::inheriting(launch).map_err(|source| TraceError::Spawn {
         program: program.clone(),
         source,
@@ -574,11 +569,7 @@ pub fn keep_armed() {
 
 /// Why a child under the seccomp supervisor did not start: the supervisor's word if the
 /// filter could not be installed (the child said so on the handover socket), else `e`.
-fn not_started(
-    supervisor: JoinHandle<Result<AccessLog, TraceError>>,
-    program: String,
-    e: std::io::Error,
-) -> TraceError {
+fn not_started(supervisor: Supervisor, program: String, e: std::io::Error) -> TraceError {
     match supervisor.join() {
         Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
         _ => TraceError::Spawn { program, source: e },
@@ -598,9 +589,7 @@ fn handover_pair() -> Result<(OwnedFd, OwnedFd), TraceError> {
 /// The supervisor thread, waiting for the listener on `parent_end`. It must already wait
 /// when the child starts: the child's `execve` is itself a notified syscall, and starting
 /// the child returns only once that exec completed.
-fn start_supervisor(
-    parent_end: OwnedFd,
-) -> Result<JoinHandle<Result<AccessLog, TraceError>>, TraceError> {
+fn start_supervisor(parent_end: OwnedFd) -> Result<Supervisor, TraceError> {
     std::thread::Builder::new()
         .name("vt-supervisor".into())
         .spawn(move || {
