@@ -19,6 +19,12 @@ pub struct StatMemo<'a> {
     /// `None`: no database to remember in (every file is hashed).
     store: Option<&'a Store>,
     pending: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Paths found absent (no entry: ENOENT or ENOTDIR) during this observing. A `PATH`
+    /// search then skips them: the shell's misses in every `PATH` directory are recorded
+    /// one by one and its `which` observation walks the same candidates again (a fifth of
+    /// a cached node task's `statx`). One observing is one moment: a path absent at one of
+    /// its looks is absent at the other.
+    absent: Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 impl<'a> StatMemo<'a> {
@@ -30,7 +36,22 @@ impl<'a> StatMemo<'a> {
         StatMemo {
             store,
             pending: Mutex::new(Vec::new()),
+            absent: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    fn note_absent(&self, path: &Path) {
+        self.absent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(path.to_owned());
+    }
+
+    fn known_absent(&self, path: &Path) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(path)
     }
 
     fn key(meta: &std::fs::Metadata) -> Vec<u8> {
@@ -240,7 +261,7 @@ fn observe_or_move(
         let Some(path_var) = env.get(TASK_PATH) else {
             return Ok("no PATH".into());
         };
-        return Ok(match which(name, path_var) {
+        return Ok(match which(name, path_var, memo) {
             // Put there while the task ran: it may have run the one before.
             Some((_, meta)) if since_start(&meta) => {
                 return Err(moved("appeared on PATH while the task ran"));
@@ -254,6 +275,11 @@ fn observe_or_move(
         return Ok("no such variable".into());
     };
     let lstat = std::fs::symlink_metadata(&path);
+    if let Err(e) = &lstat
+        && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+    {
+        memo.note_absent(&path);
+    }
     let describe_missing = |e: &std::io::Error| match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => "missing".to_owned(),
         _ => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
@@ -311,7 +337,12 @@ fn observe_or_move(
             {
                 return Err(moved("changed"));
             }
-            match std::fs::metadata(&path) {
+            // Not a symlink: what `stat` would say is what `lstat` said.
+            let followed = match &lstat {
+                Ok(meta) if !meta.file_type().is_symlink() => Ok(meta.clone()),
+                _ => std::fs::metadata(&path),
+            };
+            match followed {
                 Ok(meta) if meta.is_file() && since_start(&meta) => return Err(moved("changed")),
                 Ok(meta) if meta.is_file() => match memo.hash(&path, &meta) {
                     Ok(hash) => format!("file:{}", hash.hex()),
@@ -407,11 +438,13 @@ fn file_type(meta: &std::fs::Metadata) -> &'static str {
 fn which(
     name: &std::ffi::OsStr,
     path_var: &str,
+    memo: &StatMemo<'_>,
 ) -> Option<(std::path::PathBuf, std::fs::Metadata)> {
     use std::os::unix::fs::PermissionsExt;
     std::env::split_paths(path_var)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
+        .filter(|candidate| !memo.known_absent(candidate))
         .find_map(|candidate| {
             let target = std::fs::metadata(&candidate).ok()?;
             (target.is_file() && target.permissions().mode() & 0o111 != 0)
@@ -474,6 +507,33 @@ mod tests {
     use crate::cache::path_set::CachePath;
     use std::time::{Duration, SystemTime};
 
+    /// A `PATH` search skips the candidates the same observing found absent (the shell's
+    /// recorded misses), and finds the same program as a search that looks at each.
+    #[test]
+    fn a_path_search_skips_what_the_same_observing_found_absent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).expect("mkdir");
+        std::fs::create_dir(&b).expect("mkdir");
+        let tool = b.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path_var = format!("{}:{}", a.display(), b.display());
+        let memo = StatMemo::maybe(None);
+        let missing =
+            Observation::new(ObsKind::Absent, CachePath::new(dir.path(), &a.join("tool")));
+        assert_eq!(
+            observe(&missing, dir.path(), &BTreeMap::new(), &memo),
+            "missing"
+        );
+        assert!(memo.known_absent(&a.join("tool")));
+        let name = std::ffi::OsStr::new("tool");
+        let found = |memo: &StatMemo<'_>| which(name, &path_var, memo).map(|(p, _)| p);
+        assert_eq!(found(&memo), Some(tool.clone()));
+        assert_eq!(found(&StatMemo::maybe(None)), Some(tool));
+    }
+
     #[test]
     fn which_finds_the_first_executable_file_on_absolute_path_entries() {
         use std::os::unix::fs::PermissionsExt;
@@ -495,14 +555,33 @@ mod tests {
         std::fs::create_dir(b.join("tool")).expect("a directory: skipped");
         tool(&c, 0o755);
         let path_var = format!("relative:{}:{}:{}", a.display(), b.display(), c.display());
-        let found = which(std::ffi::OsStr::new("tool"), &path_var).map(|(p, _)| p);
+        let found = which(
+            std::ffi::OsStr::new("tool"),
+            &path_var,
+            &StatMemo::maybe(None),
+        )
+        .map(|(p, _)| p);
         assert_eq!(found, Some(c.join("tool")));
-        assert!(which(std::ffi::OsStr::new("absent"), &path_var).is_none());
+        assert!(
+            which(
+                std::ffi::OsStr::new("absent"),
+                &path_var,
+                &StatMemo::maybe(None)
+            )
+            .is_none()
+        );
         // A relative entry is never searched (it depends on the caller's cwd).
         let here = std::env::current_dir().expect("cwd");
         let relative = c.strip_prefix(&here).map(|r| r.display().to_string());
         if let Ok(relative) = relative {
-            assert!(which(std::ffi::OsStr::new("tool"), &relative).is_none());
+            assert!(
+                which(
+                    std::ffi::OsStr::new("tool"),
+                    &relative,
+                    &StatMemo::maybe(None)
+                )
+                .is_none()
+            );
         }
     }
 
