@@ -528,10 +528,14 @@ mod tests {
             "missing"
         );
         assert!(memo.known_absent(&a.join("tool")));
-        let name = std::ffi::OsStr::new("tool");
-        let found = |memo: &StatMemo<'_>| which(name, &path_var, memo).map(|(p, _)| p);
-        assert_eq!(found(&memo), Some(tool.clone()));
-        assert_eq!(found(&StatMemo::maybe(None)), Some(tool));
+        let found = which(std::ffi::OsStr::new("tool"), &path_var, &memo).map(|(p, _)| p);
+        assert_eq!(found, Some(tool.clone()));
+        assert_eq!(search("tool", &path_var), Some(tool));
+    }
+
+    /// `name` on `path_var`, looking at every candidate.
+    fn search(name: &str, path_var: &str) -> Option<std::path::PathBuf> {
+        which(std::ffi::OsStr::new(name), path_var, &StatMemo::maybe(None)).map(|(p, _)| p)
     }
 
     #[test]
@@ -555,33 +559,13 @@ mod tests {
         std::fs::create_dir(b.join("tool")).expect("a directory: skipped");
         tool(&c, 0o755);
         let path_var = format!("relative:{}:{}:{}", a.display(), b.display(), c.display());
-        let found = which(
-            std::ffi::OsStr::new("tool"),
-            &path_var,
-            &StatMemo::maybe(None),
-        )
-        .map(|(p, _)| p);
-        assert_eq!(found, Some(c.join("tool")));
-        assert!(
-            which(
-                std::ffi::OsStr::new("absent"),
-                &path_var,
-                &StatMemo::maybe(None)
-            )
-            .is_none()
-        );
+        assert_eq!(search("tool", &path_var), Some(c.join("tool")));
+        assert!(search("absent", &path_var).is_none());
         // A relative entry is never searched (it depends on the caller's cwd).
         let here = std::env::current_dir().expect("cwd");
         let relative = c.strip_prefix(&here).map(|r| r.display().to_string());
         if let Ok(relative) = relative {
-            assert!(
-                which(
-                    std::ffi::OsStr::new("tool"),
-                    &relative,
-                    &StatMemo::maybe(None)
-                )
-                .is_none()
-            );
+            assert!(search("tool", &relative).is_none());
         }
     }
 
