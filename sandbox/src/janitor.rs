@@ -9,10 +9,10 @@
 //!
 //! The janitor is a process of its own that receives such descriptors over a socket and
 //! closes them, so the wait is nobody's. It closes each only once vt says its own copy is
-//! closed (a second message), so that its close is the last one. It is started with `clone(CLONE_VM)`: it shares
-//! vt's memory, so no page tables are copied (a `fork` of vt costs a few tenths of a
-//! millisecond), and it runs only raw system calls on a stack of its own, touching nothing
-//! else of vt's (no allocator, no thread-local `errno`, no signal handler: every signal is
+//! closed (a second message), so that its close is the last one. It is started with
+//! `clone(CLONE_VM)`: it shares vt's memory, so no page tables are copied (a `fork` of vt
+//! costs a few tenths of a millisecond), and it runs only raw system calls on a stack of
+//! its own, touching nothing else of vt's (no allocator, no thread-local `errno`, no signal handler: every signal is
 //! blocked before the clone). It leaves when its socket's other end closes, that is when vt
 //! is gone, having closed everything it was given.
 //!
@@ -185,8 +185,8 @@ impl Start {
 /// own copy of that token's descriptor is closed). A full socket means the janitor is stuck:
 /// the caller closes the descriptor itself.
 fn send(socket: &OwnedFd, token: u64, fd: Option<RawFd>) -> std::io::Result<()> {
-    let fds: Vec<RawFd> = fd.into_iter().collect();
-    let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let fds = fd.as_slice();
+    let rights = [nix::sys::socket::ControlMessage::ScmRights(fds)];
     let control: &[nix::sys::socket::ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     let bytes = token.to_ne_bytes();
     let iov = [std::io::IoSlice::new(&bytes)];

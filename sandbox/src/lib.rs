@@ -20,8 +20,6 @@ pub mod trace;
 pub use access::{Access, AccessKind, AccessLog, Gap};
 pub use trace::LinuxTracer;
 
-/// The CPUs this process may use (`available_parallelism`), read once: std reads the cgroup
-/// quota files on every call (three opens and reads, ~0.1 ms), and vt asks per task.
 /// Starts a thread with every signal blocked, for a thread started ahead of vt's own
 /// signal handling (its stop signals are blocked in every thread but the one that waits for
 /// them: one started earlier would take a SIGTERM and end vt without stopping the task
@@ -37,6 +35,8 @@ pub fn spawn_without_signals<T: Send + 'static>(
     spawned
 }
 
+/// The CPUs this process may use (`available_parallelism`), read once: std reads the cgroup
+/// quota files on every call (three opens and reads, ~0.1 ms), and vt asks per task.
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

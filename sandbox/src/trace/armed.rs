@@ -76,21 +76,23 @@ pub fn take() -> Option<Armed> {
 
 impl Armed {
     /// Starts `prepared` (made with [`Prepared::inheriting`]) as a child of the armed
-    /// thread; returns once it has exec'd (its pid) or failed, and the supervisor that
-    /// serves it.
-    pub fn start(self, prepared: &Prepared) -> (io::Result<u32>, Supervisor) {
+    /// thread; returns once it has exec'd (its pid) or failed. The thread starts one child:
+    /// a second start finds it gone.
+    pub fn start(&self, prepared: &Prepared) -> io::Result<u32> {
         let (reply, replied) = sync_channel(1);
-        let asked = self.requests.send(Request {
-            prepared: prepared as *const Prepared as usize,
-            reply,
-        });
-        let started = match asked {
-            Ok(()) => replied
-                .recv()
-                .unwrap_or_else(|_| Err(io::Error::other("the armed thread ended"))),
-            Err(_) => Err(io::Error::other("the armed thread ended")),
-        };
-        (started, self.supervisor)
+        let ended = || io::Error::other("the armed thread ended");
+        self.requests
+            .send(Request {
+                prepared: prepared as *const Prepared as usize,
+                reply,
+            })
+            .map_err(|_| ended())?;
+        replied.recv().unwrap_or_else(|_| Err(ended()))
+    }
+
+    /// The supervisor serving what this thread started.
+    pub fn into_supervisor(self) -> Supervisor {
+        self.supervisor
     }
 }
 
@@ -194,13 +196,7 @@ mod tests {
             inherit: vec![],
         };
         let prepared = Prepared::inheriting(&run).expect("prepared");
-        let mut supervisor = None;
-        let (pid, status) = crate::reaper::spawn_with(|| {
-            let (started, serving) = armed.start(&prepared);
-            supervisor = Some(serving);
-            started
-        })
-        .expect("started");
+        let (pid, status) = crate::reaper::spawn_with(|| armed.start(&prepared)).expect("started");
         drop(prepared);
         drop(run);
         let mut output = String::new();
@@ -210,8 +206,8 @@ mod tests {
         assert!(status.success());
         let canonical = dir.path().canonicalize().expect("canonical");
         assert_eq!(output, format!("x{}\n", canonical.display()));
-        let log = supervisor
-            .expect("a supervisor")
+        let log = armed
+            .into_supervisor()
             .join()
             .expect("the supervisor ran")
             .expect("traced");

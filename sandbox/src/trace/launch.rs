@@ -300,28 +300,24 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             return fail(Step::Chdir, errno());
         }
     }
-    if p.inherited.is_some() {
-        // The filter came with the clone; the listener is the cloning thread's.
-        let _ = reset_signal_mask();
-        // SAFETY: as below.
-        unsafe {
-            libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+    // With `inherited`, the filter came with the clone and the listener is the cloning
+    // thread's.
+    if p.inherited.is_none() {
+        let listener = match notify::install_listener(&p.filter) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let code = e.raw_os_error().unwrap_or(libc::EINVAL);
+                let _ = notify::send_failure(p.handover, code);
+                return fail(Step::Filter, code);
+            }
+        };
+        let sent = notify::send_listener(p.handover, listener);
+        // SAFETY: the tracee must not keep the listener (it could answer its own
+        // notifications).
+        unsafe { libc::close(listener) };
+        if let Err(e) = sent {
+            return fail(Step::Handover, e.raw_os_error().unwrap_or(libc::EINVAL));
         }
-        return fail(Step::Exec, errno());
-    }
-    let listener = match notify::install_listener(&p.filter) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let code = e.raw_os_error().unwrap_or(libc::EINVAL);
-            let _ = notify::send_failure(p.handover, code);
-            return fail(Step::Filter, code);
-        }
-    };
-    let sent = notify::send_listener(p.handover, listener);
-    // SAFETY: the tracee must not keep the listener (it could answer its own notifications).
-    unsafe { libc::close(listener) };
-    if let Err(e) = sent {
-        return fail(Step::Handover, e.raw_os_error().unwrap_or(libc::EINVAL));
     }
     // Last, so that no signal is handled between the clone and here.
     let _ = reset_signal_mask();

@@ -535,23 +535,14 @@ fn start_armed(
         program: program.clone(),
         source,
     })?;
-    let mut supervisor = None;
     let started = crate::timings::time("spawn: clone to exec", || {
-        reaper::spawn_with(|| {
-            let (started, serving) = armed.start(&prepared);
-            supervisor = Some(serving);
-            started
-        })
+        reaper::spawn_with(|| armed.start(&prepared))
     });
     drop(prepared);
     if KEEP_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
         arm_in_background(|| {});
     }
-    let Some(supervisor) = supervisor else {
-        return Err(TraceError::Setup(std::io::Error::other(
-            "the armed thread was not asked to start the task",
-        )));
-    };
+    let supervisor = armed.into_supervisor();
     match started {
         Ok((pid, status)) => Ok((pid, status, supervisor)),
         Err(e) => Err(not_started(supervisor, program, e)),
