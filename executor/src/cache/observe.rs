@@ -25,6 +25,9 @@ pub struct StatMemo<'a> {
     /// a cached node task's `statx`). One observing is one moment: a path absent at one of
     /// its looks is absent at the other.
     absent: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    /// Runs once between a file's stat and its read: the tests replace the file there.
+    #[cfg(test)]
+    between_stat_and_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl<'a> StatMemo<'a> {
@@ -37,6 +40,8 @@ impl<'a> StatMemo<'a> {
             store,
             pending: Mutex::new(Vec::new()),
             absent: Mutex::new(std::collections::HashSet::new()),
+            #[cfg(test)]
+            between_stat_and_read: Mutex::new(None),
         }
     }
 
@@ -81,6 +86,15 @@ impl<'a> StatMemo<'a> {
             let mut hash = [0u8; 32];
             hash.copy_from_slice(&value[32..]);
             return Ok(Key(hash));
+        }
+        #[cfg(test)]
+        if let Some(replace) = self
+            .between_stat_and_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            replace();
         }
         let mut hasher = blake3::Hasher::new();
         // Non-blocking: a file replaced by a fifo since its stat must not hang vt (the
@@ -148,17 +162,28 @@ fn may_remember(ctime_sec: i64, now: std::time::SystemTime) -> bool {
         .is_ok_and(|now| now.as_secs() as i64 > ctime_sec + 1)
 }
 
+/// How many times a lookup looks at a file that keeps changing under it before it calls it
+/// unreadable (a miss).
+const LOOKS: usize = 3;
+
 /// The value of one observation now (a lookup: what a run would see if it started now).
+///
+/// A file replaced or written between its stat and its read is looked at again: another
+/// task of the run may be replaying outputs (renamed into place) over what this task reads,
+/// and the value wanted is the file as it is, not "unreadable", which would miss.
 pub fn observe(
     observation: &Observation,
     root: &Path,
     env: &BTreeMap<String, String>,
     memo: &StatMemo<'_>,
 ) -> String {
-    match observe_checked(observation, root, env, memo, None) {
-        Ok(value) => value,
-        Err(moved) => unreachable!("no run to compare with, yet {moved}"),
+    for _ in 0..LOOKS {
+        if let Ok(value) = observe_checked(observation, root, env, memo, None) {
+            return value;
+        }
     }
+    // Never a stored value: a run's check fails where this did (`observe_run`).
+    "unreadable:changing".into()
 }
 
 /// The values a finished run saw of `observations`, or the first that changed while it
@@ -346,7 +371,8 @@ fn observe_or_move(
                 Ok(meta) if meta.is_file() && since_start(&meta) => return Err(moved("changed")),
                 Ok(meta) if meta.is_file() => match memo.hash(&path, &meta) {
                     Ok(hash) => format!("file:{}", hash.hex()),
-                    Err(e) if run.is_some() && e.kind() == std::io::ErrorKind::Interrupted => {
+                    // Replaced or written between the stat and the read.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
                         return Err(moved("changed"));
                     }
                     Err(e) => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
@@ -567,6 +593,43 @@ mod tests {
         if let Ok(relative) = relative {
             assert!(search("tool", &relative).is_none());
         }
+    }
+
+    /// A file replaced between a lookup's stat and its read (another task's replay renaming
+    /// its output into place) is the file as it is now, not "unreadable" (a spurious miss);
+    /// a finished run's check still calls it changed (the task may have read either).
+    #[test]
+    fn a_file_replaced_between_stat_and_read_is_looked_at_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        std::fs::write(root.join("shared.txt"), "v1").expect("write");
+        let read = Observation::new(ObsKind::Content, CachePath(b"shared.txt".to_vec()));
+        let replace_with = |text: &'static str| {
+            let root = root.clone();
+            Box::new(move || {
+                std::fs::write(root.join(".shared.txt.tmp"), text).expect("write");
+                std::fs::rename(root.join(".shared.txt.tmp"), root.join("shared.txt"))
+                    .expect("rename");
+            })
+        };
+        for text in ["v1", "v2"] {
+            let memo = StatMemo::maybe(None);
+            *memo.between_stat_and_read.lock().expect("hook") = Some(replace_with(text));
+            assert_eq!(
+                observe(&read, &root, &BTreeMap::new(), &memo),
+                format!("file:{}", key::content(text.as_bytes()).hex())
+            );
+        }
+        let memo = StatMemo::maybe(None);
+        *memo.between_stat_and_read.lock().expect("hook") = Some(replace_with("v3"));
+        let window = Window::open();
+        let own = OwnChanges::default();
+        let run = RunCheck {
+            window: &window,
+            own: &own,
+        };
+        let moved = observe_checked(&read, &root, &BTreeMap::new(), &memo, Some(&run));
+        assert_eq!(moved.expect_err("replaced").how, "changed");
     }
 
     #[test]
