@@ -791,4 +791,32 @@ mod tests {
             }
         }
     }
+
+    /// A task that reads in more directories outside than vt keeps descriptors for: the
+    /// first ones are quieted, the rest reported as before.
+    #[test]
+    fn quieting_stops_at_its_limit() {
+        if !may_watch() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        let root = top.join("ws");
+        std::fs::create_dir(&root).expect("mkdir");
+        let outside: Vec<PathBuf> = (0..quiet::MAX_QUIETED + 20)
+            .map(|i| top.join(format!("out/{i}")))
+            .collect();
+        for d in &outside {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join("f"), "x").expect("write");
+        }
+        let watch = start(&root).expect("fanotify");
+        for d in &outside {
+            drop(std::fs::File::open(d.join("f")).expect("open"));
+        }
+        watch.read_now();
+        let read = watch.read.lock().expect("lock");
+        let quieted = read.quiet.as_ref().expect("quiet").quieted();
+        assert_eq!(quieted.len(), quiet::MAX_QUIETED);
+    }
 }

@@ -30,6 +30,12 @@ use crate::trace::paths::is_under;
 const QUIETED: u64 =
     libc::FAN_OPEN | libc::FAN_OPEN_EXEC | libc::FAN_EVENT_ON_CHILD | libc::FAN_ONDIR;
 
+/// At most this many directories are quieted per task: each holds a descriptor until the
+/// end, and a task that walks a large tree outside the workspace (`find /usr`) must not
+/// take vt's descriptors. A build's reads outside are in a few dozen directories (15 for
+/// the C build of `bench/`); past the limit the group reports everything, as before.
+pub(super) const MAX_QUIETED: usize = 256;
+
 pub(super) struct Quiet {
     /// Any descriptor on the marked file system, for `open_by_handle_at`.
     mount: OwnedFd,
@@ -70,7 +76,7 @@ impl Quiet {
     pub(super) fn look(&mut self, fanotify: RawFd, events: &[RawEvent]) {
         let new = events.get(self.looked..).unwrap_or_default();
         self.looked = events.len();
-        if self.refused {
+        if self.refused || self.quieted.len() >= MAX_QUIETED {
             return;
         }
         // Each new directory in this batch → whether anything in it changed.
@@ -91,6 +97,9 @@ impl Quiet {
             let Some(path) = fd_path(&dir) else { continue };
             if !self.may_quiet(&path) {
                 continue;
+            }
+            if self.quieted.len() >= MAX_QUIETED {
+                return;
             }
             if quiet(fanotify, &dir).is_err() {
                 self.refused = true;
