@@ -419,10 +419,10 @@ fn reconcile(
         canonical: None,
     };
     // Each event's directory, resolved once; None for one that is gone or that cannot hold
-    // the workspace or anything in it. Most events of a build are its reads of system
-    // headers and libraries (the mark covers the whole file system): they stop here.
+    // the workspace or anything in it. A build's reads of system headers and libraries
+    // stop here (the mark covers the whole file system); the reader quiets most of them
+    // while the task runs (`quiet`).
     let mut dirs: FxHashMap<&[u8], Option<PathBuf>> = FxHashMap::default();
-    let root_parent = root.parent();
     let mut extra_inputs = Vec::new();
     let mut gaps = Vec::new();
     let mut reported: FxHashSet<PathBuf> = FxHashSet::default();
@@ -430,8 +430,7 @@ fn reconcile(
     let mut added: FxHashSet<PathBuf> = FxHashSet::default();
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
         let dir = dirs.entry(&event.dir_handle).or_insert_with(|| {
-            resolve_handle(mount, &event.dir_handle)
-                .filter(|dir| is_under(dir, root) || Some(dir.as_path()) == root_parent)
+            resolve_handle(mount, &event.dir_handle).filter(|dir| holds_the_workspace(dir, root))
         });
         let Some(dir) = dir else { continue };
         let path = if event.name.is_empty() || event.name == b"." {
@@ -469,6 +468,13 @@ fn reconcile(
     for (pid, reason) in gaps {
         log.gap(pid, "fanotify", reason);
     }
+}
+
+/// Whether events in `dir` can be about the workspace: it is in the workspace `root`, or
+/// is its parent (whose entry is the workspace itself). Events in any other directory are
+/// dropped by the reconciliation, and the reader quiets such directories (`quiet`).
+fn holds_the_workspace(dir: &Path, root: &Path) -> bool {
+    is_under(dir, root) || root.parent() == Some(dir)
 }
 
 /// What the tracer saw in the workspace, asked about fanotify's paths.

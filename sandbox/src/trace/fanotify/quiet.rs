@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{OUTPUT_EVENTS, RawEvent, fd_path, open_handle};
-use crate::trace::paths::is_under;
+use super::{OUTPUT_EVENTS, RawEvent, fd_path, holds_the_workspace, open_handle};
 
 /// What a quieted directory's ignore mark ignores: opens (and executions) of its entries,
 /// files and directories alike.
@@ -39,9 +38,8 @@ pub(super) const MAX_QUIETED: usize = 256;
 pub(super) struct Quiet {
     /// Any descriptor on the marked file system, for `open_by_handle_at`.
     mount: OwnedFd,
-    /// The workspace, canonical, and its parent.
+    /// The workspace, canonical.
     root: PathBuf,
-    root_parent: Option<PathBuf>,
     /// Directories (by handle) already decided on, quieted or not.
     decided: FxHashSet<Vec<u8>>,
     quieted: Vec<Quieted>,
@@ -63,7 +61,6 @@ impl Quiet {
         Quiet {
             mount,
             root: root.to_path_buf(),
-            root_parent: root.parent().map(Path::to_path_buf),
             decided: FxHashSet::default(),
             quieted: Vec::new(),
             looked: 0,
@@ -95,7 +92,7 @@ impl Quiet {
                 continue;
             };
             let Some(path) = fd_path(&dir) else { continue };
-            if !self.may_quiet(&path) {
+            if holds_the_workspace(&path, &self.root) {
                 continue;
             }
             if self.quieted.len() >= MAX_QUIETED {
@@ -109,17 +106,12 @@ impl Quiet {
         }
     }
 
-    /// Outside the workspace, and not its parent (whose entry is the workspace itself).
-    fn may_quiet(&self, dir: &Path) -> bool {
-        !is_under(dir, &self.root) && self.root_parent.as_deref() != Some(dir)
-    }
-
     /// The quieted directories that are in the workspace now: (where it was, where it is).
     pub(super) fn moved_in(&self) -> Vec<(PathBuf, PathBuf)> {
         self.quieted
             .iter()
             .filter_map(|q| Some((q.was.clone(), fd_path(&q.dir)?)))
-            .filter(|(_, now)| !self.may_quiet(now))
+            .filter(|(_, now)| holds_the_workspace(now, &self.root))
             .collect()
     }
 
