@@ -301,16 +301,19 @@ fn observe_or_move(
     };
     let lstat = std::fs::symlink_metadata(&path);
     if let Err(e) = &lstat
-        && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+        && is_absent(e)
     {
         memo.note_absent(&path);
     }
-    let describe_missing = |e: &std::io::Error| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => "missing".to_owned(),
-        _ => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
+    let describe_missing = |e: &std::io::Error| {
+        if is_absent(e) {
+            "missing".to_owned()
+        } else {
+            format!("unreadable:{}", e.raw_os_error().unwrap_or(0))
+        }
     };
     // A path the task found (read, stat'ed, listed) that is gone now went away while it ran.
-    let gone = |e: &std::io::Error| run.is_some() && describe_missing(e) == "missing";
+    let gone = |e: &std::io::Error| run.is_some() && is_absent(e);
     Ok(match observation.kind {
         ObsKind::Prior => match (run, &lstat) {
             (Some(run), _) => match run.own.prior.get(&observation.path) {
@@ -398,7 +401,7 @@ fn observe_or_move(
             match std::fs::read_dir(&path) {
                 // An output directory that is gone lists as empty: whether it exists is not
                 // an input (restoring the outputs recreates it), only foreign entries in it.
-                Err(e) if !observation.except.is_empty() && describe_missing(&e) == "missing" => {
+                Err(e) if !observation.except.is_empty() && is_absent(&e) => {
                     listing_value(Vec::new())
                 }
                 Ok(entries) => {
@@ -430,6 +433,12 @@ fn observe_or_move(
         }
         ObsKind::Env | ObsKind::Which => unreachable!("handled above"),
     })
+}
+
+/// No entry at the path: ENOENT, or ENOTDIR for one under something that is not a
+/// directory (what an observation values "missing").
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
 /// A directory's sorted names as one value.
