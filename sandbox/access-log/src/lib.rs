@@ -198,7 +198,11 @@ impl AccessLog {
     #[cfg(unix)]
     pub fn distinct_by_kind(&self) -> Vec<(AccessKind, &Path)> {
         use std::os::unix::ffi::OsStrExt;
-        let mut rows = self.distinct_by_path();
+        let mut rows: Vec<_> = self
+            .distinct_keys()
+            .into_iter()
+            .map(|((_, kind), path)| (kind, path))
+            .collect();
         rows.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| {
                 component_order(a.1.as_os_str().as_bytes(), b.1.as_os_str().as_bytes())
@@ -210,6 +214,15 @@ impl AccessLog {
     /// The distinct `(kind, path)` pairs ordered by the path's bytes, then kind: the rows of
     /// `vt trace`'s text log. Byte order (what `LC_ALL=C sort` gives).
     pub fn distinct_by_path(&self) -> Vec<(AccessKind, &Path)> {
+        let mut rows = self.distinct_keys();
+        rows.sort_unstable_by_key(|(key, _)| *key);
+        rows.into_iter()
+            .map(|((_, kind), path)| (kind, path))
+            .collect()
+    }
+
+    /// The distinct `(kind, path)` pairs in no order, keyed by the path's bytes.
+    fn distinct_keys(&self) -> Vec<((&[u8], AccessKind), &Path)> {
         // Hash first: a build's log repeats paths by the hundred thousand. Keyed by bytes:
         // hashing a `Path` walks its components (the paths are clean, so equal paths have
         // equal bytes).
@@ -223,11 +236,7 @@ impl AccessLog {
                 )
             })
             .collect();
-        let mut rows: Vec<_> = unique.into_iter().collect();
-        rows.sort_unstable_by_key(|(key, _)| *key);
-        rows.into_iter()
-            .map(|((_, kind), path)| (kind, path))
-            .collect()
+        unique.into_iter().collect()
     }
 
     /// Every `(kind, path)` in the order the calls began (ties: as recorded): the shape

@@ -41,6 +41,13 @@ pub struct CleanPaths {
 
 impl CleanPaths {
     pub fn absolute(&mut self, raw: &[u8]) -> PathBuf {
+        // Most paths a process names are clean already (node and the loader name files by
+        // their resolved absolute paths): those are the answer as they are, without a
+        // memo entry (two copies and a hash insert, most of the cost of a record that
+        // names a path once).
+        if is_clean_absolute(raw) {
+            return PathBuf::from(OsStr::from_bytes(raw));
+        }
         if let Some(clean) = self.memo.get(raw) {
             return clean.clone();
         }
@@ -48,6 +55,18 @@ impl CleanPaths {
         self.memo.insert(raw.to_vec(), clean.clone());
         clean
     }
+}
+
+/// Whether `raw` is what [`absolute_clean`] makes of it: absolute, no empty, `.` or `..`
+/// component, no trailing `/` (except the root itself).
+fn is_clean_absolute(raw: &[u8]) -> bool {
+    let Some(rest) = raw.strip_prefix(b"/") else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .split(|&b| b == b'/')
+            .all(|name| !name.is_empty() && name != b"." && name != b"..")
 }
 
 /// Whether the clean absolute `path` is `dir` or below it. Compares bytes: on the hundreds
@@ -76,6 +95,34 @@ pub fn without_self_links(path: PathBuf, pid: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_taken_as_clean_is_what_cleaning_it_gives() {
+        for raw in [
+            &b"/"[..],
+            b"/a",
+            b"/a/b.js",
+            b"/a/.b/..c/...",
+            b"//a",
+            b"/a//b",
+            b"/a/",
+            b"/a/.",
+            b"/a/./b",
+            b"/a/..",
+            b"/a/../b",
+            b"a/b",
+            b"",
+        ] {
+            let cleaned = absolute_clean(None, raw);
+            assert_eq!(
+                is_clean_absolute(raw),
+                cleaned.as_os_str().as_bytes() == raw,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(CleanPaths::default().absolute(raw), cleaned);
+        }
+    }
 
     #[test]
     fn relative_and_absolute_paths_are_cleaned() {

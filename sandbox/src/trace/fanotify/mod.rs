@@ -425,10 +425,18 @@ fn reconcile(
     let mut dirs: FxHashMap<&[u8], Option<PathBuf>> = FxHashMap::default();
     let mut extra_inputs = Vec::new();
     let mut gaps = Vec::new();
-    let mut reported: FxHashSet<PathBuf> = FxHashSet::default();
+    // The entries (directory handle, name) already looked at, as the event names them: an
+    // input seen again adds nothing, and is dropped before its path is made and hashed.
+    // (Two handles of one path are possible, a directory replaced during the run; what is
+    // recorded is kept once per path below.)
+    let mut reported: FxHashSet<(&[u8], &[u8])> = FxHashSet::default();
     let mut gap_reported: FxHashSet<PathBuf> = FxHashSet::default();
     let mut added: FxHashSet<PathBuf> = FxHashSet::default();
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
+        let first_time = reported.insert((&event.dir_handle, &event.name));
+        if !first_time && event.mask & OUTPUT_EVENTS == 0 {
+            continue; // an input already handled
+        }
         let dir = dirs.entry(&event.dir_handle).or_insert_with(|| {
             resolve_handle(mount, &event.dir_handle).filter(|dir| holds_the_workspace(dir, root))
         });
@@ -440,10 +448,6 @@ fn reconcile(
         };
         if !is_under(&path, root) || ignore.iter().any(|dir| is_under(&path, dir)) {
             continue;
-        }
-        let first_time = reported.insert(path.clone());
-        if !first_time && event.mask & OUTPUT_EVENTS == 0 {
-            continue; // an input already handled
         }
         if event.mask & OUTPUT_EVENTS != 0 {
             if !tracer.changed(&path) && gap_reported.insert(path.clone()) {
