@@ -14,10 +14,19 @@ use crate::signals;
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     signals::install()?;
     let (program, rest) = args.command.split_first().context("no command given")?;
-    let mut command = Command::new(program);
-    command.args(rest);
-    signals::unblock_in_child(&mut command);
-    let child = sandbox::trace::spawn(command)?;
+    let child = match launch(program, rest)? {
+        Some((launch, missing, at_ns)) => {
+            let mut child = sandbox::trace::spawn_launch(launch)?;
+            child.looked_up(missing, at_ns);
+            child
+        }
+        None => {
+            let mut command = Command::new(program);
+            command.args(rest);
+            signals::unblock_in_child(&mut command);
+            sandbox::trace::spawn(command)?
+        }
+    };
     signals::register_tree(child.id());
     let pid = child.id();
     let (status, log) = child.wait()?;
@@ -50,6 +59,45 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // vt exits next: freeing a build's 100 000 paths one by one would only delay that.
     std::mem::forget(log);
     Ok(exit_code(status))
+}
+
+/// The command as a [`sandbox::trace::launch::Launch`] with vt's stdio, environment and
+/// working directory, when its program is an absolute path or is found on `PATH` by vt;
+/// with the `PATH` entries it was missing from and when vt looked (the task's lookups, as
+/// if it had made them). The child then execs one path, not one `execve` per `PATH` entry,
+/// each a stop for the supervisor. `None`: a relative path, or a search only the child can
+/// answer (`program::find`); started as a `Command` then.
+fn launch(
+    program: &std::ffi::OsString,
+    rest: &[std::ffi::OsString],
+) -> anyhow::Result<Option<(sandbox::trace::launch::Launch, Vec<std::path::PathBuf>, u64)>> {
+    use std::os::fd::AsFd;
+    let at_ns = sandbox::access::monotonic_ns();
+    let (path, missing) = if std::path::Path::new(program).is_absolute() {
+        (std::path::PathBuf::from(program), Vec::new())
+    } else {
+        let path_var = std::env::var_os("PATH");
+        match sandbox::trace::program::find(program, path_var.as_deref()) {
+            Some(found) => (found.path, found.missing),
+            None => return Ok(None),
+        }
+    };
+    let own = |fd: std::os::fd::BorrowedFd<'_>, name: &str| {
+        fd.try_clone_to_owned()
+            .with_context(|| format!("cannot duplicate vt's {name}"))
+    };
+    let launch = sandbox::trace::launch::Launch {
+        program: path,
+        arg0: program.clone(),
+        args: rest.to_vec(),
+        env: std::env::vars_os().collect(),
+        cwd: std::env::current_dir().context("cannot read the working directory")?,
+        stdin: None,
+        stdout: own(std::io::stdout().as_fd(), "stdout")?,
+        stderr: own(std::io::stderr().as_fd(), "stderr")?,
+        inherit: Vec::new(),
+    };
+    Ok(Some((launch, missing, at_ns)))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

@@ -29,8 +29,10 @@ pub const fn errno(code: i32) -> u32 {
 }
 
 /// The tracing filter; `action` is `SECCOMP_RET_USER_NOTIF` (or `SECCOMP_RET_TRACE` for a
-/// ptrace supervisor).
-pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
+/// ptrace supervisor). With `exec_token`, an `execve` whose fourth argument (unused by the
+/// kernel) is the token is let through: vt's own exec of the task's program, which vt
+/// records itself (`launch::exec_token`).
+pub fn tracing_filter(action: u32, exec_token: Option<u64>) -> Vec<sock_filter> {
     let enosys = errno(libc::ENOSYS);
     let mut program = vec![
         bpf::load(OFFSET_ARCH),
@@ -57,6 +59,18 @@ pub fn tracing_filter(action: u32) -> Vec<sock_filter> {
     // The shared part, for traced syscalls only.
     program.extend(trampoline_exemption());
     program.push(bpf::load(OFFSET_NR));
+    if let Some(token) = exec_token {
+        let block = [
+            bpf::load(offset_arg_low(3)),
+            bpf::jump_eq(token as u32, 0, 3),
+            bpf::load(offset_arg_high(3)),
+            bpf::jump_eq((token >> 32) as u32, 0, 1),
+            bpf::ret(libc::SECCOMP_RET_ALLOW),
+            bpf::ret(action),
+        ];
+        program.push(bpf::jump_eq(libc::SYS_execve as u32, 0, block.len() as u8));
+        program.extend(block);
+    }
     for syscall in syscalls::TRACED {
         let block = match syscall.exempt {
             None => continue,
@@ -114,7 +128,7 @@ mod tests {
     }
 
     fn run_at(instruction_pointer: u64, nr: i64, args: [u64; 6]) -> u32 {
-        let program = tracing_filter(NOTIFY);
+        let program = tracing_filter(NOTIFY, None);
         evaluate(
             &program,
             &SeccompData {
@@ -131,7 +145,7 @@ mod tests {
     fn untraced_syscalls_never_look_past_nr() {
         // What makes the kernel's action cache apply: for an untraced syscall the program
         // loads nothing but `arch` and `nr` on its way to ALLOW.
-        let program = tracing_filter(NOTIFY);
+        let program = tracing_filter(NOTIFY, None);
         let mut pc = 0;
         let nr = libc::SYS_read as u32;
         loop {
@@ -254,7 +268,7 @@ mod tests {
         assert_eq!(run(libc::SYS_io_uring_setup, [0; 6]), errno(libc::ENOSYS));
         let x32_open = (X32_SYSCALL_BIT as i64) | libc::SYS_open;
         assert_eq!(run(x32_open, [0; 6]), errno(libc::ENOSYS));
-        let program = tracing_filter(NOTIFY);
+        let program = tracing_filter(NOTIFY, None);
         let i386 = SeccompData {
             nr: 5,
             arch: 0x4000_0003,
@@ -319,7 +333,39 @@ mod tests {
     }
 
     #[test]
+    fn only_an_execve_carrying_the_token_passes_unstopped() {
+        let token = 0x1234_5678_9abc_def0_u64;
+        let program = tracing_filter(NOTIFY, Some(token));
+        let call = |nr: i64, fourth: u64| {
+            evaluate(
+                &program,
+                &SeccompData {
+                    nr: nr as i32,
+                    arch: AUDIT_ARCH_X86_64,
+                    instruction_pointer: 0x7f00_1234_5678,
+                    args: [0x1000, 0x2000, 0x3000, fourth, 0, 0],
+                },
+            )
+            .expect("filter runs to a return")
+        };
+        assert_eq!(call(libc::SYS_execve, token), libc::SECCOMP_RET_ALLOW);
+        // Either half wrong, or no token: the supervisor sees it, as every other exec.
+        assert_eq!(call(libc::SYS_execve, token ^ 1), NOTIFY);
+        assert_eq!(call(libc::SYS_execve, token ^ (1 << 40)), NOTIFY);
+        assert_eq!(call(libc::SYS_execve, 0), NOTIFY);
+        // Only execve: the token opens nothing else, execveat included.
+        assert_eq!(call(libc::SYS_execveat, token), NOTIFY);
+        assert_eq!(call(libc::SYS_openat, token), NOTIFY);
+        assert_eq!(call(libc::SYS_read, token), libc::SECCOMP_RET_ALLOW);
+        // Without a token, execve stops whatever its fourth argument.
+        assert_eq!(
+            run(libc::SYS_execve, [0x1000, 0x2000, 0x3000, token, 0, 0]),
+            NOTIFY
+        );
+    }
+
+    #[test]
     fn program_fits_the_kernel_limit() {
-        assert!(tracing_filter(NOTIFY).len() < 4096, "BPF_MAXINSNS");
+        assert!(tracing_filter(NOTIFY, None).len() < 4096, "BPF_MAXINSNS");
     }
 }

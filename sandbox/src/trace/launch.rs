@@ -144,6 +144,33 @@ impl Step {
     }
 }
 
+/// The value the child passes in `execve`'s unused fourth argument so that the tracing
+/// filter lets its exec through without stopping for the supervisor ([`exempts_exec`]);
+/// random per vt process, `None` if the kernel gave no random bytes.
+///
+/// The exec of the task's program is vt's own call, on a path vt chose: vt records it
+/// itself (as the supervisor would, [`super::decode::exec_accesses`]) and saves the task's
+/// start a round trip to the supervisor thread. A process of the task cannot pass the
+/// value without knowing it (64 random bits, held in vt's memory and in the filter, which
+/// only a process allowed to ptrace it with `CAP_SYS_ADMIN` can read back).
+pub fn exec_token() -> Option<u64> {
+    static TOKEN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // SAFETY: fills our 8-byte buffer.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        (n == bytes.len() as isize)
+            .then(|| u64::from_ne_bytes(bytes))
+            .filter(|&token| token != 0)
+    })
+}
+
+/// Whether the exec of `program` by a [`Prepared`] child passes the filter without a stop:
+/// an absolute path (what vt records is then what the kernel executes) and a token.
+pub fn exempts_exec(program: &std::path::Path) -> bool {
+    program.is_absolute() && exec_token().is_some()
+}
+
 /// Everything the child uses, prepared before the clone.
 pub struct Prepared {
     path: CString,
@@ -163,6 +190,8 @@ pub struct Prepared {
     /// ([`Prepared::inheriting`]). The child then enters it with `fchdir` (a `chdir` by path
     /// would itself stop for the supervisor) and installs nothing.
     inherited: Option<OwnedFd>,
+    /// Passed to `execve` as its fourth argument ([`exec_token`]); 0: a plain `execve`.
+    exec_token: u64,
     /// Set by a child whose setup failed: `step << 32 | errno`.
     failed: AtomicI64,
 }
@@ -215,6 +244,9 @@ impl Prepared {
             filter,
             handover,
             inherited: None,
+            exec_token: exec_token()
+                .filter(|_| exempts_exec(&launch.program))
+                .unwrap_or(0),
             failed: AtomicI64::new(0),
         })
     }
@@ -321,9 +353,20 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     }
     // Last, so that no signal is handled between the clone and here.
     let _ = reset_signal_mask();
-    // SAFETY: execve with null-terminated arrays of pointers into `p`'s strings.
+    // SAFETY: execve with null-terminated arrays of pointers into `p`'s strings (and, as
+    // the fourth argument, which execve ignores, the token the filter lets through).
     unsafe {
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        if p.exec_token != 0 {
+            libc::syscall(
+                libc::SYS_execve,
+                p.path.as_ptr(),
+                p.argv_ptrs.as_ptr(),
+                p.envp_ptrs.as_ptr(),
+                p.exec_token as libc::c_long,
+            );
+        } else {
+            libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        }
     }
     fail(Step::Exec, errno())
 }

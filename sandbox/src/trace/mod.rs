@@ -149,6 +149,23 @@ impl TracedChild {
             }));
     }
 
+    /// The task's program was executed by vt's own call, which the filter let through
+    /// without a stop ([`launch::exec_token`]): recorded here as the supervisor would have.
+    fn executed(&mut self, program: &std::path::Path, at_ns: u64) {
+        let pid = self.pid;
+        let program = paths::absolute_clean(None, program.as_os_str().as_encoded_bytes());
+        self.looked_up.extend(
+            decode::exec_accesses(program)
+                .into_iter()
+                .map(|(kind, path)| crate::access::Access {
+                    kind,
+                    path,
+                    pid,
+                    at_ns,
+                }),
+        );
+    }
+
     /// Waits for the root's exit status and for every descendant to be gone.
     pub fn wait(mut self) -> Result<(ExitStatus, AccessLog), TraceError> {
         let panicked =
@@ -465,22 +482,29 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
         crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
+    // Whether the child's exec goes past the filter unstopped, to be recorded by vt.
+    let exempt = launch::exempts_exec(&launch.program)
+        .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
     if let Some(armed) = armed {
         let (pid, status, supervisor) = start_armed(armed, &launch, program)?;
         drop(launch);
-        return Ok(TracedChild::started(
+        let mut child = TracedChild::started(
             pid,
             Running::Seccomp { status, supervisor },
             second_source,
             fast_path,
             None,
-        ));
+        );
+        if let Some((program, at_ns)) = exempt {
+            child.executed(&program, at_ns);
+        }
+        return Ok(child);
     }
     let (parent_end, child_end) = handover_pair()?;
     let supervisor = start_supervisor(parent_end)?;
     let prepared = launch::Prepared::new(
         &launch,
-        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF),
+        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
         child_end.as_raw_fd(),
     )
     .map_err(|source| TraceError::Spawn {
@@ -515,13 +539,17 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
         }
     };
     drop(launch);
-    Ok(TracedChild::started(
+    let mut child = TracedChild::started(
         pid,
         Running::Seccomp { status, supervisor },
         second_source,
         fast_path,
         None,
-    ))
+    );
+    if let Some((program, at_ns)) = exempt {
+        child.executed(&program, at_ns);
+    }
+    Ok(child)
 }
 
 /// Starts `launch` as a child of the `armed` thread, and arms the next one if more tasks
@@ -619,7 +647,7 @@ fn spawn_seccomp(mut command: Command) -> Result<(u32, Running), TraceError> {
     let (parent_end, child_end) = handover_pair()?;
     let supervisor = start_supervisor(parent_end)?;
 
-    let program_filter = filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF);
+    let program_filter = filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, None);
     let child_raw = child_end.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and only makes syscalls (setpgid,
     // prctl, seccomp, sendmsg, close) on memory prepared before the fork: async-signal-safe.

@@ -114,7 +114,7 @@ pub fn spawn(mut command: Command) -> Result<PtraceChild, TraceError> {
         })
         .map_err(TraceError::Setup)?;
 
-    let program_filter = filter::tracing_filter(libc::SECCOMP_RET_TRACE);
+    let program_filter = filter::tracing_filter(libc::SECCOMP_RET_TRACE, None);
     let pid_fd = pid_write.as_raw_fd();
     let go_fd = go_read.as_raw_fd();
     // SAFETY: between fork and exec the closure only makes syscalls (getpid, write, read,
