@@ -7,8 +7,8 @@ Two views, interleaved round by round so machine noise hits all alike:
                 `vt exec -- true` (cache open, lookup, hit) and `vt --version` (vt's
                 start: exec, the loader, RocksDB's static initializers, clap).
   one run       100 packages, each a `check` script `true`, run cold (empty cache) in one
-                `vt run check -r` with -j1 and -j2, against 100 `sh -c true` one after
-                the other and against turbo (`turbo run check --force --concurrency=2`):
+                `vt run check -r` with -j1 and -j2 (and with `--sandbox`), against 100
+                `sh -c true` one after the other and against turbo (`turbo run check --force --concurrency=2`):
                 what a monorepo's hundreds of small lint/test tasks pay.
 
 Then the per-phase table: `VT_TIMINGS=1` (sandbox/src/timings.rs) for the cold -j1 run,
@@ -96,6 +96,10 @@ def main() -> int:
         for jobs in ("1", "2"):
             many[f"{name} run check -r -j{jobs}, cold"] = (
                 [vt, "run", "check", "-r", "-j", jobs], caches[name])
+        # The sandbox's cost per task inside one run (what a sandboxed monorepo pays).
+        for jobs in ("1", "2"):
+            many[f"{name} run check -r --sandbox -j{jobs}, cold"] = (
+                [vt, "run", "check", "-r", "--sandbox", "-j", jobs], caches[name])
     if turbo:
         # Only at 2: turbo starts each script through `npm run` (a node process, ~0.3 s per
         # task here), so a serial run would take most of the benchmark's time.

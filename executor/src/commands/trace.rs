@@ -111,11 +111,20 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 /// One line per distinct access, sorted by path. Paths are written as their raw bytes, so a
 /// non-UTF-8 name is shown exactly as the file system has it.
 fn render_text(log: &AccessLog) -> Vec<u8> {
-    let mut out = Vec::new();
     let rows = log.distinct_by_path();
     let distinct = rows.len();
+    // Sized once, and the kind padded by hand: a `format!` per row was a third of the
+    // rendering of node's 6 000-row log.
+    let mut out = Vec::with_capacity(
+        rows.iter()
+            .map(|(_, path)| path.as_os_str().len() + 13)
+            .sum::<usize>()
+            + 256,
+    );
     for (kind, path) in rows {
-        out.extend_from_slice(format!("{:<11} ", kind.as_str()).as_bytes());
+        let kind = kind.as_str().as_bytes();
+        out.extend_from_slice(kind);
+        out.resize(out.len() + 12 - kind.len().min(11), b' ');
         out.extend_from_slice(path.as_os_str().as_bytes());
         out.push(b'\n');
     }
