@@ -353,9 +353,9 @@ fn add_buffer(
         }
     };
     // Room for every record being new, grown once instead of doubling (each doubling of
-    // the map rehashes it): a record is its 32-byte header and a path, ~100 bytes on a
+    // the map rehashes it): a record is its 32-byte header and a path, ~64 bytes on a
     // node run whose 8 000 records name 6 000 different files.
-    let expected = bytes.len() / 96;
+    let expected = bytes.len() / 64;
     seen.accesses.reserve(expected);
     log.accesses.reserve(expected);
     let mut last_pid = None;

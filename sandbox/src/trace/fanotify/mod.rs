@@ -409,6 +409,7 @@ fn reconcile(
     // The tracer's paths in the workspace (and whether each was changed), by bytes: hashing a
     // `Path` walks its components.
     let mut inside: FxHashMap<&[u8], bool> = FxHashMap::default();
+    inside.reserve(log.accesses.len());
     for access in log.accesses.iter().filter(|a| is_under(&a.path, root)) {
         *inside
             .entry(access.path.as_os_str().as_bytes())
@@ -430,6 +431,7 @@ fn reconcile(
     // (Two handles of one path are possible, a directory replaced during the run; what is
     // recorded is kept once per path below.)
     let mut reported: FxHashSet<(&[u8], &[u8])> = FxHashSet::default();
+    reported.reserve(events.len());
     let mut gap_reported: FxHashSet<PathBuf> = FxHashSet::default();
     let mut added: FxHashSet<PathBuf> = FxHashSet::default();
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
