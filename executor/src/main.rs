@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let code = match executor::commands::dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("vt: error: {error:#}");
+            executor::say!("vt: error: {error:#}");
             ExitCode::from(2)
         }
     };

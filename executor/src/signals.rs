@@ -94,7 +94,7 @@ pub fn start_thread() -> std::io::Result<()> {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             sandbox::reaper::kill_all_descendants();
-            eprintln!("vt: {signal}: stopped the running task tree");
+            crate::say!("vt: {signal}: stopped the running task tree");
             std::process::exit(128 + signal as i32);
         })?;
     *started = true;

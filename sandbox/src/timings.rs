@@ -107,9 +107,9 @@ pub fn lines() -> Vec<String> {
 /// Prints the report to stderr if `VT_TIMINGS=1`.
 pub fn report() {
     if enabled() {
-        for line in lines() {
-            eprintln!("{line}");
-        }
+        let mut all = lines().join("\n");
+        all.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), all.as_bytes());
     }
 }
 

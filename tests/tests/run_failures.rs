@@ -169,3 +169,39 @@ print(wrong)
         "rounds where the first child reaped was not vt, or not with vt's status"
     );
 }
+
+/// vt piped into `head` (its stderr closed while it runs): the run goes on to its end and
+/// vt exits with the run's status. Each status line used to panic the thread that wrote it
+/// (`eprintln!` on a closed pipe) and the run waited for that task forever.
+#[test]
+fn a_closed_stderr_neither_stops_nor_hangs_the_run() {
+    let (_temp, root) = workspace();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader); // every write to vt's stderr now fails (EPIPE; vt ignores SIGPIPE)
+    let child = Command::new(vt_binary())
+        .current_dir(&root)
+        .env("VT_CACHE_DIR", root.join("cache"))
+        .args(["run", "build", "-r", "-j2", "--continue", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(writer)
+        .spawn()
+        .expect("vt starts");
+    // Waited for on a thread: a hang fails the test instead of holding the suite.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("vt exits with its stderr closed")
+        .expect("vt's output");
+    assert_eq!(output.status.code(), Some(3), "the first failure's status");
+    assert!(root.join("p4-ran").exists(), "the tasks after the failure ran");
+    let summary = vt_tests::json_summary(&output.stdout);
+    assert_eq!(summary["summary"]["failed"], 2, "{summary}");
+    // The control: the same run with a stderr that is read says the same.
+    std::fs::remove_file(root.join("p4-ran")).expect("marker");
+    let control = run(&root, &["--continue"]);
+    assert_eq!(control.status.code(), Some(3));
+    assert!(root.join("p4-ran").exists());
+}

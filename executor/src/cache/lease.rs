@@ -151,7 +151,7 @@ impl Notice {
         );
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(delay) {
-                eprintln!("{message}");
+                crate::say!("{message}");
             }
         });
         Notice { done: Some(done) }

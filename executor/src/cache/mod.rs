@@ -178,7 +178,7 @@ impl Cache {
                         what: "set aside the damaged cache",
                         source: std::io::Error::other(format!("{e:#}")),
                     })?;
-                    eprintln!(
+                    crate::say!(
                         "vt: warning: the cache at {} is damaged ({}); it was moved to {} (inspect or delete it) and this run starts a fresh cache",
                         dir.display(),
                         error.detail().trim(),

@@ -94,7 +94,7 @@ impl Cache {
                 // Once per vt: every other task that cannot be stored says so in a few words.
                 static WARNED: AtomicBool = AtomicBool::new(false);
                 if !WARNED.swap(true, Ordering::Relaxed) {
-                    eprintln!(
+                    crate::say!(
                         "vt: warning: the disk holding the cache at {} is full; tasks' results stand but are not stored ({})\n  hint: free space there, lower the cache's limit (VT_CACHE_MAX_SIZE, cacheMaxSize) or run `vt cache prune --max-size SIZE`",
                         self.dir().display(),
                         e.detail().trim()

@@ -42,11 +42,11 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 removed.with_context(|| format!("cannot remove {}", path.display()))?;
             }
             drop(lock);
-            eprintln!("vt: emptied {}", dir.display());
+            crate::say!("vt: emptied {}", dir.display());
             for copy in crate::cache::damaged_copies(&dir) {
                 std::fs::remove_dir_all(&copy)
                     .with_context(|| format!("cannot remove {}", copy.display()))?;
-                eprintln!("vt: removed the damaged copy {}", copy.display());
+                crate::say!("vt: removed the damaged copy {}", copy.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -68,7 +68,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             let cache = Cache::open(&dir, &workspace.root)?;
             let pruned = cache.prune(Limits { max_size, max_age })?;
-            eprintln!(
+            crate::say!(
                 "vt: pruned {} of {} entries ({} blobs, {} path sets): {} → {}",
                 pruned.removed_entries,
                 pruned.entries,
@@ -94,12 +94,12 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if problems.is_empty() {
-                eprintln!(
+                crate::say!(
                     "vt: cache verified: every entry decodes and every blob matches its hash"
                 );
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!(
+                crate::say!(
                     "vt: {} problem(s) found; `vt cache clean` starts over",
                     problems.len()
                 );

@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     for warning in &selected.warnings {
-        eprintln!("vt: warning: {warning}");
+        crate::say!("vt: warning: {warning}");
     }
     let mut graph = graph::build(
         &workspace,
@@ -120,9 +120,11 @@ fn list_tasks(workspace: &Workspace, current: usize) {
         }
     }
     if any {
-        eprintln!("vt: give a task to run: `vt run TASK` (here), `vt run -r TASK` (every package)");
+        crate::say!(
+            "vt: give a task to run: `vt run TASK` (here), `vt run -r TASK` (every package)"
+        );
     } else {
-        eprintln!(
+        crate::say!(
             "vt: no tasks in {}: add scripts to a package.json",
             workspace.root.display()
         );
@@ -273,13 +275,13 @@ fn keep_within_limit(workspace: &Workspace, cache: &Cache) {
     let max = match limit::size_limit(workspace.settings.cache_max_size, cache.dir()) {
         Ok(limit) => limit.bytes,
         Err(e) => {
-            eprintln!("vt: warning: {e}; the cache is not pruned");
+            crate::say!("vt: warning: {e}; the cache is not pruned");
             return;
         }
     };
     match cache.prune_if_over(max) {
         None => {}
-        Some(Ok(pruned)) => eprintln!(
+        Some(Ok(pruned)) => crate::say!(
             "vt: the cache was over its limit of {}: removed {} least recently used of {} entries ({} → {})",
             limit::human(max.unwrap_or_default()),
             pruned.removed_entries,
@@ -287,7 +289,7 @@ fn keep_within_limit(workspace: &Workspace, cache: &Cache) {
             limit::human(pruned.size_before),
             limit::human(pruned.size_after)
         ),
-        Some(Err(e)) => eprintln!("vt: warning: cannot prune the cache: {e}"),
+        Some(Err(e)) => crate::say!("vt: warning: cannot prune the cache: {e}"),
     }
 }
 
@@ -303,7 +305,7 @@ fn execute_graph(
             // before exec.)
             sandbox::jail::probe().context("--sandbox cannot work on this host")?;
         }
-        eprintln!("vt: sandbox: {}", sandbox::jail::describe_host());
+        crate::say!("vt: sandbox: {}", sandbox::jail::describe_host());
     }
     sandbox::timings::time("signal thread", signals::install)?;
     let dir = Cache::default_dir(&workspace.root);
@@ -314,7 +316,7 @@ fn execute_graph(
             Ok(cache) => Some(cache),
             Err(e) => {
                 // The cache is an optimisation: a build it cannot serve still runs.
-                eprintln!(
+                crate::say!(
                     "vt: warning: {e:#}\n  running every task without the cache\n  hint: point VT_CACHE_DIR at a directory vt can write, or pass --no-cache"
                 );
                 None
@@ -326,11 +328,11 @@ fn execute_graph(
         Some(mut cache) => {
             if let Some(remote) = crate::cache::remote::RemoteCache::from_env(common.remote_cache)?
             {
-                eprintln!("vt: remote cache: {}", remote.describe());
+                crate::say!("vt: remote cache: {}", remote.describe());
                 cache.set_remote(remote);
             }
             if let OpenOutcome::Wiped { found } = &cache.opened {
-                eprintln!(
+                crate::say!(
                     "vt: the cache at {} was written by another vt (schema {}); it was emptied",
                     dir.display(),
                     found.as_deref().unwrap_or("unreadable")
@@ -352,7 +354,7 @@ fn execute_graph(
             ),
             (true, Some(_)) => {
                 let remote = crate::remote_exec::RemoteExec::from_env()?;
-                eprintln!("vt: remote execution: {}", remote.describe());
+                crate::say!("vt: remote execution: {}", remote.describe());
                 Some(Box::new(remote) as Box<dyn crate::run::offload::Offload>)
             }
         },
@@ -377,7 +379,7 @@ fn execute_graph(
                 summarize(&this_round, round.elapsed, common.json)?;
                 let details = details::Details::of(graph, &round.ran.results);
                 if common.verbose {
-                    eprint!("{}", details.render());
+                    crate::say_raw!("{}", details.render());
                 }
                 details.save(&dir);
                 if let Some(cache) = &cache {
@@ -388,7 +390,7 @@ fn execute_graph(
         )?;
         // The configuration changed: start again as a new vt, with the same arguments, so
         // the workspace, the graph and every flag are read exactly as at the start.
-        eprintln!("vt: watch: {} → reloading the task graph", reload.why);
+        crate::say!("vt: watch: {} → reloading the task graph", reload.why);
         drop(cache);
         return Err(restart().context("--watch cannot reload the task graph"));
     }
@@ -401,7 +403,7 @@ fn execute_graph(
     summarize(&results, started.elapsed(), common.json)?;
     let details = details::Details::of(graph, &results);
     if common.verbose {
-        eprint!("{}", details.render());
+        crate::say_raw!("{}", details.render());
     }
     details.save(&dir);
     after.end();
@@ -470,16 +472,16 @@ fn summarize(
         line.push_str(&format!(", {skipped} skipped"));
     }
     line.push_str(&format!(" ({:.1} s)", elapsed.as_secs_f64()));
-    eprintln!("{line}");
+    crate::say!("{line}");
     // The ones to look at, named (a long run's failure scrolled away long ago; a single
     // task's is the line above).
     for result in results.iter().filter(|_| results.len() > 1) {
         match &result.outcome {
             Outcome::Failed { exit_code, .. } => {
-                eprintln!("vt:   failed:  {} (exit {exit_code})", result.task)
+                crate::say!("vt:   failed:  {} (exit {exit_code})", result.task)
             }
             Outcome::Skipped { because } => {
-                eprintln!("vt:   skipped: {} ({because} failed)", result.task)
+                crate::say!("vt:   skipped: {} ({because} failed)", result.task)
             }
             _ => {}
         }

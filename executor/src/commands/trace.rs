@@ -51,7 +51,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         None => std::io::stderr().write_all(&rendered)?,
     }
     if !log.gaps.is_empty() {
-        eprintln!(
+        crate::say!(
             "vt trace: {} tracing gap(s): this run could not be fully observed",
             log.gaps.len()
         );

@@ -21,7 +21,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             "this host cannot build vt's sandbox, which workers run actions in; fix the host \
              (see the message above) or run the worker with --no-sandbox",
         )?;
-        eprintln!("vt worker: sandbox: {}", sandbox::jail::describe_host());
+        crate::say!("vt worker: sandbox: {}", sandbox::jail::describe_host());
     }
     let work_dir = args
         .work_dir

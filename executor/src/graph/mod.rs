@@ -161,7 +161,7 @@ pub fn build(
             continue;
         }
         if reaches(&edges, &to, &from) {
-            eprintln!(
+            crate::say!(
                 "vt: warning: {} and {} depend on each other (package.json); {} does not wait for {}",
                 workspace.packages[from.package].name,
                 workspace.packages[to.package].name,

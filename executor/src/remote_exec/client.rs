@@ -149,7 +149,7 @@ pub async fn run(
                 ));
             }
             crate::run::progress::print(|| {
-                eprintln!(
+                crate::say!(
                     "vt: {}: the worker saw {} differently; resubmitting with {}",
                     plan.label,
                     names.join(", "),

@@ -82,7 +82,7 @@ impl RemoteExec {
     fn client(&self) -> Result<Client, String> {
         self.client.get(&self.runtime).map_err(|failed| {
             if let Some(e) = failed {
-                eprintln!(
+                crate::say!(
                     "vt: warning: remote execution at {} is unavailable ({e}); running tasks \
                      locally",
                     self.url

@@ -101,7 +101,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let client = match connected {
             Ok(client) => client,
             Err(e) => {
-                eprintln!(
+                crate::say!(
                     "vt worker: {}: {e}; retrying in {backoff:?}",
                     options.server
                 );
@@ -127,18 +127,21 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let session = match runtime.block_on(client.create_bot_session(fresh, POLL)) {
             Ok(session) => session,
             Err(e) => {
-                eprintln!("vt worker: cannot open a bot session: {e}");
+                crate::say!("vt worker: cannot open a bot session: {e}");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
-        eprintln!(
+        crate::say!(
             "vt worker: {} serving {} as {} ({} at a time)",
-            options.bot_id, options.server, session.name, options.jobs
+            options.bot_id,
+            options.server,
+            session.name,
+            options.jobs
         );
         match bot.serve(&client, session) {
             Ok(()) => return Ok(()),
-            Err(e) => eprintln!("vt worker: the session broke ({e}); opening a new one"),
+            Err(e) => crate::say!("vt worker: the session broke ({e}); opening a new one"),
         }
     }
 }
@@ -236,7 +239,7 @@ impl Bot<'_> {
         lease.state = LeaseState::Completed as i32;
         match outcome {
             Ok(result) => {
-                eprintln!(
+                crate::say!(
                     "vt worker: lease {id} done: exit {} in {:.2} s",
                     result.exit_code,
                     took.as_secs_f64()
@@ -248,7 +251,7 @@ impl Bot<'_> {
                 ));
             }
             Err(LeaseError { code, message }) => {
-                eprintln!("vt worker: lease {id} failed: {message}");
+                crate::say!("vt worker: lease {id} failed: {message}");
                 lease.status = Some(Status {
                     code: code as i32,
                     message,

@@ -254,7 +254,7 @@ fn layer_for(
     if let Some(why) = sandbox::jail::layer::refused(&base, dir) {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
-            eprintln!(
+            crate::say!(
                 "vt: sandbox: no copy-on-write layer on this host ({why}); a task without \
                  declared outputs writes its package directly, and a failed one's writes stay\n  \
                  hint: declare the task's outputs (\"output\": [\"dist/**\"]) to keep the rest of \

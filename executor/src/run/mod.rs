@@ -125,9 +125,10 @@ pub fn rerun(
                     .iter()
                     .find(|d| matches!(d.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. }))
                 {
-                    eprintln!(
+                    crate::say!(
                         "vt: {}: skipped: {} did not succeed",
-                        node.label, failed.task
+                        node.label,
+                        failed.task
                     );
                     results[index] = Some(skipped(&node.label, &failed.task));
                     continue;
@@ -156,8 +157,21 @@ pub fn rerun(
                 }
                 progress::running(&node.label);
                 let work = move || {
-                    let result = sandbox::timings::time("task", || {
-                        run_task(&plan, cache, mode, remote_exec)
+                    // A panic on a task's thread is the run's error, not a result that
+                    // never comes (the loop would wait for it forever).
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        sandbox::timings::time("task", || run_task(&plan, cache, mode, remote_exec))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(anyhow::anyhow!(
+                            "{}: vt's thread running it stopped ({what})",
+                            plan.label
+                        ))
                     });
                     let ended = crate::cache::guard::now_ns();
                     let _ = sender.send((index, result, ended));
@@ -181,7 +195,7 @@ pub fn rerun(
                     // Stopped after a failure: what never started is skipped because of it.
                     let left: Vec<usize> = (0..n).filter(|i| !started[*i]).collect();
                     if !left.is_empty() {
-                        eprintln!(
+                        crate::say!(
                             "vt: {failed} failed: {} task(s) not started (--continue runs those that do not depend on it)",
                             left.len()
                         );
@@ -214,7 +228,7 @@ pub fn rerun(
                 Ok(result) => {
                     if let Outcome::Failed { reason, exit_code } = &result.outcome {
                         let task = &result.task;
-                        progress::print(|| eprintln!("vt: {task}: failed: {reason}"));
+                        progress::print(|| crate::say!("vt: {task}: failed: {reason}"));
                         first_failure.get_or_insert_with(|| (task.clone(), *exit_code));
                     }
                     results[index] = Some(result);

@@ -50,7 +50,7 @@ pub struct TaskResult {
 }
 
 fn status_line(label: &str, message: &str) {
-    super::progress::print(|| eprintln!("vt: {label}: {message}"));
+    super::progress::print(|| crate::say!("vt: {label}: {message}"));
 }
 
 /// Runs `plan` with the cache (if any).

@@ -108,7 +108,7 @@ impl Watcher {
                 }
                 Err(Errno::ENOSPC) if !self.warned_limit => {
                     self.warned_limit = true;
-                    eprintln!(
+                    crate::say!(
                         "vt: warning: watch: the limit of inotify watches is reached ({} directories watched); changes under {} and others are not seen\n  hint: raise it: sysctl fs.inotify.max_user_watches=524288",
                         self.watched.len(),
                         dir.display()

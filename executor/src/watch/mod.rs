@@ -167,7 +167,7 @@ pub fn follow(
         while changed.is_empty() {
             if !said.idle {
                 said.idle = true;
-                eprintln!(
+                crate::say!(
                     "vt: watching {} director{} for {} task{} (Ctrl-C stops)",
                     watcher.len(),
                     if watcher.len() == 1 { "y" } else { "ies" },
@@ -201,7 +201,7 @@ pub fn follow(
             .map(|&t| graph.nodes[t].label.as_str())
             .collect();
         let more = again.iter().filter(|a| **a).count() - changed.len();
-        eprintln!(
+        crate::say!(
             "vt: watch: {first} → rerunning {}{}",
             rerun.join(", "),
             match more {
@@ -241,7 +241,7 @@ impl Said {
             .collect();
         if !tasks.is_empty() {
             self.env = true;
-            eprintln!(
+            crate::say!(
                 "vt: watch: the environment variables {} read{} are not watched (vt's environment cannot change while it runs): restart vt after changing them",
                 list(&tasks),
                 if tasks.len() == 1 { "s" } else { "" }
@@ -258,7 +258,7 @@ impl Said {
             _ => "vt has no record of what it read".to_owned(),
         };
         if self.not_watched.insert(result.task.clone()) {
-            eprintln!(
+            crate::say!(
                 "vt: watch: {} is not watched ({why}); it reruns when a dependency does",
                 result.task
             );
@@ -376,7 +376,7 @@ fn check(
                 .is_some_and(|path| own.touched(&path, o.kind))
         {
             if ran.get(task) == Some(&false) && said.undeclared.insert((task, observation)) {
-                eprintln!(
+                crate::say!(
                     "vt: watch: {} read {}, which a task of this round rewrote; it does not depend on that task, so it is not rerun (vt's own writes never retrigger)\n  hint: add the task that writes it to {}'s dependsOn",
                     graph.nodes[task].label,
                     o.describe(),

@@ -53,9 +53,11 @@ impl Turn {
         let mut busy = TURN.lock().unwrap_or_else(|p| p.into_inner());
         if *busy {
             SAID.call_once(|| {
-                eprintln!(
-                    "vt: the ptrace tracer runs one task at a time; parallel tasks wait for \
-                     their turn (seccomp user notification, the default, runs them together)"
+                // Never a panic on a closed stderr (vt piped into `head`).
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    b"vt: the ptrace tracer runs one task at a time; parallel tasks wait for \
+                      their turn (seccomp user notification, the default, runs them together)\n",
                 );
             });
         }

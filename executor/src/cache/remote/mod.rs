@@ -127,7 +127,7 @@ impl RemoteCache {
     }
 
     fn warn(&self, error: &RemoteError) {
-        eprintln!(
+        crate::say!(
             "vt: warning: the remote cache {} is unavailable ({}); continuing with the local \
              cache only",
             self.url,
@@ -329,7 +329,7 @@ impl RemoteCache {
             client.update_action_result(&action, result).await
         });
         if let Some(Err(reason)) = stored {
-            eprintln!(
+            crate::say!(
                 "vt: warning: {}: not uploaded to the remote cache: {reason}",
                 entry.task
             );
@@ -360,7 +360,7 @@ impl RemoteCache {
             client.upload(vec![(list_digest, list)]).await?;
             client.update_action_result(&action, result).await
         }) {
-            eprintln!(
+            crate::say!(
                 "vt: warning: {}: path set not uploaded: {reason}",
                 entry.task
             );

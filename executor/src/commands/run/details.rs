@@ -118,7 +118,7 @@ pub fn print_last(cache_dir: &Path) -> anyhow::Result<ExitCode> {
     let text = match std::fs::read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
+            crate::say!(
                 "vt: no run recorded yet in this workspace ({} is absent)",
                 path.display()
             );
