@@ -196,7 +196,10 @@ fn a_closed_stderr_neither_stops_nor_hangs_the_run() {
         .expect("vt exits with its stderr closed")
         .expect("vt's output");
     assert_eq!(output.status.code(), Some(3), "the first failure's status");
-    assert!(root.join("p4-ran").exists(), "the tasks after the failure ran");
+    assert!(
+        root.join("p4-ran").exists(),
+        "the tasks after the failure ran"
+    );
     let summary = vt_tests::json_summary(&output.stdout);
     assert_eq!(summary["summary"]["failed"], 2, "{summary}");
     // The control: the same run with a stderr that is read says the same.
