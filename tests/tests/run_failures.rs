@@ -181,7 +181,7 @@ fn a_closed_stderr_neither_stops_nor_hangs_the_run() {
     let child = Command::new(vt_binary())
         .current_dir(&root)
         .env("VT_CACHE_DIR", root.join("cache"))
-        .args(["run", "build", "-r", "-j2", "--continue", "--json"])
+        .args(["run", "build", "-r", "-j1", "--continue", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(writer)
         .spawn()
