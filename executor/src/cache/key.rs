@@ -26,7 +26,14 @@ impl fmt::Debug for Key {
 
 impl Key {
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        // By hand: a `format!` per byte was 32 allocations for every file a lookup values.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for b in self.0 {
+            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+        hex
     }
 
     /// The key [`Key::hex`] printed, `None` for anything else.
@@ -112,6 +119,9 @@ mod tests {
     fn hex_round_trips_and_rejects_anything_else() {
         let key = content(b"x");
         assert_eq!(Key::from_hex(&key.hex()), Some(key));
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Key(bytes).hex(), expected, "lowercase, two digits a byte");
         assert_eq!(Key::from_hex("uncached-12-ab"), None);
         assert_eq!(Key::from_hex(&"zz".repeat(32)), None);
         assert_eq!(Key::from_hex(""), None);

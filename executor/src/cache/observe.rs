@@ -19,12 +19,16 @@ pub struct StatMemo<'a> {
     /// `None`: no database to remember in (every file is hashed).
     store: Option<&'a Store>,
     pending: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
-    /// Paths found absent (no entry: ENOENT or ENOTDIR) during this observing. A `PATH`
-    /// search then skips them: the shell's misses in every `PATH` directory are recorded
-    /// one by one and its `which` observation walks the same candidates again (a fifth of
-    /// a cached node task's `statx`). One observing is one moment: a path absent at one of
-    /// its looks is absent at the other.
-    absent: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    /// What `lstat` said of each path during this observing (its metadata, or the errno).
+    /// One observing is one moment: a path is looked at once, however many observations
+    /// name it. A path set names the same file more than once: a file under `HOME` is
+    /// observed at its absolute path and relative to `$HOME` (`path_set::Base::Var`), a
+    /// program run from `PATH` is read (`Content`) and found (`Which`), and a `PATH` search
+    /// (`which`) skips the candidates already found absent (the shell's misses in every
+    /// `PATH` directory are recorded one by one); together a fifth of a cached node task's
+    /// `statx`. A file that changes while it is read is forgotten and looked at again
+    /// ([`observe`]'s retries).
+    lstats: Mutex<std::collections::HashMap<Vec<u8>, Result<std::fs::Metadata, i32>>>,
     /// Runs once between a file's stat and its read: the tests replace the file there.
     #[cfg(test)]
     between_stat_and_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -39,24 +43,51 @@ impl<'a> StatMemo<'a> {
         StatMemo {
             store,
             pending: Mutex::new(Vec::new()),
-            absent: Mutex::new(std::collections::HashSet::new()),
+            lstats: Mutex::new(std::collections::HashMap::new()),
             #[cfg(test)]
             between_stat_and_read: Mutex::new(None),
         }
     }
 
-    fn note_absent(&self, path: &Path) {
-        self.absent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(path.to_owned());
+    /// `lstat(path)`, once per observing ([`StatMemo::lstats`]).
+    fn lstat(&self, path: &Path) -> std::io::Result<std::fs::Metadata> {
+        let key = path.as_os_str().as_bytes();
+        let lstats = || {
+            self.lstats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(known) = lstats().get(key) {
+            return known.clone().map_err(std::io::Error::from_raw_os_error);
+        }
+        let found = std::fs::symlink_metadata(path);
+        let remembered = match &found {
+            Ok(meta) => Some(Ok(meta.clone())),
+            Err(e) => e.raw_os_error().map(Err),
+        };
+        if let Some(remembered) = remembered {
+            lstats().insert(key.to_vec(), remembered);
+        }
+        found
     }
 
-    fn known_absent(&self, path: &Path) -> bool {
-        self.absent
+    /// Looks at `path` afresh next time: it changed while it was read.
+    fn forget(&self, path: &Path) {
+        self.lstats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(path)
+            .remove(path.as_os_str().as_bytes());
+    }
+
+    /// Whether this observing found nothing at `path` (ENOENT or ENOTDIR).
+    fn known_absent(&self, path: &Path) -> bool {
+        matches!(
+            self.lstats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(path.as_os_str().as_bytes()),
+            Some(Err(libc::ENOENT | libc::ENOTDIR))
+        )
     }
 
     fn key(meta: &std::fs::Metadata) -> Vec<u8> {
@@ -299,12 +330,7 @@ fn observe_or_move(
     let Some(path) = observation.resolve(root, env) else {
         return Ok("no such variable".into());
     };
-    let lstat = std::fs::symlink_metadata(&path);
-    if let Err(e) = &lstat
-        && is_absent(e)
-    {
-        memo.note_absent(&path);
-    }
+    let lstat = memo.lstat(&path);
     let describe_missing = |e: &std::io::Error| {
         if is_absent(e) {
             "missing".to_owned()
@@ -374,8 +400,10 @@ fn observe_or_move(
                 Ok(meta) if meta.is_file() && since_start(&meta) => return Err(moved("changed")),
                 Ok(meta) if meta.is_file() => match memo.hash(&path, &meta) {
                     Ok(hash) => format!("file:{}", hash.hex()),
-                    // Replaced or written between the stat and the read.
+                    // Replaced or written between the stat and the read: looked at
+                    // afresh if the lookup tries again.
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                        memo.forget(&path);
                         return Err(moved("changed"));
                     }
                     Err(e) => format!("unreadable:{}", e.raw_os_error().unwrap_or(0)),
@@ -483,7 +511,7 @@ fn which(
         .find_map(|candidate| {
             let target = std::fs::metadata(&candidate).ok()?;
             (target.is_file() && target.permissions().mode() & 0o111 != 0)
-                .then(|| std::fs::symlink_metadata(&candidate).ok())
+                .then(|| memo.lstat(&candidate).ok())
                 .flatten()
                 .map(|own| (candidate, own))
         })
@@ -539,7 +567,7 @@ pub fn explain_change(observation: &Observation, before: &str, now: &str) -> Str
 mod tests {
     use super::*;
     use crate::cache::key;
-    use crate::cache::path_set::CachePath;
+    use crate::cache::path_set::{Base, CachePath};
     use std::time::{Duration, SystemTime};
 
     /// A `PATH` search skips the candidates the same observing found absent (the shell's
@@ -566,6 +594,39 @@ mod tests {
         let found = which(std::ffi::OsStr::new("tool"), &path_var, &memo).map(|(p, _)| p);
         assert_eq!(found, Some(tool.clone()));
         assert_eq!(search("tool", &path_var), Some(tool));
+    }
+
+    /// One observing looks at a path once, however many observations name it (a file under
+    /// `HOME` and its `$HOME` twin): what it values is one moment. The control: the next
+    /// observing (a new memo) sees the change.
+    #[test]
+    fn one_observing_looks_at_a_path_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::write(home.join(".npmrc"), "a").expect("write");
+        let absolute = Observation::new(
+            ObsKind::Meta,
+            CachePath::new(dir.path(), &home.join(".npmrc")),
+        );
+        let mut twin = Observation::new(ObsKind::Meta, CachePath(b".npmrc".to_vec()));
+        twin.base = Base::Var("HOME".into());
+        let env = BTreeMap::from([(
+            crate::cache::path_set::task_var("HOME"),
+            home.display().to_string(),
+        )]);
+        let memo = StatMemo::maybe(None);
+        let first = observe(&absolute, dir.path(), &env, &memo);
+        assert!(first.starts_with("file:1:"), "{first}");
+        std::fs::write(home.join(".npmrc"), "ab").expect("write");
+        assert_eq!(
+            observe(&twin, dir.path(), &env, &memo),
+            first,
+            "the same moment"
+        );
+        let next = StatMemo::maybe(None);
+        assert!(observe(&twin, dir.path(), &env, &next).starts_with("file:2:"));
+        assert!(observe(&absolute, dir.path(), &env, &next).starts_with("file:2:"));
     }
 
     /// `name` on `path_var`, looking at every candidate.
