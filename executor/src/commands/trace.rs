@@ -82,9 +82,14 @@ fn launch(
             None => return Ok(None),
         }
     };
-    let own = |fd: std::os::fd::BorrowedFd<'_>, name: &str| {
-        fd.try_clone_to_owned()
-            .with_context(|| format!("cannot duplicate vt's {name}"))
+    // vt's stdout and stderr, for the child to take as its own. One that vt was started
+    // without (`vt trace -- cmd >&-`) cannot be duplicated: the `Command` then passes on
+    // exactly what vt has.
+    let (Ok(stdout), Ok(stderr)) = (
+        std::io::stdout().as_fd().try_clone_to_owned(),
+        std::io::stderr().as_fd().try_clone_to_owned(),
+    ) else {
+        return Ok(None);
     };
     let launch = sandbox::trace::launch::Launch {
         program: path,
@@ -93,8 +98,8 @@ fn launch(
         env: std::env::vars_os().collect(),
         cwd: std::env::current_dir().context("cannot read the working directory")?,
         stdin: None,
-        stdout: own(std::io::stdout().as_fd(), "stdout")?,
-        stderr: own(std::io::stderr().as_fd(), "stderr")?,
+        stdout,
+        stderr,
         inherit: Vec::new(),
     };
     Ok(Some((launch, missing, at_ns)))
