@@ -129,10 +129,7 @@ impl Jail {
         })?;
         let ruleset = landlock::create_ruleset(&self.rights)
             .map_err(|e| JailError::Prepare(format!("cannot create the landlock ruleset: {e}")))?;
-        let capabilities = caps::runtime::thread_all_supported()
-            .iter()
-            .map(|c| u32::from(c.index()))
-            .collect();
+        let capabilities = supported_capabilities().to_vec();
         let (report_read, report_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| JailError::Prepare(format!("cannot create a pipe: {e}")))?;
@@ -154,6 +151,19 @@ impl Jail {
             mounts: None,
         })
     }
+}
+
+/// The capabilities this kernel knows (what a sandboxed task's process drops), asked once
+/// per process: the kernel's list does not change, and asking is a `prctl` per capability
+/// (~40 per sandboxed task).
+fn supported_capabilities() -> &'static [u32] {
+    static SUPPORTED: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    SUPPORTED.get_or_init(|| {
+        caps::runtime::thread_all_supported()
+            .iter()
+            .map(|c| u32::from(c.index()))
+            .collect()
+    })
 }
 
 /// What isolates a sandboxed task on this host (the landlock ABI is the kernel's).
