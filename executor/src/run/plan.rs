@@ -1,7 +1,7 @@
 //! Plan: for one task, everything decided before it runs — its command line, cwd,
 //! environment, and the parts of its pre-run key (docs/architecture.md, "Plan").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use crate::cache::key::KeyHasher;
 use crate::config::Workspace;
 use crate::config::tasks::PathRules;
 use crate::graph::Node;
+use sandbox::trace::paths::{CanonicalDirs, Resolved};
 
 /// Passed to every task but not part of its key: where things are, not what they are.
 /// What a task finds through `PATH`, and through a variable that names a path, is
@@ -280,7 +281,7 @@ impl DeclaredInputs {
 /// packages) link outside `root`, resolved.
 fn linked_outside(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
     let mut linked: Vec<PathBuf> = Vec::new();
-    let mut canonical_dirs = HashMap::new();
+    let mut canonical_dirs = CanonicalDirs::default();
     // `is_link`: what the directory listing said, or `None` to look.
     let mut consider = |path: &Path, is_link: Option<bool>| {
         let is_link = is_link.unwrap_or_else(|| {
@@ -338,30 +339,20 @@ fn linked_outside(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
 /// are in resolved once (`canonical_dirs`): a workspace's `node_modules` holds a link per
 /// package, all into the same few directories, and resolving each whole took a `readlink`
 /// per component of every one (~700 per sandboxed task of a 100-package workspace, 1.4 ms).
-fn link_target(
-    link: &Path,
-    canonical_dirs: &mut HashMap<PathBuf, Option<PathBuf>>,
-) -> Option<PathBuf> {
+fn link_target(link: &Path, canonical_dirs: &mut CanonicalDirs) -> Option<PathBuf> {
     use std::path::Component;
     let target = std::fs::read_link(link).ok()?;
     let ends_in_a_name = matches!(target.components().next_back(), Some(Component::Normal(_)))
         && !target.as_os_str().as_encoded_bytes().ends_with(b"/");
-    let joined = link.parent()?.join(&target);
-    let (Some(parent), Some(name), true) = (joined.parent(), joined.file_name(), ends_in_a_name)
-    else {
-        return std::fs::canonicalize(link).ok();
-    };
-    let parent = canonical_dirs
-        .entry(parent.to_path_buf())
-        .or_insert_with(|| std::fs::canonicalize(parent).ok())
-        .clone()?;
-    let resolved = parent.join(name);
-    match std::fs::symlink_metadata(&resolved) {
-        Ok(meta) if !meta.file_type().is_symlink() => Some(resolved),
-        // A link to a link: resolved whole.
-        Ok(_) => std::fs::canonicalize(link).ok(),
+    match (
+        ends_in_a_name,
+        canonical_dirs.resolve(&link.parent()?.join(&target)),
+    ) {
+        (true, Resolved::Found(resolved)) => Some(resolved),
         // Dangling, as `canonicalize` would find it.
-        Err(_) => None,
+        (true, Resolved::Missing(_)) => None,
+        // A link to a link, or a target `canonicalize` must read whole.
+        _ => std::fs::canonicalize(link).ok(),
     }
 }
 
@@ -636,7 +627,7 @@ mod tests {
         link("../../store/pkg/", "ws/node_modules/slash");
         link("../../store/pkg/..", "ws/node_modules/dotdot");
         link("../../store/file", "ws/node_modules/file");
-        let mut memo = HashMap::new();
+        let mut memo = CanonicalDirs::default();
         for name in [
             "a",
             "abs",

@@ -57,6 +57,48 @@ impl CleanPaths {
     }
 }
 
+/// `canonicalize` for many paths in few directories: each directory is resolved once, and
+/// a path in it costs one `lstat` of its name instead of a `readlink` per component (a
+/// log's thousands of files, a `node_modules` of a link per package).
+#[derive(Default)]
+pub struct CanonicalDirs {
+    dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+}
+
+/// What [`CanonicalDirs::resolve`] found at a path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// Something that is not a symlink: its canonical path, what `canonicalize` gives.
+    Found(PathBuf),
+    /// Nothing (or nothing `lstat` may see): where it would be, its directory resolved.
+    Missing(PathBuf),
+    /// A symlink, a path not ending in a name, or one whose directory does not resolve:
+    /// only `canonicalize` of the whole path answers.
+    Whole,
+}
+
+impl CanonicalDirs {
+    pub fn resolve(&mut self, path: &Path) -> Resolved {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Resolved::Whole;
+        };
+        let Some(parent) = self
+            .dirs
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| std::fs::canonicalize(parent).ok())
+            .clone()
+        else {
+            return Resolved::Whole;
+        };
+        let resolved = parent.join(name);
+        match std::fs::symlink_metadata(&resolved) {
+            Ok(meta) if meta.file_type().is_symlink() => Resolved::Whole,
+            Ok(_) => Resolved::Found(resolved),
+            Err(_) => Resolved::Missing(resolved),
+        }
+    }
+}
+
 /// Whether `raw` is what [`absolute_clean`] makes of it: absolute, no empty, `.` or `..`
 /// component, no trailing `/` (except the root itself).
 fn is_clean_absolute(raw: &[u8]) -> bool {

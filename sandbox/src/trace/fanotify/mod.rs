@@ -13,7 +13,6 @@
 //! Needs CAP_SYS_ADMIN (filesystem marks, FID reporting); without it the tracer runs alone
 //! and the log says so.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::paths::is_under;
+use super::paths::{CanonicalDirs, Resolved, is_under};
 use crate::access::{AccessKind, AccessLog};
 
 mod quiet;
@@ -522,32 +521,19 @@ impl TracerPaths<'_> {
     }
 }
 
-/// Paths with symlinks resolved, as fanotify names them (from the dentry). The directories
-/// are remembered: a log names thousands of files in a few directories, and resolving each
-/// path whole costs a syscall per component.
+/// Paths with symlinks resolved, as fanotify names them (from the dentry); each directory
+/// resolved once ([`CanonicalDirs`]).
 #[derive(Default)]
 struct Canonical {
-    dirs: HashMap<PathBuf, Option<PathBuf>>,
+    dirs: CanonicalDirs,
 }
 
 impl Canonical {
     /// `path` with symlinks resolved where it exists (else its parent's, plus the name).
     fn of(&mut self, path: &Path) -> PathBuf {
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        };
-        let parent = self
-            .dirs
-            .entry(parent.to_path_buf())
-            .or_insert_with(|| std::fs::canonicalize(parent).ok())
-            .clone();
-        match (parent, std::fs::symlink_metadata(path)) {
-            // The name itself is a link: resolve it whole.
-            (_, Ok(meta)) if meta.file_type().is_symlink() => {
-                std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-            }
-            (Some(parent), _) => parent.join(name),
-            (None, _) => path.to_path_buf(),
+        match self.dirs.resolve(path) {
+            Resolved::Found(resolved) | Resolved::Missing(resolved) => resolved,
+            Resolved::Whole => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
         }
     }
 }
