@@ -485,57 +485,47 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     // Whether the child's exec goes past the filter unstopped, to be recorded by vt.
     let exempt = launch::exempts_exec(&launch.program)
         .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
-    if let Some(armed) = armed {
-        let (pid, status, supervisor) = start_armed(armed, &launch, program)?;
-        drop(launch);
-        let mut child = TracedChild::started(
-            pid,
-            Running::Seccomp { status, supervisor },
-            second_source,
-            fast_path,
-            None,
-        );
-        if let Some((program, at_ns)) = exempt {
-            child.executed(&program, at_ns);
-        }
-        return Ok(child);
-    }
-    let (parent_end, child_end) = handover_pair()?;
-    let supervisor = start_supervisor(parent_end)?;
-    let prepared = launch::Prepared::new(
-        &launch,
-        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
-        child_end.as_raw_fd(),
-    )
-    .map_err(|source| TraceError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let started = crate::timings::time("spawn: clone to exec", || {
-        reaper::spawn_with(|| launch::start(&prepared))
-    });
-    // vt's copies of the task's descriptors and of the handover end close here (the
-    // launch's only once it is known not to be needed again).
-    drop(prepared);
-    drop(child_end);
-    let (pid, status) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            return match not_started(supervisor, program, e) {
-                TraceError::SeccompUnavailable { .. } if optimistic => {
-                    // The probe's answer, had it been waited for: start it under ptrace,
-                    // without this attempt's recorder and buffers.
-                    drop((fast_path, second_source));
-                    for name in &injected {
-                        launch.env.remove(name);
-                    }
-                    if let Some(existing) = existing {
-                        launch.env.insert(preload.to_owned(), existing);
-                    }
-                    spawn(launch.into_command())
+    let (pid, status, supervisor) = match armed {
+        Some(armed) => start_armed(armed, &launch, program)?,
+        None => {
+            let (parent_end, child_end) = handover_pair()?;
+            let supervisor = start_supervisor(parent_end)?;
+            let prepared = launch::Prepared::new(
+                &launch,
+                filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
+                child_end.as_raw_fd(),
+            )
+            .map_err(|source| TraceError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+            let started = crate::timings::time("spawn: clone to exec", || {
+                reaper::spawn_with(|| launch::start(&prepared))
+            });
+            // vt's copies of the task's descriptors and of the handover end close here (the
+            // launch's only once it is known not to be needed again).
+            drop(prepared);
+            drop(child_end);
+            match started {
+                Ok((pid, status)) => (pid, status, supervisor),
+                Err(e) => {
+                    return match not_started(supervisor, program, e) {
+                        TraceError::SeccompUnavailable { .. } if optimistic => {
+                            // The probe's answer, had it been waited for: start it under
+                            // ptrace, without this attempt's recorder and buffers.
+                            drop((fast_path, second_source));
+                            for name in &injected {
+                                launch.env.remove(name);
+                            }
+                            if let Some(existing) = existing {
+                                launch.env.insert(preload.to_owned(), existing);
+                            }
+                            spawn(launch.into_command())
+                        }
+                        refused => Err(refused),
+                    };
                 }
-                refused => Err(refused),
-            };
+            }
         }
     };
     drop(launch);
