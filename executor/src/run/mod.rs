@@ -2,6 +2,7 @@
 //! cache ([`task`]).
 
 pub mod execute;
+pub mod linked;
 pub mod offload;
 pub mod output;
 pub mod plan;
@@ -78,8 +79,10 @@ pub fn rerun(
 ) -> anyhow::Result<Ran> {
     let n = graph.nodes.len();
     if n > 1 {
-        // Each task's start arms the next one's tracing filter (`sandbox::trace::armed`).
+        // Each task's start arms the next one's tracing filter (`sandbox::trace::armed`),
+        // and each sandbox's start makes the next one's network namespace.
         sandbox::trace::keep_armed();
+        sandbox::jail::network::keep_ahead();
     }
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];

@@ -12,7 +12,6 @@ use crate::cache::key::KeyHasher;
 use crate::config::Workspace;
 use crate::config::tasks::PathRules;
 use crate::graph::Node;
-use sandbox::trace::paths::{CanonicalDirs, Resolved};
 
 /// Passed to every task but not part of its key: where things are, not what they are.
 /// What a task finds through `PATH`, and through a variable that names a path, is
@@ -277,85 +276,6 @@ impl DeclaredInputs {
     }
 }
 
-/// Where the `node_modules` of `dirs` (the directory itself, its packages and scoped
-/// packages) link outside `root`, resolved.
-fn linked_outside(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
-    let mut linked: Vec<PathBuf> = Vec::new();
-    let mut canonical_dirs = CanonicalDirs::default();
-    // `is_link`: what the directory listing said, or `None` to look.
-    let mut consider = |path: &Path, is_link: Option<bool>| {
-        let is_link = is_link.unwrap_or_else(|| {
-            std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-        });
-        if let Some(target) = is_link
-            .then(|| link_target(path, &mut canonical_dirs))
-            .flatten()
-            && !target.starts_with(root)
-        {
-            // A package that lives in another `node_modules` finds its own dependencies
-            // beside it there (Node resolves from the real path): show that whole
-            // `node_modules`, the outermost one, or the linked package cannot load them
-            // (rollup's `@rollup/rollup-linux-x64-gnu`).
-            let shown = target
-                .ancestors()
-                .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
-                .last()
-                .map_or(target.clone(), Path::to_path_buf);
-            if !linked.iter().any(|l| shown.starts_with(l)) {
-                linked.retain(|l| !l.starts_with(&shown));
-                linked.push(shown);
-            }
-        }
-        is_link
-    };
-    // The listing's own file types (no `lstat` per entry; `None` where it has none).
-    let listed_link = |entry: &std::fs::DirEntry| entry.file_type().ok().map(|t| t.is_symlink());
-    for dir in dirs {
-        let modules = dir.join("node_modules");
-        if consider(&modules, None) {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&modules) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if consider(&path, listed_link(&entry)) {
-                continue;
-            }
-            if entry.file_name().to_string_lossy().starts_with('@')
-                && let Ok(scoped) = std::fs::read_dir(&path)
-            {
-                for inner in scoped.flatten() {
-                    consider(&inner.path(), listed_link(&inner));
-                }
-            }
-        }
-    }
-    linked
-}
-
-/// What `canonicalize(link)` gives for the symlink `link`, with the directories its targets
-/// are in resolved once (`canonical_dirs`): a workspace's `node_modules` holds a link per
-/// package, all into the same few directories, and resolving each whole took a `readlink`
-/// per component of every one (~700 per sandboxed task of a 100-package workspace, 1.4 ms).
-fn link_target(link: &Path, canonical_dirs: &mut CanonicalDirs) -> Option<PathBuf> {
-    use std::path::Component;
-    let target = std::fs::read_link(link).ok()?;
-    let ends_in_a_name = matches!(target.components().next_back(), Some(Component::Normal(_)))
-        && !target.as_os_str().as_encoded_bytes().ends_with(b"/");
-    match (
-        ends_in_a_name,
-        canonical_dirs.resolve(&link.parent()?.join(&target)),
-    ) {
-        (true, Resolved::Found(resolved)) => Some(resolved),
-        // Dangling, as `canonicalize` would find it.
-        (true, Resolved::Missing(_)) => None,
-        // A link to a link, or a target `canonicalize` must read whole.
-        _ => std::fs::canonicalize(link).ok(),
-    }
-}
-
 fn matches_any(patterns: &[&str], name: &str) -> bool {
     patterns.iter().any(|p| match p.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
@@ -488,7 +408,7 @@ pub fn plan(
     }
     let sandbox = (config.sandbox == Some(true)).then(|| SandboxPlan {
         workspace: workspace.root.clone(),
-        linked: linked_outside(&workspace.root, &[&workspace.root, &package.dir]),
+        linked: super::linked::linked_outside(&workspace.root, &[&workspace.root, &package.dir]),
         writable: sandbox::jail::output_dirs(&package.dir, &output.include),
         // vt traces writes, so it needs no output globs to know the outputs; without them
         // the whole package is writable through a layer (writes elsewhere still fail).
@@ -578,74 +498,6 @@ pub fn quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_package_linked_from_another_node_modules_brings_that_node_modules() {
-        // The workspace's node_modules/rollup → /store/node_modules/rollup, whose native
-        // part is its sibling /store/node_modules/@rollup/rollup-linux-x64-gnu.
-        let temp = tempfile::tempdir().expect("tempdir");
-        let base = std::fs::canonicalize(temp.path()).expect("canonical");
-        let (ws, store) = (base.join("ws"), base.join("store/node_modules"));
-        std::fs::create_dir_all(store.join("rollup")).expect("rollup");
-        std::fs::create_dir_all(store.join("@rollup/rollup-linux-x64-gnu")).expect("native");
-        std::fs::create_dir_all(base.join("linked-alone")).expect("alone");
-        std::fs::create_dir_all(ws.join("node_modules/@scope")).expect("node_modules");
-        let link = |target: &Path, at: &str| {
-            std::os::unix::fs::symlink(target, ws.join(at)).expect("symlink")
-        };
-        link(&store.join("rollup"), "node_modules/rollup");
-        link(
-            &store.join("@rollup/rollup-linux-x64-gnu"),
-            "node_modules/@scope/native",
-        );
-        link(&base.join("linked-alone"), "node_modules/alone");
-        let mut linked = linked_outside(&ws, &[&ws]);
-        linked.sort();
-        assert_eq!(linked, [base.join("linked-alone"), store.clone()]);
-    }
-
-    #[test]
-    fn a_links_target_is_what_canonicalize_gives() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = std::fs::canonicalize(dir.path()).expect("canonical");
-        let link = |target: &str, at: &str| {
-            std::os::unix::fs::symlink(target, base.join(at)).expect("symlink")
-        };
-        std::fs::create_dir_all(base.join("ws/packages/a")).expect("mkdir");
-        std::fs::create_dir_all(base.join("ws/node_modules")).expect("mkdir");
-        std::fs::create_dir_all(base.join("store/pkg")).expect("mkdir");
-        std::fs::write(base.join("store/file"), "").expect("write");
-        link("../store", "alias"); // a directory reached through a link
-        link("../packages/a", "ws/node_modules/a");
-        link(
-            &base.join("store/pkg").to_string_lossy(),
-            "ws/node_modules/abs",
-        );
-        link("../../alias/pkg", "ws/node_modules/via-alias");
-        link("a", "ws/node_modules/chain"); // a link to a link
-        link("../../store/missing", "ws/node_modules/dangling");
-        link("../../store/pkg/", "ws/node_modules/slash");
-        link("../../store/pkg/..", "ws/node_modules/dotdot");
-        link("../../store/file", "ws/node_modules/file");
-        let mut memo = CanonicalDirs::default();
-        for name in [
-            "a",
-            "abs",
-            "via-alias",
-            "chain",
-            "dangling",
-            "slash",
-            "dotdot",
-            "file",
-        ] {
-            let path = base.join("ws/node_modules").join(name);
-            assert_eq!(
-                link_target(&path, &mut memo),
-                std::fs::canonicalize(&path).ok(),
-                "{name}"
-            );
-        }
-    }
 
     #[test]
     fn arguments_are_quoted_for_sh() {

@@ -133,7 +133,11 @@ impl Jail {
         let (report_read, report_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| JailError::Prepare(format!("cannot create a pipe: {e}")))?;
-        let network = if spec.network { None } else { network::take() };
+        let network = if spec.network {
+            None
+        } else {
+            crate::timings::time("spawn: network namespace", network::take)
+        };
         let mut prepared = apply::Prepared::new(
             &plan,
             &self.rights,

@@ -27,6 +27,10 @@ use std::thread::JoinHandle;
 /// not try again.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// Set for a run of several tasks: taking a namespace starts the next one at once
+/// ([`keep_ahead`]).
+static KEEP_AHEAD: AtomicBool = AtomicBool::new(false);
+
 /// The namespace being made for the next sandbox, if any.
 static AHEAD: Mutex<Option<JoinHandle<std::io::Result<OwnedFd>>>> = Mutex::new(None);
 
@@ -44,12 +48,25 @@ pub fn make_ahead() {
     }
 }
 
+/// From now on, taking a namespace starts making the next: for a run of several tasks, whose
+/// next sandbox would otherwise start its namespace only when it is planned, a moment before
+/// it needs it. Making one takes ~0.6 ms here (a run of 100 sandboxed tasks waited
+/// 0.6 ms per task for it); a lone task does not ask, and no namespace is made for nothing.
+pub fn keep_ahead() {
+    KEEP_AHEAD.store(true, Ordering::Relaxed);
+}
+
 /// The namespace made ahead, as an fd to `setns` into; `None` if none was started or it
 /// could not be made (the sandbox's outer process then makes its own).
 pub fn take() -> Option<OwnedFd> {
     let ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner()).take()?;
     match ahead.join() {
-        Ok(Ok(fd)) => Some(fd),
+        Ok(Ok(fd)) => {
+            if KEEP_AHEAD.load(Ordering::Relaxed) {
+                make_ahead();
+            }
+            Some(fd)
+        }
         Ok(Err(_)) => {
             REFUSED.store(true, Ordering::Relaxed);
             None
