@@ -140,10 +140,11 @@ fn attempt(
         crate::cache::guard::Window::unchecked()
     };
     let spawning = sandbox::timings::phase("spawn");
-    // Without a sandbox and with the shell's path known, the task starts without a fork
-    // of vt (`sandbox::trace::launch`); a sandbox needs the fork (its namespaces).
+    // With the shell's path known, the task starts without a fork of vt
+    // (`sandbox::trace::launch`; in a sandbox, `sandbox::jail::apply::chain`).
     let spawned = match (&jail, &shell) {
         (None, Some(_)) => sandbox::trace::spawn_launch(launch),
+        (Some(jail), Some(_)) => sandbox::trace::spawn_jailed_launch(launch, jail),
         _ => sandbox::trace::spawn_jailed(launch.into_command(), jail.as_ref()),
     };
     if let (Err(sandbox::trace::TraceError::Jail(e)), Some((dirs, base))) = (&spawned, &layer)

@@ -13,7 +13,7 @@
 //!
 //! A sandboxed task is always traced too: [`crate::trace::spawn_jailed`] composes the two.
 
-mod apply;
+pub(crate) mod apply;
 pub mod deny;
 pub mod landlock;
 pub mod layer;
@@ -21,7 +21,7 @@ pub mod network;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,6 +114,19 @@ impl Jail {
         command: &mut Command,
         extra: &[(&Path, bool)],
     ) -> Result<Installed, JailError> {
+        let (installed, mut prepared) = self.prepare(extra)?;
+        // SAFETY: `enter` only makes async-signal-safe syscalls on memory prepared above.
+        unsafe { command.pre_exec(move || prepared.enter()) };
+        Ok(installed)
+    }
+
+    /// The plan with vt's own directories (`extra`) added, and what the sandbox's
+    /// processes need of it: for [`Jail::install`], and for a sandbox started without a
+    /// fork (`apply::Prepared::start`, [`Installed::adopt`]).
+    pub(crate) fn prepare(
+        &self,
+        extra: &[(&Path, bool)],
+    ) -> Result<(Installed, apply::Prepared), JailError> {
         let mut spec = self.spec.clone();
         for (path, writable) in extra {
             let list = if *writable {
@@ -138,7 +151,7 @@ impl Jail {
         } else {
             crate::timings::time("spawn: network namespace", network::take)
         };
-        let mut prepared = apply::Prepared::new(
+        let prepared = apply::Prepared::new(
             &plan,
             &self.rights,
             ruleset,
@@ -147,13 +160,16 @@ impl Jail {
             report_write,
             network,
         );
-        // SAFETY: `enter` only makes async-signal-safe syscalls on memory prepared above.
-        unsafe { command.pre_exec(move || prepared.enter()) };
-        Ok(Installed {
-            plan,
-            report: report_read,
-            mounts: None,
-        })
+        Ok((
+            Installed {
+                plan,
+                report: report_read,
+                mounts: None,
+                init: None,
+                init_reaped: false,
+            },
+            prepared,
+        ))
     }
 }
 
@@ -223,6 +239,24 @@ pub struct Installed {
     /// The sandbox's mount namespace, held from its start until the task has ended
     /// ([`Installed::hold_mounts`]).
     mounts: Option<OwnedFd>,
+    /// A sandbox started without a fork (`Installed::adopt`): its init's stack, kept until
+    /// the init is reaped, and the pipe it writes the task's status to.
+    init: Option<(apply::Stack, OwnedFd)>,
+    /// Whether that init has been reaped ([`Installed::relayed_status`]).
+    init_reaped: bool,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        // An init not known to be gone may still run on its stack: unmapped, the range
+        // could be mapped again for vt's own data, which the init would then write. Left
+        // mapped instead (a path that drops a started sandbox without waiting for it).
+        if !self.init_reaped
+            && let Some((stack, _)) = self.init.take()
+        {
+            std::mem::forget(stack);
+        }
+    }
 }
 
 impl Installed {
@@ -259,6 +293,25 @@ impl Installed {
     }
 
     /// Why spawning failed, if the sandbox's setup is the reason.
+    /// Keeps what a sandbox started without a fork needs until its init is reaped.
+    pub(crate) fn adopt(&mut self, started: apply::Started) -> u32 {
+        self.init = Some((started.init_stack, started.status));
+        started.pid
+    }
+
+    /// The task's wait status as the sandbox's init relayed it (a sandbox started with
+    /// `Installed::adopt`); `None` if it relayed none (it was killed) or the sandbox was
+    /// forked. Call it once the init has been reaped: its stack may then go.
+    pub fn relayed_status(&mut self) -> Option<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        self.init_reaped = true;
+        let (_, status) = self.init.as_ref()?;
+        let mut raw = [0u8; 4];
+        // SAFETY: reads into a stack buffer from our own non-blocking pipe.
+        let n = unsafe { libc::read(status.as_raw_fd(), raw.as_mut_ptr().cast(), 4) };
+        (n == 4).then(|| std::process::ExitStatus::from_raw(i32::from_ne_bytes(raw)))
+    }
+
     pub fn setup_error(&self) -> Option<JailError> {
         let (step, errno) = apply::read_report(&self.report)?;
         let source = std::io::Error::from_raw_os_error(errno);

@@ -192,6 +192,9 @@ pub struct Prepared {
     inherited: Option<OwnedFd>,
     /// Passed to `execve` as its fourth argument ([`exec_token`]); 0: a plain `execve`.
     exec_token: u64,
+    /// Whether the child makes a process group of its own (not in a sandbox, whose task
+    /// process leads a session of its own).
+    own_group: bool,
     /// Set by a child whose setup failed: `step << 32 | errno`.
     failed: AtomicI64,
 }
@@ -247,6 +250,7 @@ impl Prepared {
             exec_token: exec_token()
                 .filter(|_| exempts_exec(&launch.program))
                 .unwrap_or(0),
+            own_group: true,
             failed: AtomicI64::new(0),
         })
     }
@@ -270,6 +274,34 @@ impl Prepared {
         Ok(prepared)
     }
 
+    /// For a sandbox's task process, which leads a session of its own: the child keeps it.
+    pub(crate) fn in_a_session_of_its_own(&mut self) {
+        self.own_group = false;
+    }
+
+    /// What became of a child started with this launch (`pid`): its pid once it has
+    /// exec'd, or the step that failed and why.
+    pub(crate) fn outcome(&self, pid: u32) -> io::Result<u32> {
+        match self.failed.load(Ordering::SeqCst) {
+            0 => Ok(pid),
+            failed => {
+                let errno = (failed & 0xffff_ffff) as i32;
+                let step = Step::from_code(failed >> 32).unwrap_or(Step::Exec);
+                let cause = io::Error::from_raw_os_error(errno);
+                Err(if step == Step::Exec {
+                    cause
+                } else {
+                    io::Error::new(cause.kind(), format!("{}: {cause}", step.describe()))
+                })
+            }
+        }
+    }
+
+    /// Whether a child of this launch failed before its exec.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst) != 0
+    }
+
     /// argv as the child will see it (for tests).
     pub fn argv(&self) -> Vec<&[u8]> {
         self.argv.iter().map(|s| s.as_bytes()).collect()
@@ -287,6 +319,13 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Prepared` that `start` passed, alive until the exec (the
     // parent's thread is suspended by CLONE_VFORK until then).
     let p = unsafe { &*(arg as *const Prepared) };
+    exec_prepared(p)
+}
+
+/// The child's steps from its process group to the exec, for [`child`] and for a
+/// sandbox's task process (`jail::apply::chain`), which runs them after its own. Returns
+/// only on failure, recorded in `p.failed`, by exiting.
+pub(crate) fn exec_prepared(p: &Prepared) -> c_int {
     let fail = |step: Step, errno: i32| -> c_int {
         p.failed
             .store(((step as i64) << 32) | i64::from(errno), Ordering::SeqCst);
@@ -302,8 +341,9 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     unsafe {
         // vt ignores SIGPIPE; a task starts with the default, as std's children do.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        // Own process group, so the whole tree can be signalled together.
-        if libc::setpgid(0, 0) != 0 {
+        // Own process group, so the whole tree can be signalled together (in a sandbox the
+        // process leads a session of its own already).
+        if p.own_group && libc::setpgid(0, 0) != 0 {
             return fail(Step::ProcessGroup, errno());
         }
         for (target, &fd) in p.stdio.iter().enumerate() {
@@ -404,19 +444,7 @@ pub fn start(prepared: &Prepared) -> io::Result<u32> {
         pid
     };
     drop(stack);
-    match prepared.failed.load(Ordering::SeqCst) {
-        0 => Ok(pid as u32),
-        failed => {
-            let errno = (failed & 0xffff_ffff) as i32;
-            let step = Step::from_code(failed >> 32).unwrap_or(Step::Exec);
-            let cause = io::Error::from_raw_os_error(errno);
-            Err(if step == Step::Exec {
-                cause
-            } else {
-                io::Error::new(cause.kind(), format!("{}: {cause}", step.describe()))
-            })
-        }
-    }
+    prepared.outcome(pid as u32)
 }
 
 #[cfg(test)]

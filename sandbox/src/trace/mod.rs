@@ -184,9 +184,14 @@ impl TracedChild {
             }
             Running::Ptrace(tracer) => tracer.join().map_err(|_| panicked())?,
         }
-        .map(|(status, mut log)| {
+        .map(|(mut status, mut log)| {
             if let Some(jail) = &mut self.jail {
                 jail.release_mounts();
+                // A sandbox's init that ran on vt's memory cannot end the way the task did
+                // (it is pid 1): it wrote the task's status.
+                if let Some(relayed) = jail.relayed_status() {
+                    status = relayed;
+                }
             }
             log.accesses.extend(self.looked_up);
             if let Ok(watch) = &self.second_source {
@@ -425,6 +430,93 @@ pub fn spawn_jailed(
         fast_path,
         jail,
     ))
+}
+
+/// Starts `launch` traced in `jail`'s sandbox without a fork of vt (`jail::apply::chain`),
+/// where this build and the seccomp backend allow it; otherwise as a `Command`
+/// ([`spawn_jailed`]).
+pub fn spawn_jailed_launch(
+    mut launch: launch::Launch,
+    jail: &crate::jail::Jail,
+) -> Result<TracedChild, TraceError> {
+    if !crate::jail::apply::starts_without_fork()
+        || !launch.program.is_absolute()
+        || choose_backend()? == Backend::Ptrace
+    {
+        return spawn_jailed(launch.into_command(), Some(jail));
+    }
+    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
+        let existing = launch.env.get(std::ffi::OsStr::new("LD_PRELOAD")).cloned();
+        fast_path::library()
+            .and_then(|library| fast_path::Injection::prepare_env(existing, &library))
+            .map(|(injection, vars)| {
+                launch.env.extend(vars);
+                injection
+            })
+    });
+    let own: Vec<(&std::path::Path, bool)> = match &fast_path {
+        Ok(injection) => injection.private_dirs(),
+        Err(_) => Vec::new(),
+    };
+    let (mut installed, mut sandbox) =
+        crate::timings::time("spawn: jail plan", || jail.prepare(&own))?;
+    let second_source =
+        crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
+    let _spawning = crate::timings::phase("spawn: clone, filter, exec");
+    let program = launch.program.to_string_lossy().into_owned();
+    let exempt = launch::exempts_exec(&launch.program)
+        .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
+    let (parent_end, child_end) = handover_pair()?;
+    let supervisor = start_supervisor(parent_end)?;
+    let mut prepared = launch::Prepared::new(
+        &launch,
+        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
+        child_end.as_raw_fd(),
+    )
+    .map_err(|source| TraceError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    prepared.in_a_session_of_its_own();
+    let mut started = None;
+    let spawned = crate::timings::time("spawn: clone to exec", || {
+        reaper::spawn_with(|| {
+            let sandbox = sandbox.start(&prepared)?;
+            let pid = sandbox.pid;
+            started = Some(sandbox);
+            Ok(pid)
+        })
+    });
+    drop((prepared, child_end, sandbox));
+    let (pid, status) = match (spawned, started) {
+        (Ok((pid, status)), Some(started)) => {
+            installed.adopt(started);
+            (pid, status)
+        }
+        (spawned, _) => {
+            // A sandbox step that failed says more than the launch's error.
+            if let Some(failed) = installed.setup_error() {
+                return Err(failed.into());
+            }
+            let e = spawned
+                .err()
+                .unwrap_or_else(|| std::io::Error::other("the sandbox did not start"));
+            return Err(not_started(supervisor, program, e));
+        }
+    };
+    drop(launch);
+    installed.hold_mounts(pid);
+    let mut child = TracedChild::started(
+        pid,
+        Running::Seccomp { status, supervisor },
+        second_source,
+        fast_path,
+        Some(installed),
+    );
+    if let Some((program, at_ns)) = exempt {
+        child.executed(&program, at_ns);
+    }
+    Ok(child)
 }
 
 /// fanotify over the file system of the command's working directory (the workspace).

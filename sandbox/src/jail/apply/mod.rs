@@ -27,6 +27,7 @@ use std::path::Path;
 
 use libc::{c_int, sock_filter, sock_fprog};
 
+mod chain;
 mod init;
 mod lockdown;
 mod loopback;
@@ -34,6 +35,7 @@ mod mounts;
 mod report;
 mod syscall;
 
+pub use chain::{Stack, Started, starts_without_fork};
 use init::{die_with_parent, init_until, relay_status};
 pub(super) use loopback::loopback_up;
 pub use report::{Step, read_report};
@@ -277,22 +279,7 @@ impl Prepared {
         unsafe {
             libc::setpgid(0, 0);
             die_with_parent();
-            // First: entering a namespace owned by vt's user namespace needs vt's
-            // capabilities, which the new user namespace leaves behind. Refused (a seccomp
-            // policy around vt), the sandbox makes its own, as without one made ahead.
-            if let Some(network) = &self.network
-                && libc::setns(network.as_raw_fd(), libc::CLONE_NEWNET) != 0
-            {
-                self.clone_flags |= libc::CLONE_NEWNET;
-                self.loopback = true;
-            }
-            self.check(Step::Unshare, libc::unshare(self.clone_flags))?;
-            self.check(
-                Step::IdMaps,
-                write_file(&self.setgroups.0, self.setgroups.1),
-            )?;
-            self.check(Step::IdMaps, write_file(&self.uid_map.0, &self.uid_map.1))?;
-            self.check(Step::IdMaps, write_file(&self.gid_map.0, &self.gid_map.1))?;
+            self.enter_namespaces()?;
         }
         let mut status_pipe = [0 as c_int; 2];
         // SAFETY: pipe2 writes two fds into the array.
@@ -336,21 +323,54 @@ impl Prepared {
             libc::close(status_pipe[1]);
             self.check(Step::Session, libc::setsid())?;
             die_with_parent();
-            let fprog = sock_fprog {
-                len: self.deny.len() as u16,
-                filter: self.deny.as_ptr().cast_mut(),
-            };
-            self.check(
-                Step::DenyList,
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &fprog as *const sock_fprog,
-                ) as c_int,
-            )?;
+            self.install_deny_list()
         }
-        Ok(())
+    }
+
+    /// A's namespaces: the network namespace made ahead, the others new, the id maps.
+    ///
+    /// # Safety
+    /// Only in A, a child of vt between its clone or fork and its exec or exit.
+    unsafe fn enter_namespaces(&mut self) -> std::io::Result<()> {
+        // SAFETY: plain syscalls on values prepared before the clone or fork.
+        unsafe {
+            // First: entering a namespace owned by vt's user namespace needs vt's
+            // capabilities, which the new user namespace leaves behind. Refused (a seccomp
+            // policy around vt), the sandbox makes its own, as without one made ahead.
+            if let Some(network) = &self.network
+                && libc::setns(network.as_raw_fd(), libc::CLONE_NEWNET) != 0
+            {
+                self.clone_flags |= libc::CLONE_NEWNET;
+                self.loopback = true;
+            }
+            self.check(Step::Unshare, libc::unshare(self.clone_flags))?;
+            self.check(
+                Step::IdMaps,
+                write_file(&self.setgroups.0, self.setgroups.1),
+            )?;
+            self.check(Step::IdMaps, write_file(&self.uid_map.0, &self.uid_map.1))?;
+            self.check(Step::IdMaps, write_file(&self.gid_map.0, &self.gid_map.1))
+        }
+    }
+
+    /// The seccomp deny-list, on the task's process.
+    ///
+    /// # Safety
+    /// Only in C, between its clone or fork and its exec.
+    unsafe fn install_deny_list(&self) -> std::io::Result<()> {
+        let fprog = sock_fprog {
+            len: self.deny.len() as u16,
+            filter: self.deny.as_ptr().cast_mut(),
+        };
+        // SAFETY: seccomp with a program that lives in `self`.
+        self.check(Step::DenyList, unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const sock_fprog,
+            ) as c_int
+        })
     }
 
     /// `result` as an error, reported on the pipe, when it is negative.
