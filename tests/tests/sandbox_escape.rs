@@ -375,6 +375,20 @@ fn cannot_reach_the_host_through_proc() {
 }
 
 #[test]
+fn cannot_read_the_memory_of_the_sandboxs_init() {
+    // pid 1 of a sandbox runs on vt's own memory until it exits (it is started without a
+    // fork: sandbox/src/jail/apply/chain.rs); the task must not reach it through /proc.
+    // The control reads a host process's memory, which vt's user may.
+    let ws = workspace();
+    if needs_root("cannot_read_the_memory_of_the_sandboxs_init") {
+        return;
+    }
+    let victim = Victim::start();
+    ws.assert_contained_with(&["proc-mem", "1"], &["proc-mem", &victim.pid()]);
+    ws.assert_contained_with(&["ptrace", "1"], &["ptrace", &victim.pid()]);
+}
+
+#[test]
 fn a_setuid_file_gains_nothing() {
     let ws = workspace();
     if needs_root("a_setuid_file_gains_nothing") {

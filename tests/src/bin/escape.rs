@@ -4,7 +4,8 @@
 //! sandbox (must be stopped) and without it (must succeed, so no case passes vacuously).
 //!
 //! `escape write PATH` · `read PATH` · `connect PORT` · `signal PID` · `ptrace PID` ·
-//! `tiocsti FD` · `remount DIR` · `proc-root PID PATH` · `proc-exe PID` · `setuid DIR` · `bpf` ·
+//! `tiocsti FD` · `remount DIR` · `proc-root PID PATH` · `proc-exe PID` · `proc-mem PID` ·
+//! `setuid DIR` · `bpf` ·
 //! `daemon MARKER`
 
 use std::ffi::CString;
@@ -143,6 +144,28 @@ fn attempt(args: &[String]) -> Result<String, String> {
             file.read_exact(&mut magic)
                 .map_err(|e| format!("read {path}: {e}"))?;
             Ok(format!("read {path} ({magic:?})"))
+        }
+        "proc-mem" => {
+            // Another process's memory through /proc: in a sandbox, pid 1 runs on vt's own.
+            let pid = number(1)?;
+            let maps = format!("/proc/{pid}/maps");
+            let text = std::fs::read_to_string(&maps).map_err(|e| format!("read {maps}: {e}"))?;
+            let start = text
+                .lines()
+                .find(|line| {
+                    line.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|p| p.starts_with('r'))
+                })
+                .and_then(|line| line.split('-').next())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("{maps}: no readable mapping"))?;
+            let path = format!("/proc/{pid}/mem");
+            let file = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+            let mut bytes = [0u8; 8];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)
+                .map_err(|e| format!("read {path} at {start:#x}: {e}"))?;
+            Ok(format!("read {path} at {start:#x}"))
         }
         "setuid" => {
             let copy = std::path::Path::new(&arg(1)?).join("escape-suid");
