@@ -411,6 +411,41 @@ pub(crate) fn exec_prepared(p: &Prepared) -> c_int {
     fail(Step::Exec, errno())
 }
 
+/// Clones `child(arg)` on `stack_top` with `CLONE_VM | CLONE_VFORK` and every signal
+/// blocked on the calling thread meanwhile (the child borrows its memory, and no handler of
+/// vt's may run in it; the child inherits that mask); returns the child's pid once it has
+/// exec'd or exited.
+///
+/// # Safety
+/// `stack_top` must be the top of memory the child can use as its stack, and `arg` what
+/// `child` expects, both alive until this returns.
+pub(crate) unsafe fn clone_vfork(
+    child: extern "C" fn(*mut c_void) -> c_int,
+    stack_top: *mut c_void,
+    arg: *mut c_void,
+) -> io::Result<c_int> {
+    // SAFETY: all-zero sigset_t values, filled by sigfillset and pthread_sigmask; the clone
+    // as the caller promised.
+    unsafe {
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        );
+        let clone_errno = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_errno);
+        }
+        Ok(pid)
+    }
+}
+
 /// The child's stack: it runs only the few calls above.
 const STACK: usize = 64 * 1024;
 
@@ -420,28 +455,14 @@ pub fn start(prepared: &Prepared) -> io::Result<u32> {
     let mut stack: Vec<u8> = Vec::with_capacity(STACK);
     // The stack grows down from its 16-byte aligned top.
     let top = (stack.as_mut_ptr() as usize + STACK) & !15;
-    // SAFETY: all-zero sigset_t values, filled by sigfillset and pthread_sigmask.
-    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: blocks every signal on this thread while the child borrows its memory (no
-    // handler of vt's runs in the child), then clones with a stack that outlives the child's
-    // use of it (CLONE_VFORK returns after the exec or the exit) and `prepared`, which
-    // outlives it too.
+    // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns after the exec
+    // or the exit), and so does `prepared`.
     let pid = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
+        clone_vfork(
             child,
             top as *mut c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (prepared as *const Prepared).cast_mut().cast(),
-        );
-        let clone_errno = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_errno);
-        }
-        pid
+        )?
     };
     drop(stack);
     prepared.outcome(pid as u32)

@@ -466,17 +466,7 @@ pub fn spawn_jailed_launch(
     let program = launch.program.to_string_lossy().into_owned();
     let exempt = launch::exempts_exec(&launch.program)
         .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
-    let (parent_end, child_end) = handover_pair()?;
-    let supervisor = start_supervisor(parent_end)?;
-    let mut prepared = launch::Prepared::new(
-        &launch,
-        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
-        child_end.as_raw_fd(),
-    )
-    .map_err(|source| TraceError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let (mut prepared, supervisor, child_end) = prepare_notified(&launch, &program)?;
     prepared.in_a_session_of_its_own();
     let mut started = None;
     let spawned = crate::timings::time("spawn: clone to exec", || {
@@ -580,17 +570,7 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     let (pid, status, supervisor) = match armed {
         Some(armed) => start_armed(armed, &launch, program)?,
         None => {
-            let (parent_end, child_end) = handover_pair()?;
-            let supervisor = start_supervisor(parent_end)?;
-            let prepared = launch::Prepared::new(
-                &launch,
-                filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
-                child_end.as_raw_fd(),
-            )
-            .map_err(|source| TraceError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
+            let (prepared, supervisor, child_end) = prepare_notified(&launch, &program)?;
             let started = crate::timings::time("spawn: clone to exec", || {
                 reaper::spawn_with(|| launch::start(&prepared))
             });
@@ -675,6 +655,27 @@ fn not_started(supervisor: Supervisor, program: String, e: std::io::Error) -> Tr
         Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
         _ => TraceError::Spawn { program, source: e },
     }
+}
+
+/// `launch` prepared for a child that installs the tracing filter itself and hands its
+/// listener to the supervisor started here, already waiting; with the child's end of the
+/// handover socket (vt's copy closes once the child has started).
+fn prepare_notified(
+    launch: &launch::Launch,
+    program: &str,
+) -> Result<(launch::Prepared, Supervisor, OwnedFd), TraceError> {
+    let (parent_end, child_end) = handover_pair()?;
+    let supervisor = start_supervisor(parent_end)?;
+    let prepared = launch::Prepared::new(
+        launch,
+        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
+        child_end.as_raw_fd(),
+    )
+    .map_err(|source| TraceError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
+    Ok((prepared, supervisor, child_end))
 }
 
 fn handover_pair() -> Result<(OwnedFd, OwnedFd), TraceError> {

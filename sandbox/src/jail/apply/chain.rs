@@ -171,29 +171,16 @@ impl Prepared {
             started_write: AtomicI32::new(-1),
             status_write: status_write.as_raw_fd(),
         };
-        // SAFETY: all-zero sigset_t values, filled by sigfillset and pthread_sigmask.
-        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        // SAFETY: every signal is blocked on this thread while the children borrow its
-        // memory (no handler of vt's runs in them; B keeps them blocked, see the module
-        // docs); A runs on `setup_stack` and this thread waits until A exits
-        // (CLONE_VFORK), by which time C has exec'd or failed and B no longer reads
+        // SAFETY: A runs on `setup_stack` with every signal blocked (no handler of vt's
+        // runs in A, B or C; B keeps them blocked, see the module docs), and this thread
+        // waits until A exits, by which time C has exec'd or failed and B no longer reads
         // `chain`; the stacks and `chain` outlive that.
         let a = unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            let a = libc::clone(
+            launch::clone_vfork(
                 outer,
                 setup_stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                 (&chain as *const Chain).cast_mut().cast(),
-            );
-            let clone_errno = io::Error::last_os_error();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            if a < 0 {
-                return Err(clone_errno);
-            }
-            a
+            )?
         };
         // A has exited; the reaper reaps it (it is no task's root).
         let _ = a;
