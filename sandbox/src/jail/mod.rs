@@ -292,7 +292,6 @@ impl Installed {
         }
     }
 
-    /// Why spawning failed, if the sandbox's setup is the reason.
     /// Keeps what a sandbox started without a fork needs until its init is reaped.
     pub(crate) fn adopt(&mut self, started: apply::Started) -> u32 {
         self.init = Some((started.init_stack, started.status));
@@ -312,6 +311,7 @@ impl Installed {
         (n == 4).then(|| std::process::ExitStatus::from_raw(i32::from_ne_bytes(raw)))
     }
 
+    /// Why spawning failed, if the sandbox's setup is the reason.
     pub fn setup_error(&self) -> Option<JailError> {
         let (step, errno) = apply::read_report(&self.report)?;
         let source = std::io::Error::from_raw_os_error(errno);

@@ -279,25 +279,25 @@ impl Prepared {
         self.own_group = false;
     }
 
-    /// What became of a child started with this launch (`pid`): its pid once it has
-    /// exec'd, or the step that failed and why.
-    pub(crate) fn outcome(&self, pid: u32) -> io::Result<u32> {
-        match self.failed.load(Ordering::SeqCst) {
-            0 => Ok(pid),
-            failed => {
-                let errno = (failed & 0xffff_ffff) as i32;
-                let step = Step::from_code(failed >> 32).unwrap_or(Step::Exec);
-                let cause = io::Error::from_raw_os_error(errno);
-                Err(if step == Step::Exec {
-                    cause
-                } else {
-                    io::Error::new(cause.kind(), format!("{}: {cause}", step.describe()))
-                })
-            }
+    /// The step a child of this launch failed at before its exec, and why; `None` if it
+    /// did not fail (it exec'd, or has not run).
+    pub(crate) fn failure(&self) -> Option<io::Error> {
+        let failed = self.failed.load(Ordering::SeqCst);
+        if failed == 0 {
+            return None;
         }
+        let errno = (failed & 0xffff_ffff) as i32;
+        let step = Step::from_code(failed >> 32).unwrap_or(Step::Exec);
+        let cause = io::Error::from_raw_os_error(errno);
+        Some(if step == Step::Exec {
+            cause
+        } else {
+            io::Error::new(cause.kind(), format!("{}: {cause}", step.describe()))
+        })
     }
 
-    /// Whether a child of this launch failed before its exec.
+    /// Whether a child of this launch failed before its exec (no allocation: for a child
+    /// on vt's memory).
     pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst) != 0
     }
@@ -465,7 +465,7 @@ pub fn start(prepared: &Prepared) -> io::Result<u32> {
         )?
     };
     drop(stack);
-    prepared.outcome(pid as u32)
+    prepared.failure().map_or(Ok(pid as u32), Err)
 }
 
 #[cfg(test)]

@@ -391,10 +391,7 @@ pub fn spawn_jailed(
     // The sandbox's pre-exec goes first: the tracer's must run inside it, in the task.
     let mut jail = match jail {
         Some(jail) => {
-            let own: Vec<(&std::path::Path, bool)> = match &fast_path {
-                Ok(injection) => injection.private_dirs(),
-                Err(_) => Vec::new(),
-            };
+            let own = private_dirs(&fast_path);
             Some(crate::timings::time("spawn: jail plan", || {
                 jail.install(&mut command, &own)
             })?)
@@ -445,19 +442,8 @@ pub fn spawn_jailed_launch(
     {
         return spawn_jailed(launch.into_command(), Some(jail));
     }
-    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
-        let existing = launch.env.get(std::ffi::OsStr::new("LD_PRELOAD")).cloned();
-        fast_path::library()
-            .and_then(|library| fast_path::Injection::prepare_env(existing, &library))
-            .map(|(injection, vars)| {
-                launch.env.extend(vars);
-                injection
-            })
-    });
-    let own: Vec<(&std::path::Path, bool)> = match &fast_path {
-        Ok(injection) => injection.private_dirs(),
-        Err(_) => Vec::new(),
-    };
+    let (fast_path, _) = inject_recorder(&mut launch);
+    let own = private_dirs(&fast_path);
     let (mut installed, mut sandbox) =
         crate::timings::time("spawn: jail plan", || jail.prepare(&own))?;
     let second_source =
@@ -550,16 +536,7 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     };
     let preload = std::ffi::OsStr::new("LD_PRELOAD");
     let existing = launch.env.get(preload).cloned();
-    let mut injected = Vec::new();
-    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
-        fast_path::library()
-            .and_then(|library| fast_path::Injection::prepare_env(existing.clone(), &library))
-            .map(|(injection, vars)| {
-                injected.extend(vars.iter().map(|(name, _)| name.clone()));
-                launch.env.extend(vars);
-                injection
-            })
-    });
+    let (fast_path, injected) = inject_recorder(&mut launch);
     let second_source =
         crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
@@ -655,6 +632,36 @@ fn not_started(supervisor: Supervisor, program: String, e: std::io::Error) -> Tr
         Ok(Err(unavailable @ TraceError::SeccompUnavailable { .. })) => unavailable,
         _ => TraceError::Spawn { program, source: e },
     }
+}
+
+/// The recorder injected into `launch`'s environment (`LD_PRELOAD` and its buffers), or
+/// why there is no fast path; with the names of the variables it set, for a start that
+/// must take them out again.
+fn inject_recorder(
+    launch: &mut launch::Launch,
+) -> (
+    Result<fast_path::Injection, String>,
+    Vec<std::ffi::OsString>,
+) {
+    let existing = launch.env.get(std::ffi::OsStr::new("LD_PRELOAD")).cloned();
+    let mut injected = Vec::new();
+    let fast_path = crate::timings::time("spawn: preload library and buffers", || {
+        fast_path::library()
+            .and_then(|library| fast_path::Injection::prepare_env(existing, &library))
+            .map(|(injection, vars)| {
+                injected.extend(vars.iter().map(|(name, _)| name.clone()));
+                launch.env.extend(vars);
+                injection
+            })
+    });
+    (fast_path, injected)
+}
+
+/// vt's own directories a sandboxed task must see (the recorder's buffers and library).
+fn private_dirs(fast_path: &Result<fast_path::Injection, String>) -> Vec<(&std::path::Path, bool)> {
+    fast_path
+        .as_ref()
+        .map_or_else(|_| Vec::new(), fast_path::Injection::private_dirs)
 }
 
 /// `launch` prepared for a child that installs the tracing filter itself and hands its

@@ -31,7 +31,7 @@
 //! is suspended (in the clone of A), and A only waits.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::{c_int, c_void};
@@ -151,14 +151,8 @@ impl Prepared {
         let setup_stack = Stack::new(SETUP_STACK)?;
         let task_stack = Stack::new(SETUP_STACK)?;
         let init_stack = Stack::new(INIT_STACK)?;
-        let status_pipe = pipe(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
-        // SAFETY: as above.
-        let (status, status_write) = unsafe {
-            (
-                OwnedFd::from_raw_fd(status_pipe[0]),
-                OwnedFd::from_raw_fd(status_pipe[1]),
-            )
-        };
+        let (status, status_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let chain = Chain {
             jail: self as *mut Prepared,
             task,
@@ -175,7 +169,7 @@ impl Prepared {
         // runs in A, B or C; B keeps them blocked, see the module docs), and this thread
         // waits until A exits, by which time C has exec'd or failed and B no longer reads
         // `chain`; the stacks and `chain` outlive that.
-        let a = unsafe {
+        unsafe {
             launch::clone_vfork(
                 outer,
                 setup_stack.top(),
@@ -183,7 +177,6 @@ impl Prepared {
             )?
         };
         // A has exited; the reaper reaps it (it is no task's root).
-        let _ = a;
         drop((status_write, setup_stack, task_stack));
         let init = chain.init_pid.load(Ordering::SeqCst);
         if chain.started.load(Ordering::SeqCst) && init > 0 {
@@ -198,8 +191,9 @@ impl Prepared {
         if init > 0 {
             std::mem::forget(init_stack);
         }
-        task.outcome(0)?;
-        Err(io::Error::other("the sandbox did not start its task"))
+        Err(task
+            .failure()
+            .unwrap_or_else(|| io::Error::other("the sandbox did not start its task")))
     }
 }
 
