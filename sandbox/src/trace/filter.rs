@@ -2,8 +2,8 @@
 //!
 //! Built from [`syscalls::TRACED`] so the filter and the decoder share one table. Layout:
 //! refuse non-native ABIs (i386 via `int 0x80`, x32) whose numbers would dodge the table,
-//! refuse io_uring, then one comparison per traced syscall that jumps to the shared part,
-//! and allow everything else. The shared part lets the preload trampoline's calls through
+//! then a search tree on the number ([`bpf::dispatch`]) that refuses io_uring, sends a
+//! traced syscall to the shared part and allows everything else. The shared part lets the preload trampoline's calls through
 //! (the recorder has already logged them: docs/architecture.md, "Trace and jail"), then one
 //! small block per syscall with an fd-only variant lets that variant through, and returns
 //! `action` for the rest.
@@ -42,23 +42,20 @@ pub fn tracing_filter(action: u32, exec_token: Option<u64>) -> Vec<sock_filter> 
         bpf::jump_ge(X32_SYSCALL_BIT, 0, 1),
         bpf::ret(enosys),
     ];
-    for (nr, _) in syscalls::REFUSED {
-        program.push(bpf::jump_eq(*nr as u32, 0, 1));
-        program.push(bpf::ret(enosys));
-    }
-    // Dispatch: a traced syscall jumps over the rest of the list and the final ALLOW to
-    // the shared part. For every other syscall the result depends on `arch` and `nr` alone,
-    // which lets the kernel's seccomp action cache (Linux ≥ 5.11) skip the filter entirely
-    // for read, write, mmap, ….
-    let traced = syscalls::TRACED.len();
-    for (i, syscall) in syscalls::TRACED.iter().enumerate() {
-        let to_shared = u8::try_from(traced - i).expect("fewer than 255 traced syscalls");
-        program.push(bpf::jump_eq(syscall.nr as u32, to_shared, 0));
-    }
-    program.push(bpf::ret(libc::SECCOMP_RET_ALLOW));
-    // The shared part, for traced syscalls only.
-    program.extend(trampoline_exemption());
-    program.push(bpf::load(OFFSET_NR));
+    // Dispatch on the number (a search tree, `bpf::dispatch`): a refused syscall to
+    // ENOSYS, a traced one to the shared part, every other one to ALLOW. For those the
+    // result depends on `arch` and `nr` alone, which lets the kernel's seccomp action cache
+    // (Linux ≥ 5.11) skip the filter entirely for read, write, mmap, ….
+    const ALLOW: usize = 0;
+    const REFUSE: usize = 1;
+    const SHARED: usize = 2;
+    let cases: Vec<(u32, usize)> = syscalls::REFUSED
+        .iter()
+        .map(|(nr, _)| (*nr as u32, REFUSE))
+        .chain(syscalls::TRACED.iter().map(|s| (s.nr as u32, SHARED)))
+        .collect();
+    let mut shared = trampoline_exemption();
+    shared.push(bpf::load(OFFSET_NR));
     if let Some(token) = exec_token {
         let block = [
             bpf::load(offset_arg_low(3)),
@@ -68,8 +65,8 @@ pub fn tracing_filter(action: u32, exec_token: Option<u64>) -> Vec<sock_filter> 
             bpf::ret(libc::SECCOMP_RET_ALLOW),
             bpf::ret(action),
         ];
-        program.push(bpf::jump_eq(libc::SYS_execve as u32, 0, block.len() as u8));
-        program.extend(block);
+        shared.push(bpf::jump_eq(libc::SYS_execve as u32, 0, block.len() as u8));
+        shared.extend(block);
     }
     for syscall in syscalls::TRACED {
         let block = match syscall.exempt {
@@ -92,10 +89,19 @@ pub fn tracing_filter(action: u32, exec_token: Option<u64>) -> Vec<sock_filter> 
         // Every block ends in a return, so the accumulator still holds `nr` when a
         // comparison falls through to the next block.
         let skip = u8::try_from(block.len()).expect("filter blocks are a few instructions long");
-        program.push(bpf::jump_eq(syscall.nr as u32, 0, skip));
-        program.extend(block);
+        shared.push(bpf::jump_eq(syscall.nr as u32, 0, skip));
+        shared.extend(block);
     }
-    program.push(bpf::ret(action));
+    shared.push(bpf::ret(action));
+    program.extend(bpf::dispatch(
+        &cases,
+        ALLOW,
+        &[
+            vec![bpf::ret(libc::SECCOMP_RET_ALLOW)],
+            vec![bpf::ret(enosys)],
+            shared,
+        ],
+    ));
     program
 }
 
@@ -144,45 +150,39 @@ mod tests {
     #[test]
     fn untraced_syscalls_never_look_past_nr() {
         // What makes the kernel's action cache apply: for an untraced syscall the program
-        // loads nothing but `arch` and `nr` on its way to ALLOW.
-        let program = tracing_filter(NOTIFY, None);
-        let mut pc = 0;
-        let nr = libc::SYS_read as u32;
-        loop {
-            let insn = program[pc];
-            if insn.code == (libc::BPF_RET | libc::BPF_K) as u16 {
-                assert_eq!(insn.k, libc::SECCOMP_RET_ALLOW);
-                break;
-            }
-            if insn.code == (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16 {
-                assert!(
-                    insn.k == OFFSET_ARCH || insn.k == OFFSET_NR,
-                    "loads offset {}",
-                    insn.k
-                );
-                pc += 1;
+        // loads nothing but `arch` and `nr` on its way to ALLOW. And the kernel emulates
+        // that way for every number when the filter is installed: each takes a few steps
+        // (`bpf::dispatch`), not a walk past every traced syscall's comparison.
+        let program = tracing_filter(NOTIFY, Some(0x1234_5678_9abc_def0));
+        let mut untraced = 0;
+        for nr in 0..600 {
+            let data = SeccompData {
+                nr,
+                arch: AUDIT_ARCH_X86_64,
+                instruction_pointer: 0x7f00_1234_5678,
+                args: [u64::MAX; 6],
+            };
+            let path = bpf::path(&program, &data).expect("filter runs to a return");
+            assert!(path.len() <= 24, "nr {nr} takes {} steps", path.len());
+            let nr = i64::from(nr);
+            if syscalls::TRACED.iter().any(|s| s.nr == nr)
+                || syscalls::REFUSED.iter().any(|(r, _)| *r == nr)
+            {
                 continue;
             }
-            // A conditional jump: decide it as the kernel would for read on x86_64.
-            let acc = if pc > 0
-                && program[..pc]
-                    .iter()
-                    .rev()
-                    .find(|i| i.code == (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16)
-                    .is_some_and(|i| i.k == OFFSET_ARCH)
-            {
-                AUDIT_ARCH_X86_64
-            } else {
-                nr
-            };
-            let taken = match insn.code & 0xf0 {
-                c if c == libc::BPF_JEQ as u16 => acc == insn.k,
-                c if c == libc::BPF_JGE as u16 => acc >= insn.k,
-                c if c == libc::BPF_JSET as u16 => acc & insn.k != 0,
-                other => panic!("unexpected instruction {other:#x}"),
-            };
-            pc += 1 + usize::from(if taken { insn.jt } else { insn.jf });
+            untraced += 1;
+            assert_eq!(path.last().map(|ret| ret.k), Some(libc::SECCOMP_RET_ALLOW));
+            let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+            for insn in path.iter().filter(|i| i.code == load) {
+                assert!(
+                    insn.k == OFFSET_ARCH || insn.k == OFFSET_NR,
+                    "nr {nr} loads offset {}",
+                    insn.k
+                );
+            }
+            assert!(path.len() <= 16, "nr {nr} takes {} steps", path.len());
         }
+        assert!(untraced > 400, "most numbers are allowed ({untraced})");
     }
 
     #[test]
