@@ -50,7 +50,7 @@ fn linked_outside_with(listings: &Listings, root: &Path, dirs: &[&Path]) -> Vec<
             continue;
         };
         let found = if meta.file_type().is_symlink() {
-            shown_for(root, &modules, &mut canonical_dirs)
+            shown_for(root, &modules, None, &mut canonical_dirs)
                 .into_iter()
                 .collect()
         } else if meta.is_dir() {
@@ -74,8 +74,13 @@ fn linked_outside_with(listings: &Listings, root: &Path, dirs: &[&Path]) -> Vec<
 /// there (Node resolves from the real path): that whole `node_modules` is shown, the
 /// outermost one, or the linked package cannot load them (rollup's
 /// `@rollup/rollup-linux-x64-gnu`).
-fn shown_for(root: &Path, link: &Path, canonical_dirs: &mut CanonicalDirs) -> Option<PathBuf> {
-    let target = link_target(link, canonical_dirs)?;
+fn shown_for(
+    root: &Path,
+    link: &Path,
+    listed: Option<&Listed>,
+    canonical_dirs: &mut CanonicalDirs,
+) -> Option<PathBuf> {
+    let target = link_target(link, listed, canonical_dirs)?;
     if target.starts_with(root) {
         return None;
     }
@@ -92,8 +97,18 @@ fn shown_for(root: &Path, link: &Path, canonical_dirs: &mut CanonicalDirs) -> Op
 /// are in resolved once (`canonical_dirs`): a workspace's `node_modules` holds a link per
 /// package, all into the same few directories, and resolving each whole took a `readlink`
 /// per component of every one (~700 per sandboxed task of a 100-package workspace, 1.4 ms).
-fn link_target(link: &Path, canonical_dirs: &mut CanonicalDirs) -> Option<PathBuf> {
-    let target = std::fs::read_link(link).ok()?;
+///
+/// `listed`: the directory the link was listed from and its name there, read with
+/// `readlinkat` instead of walking the link's whole path again.
+fn link_target(
+    link: &Path,
+    listed: Option<&Listed>,
+    canonical_dirs: &mut CanonicalDirs,
+) -> Option<PathBuf> {
+    let target = match listed {
+        Some(listed) => PathBuf::from(nix::fcntl::readlinkat(listed.dir, listed.name).ok()?),
+        None => std::fs::read_link(link).ok()?,
+    };
     let ends_in_a_name = matches!(target.components().next_back(), Some(Component::Normal(_)))
         && !target.as_os_str().as_encoded_bytes().ends_with(b"/");
     match (
@@ -213,6 +228,12 @@ impl Listings {
     }
 }
 
+/// A link found in a listing: the listed directory, open, and the link's name in it.
+struct Listed<'a> {
+    dir: &'a std::fs::File,
+    name: &'a std::ffi::OsStr,
+}
+
 /// Lists `modules` (stamped `stamp`) and its `@scope` directories.
 fn list(root: &Path, modules: &Path, stamp: Stamp, canonical_dirs: &mut CanonicalDirs) -> Listing {
     let mut listing = Listing {
@@ -220,36 +241,49 @@ fn list(root: &Path, modules: &Path, stamp: Stamp, canonical_dirs: &mut Canonica
         stamps: vec![(modules.to_path_buf(), stamp)],
         shown: Vec::new(),
     };
-    let Ok(entries) = std::fs::read_dir(modules) else {
-        return listing;
+    list_links(root, modules, &mut listing, canonical_dirs, true);
+    listing
+}
+
+/// Adds what the links in `dir` show to `listing`, and with `scopes`, what those in its
+/// `@scope` directories show (with their stamps).
+fn list_links(
+    root: &Path,
+    dir: &Path,
+    listing: &mut Listing,
+    canonical_dirs: &mut CanonicalDirs,
+    scopes: bool,
+) {
+    // The directory open once: each link is read relative to it (`readlinkat`), not by a
+    // walk of its whole path (~100 per sandboxed task of a 100-package workspace).
+    let (Ok(open), Ok(entries)) = (std::fs::File::open(dir), std::fs::read_dir(dir)) else {
+        return;
     };
-    // The listing's own file types: no `lstat` per entry.
-    let is_link = |entry: &std::fs::DirEntry| entry.file_type().is_ok_and(|t| t.is_symlink());
     for entry in entries.flatten() {
+        // The listing's own file types: no `lstat` per entry.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name();
+        if kind.is_symlink() {
+            let listed = Listed {
+                dir: &open,
+                name: &name,
+            };
+            let shown = shown_for(root, &entry.path(), Some(&listed), canonical_dirs);
+            listing.shown.extend(shown);
+            continue;
+        }
+        if !scopes || !name.as_encoded_bytes().starts_with(b"@") {
+            continue;
+        }
         let path = entry.path();
-        if is_link(&entry) {
-            listing.shown.extend(shown_for(root, &path, canonical_dirs));
-            continue;
-        }
-        if !entry.file_name().as_encoded_bytes().starts_with(b"@") {
-            continue;
-        }
         let Some(scope_stamp) = Stamp::now(&path) else {
             continue;
         };
         listing.stamps.push((path.clone(), scope_stamp));
-        let Ok(scoped) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for inner in scoped.flatten() {
-            if is_link(&inner) {
-                listing
-                    .shown
-                    .extend(shown_for(root, &inner.path(), canonical_dirs));
-            }
-        }
+        list_links(root, &path, listing, canonical_dirs, false);
     }
-    listing
 }
 
 #[cfg(test)]
@@ -411,11 +445,25 @@ mod tests {
             "file",
         ] {
             let path = base.join("ws/node_modules").join(name);
+            let canonical = std::fs::canonicalize(&path).ok();
+            assert_eq!(link_target(&path, None, &mut memo), canonical, "{name}");
+            // Read from the listed directory, as a listing does.
+            let dir = std::fs::File::open(base.join("ws/node_modules")).expect("open");
+            let name = std::ffi::OsStr::new(name);
+            let listed = Listed { dir: &dir, name };
             assert_eq!(
-                link_target(&path, &mut memo),
-                std::fs::canonicalize(&path).ok(),
-                "{name}"
+                link_target(&path, Some(&listed), &mut memo),
+                canonical,
+                "{name:?}, listed"
             );
         }
     }
+}
+#[doc(hidden)]
+pub fn list_uncached(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
+    linked_outside_with(
+        &Listings::new(Duration::from_secs(1_000_000_000)),
+        root,
+        dirs,
+    )
 }

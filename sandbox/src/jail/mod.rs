@@ -153,8 +153,12 @@ impl Jail {
         };
         let prepared = apply::Prepared::new(
             &plan,
-            &self.rights,
-            ruleset,
+            |path| match self.host.get(path) {
+                Some(HostPath::File) => true,
+                Some(HostPath::Dir) => false,
+                _ => !path.is_dir(),
+            },
+            (&self.rights, ruleset),
             capabilities,
             deny::deny_filter(),
             report_write,

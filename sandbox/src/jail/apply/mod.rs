@@ -127,10 +127,12 @@ fn staged(path: &Path) -> CString {
 }
 
 impl Prepared {
+    /// `is_file`: whether a bind's host path is a file (a file is bound onto a file, a
+    /// directory onto a directory), as the plan's probe of the host found it.
     pub fn new(
         plan: &Plan,
-        rights: &Rights,
-        landlock_ruleset: Option<OwnedFd>,
+        is_file: impl Fn(&Path) -> bool,
+        (rights, landlock_ruleset): (&Rights, Option<OwnedFd>),
         capabilities: Vec<u32>,
         deny: Vec<sock_filter>,
         report: OwnedFd,
@@ -138,7 +140,9 @@ impl Prepared {
     ) -> Prepared {
         // A namespace made ahead is for a sandbox without the host's network only.
         let network = network.filter(|_| !plan.network);
-        let mut created: Vec<&Path> = Vec::new();
+        // By bytes: the plan's paths are normalized, and comparing `Path`s component by
+        // component for every ancestor of ~45 mounts was a visible part of each start.
+        let mut created: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
         let mut mounts = Vec::with_capacity(plan.mounts.len());
         for mount in &plan.mounts {
             let path = mount.path();
@@ -151,8 +155,7 @@ impl Prepared {
                 .into_iter()
                 .rev()
             {
-                if ancestor != Path::new("/") && !created.contains(&ancestor) {
-                    created.push(ancestor);
+                if ancestor != Path::new("/") && created.insert(ancestor.as_os_str().as_bytes()) {
                     dirs.push(staged(ancestor));
                 }
             }
@@ -168,7 +171,7 @@ impl Prepared {
                                 libc::MOUNT_ATTR_RDONLY
                             },
                     },
-                    !path.is_dir(),
+                    is_file(path),
                 ),
                 Mount::Overlay(layer) => (
                     Op::Overlay {
@@ -219,7 +222,7 @@ impl Prepared {
                 ),
             };
             if !is_file && !matches!(op, Op::Symlink { .. }) {
-                created.push(path);
+                created.insert(path.as_os_str().as_bytes());
             }
             mounts.push(PreparedMount {
                 op,

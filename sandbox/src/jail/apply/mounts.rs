@@ -315,8 +315,8 @@ mod tests {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
         let prepared = Prepared::new(
             &plan,
-            &Rights::for_abi(0),
-            None,
+            |path| !path.is_dir(),
+            (&Rights::for_abi(0), None),
             vec![],
             vec![],
             write,
