@@ -459,11 +459,3 @@ mod tests {
         }
     }
 }
-#[doc(hidden)]
-pub fn list_uncached(root: &Path, dirs: &[&Path]) -> Vec<PathBuf> {
-    linked_outside_with(
-        &Listings::new(Duration::from_secs(1_000_000_000)),
-        root,
-        dirs,
-    )
-}
