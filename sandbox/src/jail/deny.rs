@@ -10,6 +10,10 @@ use libc::sock_filter;
 use crate::trace::bpf::{self, OFFSET_ARCH, OFFSET_NR, offset_arg_low};
 use crate::trace::filter::{AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, errno};
 
+/// `open_tree_attr` (Linux 6.15): the same number on every architecture; the libc crate
+/// names it only for m68k so far.
+pub const SYS_OPEN_TREE_ATTR: i64 = 467;
+
 /// Refused with EPERM whatever their arguments.
 pub const DENIED: &[(i64, &str)] = &[
     (libc::SYS_bpf, "bpf"),
@@ -28,6 +32,7 @@ pub const DENIED: &[(i64, &str)] = &[
     (libc::SYS_pivot_root, "pivot_root"),
     (libc::SYS_move_mount, "move_mount"),
     (libc::SYS_open_tree, "open_tree"),
+    (SYS_OPEN_TREE_ATTR, "open_tree_attr"),
     (libc::SYS_fsopen, "fsopen"),
     (libc::SYS_fsconfig, "fsconfig"),
     (libc::SYS_fsmount, "fsmount"),
