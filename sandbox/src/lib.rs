@@ -14,6 +14,7 @@ pub mod jail;
 pub mod janitor;
 pub mod kernel;
 pub mod reaper;
+pub mod stamp;
 pub mod timings;
 pub mod trace;
 

@@ -10,27 +10,21 @@
 //! Adding, removing or replacing a link changes the directory's times (a symlink cannot be
 //! changed in place), so a task that installs packages is seen by the tasks after it.
 //!
-//! Two changes within one tick of the file system's clock, one just before a listing and
-//! one just after, would leave the same times: a listing of a directory changed in the last
-//! [`RACY`] is not kept (git's "racily clean" rule). What the memo does not see is a
+//! A listing of a directory changed in the last [`RACY`] is not kept (git's "racily clean"
+//! rule, `sandbox::stamp`). What the memo does not see is a
 //! directory *on the way* to a link's target being replaced by another link in the middle
 //! of a run; that only changes what the sandbox shows, never a cache key: the task's
 //! accesses are traced in the sandbox either way, and a path it could not see is recorded
 //! as missing, which the host then contradicts.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use sandbox::stamp::{RACY, Stamp};
 use sandbox::trace::paths::{CanonicalDirs, Resolved};
-
-/// How recently a directory may have changed for its listing not to be kept: well over a
-/// clock tick of any local file system (a jiffy), and over the 1–2 s granularity some
-/// others have.
-const RACY: Duration = Duration::from_secs(2);
 
 /// The listings of this process.
 static LISTINGS: Listings = Listings::new(RACY);
@@ -123,45 +117,6 @@ fn link_target(
     }
 }
 
-/// What a directory's `stat` says of its entries having changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-
-    fn now(path: &Path) -> Option<Stamp> {
-        std::fs::symlink_metadata(path)
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(|m| Stamp::of(&m))
-    }
-
-    /// Changed at or after `since` by its own clock (or at a time that cannot be read).
-    fn changed_since(&self, since: SystemTime) -> bool {
-        let changed = |(secs, nanos): (i64, i64)| {
-            let Ok(secs) = u64::try_from(secs) else {
-                return true;
-            };
-            SystemTime::UNIX_EPOCH + Duration::new(secs, nanos.clamp(0, 999_999_999) as u32)
-                >= since
-        };
-        changed(self.mtime) || changed(self.ctime)
-    }
-}
-
 /// One `node_modules` listed: the stamps it was listed under (the directory first, then
 /// each `@scope` directory in it) and what it shows.
 struct Listing {
@@ -214,10 +169,11 @@ impl Listings {
         let listing = list(root, modules, stamp, canonical_dirs);
         self.listed.fetch_add(1, Ordering::Relaxed);
         let shown = listing.shown.clone();
-        let racy = started
-            .checked_sub(self.racy)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        if !listing.stamps.iter().any(|(_, s)| s.changed_since(racy)) {
+        if listing
+            .stamps
+            .iter()
+            .all(|(_, s)| s.settled_before(started, self.racy))
+        {
             self.kept
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

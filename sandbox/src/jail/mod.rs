@@ -7,6 +7,8 @@
 //! - [`deny`]: the seccomp deny-list, as a BPF program.
 //! - [`landlock`]: the rights for the kernel's Landlock ABI.
 //! - [`network`]: the network namespace, made on a thread while the task is prepared.
+//! - [`system`]: what the system paths every sandbox shows are on this host, kept per
+//!   process.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
 //!   its changes to the host.
 //! - `apply`: the syscalls between fork and exec.
@@ -19,6 +21,7 @@ pub mod landlock;
 pub mod layer;
 pub mod network;
 pub mod plan;
+pub mod system;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -78,8 +81,12 @@ impl Jail {
     /// so the caller creates them first (vt does before the cache lookup: `run::task`).
     pub fn new(spec: Spec) -> Result<Jail, JailError> {
         let host = std::cell::RefCell::new(HashMap::new());
+        let fixed = system::fixed_paths();
         Plan::new(&spec, |path| {
-            let found = HostPath::probe(path);
+            let found = fixed
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| HostPath::probe(path));
             host.borrow_mut().insert(path.to_path_buf(), found.clone());
             found
         })?;
