@@ -251,3 +251,16 @@ pub fn path(program: &[sock_filter], data: &SeccompData) -> Result<Vec<sock_filt
     }
     Err(format!("fell off the end of the program at {pc}"))
 }
+
+/// The instructions `program` runs for syscall `nr` on x86_64 (arguments all ones), as the
+/// kernel's emulation meets them when the filter is installed ([`dispatch`]).
+#[cfg(test)]
+pub(crate) fn path_of_number(program: &[sock_filter], nr: i32) -> Vec<sock_filter> {
+    let data = SeccompData {
+        nr,
+        arch: crate::trace::filter::AUDIT_ARCH_X86_64,
+        instruction_pointer: 0x7f00_1234_5678,
+        args: [u64::MAX; 6],
+    };
+    path(program, &data).unwrap_or_else(|e| panic!("nr {nr}: {e}"))
+}

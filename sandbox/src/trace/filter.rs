@@ -156,13 +156,7 @@ mod tests {
         let program = tracing_filter(NOTIFY, Some(0x1234_5678_9abc_def0));
         let mut untraced = 0;
         for nr in 0..600 {
-            let data = SeccompData {
-                nr,
-                arch: AUDIT_ARCH_X86_64,
-                instruction_pointer: 0x7f00_1234_5678,
-                args: [u64::MAX; 6],
-            };
-            let path = bpf::path(&program, &data).expect("filter runs to a return");
+            let path = bpf::path_of_number(&program, nr);
             assert!(path.len() <= 24, "nr {nr} takes {} steps", path.len());
             let nr = i64::from(nr);
             if syscalls::TRACED.iter().any(|s| s.nr == nr)
