@@ -125,7 +125,8 @@ struct Comparison {
 }
 
 /// A jump on the syscall number in the accumulator to one of `blocks`: number `cases[i].0`
-/// to block `cases[i].1`, any other number to block `default`. The comparisons form a
+/// to block `cases[i].1` (the first case listed for a number wins), any other number to
+/// block `default`. The comparisons form a
 /// binary search tree (`JGE` on a middle number, then at most three `JEQ`s), followed by
 /// the blocks in order; each block must end every path in a return and jump only within
 /// itself.
@@ -147,8 +148,9 @@ pub fn dispatch(
     default: usize,
     blocks: &[Vec<sock_filter>],
 ) -> Vec<sock_filter> {
+    // Stable, so that of two cases for one number the first listed wins.
     let mut sorted = cases.to_vec();
-    sorted.sort_unstable_by_key(|(nr, _)| *nr);
+    sorted.sort_by_key(|(nr, _)| *nr);
     sorted.dedup_by_key(|(nr, _)| *nr);
     let tree = search(&sorted, default);
     let mut starts = Vec::with_capacity(blocks.len());
@@ -263,4 +265,53 @@ pub(crate) fn path_of_number(program: &[sock_filter], nr: i32) -> Vec<sock_filte
         args: [u64::MAX; 6],
     };
     path(program, &data).unwrap_or_else(|e| panic!("nr {nr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a `dispatch` program for `nr`; each block returns its own index.
+    fn block_of(program: &[sock_filter], nr: u32) -> u32 {
+        let data = SeccompData {
+            nr: nr as i32,
+            ..SeccompData::default()
+        };
+        let mut with_load = vec![load(OFFSET_NR)];
+        with_load.extend_from_slice(program);
+        evaluate(&with_load, &data).expect("runs to a return")
+    }
+
+    fn blocks(n: u32) -> Vec<Vec<sock_filter>> {
+        (0..n).map(|b| vec![ret(b)]).collect()
+    }
+
+    #[test]
+    fn every_number_reaches_its_block_and_the_rest_the_default() {
+        for count in [0usize, 1, 2, 3, 4, 5, 7, 45, 120] {
+            // Numbers spread out, listed unsorted, to blocks 1 and 2; the default is 0.
+            let cases: Vec<(u32, usize)> = (0..count as u32)
+                .rev()
+                .map(|i| (i * 3 + 1, 1 + (i as usize % 2)))
+                .collect();
+            let program = dispatch(&cases, 0, &blocks(3));
+            for nr in 0..(count as u32 * 3 + 5) {
+                let expected = cases.iter().find(|(n, _)| *n == nr).map_or(0, |(_, b)| *b);
+                assert_eq!(
+                    block_of(&program, nr) as usize,
+                    expected,
+                    "{count} cases, nr {nr}"
+                );
+            }
+            assert_eq!(block_of(&program, u32::MAX), 0);
+        }
+    }
+
+    #[test]
+    fn of_two_cases_for_one_number_the_first_listed_wins() {
+        let program = dispatch(&[(7, 2), (5, 1), (7, 1)], 0, &blocks(3));
+        assert_eq!(block_of(&program, 7), 2);
+        assert_eq!(block_of(&program, 5), 1);
+        assert_eq!(block_of(&program, 6), 0);
+    }
 }
