@@ -80,9 +80,10 @@ pub fn rerun(
     let n = graph.nodes.len();
     if n > 1 {
         // Each task's start arms the next one's tracing filter (`sandbox::trace::armed`),
-        // and each sandbox's start makes the next one's network namespace.
+        // and each sandbox's start makes the next one's network namespace and layer.
         sandbox::trace::keep_armed();
         sandbox::jail::network::keep_ahead();
+        sandbox::jail::layer::keep_ahead();
     }
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];
