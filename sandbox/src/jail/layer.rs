@@ -290,9 +290,12 @@ fn sweep_once(base: &Path) {
     }
 }
 
+/// How long a layer may go without its lock file before it counts as abandoned.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Removes the layers of vt processes that are gone (a vt killed by SIGKILL cannot remove
 /// its own): those whose lock nobody holds. A layer without a lock file is being created
-/// right now and is left alone; one kept after a failed apply is named `kept-…` and never
+/// right now and is left alone (unless it was [`ABANDONED`]); one kept after a failed apply is named `kept-…` and never
 /// swept; a `trash-…` one (an earlier vt's way of discarding) is handed to the remover thread
 /// whoever's it was.
 fn sweep(base: &Path) {
@@ -310,6 +313,15 @@ fn sweep(base: &Path) {
             continue;
         }
         let Ok(file) = std::fs::File::open(entry.path().join("lock")) else {
+            // Being created right now, unless it has been for an hour: then its vt exited
+            // between making it and locking it (a layer made ahead of a task that never came).
+            if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > ABANDONED))
+            {
+                remove_later(entry.path(), None);
+            }
             continue;
         };
         if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
@@ -454,6 +466,13 @@ mod tests {
         // One being created (no lock file yet), and one kept after a failed apply.
         let creating = base.path().join("layer-new");
         std::fs::create_dir_all(&creating).expect("mkdir");
+        // One whose vt exited before it locked it, two hours ago.
+        let abandoned = base.path().join("layer-old");
+        std::fs::create_dir_all(abandoned.join("upper")).expect("mkdir");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::open(&abandoned)
+            .and_then(|dir| dir.set_modified(two_hours_ago))
+            .expect("set_modified");
         let kept = base.path().join("kept-layer-def");
         std::fs::create_dir_all(kept.join("upper")).expect("mkdir");
         // A layer some vt was done with but had not removed when it exited.
@@ -477,6 +496,7 @@ mod tests {
         let gone = || {
             !dir.exists()
                 && !dead.exists()
+                && !abandoned.exists()
                 && std::fs::read_dir(base.path())
                     .expect("list")
                     .flatten()
@@ -488,6 +508,7 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(!dead.exists(), "a dead vt's layer is left");
+        assert!(!abandoned.exists(), "an abandoned layer is left");
         assert!(gone(), "the remover thread left a discarded layer");
         assert!(!trash.exists(), "another vt's discarded layer is left");
     }
