@@ -245,6 +245,8 @@ pub fn rerun(
         Ok(())
     })?;
     progress::finish();
+    // A layer made ahead for a task that did not need one (a hit, or none left).
+    sandbox::jail::layer::let_go_of_the_one_ahead();
     if let Some(error) = first_error {
         return Err(error);
     }

@@ -135,6 +135,18 @@ pub fn keep_ahead() {
     KEEP_AHEAD.store(true, Ordering::Relaxed);
 }
 
+/// Removes the layer made ahead, if one was: at the end of a run, whose last task (or a
+/// cache hit) did not take it. It was never mounted, so this is a lock file and three
+/// directories; removed here rather than left for the next vt's sweep.
+pub fn let_go_of_the_one_ahead() {
+    let ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some((_, made)) = ahead
+        && let Ok(Ok(made)) = made.join()
+    {
+        remove_layer(&made.dir);
+    }
+}
+
 /// Starts making a layer in `base` unless one is being made already.
 fn make_ahead(base: &Path) {
     let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
