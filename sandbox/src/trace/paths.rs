@@ -57,13 +57,16 @@ impl CleanPaths {
     }
 }
 
-/// `canonicalize` for many paths in few directories: each directory is resolved and opened
-/// once, and a path in it costs one `fstatat` of its name in that directory instead of a
-/// `readlink` per component (a `node_modules` of a link per package), or an `lstat` that
-/// walks the whole path again.
+/// `canonicalize` for many paths in few directories: each directory is resolved once, and
+/// a path in it costs one `lstat` of its name instead of a `readlink` per component (a
+/// log's thousands of files, a `node_modules` of a link per package).
+///
+/// No directory is kept open: a build's log names thousands of directories, and holding a
+/// descriptor for each while reconciling would take other threads' (another task's
+/// supervisor, the cache) under a usual limit of 1 024.
 #[derive(Default)]
 pub struct CanonicalDirs {
-    dirs: std::collections::HashMap<PathBuf, Option<(PathBuf, Option<std::os::fd::OwnedFd>)>>,
+    dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
 }
 
 /// What [`CanonicalDirs::resolve`] found at a path.
@@ -80,42 +83,20 @@ pub enum Resolved {
 
 impl CanonicalDirs {
     pub fn resolve(&mut self, path: &Path) -> Resolved {
-        use nix::sys::stat::{FileStat, SFlag};
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Resolved::Whole;
         };
-        let Some((parent, fd)) = self
+        let Some(parent) = self
             .dirs
             .entry(parent.to_path_buf())
-            .or_insert_with(|| {
-                let canonical = std::fs::canonicalize(parent).ok()?;
-                // O_PATH: only a place to look names up from (a directory vt may not
-                // list still resolves, as `lstat` would).
-                let fd = nix::fcntl::open(
-                    &canonical,
-                    nix::fcntl::OFlag::O_PATH
-                        | nix::fcntl::OFlag::O_DIRECTORY
-                        | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .ok();
-                Some((canonical, fd))
-            })
+            .or_insert_with(|| std::fs::canonicalize(parent).ok())
             .as_ref()
         else {
             return Resolved::Whole;
         };
         let resolved = parent.join(name);
-        let stat: nix::Result<FileStat> = match fd {
-            Some(fd) => nix::sys::stat::fstatat(fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW),
-            None => nix::sys::stat::lstat(&resolved),
-        };
-        match stat {
-            Ok(stat)
-                if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK =>
-            {
-                Resolved::Whole
-            }
+        match std::fs::symlink_metadata(&resolved) {
+            Ok(meta) if meta.file_type().is_symlink() => Resolved::Whole,
             Ok(_) => Resolved::Found(resolved),
             Err(_) => Resolved::Missing(resolved),
         }
