@@ -149,9 +149,13 @@ impl TracedChild {
             }));
     }
 
-    /// The task's program was executed by vt's own call, which the filter let through
-    /// without a stop ([`launch::exec_token`]): recorded here as the supervisor would have.
-    fn executed(&mut self, program: &std::path::Path, at_ns: u64) {
+    /// The task's program executed by vt's own call, which the filter let through without
+    /// a stop ([`launch::exec_token`]; `None`: the exec was stopped and the supervisor
+    /// recorded it): recorded here as the supervisor would have.
+    fn with_exec(mut self, exempt: Option<ExemptExec>) -> TracedChild {
+        let Some(ExemptExec { program, at_ns }) = exempt else {
+            return self;
+        };
         let pid = self.pid;
         let program = paths::absolute_clean(None, program.as_os_str().as_encoded_bytes());
         self.looked_up.extend(
@@ -164,6 +168,7 @@ impl TracedChild {
                     at_ns,
                 }),
         );
+        self
     }
 
     /// Waits for the root's exit status and for every descendant to be gone.
@@ -450,8 +455,7 @@ pub fn spawn_jailed_launch(
         crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
-    let exempt = launch::exempts_exec(&launch.program)
-        .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
+    let exempt = ExemptExec::of(&launch);
     let (mut prepared, supervisor, child_end) = prepare_notified(&launch, &program)?;
     prepared.in_a_session_of_its_own();
     let mut started = None;
@@ -482,17 +486,31 @@ pub fn spawn_jailed_launch(
     };
     drop(launch);
     installed.hold_mounts(pid);
-    let mut child = TracedChild::started(
+    let child = TracedChild::started(
         pid,
         Running::Seccomp { status, supervisor },
         second_source,
         fast_path,
         Some(installed),
     );
-    if let Some((program, at_ns)) = exempt {
-        child.executed(&program, at_ns);
+    Ok(child.with_exec(exempt))
+}
+
+/// The task's own exec when it passes the filter unstopped ([`launch::exempts_exec`]): vt
+/// records it itself once the task has started ([`TracedChild::with_exec`]), as made now,
+/// just before the clone.
+struct ExemptExec {
+    program: std::path::PathBuf,
+    at_ns: u64,
+}
+
+impl ExemptExec {
+    fn of(launch: &launch::Launch) -> Option<ExemptExec> {
+        launch::exempts_exec(&launch.program).then(|| ExemptExec {
+            program: launch.program.clone(),
+            at_ns: crate::access::monotonic_ns(),
+        })
     }
-    Ok(child)
 }
 
 /// fanotify over the file system of the command's working directory (the workspace).
@@ -541,9 +559,7 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
         crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
-    // Whether the child's exec goes past the filter unstopped, to be recorded by vt.
-    let exempt = launch::exempts_exec(&launch.program)
-        .then(|| (launch.program.clone(), crate::access::monotonic_ns()));
+    let exempt = ExemptExec::of(&launch);
     let (pid, status, supervisor) = match armed {
         Some(armed) => start_armed(armed, &launch, program)?,
         None => {
@@ -578,17 +594,14 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
         }
     };
     drop(launch);
-    let mut child = TracedChild::started(
+    let child = TracedChild::started(
         pid,
         Running::Seccomp { status, supervisor },
         second_source,
         fast_path,
         None,
     );
-    if let Some((program, at_ns)) = exempt {
-        child.executed(&program, at_ns);
-    }
-    Ok(child)
+    Ok(child.with_exec(exempt))
 }
 
 /// Starts `launch` as a child of the `armed` thread, and arms the next one if more tasks
