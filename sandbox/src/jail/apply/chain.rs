@@ -218,16 +218,13 @@ extern "C" fn outer(arg: *mut c_void) -> c_int {
         };
         chain.started_read.store(started[0], Ordering::SeqCst);
         chain.started_write.store(started[1], Ordering::SeqCst);
-        let init = libc::clone(
+        let init = clone_or_exit(
+            jail,
             init,
             chain.init_stack,
             libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
             arg,
         );
-        if init < 0 {
-            jail.report(Step::Fork, *libc::__errno_location());
-            libc::_exit(127);
-        }
         chain.init_pid.store(init, Ordering::SeqCst);
         // Only the read end: B (and C until its exec) hold the write end, so the read
         // ends with B's word, or at end of file if B ends without one.
@@ -237,6 +234,29 @@ extern "C" fn outer(arg: *mut c_void) -> c_int {
             && *libc::__errno_location() == libc::EINTR
         {}
         libc::_exit(0)
+    }
+}
+
+/// Clones `child` on `stack` with `flags`; on failure reports the fork step on `jail`'s
+/// pipe and exits, as the chain's processes do.
+///
+/// # Safety
+/// As `libc::clone`: `stack` is the top of memory `child` may use, `arg` what it expects.
+unsafe fn clone_or_exit(
+    jail: &Prepared,
+    child: extern "C" fn(*mut c_void) -> c_int,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: as the caller promised.
+    unsafe {
+        let pid = libc::clone(child, stack, flags, arg);
+        if pid < 0 {
+            jail.report(Step::Fork, *libc::__errno_location());
+            libc::_exit(127);
+        }
+        pid
     }
 }
 
@@ -255,16 +275,13 @@ extern "C" fn init(arg: *mut c_void) -> c_int {
         if jail.build_root(&syscall::Linux).is_err() {
             libc::_exit(127);
         }
-        let task = libc::clone(
+        let task = clone_or_exit(
+            jail,
             task,
             chain.task_stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             arg,
         );
-        if task < 0 {
-            jail.report(Step::Fork, *libc::__errno_location());
-            libc::_exit(127);
-        }
         if chain.task_failed.load(Ordering::SeqCst) || chain.task.has_failed() {
             libc::_exit(127);
         }
