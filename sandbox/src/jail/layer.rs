@@ -130,7 +130,7 @@ static AHEAD: std::sync::Mutex<Ahead> = std::sync::Mutex::new(None);
 /// a lock file and two directories, 0.2–0.4 ms of each sandboxed task's start in a run of
 /// 100 on this project's machine (its ext4, without a journal, skips every inode freed in
 /// the last minute when it allocates one, and each task frees a layer's). A lone task does
-/// not ask. A layer made and not used stays locked until vt exits; the next vt sweeps it.
+/// not ask. The one no task took is removed at the run's end ([`let_go_of_the_one_ahead`]).
 pub fn keep_ahead() {
     KEEP_AHEAD.store(true, Ordering::Relaxed);
 }
