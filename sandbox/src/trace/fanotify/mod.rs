@@ -199,9 +199,19 @@ fn epoll_of(fds: &[RawFd]) -> std::io::Result<OwnedFd> {
 /// (BENCHMARKS.md, stop 44; an earlier 20 ms reader, without quieting, had measured node
 /// 4–6 % slower). An idle task costs no wake-ups at all.
 ///
+/// The first look, too, waits [`BATCH_MS`]: most tasks of a monorepo end sooner, and then
+/// [`Watch::finish`] reads their few events itself. Woken by the first event instead, the
+/// reader cost every tiny task a wake-up on the other CPU and the quieting of the
+/// directories its loader had just read (the kernel walks each quieted directory's cached
+/// entries to flag them, `fsnotify_set_children_dentry_flags`: ~1 % of a lone `vt exec`'s
+/// CPU for `/usr/lib/x86_64-linux-gnu`), for events that were never going to be many.
+///
 /// `fanotify` is the group's number, not a reference: it is read only under the lock and
 /// while `finished` is unset, and `finish` sets it before it lets the group go.
 fn read_events(fanotify: RawFd, ready: &OwnedFd, stop: OwnedFd, read: &Mutex<Read>) {
+    if pause_unless_stopped(&stop) {
+        return;
+    }
     loop {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         // SAFETY: waits on our epoll set into a buffer of two events.
@@ -224,14 +234,19 @@ fn read_events(fanotify: RawFd, ready: &OwnedFd, stop: OwnedFd, read: &Mutex<Rea
                 quiet.look(fanotify, events);
             }
         }
-        if stopping {
+        if stopping || pause_unless_stopped(&stop) {
             break;
         }
-        // Let events gather, but wake at once when stopped.
-        let mut stop_only = [readable(stop.as_raw_fd())];
-        // SAFETY: one valid pollfd; the result only ends the pause early.
-        unsafe { libc::poll(stop_only.as_mut_ptr(), 1, BATCH_MS) };
     }
+}
+
+/// Lets events gather for [`BATCH_MS`], or less if `stop` becomes readable (or closes):
+/// whether it did.
+fn pause_unless_stopped(stop: &OwnedFd) -> bool {
+    let mut stop_only = [readable(stop.as_raw_fd())];
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(stop_only.as_mut_ptr(), 1, BATCH_MS) };
+    n > 0
 }
 
 /// A `poll` entry waiting for `fd` to be readable.
