@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 pub const RACY: Duration = Duration::from_secs(2);
 
 /// A directory's identity and times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     dev: u64,
     ino: u64,

@@ -408,7 +408,9 @@ pub fn plan(
     }
     let sandbox = (config.sandbox == Some(true)).then(|| SandboxPlan {
         workspace: workspace.root.clone(),
-        linked: super::linked::linked_outside(&workspace.root, &[&workspace.root, &package.dir]),
+        linked: sandbox::timings::time("plan: node_modules links", || {
+            super::linked::linked_outside(&workspace.root, &[&workspace.root, &package.dir])
+        }),
         writable: sandbox::jail::output_dirs(&package.dir, &output.include),
         // vt traces writes, so it needs no output globs to know the outputs; without them
         // the whole package is writable through a layer (writes elsewhere still fail).

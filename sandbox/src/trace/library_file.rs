@@ -37,7 +37,7 @@ pub fn shared_copy(content: &[u8], digest: &str, name: &str) -> Option<(PathBuf,
 /// This user's directory for vt's reusable files: the first of `$XDG_RUNTIME_DIR/vt` and
 /// `$TMPDIR/vt-UID` that is private and allows mapping code (the loader cannot map a
 /// library from a noexec mount, and some systems mount the runtime directory so).
-fn user_dir() -> Option<PathBuf> {
+pub fn user_dir() -> Option<PathBuf> {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_absolute() && d.is_dir())
@@ -48,6 +48,13 @@ fn user_dir() -> Option<PathBuf> {
         .into_iter()
         .chain(Some(temp))
         .find(|dir| private_dir(dir) && on_noexec_mount(dir) == Some(false))
+}
+
+/// A private directory `name` in [`user_dir`], for what vt keeps between its runs (made
+/// if missing; None where there is no safe place).
+pub fn user_subdir(name: &str) -> Option<PathBuf> {
+    let dir = user_dir()?.join(name);
+    private_dir(&dir).then_some(dir)
 }
 
 /// Whether `path` is on a `noexec` mount, where the loader cannot map a library; None when

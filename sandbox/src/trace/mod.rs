@@ -21,6 +21,7 @@ pub mod fast_path;
 pub mod filter;
 pub mod launch;
 mod library_file;
+pub use library_file::user_subdir;
 mod notify;
 pub mod paths;
 pub mod program;
