@@ -322,6 +322,34 @@ fn a_zero_config_workspace_builds_in_the_sandbox_through_a_copy_on_write_layer()
     }
 }
 
+/// A layer's overlay is volatile: its unmount at every sandboxed task's end does not sync
+/// the workspace's whole file system (every dirty inode of the machine's other work on it,
+/// and a flush of the disk's cache). What it wrote is still there, applied (above).
+#[test]
+fn a_layers_overlay_does_not_sync_the_file_system_at_its_end() {
+    let (_temp, root) = zero_config_workspace();
+    let output = vt(
+        &root.join("packages/lib"),
+        &[
+            "exec",
+            "--sandbox",
+            "--no-cache",
+            "--",
+            "grep",
+            " overlay ",
+            "/proc/self/mountinfo",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    succeed(output);
+    let overlay = stdout
+        .lines()
+        .find(|l| l.contains(" - overlay "))
+        .unwrap_or_else(|| panic!("no overlay in the sandbox: {stdout}"));
+    // Linux 5.10 shows `volatile`; later kernels `fsync=volatile`.
+    assert!(overlay.contains("volatile"), "{overlay}");
+}
+
 #[test]
 fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing() {
     let (_temp, root) = zero_config_workspace();
