@@ -81,7 +81,7 @@ impl Jail {
     /// so the caller creates them first (vt does before the cache lookup: `run::task`).
     pub fn new(spec: Spec) -> Result<Jail, JailError> {
         let host = std::cell::RefCell::new(HashMap::new());
-        let fixed = system::fixed_paths();
+        let fixed = crate::timings::time("sandbox: system paths", system::fixed_paths);
         Plan::new(&spec, |path| {
             let found = fixed
                 .get(path)
