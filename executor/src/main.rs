@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     // Files changed before vt started were changed before any task it starts.
     executor::cache::guard::settled();
     let main = sandbox::timings::phase("main");
+    executor::commands::arm_before_parsing(&std::env::args_os().collect::<Vec<_>>());
     let cli = sandbox::timings::time("command line", executor::cli::Cli::parse);
     let code = match executor::commands::dispatch(cli) {
         Ok(code) => code,
