@@ -319,7 +319,8 @@ impl Store {
             return None;
         }
         super::rocksdb_init::ensure();
-        let (records, size) = super::deferred::read(path);
+        let (records, size) =
+            sandbox::timings::time("cache open: deferred file", || super::deferred::read(path));
         if size > super::deferred::FOLD_AT {
             return None;
         }
@@ -335,8 +336,10 @@ impl Store {
             return None;
         }
         let families = Family::ALL.map(|f| ColumnFamilyDescriptor::new(f.name(), f.options()));
-        let db =
-            DB::open_cf_descriptors_read_only(&Self::db_options(), path, families, false).ok()?;
+        let db = sandbox::timings::time("cache open: rocksdb, read-only", || {
+            DB::open_cf_descriptors_read_only(&Self::db_options(), path, families, false)
+        })
+        .ok()?;
         let memos = records
             .into_iter()
             .filter(|r| r.family == Family::StatMemo)
