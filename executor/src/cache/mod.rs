@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod deferred;
+pub mod early;
 pub mod entry;
 pub mod guard;
 pub mod key;
@@ -196,6 +197,29 @@ impl Cache {
             guard::settled();
         }
         Ok(Cache {
+            leases,
+            root: root.to_path_buf(),
+            opened,
+            remote: None,
+            uses: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Opens the cache read-only if it exists and can be opened so, changing nothing on
+    /// disk (`None` otherwise): what [`early`] opens while the workspace is read.
+    pub fn open_existing_read_only(dir: &Path, root: &Path) -> Option<Cache> {
+        if !dir.join("CURRENT").is_file() {
+            return None;
+        }
+        let first = |dir: &Path| -> Result<_, StoreError> {
+            Store::open_read_only(dir)
+                .map(|store| (store, OpenOutcome::Reused))
+                .ok_or_else(|| StoreError::ReadOnly {
+                    path: dir.to_owned(),
+                })
+        };
+        let (leases, opened) = lease::Leases::new(dir, first, lease::reopen_for).ok()?;
+        Some(Cache {
             leases,
             root: root.to_path_buf(),
             opened,

@@ -17,7 +17,15 @@ mod details;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let workspace = sandbox::timings::time("workspace", || Workspace::find(&cwd))?;
+    let opens_the_cache =
+        !args.common.no_cache && !args.dry_run && args.graph.is_none() && !args.last_details;
+    let workspace = sandbox::timings::time("workspace", || {
+        Workspace::find_scoped_then(&cwd, crate::config::Scope::All, |root| {
+            if opens_the_cache {
+                crate::cache::early::start(Cache::default_dir(root), root);
+            }
+        })
+    })?;
     if args.last_details {
         return details::print_last(&Cache::default_dir(&workspace.root));
     }
@@ -200,7 +208,12 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     } else {
         crate::config::Scope::All
     };
-    let workspace = Workspace::find_scoped(&cwd, scope)?;
+    let opens_the_cache = !common.no_cache;
+    let workspace = Workspace::find_scoped_then(&cwd, scope, |root| {
+        if opens_the_cache {
+            crate::cache::early::start(Cache::default_dir(root), root);
+        }
+    })?;
     let current = workspace.package_at(&cwd).unwrap_or(0);
     let mut graph = match &args.task {
         Some(task) => {
@@ -312,7 +325,10 @@ fn execute_graph(
     let cache = if common.no_cache {
         None
     } else {
-        match sandbox::timings::time("cache open", || Cache::open(&dir, &workspace.root)) {
+        let opened = sandbox::timings::time("cache open", || {
+            crate::cache::early::take(&dir).map_or_else(|| Cache::open(&dir, &workspace.root), Ok)
+        });
+        match opened {
             Ok(cache) => Some(cache),
             Err(e) => {
                 // The cache is an optimisation: a build it cannot serve still runs.

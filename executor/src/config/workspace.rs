@@ -60,6 +60,16 @@ impl Workspace {
 
     /// The workspace around `cwd`, with the packages `scope` names.
     pub fn find_scoped(cwd: &Path, scope: Scope<'_>) -> Result<Workspace, ConfigError> {
+        Workspace::find_scoped_then(cwd, scope, |_| {})
+    }
+
+    /// [`Workspace::find_scoped`], telling `root_found` the root as soon as it is known,
+    /// before the packages are read (what depends only on the root can start meanwhile).
+    pub fn find_scoped_then(
+        cwd: &Path,
+        scope: Scope<'_>,
+        root_found: impl FnOnce(&Path),
+    ) -> Result<Workspace, ConfigError> {
         let mut nearest_package = None;
         for dir in cwd.ancestors() {
             let pnpm = dir.join("pnpm-workspace.yaml");
@@ -79,6 +89,7 @@ impl Workspace {
                         }
                     })?
                 };
+                root_found(dir);
                 return Workspace::load(dir, &parsed.packages, scope);
             }
             let manifest = dir.join("package.json");
@@ -87,6 +98,7 @@ impl Workspace {
                 match root.workspaces {
                     Some(Workspaces::List(globs))
                     | Some(Workspaces::Object { packages: globs }) => {
+                        root_found(dir);
                         return Workspace::load(dir, &globs, scope);
                     }
                     None => {
@@ -96,7 +108,10 @@ impl Workspace {
             }
         }
         match nearest_package {
-            Some(dir) => Workspace::load(&dir, &[], scope),
+            Some(dir) => {
+                root_found(&dir);
+                Workspace::load(&dir, &[], scope)
+            }
             None => Err(ConfigError::NoPackage(cwd.to_path_buf())),
         }
     }
