@@ -196,13 +196,7 @@ impl Cache {
             // which a task may list: that was before any task this vt starts.
             guard::settled();
         }
-        Ok(Cache {
-            leases,
-            root: root.to_path_buf(),
-            opened,
-            remote: None,
-            uses: std::sync::Mutex::default(),
-        })
+        Ok(Cache::over(leases, root, opened))
     }
 
     /// Opens the cache read-only if it exists and can be opened so, changing nothing on
@@ -219,13 +213,18 @@ impl Cache {
                 })
         };
         let (leases, opened) = lease::Leases::new(dir, first, lease::reopen_for).ok()?;
-        Some(Cache {
+        Some(Cache::over(leases, root, opened))
+    }
+
+    /// A cache over its opened `leases`, for the workspace at `root`.
+    fn over(leases: lease::Leases, root: &Path, opened: OpenOutcome) -> Cache {
+        Cache {
             leases,
             root: root.to_path_buf(),
             opened,
             remote: None,
             uses: std::sync::Mutex::default(),
-        })
+        }
     }
 
     /// The cache directory.

@@ -45,8 +45,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// another thread while it reads the workspace (`cache::rocksdb_init`).
 fn opens_the_cache(command: &Command) -> bool {
     match command {
-        Command::Run(crate::cli::RunArgs { common, .. })
-        | Command::Exec(crate::cli::ExecArgs { common, .. }) => traces(command) && !common.no_cache,
+        Command::Run(args) => run_opens_the_cache(args),
+        Command::Exec(crate::cli::ExecArgs { common, .. }) => !common.no_cache,
         Command::Cache(_) | Command::Worker(_) => true,
         Command::Trace(_) => false,
     }
@@ -54,10 +54,11 @@ fn opens_the_cache(command: &Command) -> bool {
 
 /// Arms the first task's thread before the command line is parsed (clap takes ~0.2 ms of a
 /// lone `vt exec`, and the task's start waited for the thread it then armed), when the raw
-/// arguments already say what [`dispatch`] will decide: `vt run` or `vt exec`, tracing,
-/// not sandboxing every task. Only the arguments before `--` are looked at (the rest are
-/// the command's). A guess the parsed command line contradicts costs a thread that is
-/// never used; `dispatch` decides as before, and arming an armed vt does nothing.
+/// arguments already say that [`dispatch`] will arm it: `vt run` or `vt exec`, tracing,
+/// without `--sandbox` (with `--sandbox --network` dispatch arms it too; that case is left
+/// to it). Only the arguments before `--` are looked at (the rest are the command's). A
+/// guess the parsed command line contradicts costs a thread that is never used; `dispatch`
+/// decides as before, and arming an armed vt does nothing.
 pub fn arm_before_parsing(args: &[std::ffi::OsString]) {
     if arms_before_parsing(args) {
         sandbox::trace::arm_in_background(ahead_of_the_first_task);
@@ -114,10 +115,22 @@ fn sandboxes_every_task(command: &Command) -> bool {
 /// Whether the command will start traced tasks.
 fn traces(command: &Command) -> bool {
     match command {
-        Command::Run(args) => !args.dry_run && args.graph.is_none() && !args.last_details,
+        Command::Run(args) => run_traces(args),
         Command::Exec(_) | Command::Trace(_) | Command::Worker(_) => true,
         Command::Cache(_) => false,
     }
+}
+
+/// Whether `vt run` with `args` starts traced tasks (not a dry run, a graph, or the last
+/// run's details).
+fn run_traces(args: &crate::cli::RunArgs) -> bool {
+    !args.dry_run && args.graph.is_none() && !args.last_details
+}
+
+/// Whether `vt run` with `args` opens the cache: what [`opens_the_cache`] says of it, for
+/// `run` itself, which has its arguments only.
+pub(super) fn run_opens_the_cache(args: &crate::cli::RunArgs) -> bool {
+    run_traces(args) && !args.common.no_cache
 }
 
 #[cfg(test)]

@@ -17,8 +17,7 @@ mod details;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let opens_the_cache =
-        !args.common.no_cache && !args.dry_run && args.graph.is_none() && !args.last_details;
+    let opens_the_cache = super::run_opens_the_cache(&args);
     let workspace = sandbox::timings::time("workspace", || {
         Workspace::find_scoped_then(&cwd, crate::config::Scope::All, |root| {
             if opens_the_cache {

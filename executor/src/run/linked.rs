@@ -143,7 +143,6 @@ fn link_target(
 }
 
 /// The directories the resolution of a listing's links looked in, beyond the listed ones.
-#[derive(Default)]
 struct Traversed {
     dirs: Vec<PathBuf>,
     /// Whether `dirs` holds every directory looked in: each link's target was a plain walk

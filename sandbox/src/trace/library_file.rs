@@ -37,7 +37,7 @@ pub fn shared_copy(content: &[u8], digest: &str, name: &str) -> Option<(PathBuf,
 /// This user's directory for vt's reusable files: the first of `$XDG_RUNTIME_DIR/vt` and
 /// `$TMPDIR/vt-UID` that is private and allows mapping code (the loader cannot map a
 /// library from a noexec mount, and some systems mount the runtime directory so).
-pub fn user_dir() -> Option<PathBuf> {
+fn user_dir() -> Option<PathBuf> {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_absolute() && d.is_dir())

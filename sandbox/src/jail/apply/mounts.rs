@@ -156,9 +156,10 @@ pub(super) unsafe fn make_overlay(lower: &CStr, upper: &CStr, work: &CStr) -> c_
             && set(c"upperdir", Some(upper)) == 0
             && set(c"workdir", Some(work)) == 0
             && set(c"userxattr", None) == 0;
-        // Optional: a refusal leaves the context as it was.
-        let volatile = required && set(c"volatile", None) == 0;
-        let _ = volatile;
+        if required {
+            // Optional: a refusal leaves the context as it was.
+            let _ = set(c"volatile", None);
+        }
         let configured = required
             && libc::syscall(
                 libc::SYS_fsconfig,
