@@ -87,6 +87,27 @@ fn record(name: &'static str, start: Instant, took: Duration) {
     }
 }
 
+/// Whether phases are recorded: for code that notes its own moments and hands them over
+/// afterwards ([`record_spans`]), such as the sandbox's processes, which must not lock.
+pub fn on() -> bool {
+    enabled()
+}
+
+/// Records the spans between consecutive `moments` (offsets from one start, 0 for a moment
+/// never reached, which ends the spans) as the phases `names`: `names[i]` is the span from
+/// `moments[i]` to `moments[i + 1]`.
+pub fn record_spans(names: &[&'static str], start: Instant, moments: &[Duration]) {
+    for (i, name) in names.iter().enumerate() {
+        let (Some(&from), Some(&to)) = (moments.get(i), moments.get(i + 1)) else {
+            return;
+        };
+        if (i > 0 && from.is_zero()) || to.is_zero() {
+            return;
+        }
+        record(name, start + from, to.saturating_sub(from));
+    }
+}
+
 /// The recorded phases as report lines, in the order they first started.
 pub fn lines() -> Vec<String> {
     let mut phases = PHASES.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,6 +160,22 @@ mod tests {
         assert_eq!(
             ours,
             ["vt timing: open 1 1.000", "vt timing: spawn 2 7.000"]
+        );
+    }
+
+    #[test]
+    fn spans_run_from_moment_to_moment_and_stop_at_one_never_reached() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let names = ["span one", "span two", "span three"];
+        // The third moment was never reached: the second and third spans are not recorded.
+        record_spans(&names, t0, &[Duration::ZERO, ms(2), Duration::ZERO, ms(9)]);
+        record_spans(&names[..2], t0, &[Duration::ZERO, ms(1), ms(4)]);
+        let lines = lines();
+        let ours: Vec<&String> = lines.iter().filter(|l| l.contains(" span ")).collect();
+        assert_eq!(
+            ours,
+            ["vt timing: span one 2 3.000", "vt timing: span two 1 3.000"]
         );
     }
 }

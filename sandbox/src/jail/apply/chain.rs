@@ -32,7 +32,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void};
 
@@ -121,6 +122,68 @@ struct Chain<'a> {
     started_write: AtomicI32,
     /// Where B writes C's wait status.
     status_write: RawFd,
+    /// When each process reached each point (`VT_TIMINGS`), see [`Moment`].
+    moments: Moments,
+}
+
+/// The points of the chain whose times `VT_TIMINGS` reports, in order.
+#[derive(Clone, Copy)]
+enum Moment {
+    AStarted = 1,
+    NamespacesMade,
+    BStarted,
+    RootBuilt,
+    CStarted,
+    LockedDown,
+    /// vt's thread runs again: A has exited after B's word that C exec'd.
+    Back,
+}
+
+/// The spans between consecutive moments, as phases.
+const SPANS: [&str; 7] = [
+    "sandbox: clone A",
+    "sandbox: A namespaces",
+    "sandbox: clone B",
+    "sandbox: B root",
+    "sandbox: clone C",
+    "sandbox: C lockdown",
+    "sandbox: C exec, back to vt",
+];
+
+/// Nanoseconds since `start` at each [`Moment`] (0: not reached); the clock is read only
+/// when timings are on. Atomics, because A, B and C write them on vt's memory; vt reads
+/// them after A has exited.
+struct Moments {
+    start: Option<Instant>,
+    at: [AtomicU64; SPANS.len() + 1],
+}
+
+impl Moments {
+    fn new() -> Moments {
+        Moments {
+            start: crate::timings::on().then(Instant::now),
+            at: Default::default(),
+        }
+    }
+
+    /// Notes `moment` now (a vDSO clock read: no system call, no `errno`).
+    fn note(&self, moment: Moment) {
+        if let Some(start) = self.start {
+            let ns = start.elapsed().as_nanos().max(1) as u64;
+            self.at[moment as usize].store(ns, Ordering::Relaxed);
+        }
+    }
+
+    fn record(&self) {
+        if let Some(start) = self.start {
+            let at: Vec<Duration> = self
+                .at
+                .iter()
+                .map(|ns| Duration::from_nanos(ns.load(Ordering::Relaxed)))
+                .collect();
+            crate::timings::record_spans(&SPANS, start, &at);
+        }
+    }
 }
 
 /// A sandbox whose task has exec'd.
@@ -164,6 +227,7 @@ impl Prepared {
             started_read: AtomicI32::new(-1),
             started_write: AtomicI32::new(-1),
             status_write: status_write.as_raw_fd(),
+            moments: Moments::new(),
         };
         // SAFETY: A runs on `setup_stack` with every signal blocked (no handler of vt's
         // runs in A, B or C; B keeps them blocked, see the module docs), and this thread
@@ -177,6 +241,8 @@ impl Prepared {
             )?
         };
         // A has exited; the reaper reaps it (it is no task's root).
+        chain.moments.note(Moment::Back);
+        chain.moments.record();
         drop((status_write, setup_stack, task_stack));
         let init = chain.init_pid.load(Ordering::SeqCst);
         if chain.started.load(Ordering::SeqCst) && init > 0 {
@@ -205,10 +271,12 @@ extern "C" fn outer(arg: *mut c_void) -> c_int {
     let jail = unsafe { &mut *chain.jail };
     // SAFETY: syscalls on values prepared before the clone.
     unsafe {
+        chain.moments.note(Moment::AStarted);
         die_with_parent();
         if jail.enter_namespaces().is_err() {
             libc::_exit(127);
         }
+        chain.moments.note(Moment::NamespacesMade);
         let started = match pipe(libc::O_CLOEXEC) {
             Ok(fds) => fds,
             Err(e) => {
@@ -268,6 +336,7 @@ extern "C" fn init(arg: *mut c_void) -> c_int {
     let jail = unsafe { &mut *chain.jail };
     // SAFETY: syscalls on prepared values; raw ones only after the word to A.
     unsafe {
+        chain.moments.note(Moment::BStarted);
         libc::setpgid(0, 0);
         die_with_parent();
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
@@ -275,6 +344,7 @@ extern "C" fn init(arg: *mut c_void) -> c_int {
         if jail.build_root(&syscall::Linux).is_err() {
             libc::_exit(127);
         }
+        chain.moments.note(Moment::RootBuilt);
         let task = clone_or_exit(
             jail,
             task,
@@ -302,6 +372,7 @@ extern "C" fn task(arg: *mut c_void) -> c_int {
     let jail = unsafe { &mut *chain.jail };
     // SAFETY: syscalls on prepared values.
     unsafe {
+        chain.moments.note(Moment::CStarted);
         let ready = jail
             .check(Step::Session, libc::setsid())
             .and_then(|()| {
@@ -313,6 +384,7 @@ extern "C" fn task(arg: *mut c_void) -> c_int {
             chain.task_failed.store(true, Ordering::SeqCst);
             libc::_exit(127);
         }
+        chain.moments.note(Moment::LockedDown);
     }
     launch::exec_prepared(chain.task)
 }

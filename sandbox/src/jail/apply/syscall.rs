@@ -117,15 +117,10 @@ impl Syscall for Linux {
     }
 
     fn touch(&self, path: &CStr) -> c_int {
-        // SAFETY: open/close on a NUL-terminated path; errno read right after the open.
+        // SAFETY: mknod of a regular file on a NUL-terminated path; errno read right after.
+        // (One call where open and close were two: ~20 mount points per sandbox.)
         unsafe {
-            let fd = libc::open(
-                path.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd >= 0 {
-                libc::close(fd);
+            if libc::mknod(path.as_ptr(), libc::S_IFREG | 0o644, 0) == 0 {
                 return 0;
             }
             let errno = *libc::__errno_location();
