@@ -617,3 +617,76 @@ fn creating_opens_are_recorded_in_process_with_what_was_there_before() {
         notified(&log, "openat")
     );
 }
+
+/// A program that looks up a new missing name and opens `input` (an event for fanotify's
+/// reader, which reads the buffers while the task runs) for at least 300 ms of its own
+/// clock, then prints how many names it looked up.
+const LONG_PROBE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+static long ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+int main(void) {
+    long start = ms(), n = 0;
+    char name[64];
+    struct stat st;
+    do {
+        snprintf(name, sizeof name, "missing-%ld", n++);
+        stat(name, &st);
+        int fd = open("input", O_RDONLY);
+        if (fd >= 0) close(fd);
+    } while (ms() - start < 300);
+    printf("%ld\n", n);
+    return 0;
+}
+"#;
+
+#[test]
+fn records_read_while_the_task_runs_are_all_in_the_log() {
+    let (_t, dir) = workdir();
+    build_probe(&dir, LONG_PROBE);
+    std::fs::write(dir.join("input"), "x").expect("write");
+    let (out, log) = trace(&dir, &[("VT_TIMINGS", "1")], &["./probe"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Its buffer was read during the run (fanotify's reader looks every 20 ms while events
+    // come: the probe's 300 ms of opens make many looks).
+    let looks: u32 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("vt timing: while running: preload buffers "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no early reading: {stderr}"));
+    assert!(looks >= 2, "{looks} looks: {stderr}");
+    // And every lookup it made is in the log once the task is over.
+    let looked_up: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the probe's count");
+    let seen = accesses(&log);
+    let found_missing: std::collections::HashSet<&str> = seen
+        .iter()
+        .filter(|(kind, _)| kind == "missing")
+        .map(|(_, path)| path.as_str())
+        .collect();
+    let missing = (0..looked_up)
+        .filter(|n| {
+            let path = dir.join(format!("missing-{n}"));
+            !found_missing.contains(path.to_string_lossy().as_ref())
+        })
+        .count();
+    assert_eq!(missing, 0, "of {looked_up} lookups");
+    assert!(has_access(&seen, "read", &dir.join("input")), "{seen:?}");
+    assert!(count(&log, "fast_path_records") > looked_up);
+    assert!(
+        log["gaps"].as_array().expect("gaps").is_empty(),
+        "{}",
+        log["gaps"]
+    );
+}

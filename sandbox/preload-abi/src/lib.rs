@@ -146,30 +146,50 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
 }
 
+/// Where a buffer's reserved records end, from its header (the first [`HEADER_LEN`] bytes):
+/// `None` if it is not a vt buffer (wrong magic) or another version of it. A writer that
+/// found the buffer full moved the cursor past the end without writing.
+pub fn records_end(header: &[u8]) -> Option<usize> {
+    if u32_at(header, 0) != Some(MAGIC) || u32_at(header, 4) != Some(VERSION) {
+        return None;
+    }
+    let cursor = header
+        .get(OFFSET_CURSOR..OFFSET_CURSOR + 8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))?;
+    Some(HEADER_LEN + cursor.min((CAPACITY - HEADER_LEN) as u64) as usize)
+}
+
 /// Iterates the records of a buffer's bytes (a snapshot: read after the writers are gone).
 pub fn records(buffer: &[u8]) -> Result<Records<'_>, BufferError> {
-    if u32_at(buffer, 0) != Some(MAGIC) || u32_at(buffer, 4) != Some(VERSION) {
-        return Err(BufferError::NotABuffer);
-    }
-    let cursor = buffer
-        .get(OFFSET_CURSOR..OFFSET_CURSOR + 8)
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        .ok_or(BufferError::NotABuffer)?;
-    // A writer that found the buffer full moved the cursor past the end without writing.
-    let end = (HEADER_LEN as u64)
-        .saturating_add(cursor)
-        .min(buffer.len() as u64) as usize;
+    let end = records_end(buffer).ok_or(BufferError::NotABuffer)?;
     Ok(Records {
         buffer,
         at: HEADER_LEN,
-        end,
+        end: end.min(buffer.len()),
     })
+}
+
+/// The records in `bytes`: whole records copied out of a buffer, without its header (the
+/// offsets in errors are then within `bytes`).
+pub fn records_in(bytes: &[u8]) -> Records<'_> {
+    Records {
+        buffer: bytes,
+        at: 0,
+        end: bytes.len(),
+    }
 }
 
 pub struct Records<'a> {
     buffer: &'a [u8],
     at: usize,
     end: usize,
+}
+
+impl Records<'_> {
+    /// The offset of the record the next call to `next` looks at.
+    pub fn offset(&self) -> usize {
+        self.at
+    }
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -279,6 +299,20 @@ mod tests {
                 offset: HEADER_LEN + record_len(2)
             })
         );
+    }
+
+    #[test]
+    fn records_copied_out_without_the_header_say_where_they_are() {
+        let b = buffer_with(&[
+            (STATE_DONE, OP_OPEN, b"/a"),
+            (STATE_PENDING, OP_OPEN, b"/bb"),
+        ]);
+        let second = HEADER_LEN + record_len(2);
+        let mut records = records_in(&b[second..]);
+        assert_eq!(records.offset(), 0);
+        assert_eq!(records.next().expect("one").expect("record").path, b"/bb");
+        assert_eq!(records.offset(), record_len(3));
+        assert!(records.next().is_none());
     }
 
     #[test]

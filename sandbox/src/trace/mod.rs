@@ -405,7 +405,9 @@ pub fn spawn_jailed(
         None => None,
     };
     // Started first, so it sees the task from its first syscall.
-    let second_source = crate::timings::time("spawn: fanotify", || start_second_source(&command));
+    let second_source = crate::timings::time("spawn: fanotify", || {
+        start_second_source(&command, &fast_path)
+    });
     let _spawning = crate::timings::phase("spawn: fork, filter, exec");
     let (pid, backend) = match backend {
         Backend::Seccomp => match spawn_seccomp(command) {
@@ -452,8 +454,9 @@ pub fn spawn_jailed_launch(
     let own = private_dirs(&fast_path);
     let (mut installed, mut sandbox) =
         crate::timings::time("spawn: jail plan", || jail.prepare(&own))?;
-    let second_source =
-        crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
+    let second_source = crate::timings::time("spawn: fanotify", || {
+        start_second_source_at(&launch.cwd, &fast_path)
+    });
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
     let exempt = ExemptExec::of(&launch);
@@ -515,19 +518,31 @@ impl ExemptExec {
 }
 
 /// fanotify over the file system of the command's working directory (the workspace).
-fn start_second_source(command: &Command) -> Result<fanotify::Watch, String> {
+fn start_second_source(
+    command: &Command,
+    fast_path: &Result<fast_path::Injection, String>,
+) -> Result<fanotify::Watch, String> {
     let root = match command.get_current_dir() {
         Some(dir) => dir.to_path_buf(),
         None => std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?,
     };
-    start_second_source_at(&root)
+    start_second_source_at(&root, fast_path)
 }
 
-fn start_second_source_at(root: &std::path::Path) -> Result<fanotify::Watch, String> {
+/// fanotify over the file system of `root`; its reader also reads the recorder's buffers
+/// while the task runs.
+fn start_second_source_at(
+    root: &std::path::Path,
+    fast_path: &Result<fast_path::Injection, String>,
+) -> Result<fanotify::Watch, String> {
     if std::env::var(fanotify::FANOTIFY_ENV).is_ok_and(|v| v == "off") {
         return Err(format!("{}=off", fanotify::FANOTIFY_ENV));
     }
-    fanotify::start(root).map_err(|e| e.to_string())
+    let while_running = fast_path
+        .as_ref()
+        .ok()
+        .map(fast_path::Injection::reader_while_running);
+    fanotify::start(root, while_running).map_err(|e| e.to_string())
 }
 
 /// Starts `launch` traced, without `fork` when the seccomp backend traces it (see
@@ -556,8 +571,9 @@ pub fn spawn_launch(mut launch: launch::Launch) -> Result<TracedChild, TraceErro
     let preload = std::ffi::OsStr::new("LD_PRELOAD");
     let existing = launch.env.get(preload).cloned();
     let (fast_path, injected) = inject_recorder(&mut launch);
-    let second_source =
-        crate::timings::time("spawn: fanotify", || start_second_source_at(&launch.cwd));
+    let second_source = crate::timings::time("spawn: fanotify", || {
+        start_second_source_at(&launch.cwd, &fast_path)
+    });
     let _spawning = crate::timings::phase("spawn: clone, filter, exec");
     let program = launch.program.to_string_lossy().into_owned();
     let exempt = ExemptExec::of(&launch);

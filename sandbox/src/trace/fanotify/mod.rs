@@ -99,8 +99,13 @@ impl Read {
     }
 }
 
-/// Starts watching the file system that holds `root`, or says why it cannot.
-pub fn start(root: &Path) -> std::io::Result<Watch> {
+/// Work for the reader to do after each of its looks while the task runs (it wakes then
+/// anyway): the preload buffers' early reading.
+pub type WhileRunning = Box<dyn FnMut() + Send>;
+
+/// Starts watching the file system that holds `root`, or says why it cannot. `while_running`
+/// runs on the reader's thread after each look at the events.
+pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Result<Watch> {
     let root = std::fs::canonicalize(root)?;
     let flags = libc::FAN_CLASS_NOTIF
         | libc::FAN_CLOEXEC
@@ -149,7 +154,7 @@ pub fn start(root: &Path) -> std::io::Result<Watch> {
         .spawn(move || {
             // Off the critical path: the group's close at the task's end goes to it.
             crate::janitor::start();
-            read_events(reader_fd, &ready, stop_read, &reader_read);
+            read_events(reader_fd, &ready, stop_read, &reader_read, while_running);
         })?;
     Ok(Watch {
         fanotify: Some(fanotify),
@@ -208,7 +213,13 @@ fn epoll_of(fds: &[RawFd]) -> std::io::Result<OwnedFd> {
 ///
 /// `fanotify` is the group's number, not a reference: it is read only under the lock and
 /// while `finished` is unset, and `finish` sets it before it lets the group go.
-fn read_events(fanotify: RawFd, ready: &OwnedFd, stop: OwnedFd, read: &Mutex<Read>) {
+fn read_events(
+    fanotify: RawFd,
+    ready: &OwnedFd,
+    stop: OwnedFd,
+    read: &Mutex<Read>,
+    mut while_running: Option<WhileRunning>,
+) {
     if pause_unless_stopped(&stop) {
         return;
     }
@@ -233,6 +244,11 @@ fn read_events(fanotify: RawFd, ready: &OwnedFd, stop: OwnedFd, read: &Mutex<Rea
             if let Some(quiet) = quiet {
                 quiet.look(fanotify, events);
             }
+        }
+        if let Some(work) = &mut while_running
+            && !stopping
+        {
+            work();
         }
         if stopping || pause_unless_stopped(&stop) {
             break;
@@ -746,7 +762,7 @@ mod tests {
             ] {
                 std::fs::write(top.join(f), "x").expect("write");
             }
-            let watch = start(&root).expect("fanotify");
+            let watch = start(&root, None).expect("fanotify");
             let open = |f: &str| drop(std::fs::File::open(top.join(f)).expect("open"));
             open("ws/in-1");
             open("outside/out-1");
@@ -823,7 +839,7 @@ mod tests {
             std::fs::create_dir_all(d).expect("mkdir");
             std::fs::write(d.join("f"), "x").expect("write");
         }
-        let watch = start(&root).expect("fanotify");
+        let watch = start(&root, None).expect("fanotify");
         for d in &outside {
             drop(std::fs::File::open(d.join("f")).expect("open"));
         }

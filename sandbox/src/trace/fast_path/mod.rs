@@ -9,7 +9,6 @@
 //! makes tracing slower, never incomplete.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -20,6 +19,8 @@ use preload_abi::{
 };
 
 use crate::access::{AccessKind, AccessLog};
+
+mod early;
 
 use super::decode::{Existence, exec_accesses, open_accesses, probe};
 use super::paths::{CleanPaths, is_under, without_self_links};
@@ -67,6 +68,8 @@ pub struct Injection {
     /// sparse file on a disk file system costs a block allocation (measured: ~35 ms on ext4,
     /// once per process).
     buffers: tempfile::TempDir,
+    /// What was read of the buffers while the task ran ([`Injection::reader_while_running`]).
+    early: std::sync::Arc<early::Early>,
 }
 
 /// `/dev/shm` if it is a tmpfs we can write, else the temp dir (decided once per process).
@@ -186,6 +189,7 @@ impl Injection {
                 .flatten(),
             library_dir,
             buffers,
+            early: Default::default(),
         };
         Ok((injection, vars))
     }
@@ -205,6 +209,17 @@ impl Injection {
         dirs
     }
 
+    /// What reads the records the task's processes have finished, while the task runs: for
+    /// a thread that wakes up during the run anyway (fanotify's reader). Whatever it reads
+    /// is not left for [`Injection::collect`], after the task, where the user waits for it.
+    pub fn reader_while_running(&self) -> Box<dyn FnMut() + Send> {
+        let early = std::sync::Arc::clone(&self.early);
+        let dir = self.buffers.path().to_path_buf();
+        Box::new(move || {
+            crate::timings::time("while running: preload buffers", || early.read(&dir))
+        })
+    }
+
     /// Adds every record of every buffer to `log` and drops the loader's accesses to vt's
     /// own directories; a buffer that cannot be read whole is a gap. Call after the whole
     /// tree is gone.
@@ -212,6 +227,8 @@ impl Injection {
         let own = self.own_dirs();
         log.accesses
             .retain(|a| !own.iter().any(|dir| is_under(&a.path, dir)));
+        // What was read while the task ran, and where each buffer's unread records begin.
+        let (read_early, unread) = self.early.finish();
         let entries = match std::fs::read_dir(self.buffers.path()) {
             Ok(entries) => entries,
             Err(e) => {
@@ -245,8 +262,23 @@ impl Injection {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
-                match read_buffer(path, &mut bytes) {
-                    Ok(()) => add_buffer(&bytes, path, &mut paths, &mut seen, &mut part),
+                let unread = path.file_name().and_then(|name| unread.get(name));
+                let from = unread.map_or(preload_abi::HEADER_LEN, early::Unread::from);
+                match read_buffer(path, from, &mut bytes) {
+                    Ok(true) => {
+                        let buffer = Buffer {
+                            bytes: &bytes,
+                            from,
+                            unread,
+                            path,
+                        };
+                        add_buffer(&buffer, &mut paths, &mut seen, &mut part)
+                    }
+                    Ok(false) => part.gap(
+                        0,
+                        "preload",
+                        format!("{} is not a vt preload buffer", path.display()),
+                    ),
                     Err(e) => {
                         part.gap(0, "preload", format!("cannot read {}: {e}", path.display()))
                     }
@@ -278,26 +310,23 @@ impl Injection {
             parts
         });
         log.absorb_all(parts);
+        log.absorb(read_early);
     }
 }
 
-/// The header and the used part of a buffer (the rest of the sparse file is zeros), into
-/// `bytes` (reused from buffer to buffer: a fresh allocation of a few hundred KiB is a fresh
-/// mapping, faulted in page by page and unmapped again).
-fn read_buffer(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut file = std::fs::File::open(path)?;
+/// The records of the buffer at `path` from offset `from` to its cursor, into `bytes`
+/// (reused from buffer to buffer: a fresh allocation of a few hundred KiB is a fresh
+/// mapping, faulted in page by page and unmapped again; the rest of the sparse file is
+/// zeros); `false` if it is not a buffer of this recorder.
+fn read_buffer(path: &Path, from: usize, bytes: &mut Vec<u8>) -> std::io::Result<bool> {
+    let file = std::fs::File::open(path)?;
+    let Some(end) = early::records_end(&file)? else {
+        return Ok(false);
+    };
     bytes.clear();
-    bytes.resize(preload_abi::HEADER_LEN, 0);
-    file.read_exact(bytes)?;
-    let cursor = u64::from_le_bytes(
-        bytes[preload_abi::OFFSET_CURSOR..preload_abi::OFFSET_CURSOR + 8]
-            .try_into()
-            .map_err(|_| std::io::Error::other("short header"))?,
-    );
-    let used = cursor.min((preload_abi::CAPACITY - preload_abi::HEADER_LEN) as u64) as usize;
-    bytes.resize(preload_abi::HEADER_LEN + used, 0);
-    file.read_exact(&mut bytes[preload_abi::HEADER_LEN..])?;
-    Ok(())
+    bytes.resize(end.saturating_sub(from), 0);
+    std::os::unix::fs::FileExt::read_exact_at(&file, bytes, from as u64)?;
+    Ok(true)
 }
 
 /// The records one reader thread has turned into accesses, by what they say (the call, its
@@ -334,24 +363,25 @@ fn record_key<'k>(key: &'k mut Vec<u8>, record: &Record<'_>) -> &'k [u8] {
     key
 }
 
-fn add_buffer(
-    bytes: &[u8],
-    path: &Path,
-    paths: &mut CleanPaths,
-    seen: &mut Seen,
-    log: &mut AccessLog,
-) {
-    let records = match preload_abi::records(bytes) {
-        Ok(records) => records,
-        Err(_) => {
-            log.gap(
-                0,
-                "preload",
-                format!("{} is not a vt preload buffer", path.display()),
-            );
-            return;
-        }
-    };
+/// Records copied out of the buffer file `path`, from offset `from` to its cursor.
+#[derive(Clone, Copy)]
+struct Buffer<'a> {
+    bytes: &'a [u8],
+    from: usize,
+    /// What was not read while the task ran (`None`: nothing was read).
+    unread: Option<&'a early::Unread>,
+    path: &'a Path,
+}
+
+/// Adds the records of `buffer` that were not added while the task ran.
+fn add_buffer(buffer: &Buffer<'_>, paths: &mut CleanPaths, seen: &mut Seen, log: &mut AccessLog) {
+    let Buffer {
+        bytes,
+        from,
+        unread,
+        path,
+    } = *buffer;
+    let mut records = preload_abi::records_in(bytes);
     // Room for every record being new, grown once instead of doubling (each doubling of
     // the map rehashes it): a record is its 32-byte header and a path, ~64 bytes on a
     // node run whose 8 000 records name 6 000 different files.
@@ -359,44 +389,59 @@ fn add_buffer(
     seen.accesses.reserve(expected);
     log.accesses.reserve(expected);
     let mut last_pid = None;
-    for record in records {
+    loop {
+        let offset = from + records.offset();
+        let Some(record) = records.next() else { break };
         match record {
-            Ok(record) => {
-                log.fast_path_records += 1;
-                if last_pid != Some(record.pid) {
-                    log.processes.insert(record.pid);
-                    last_pid = Some(record.pid);
-                }
-                let key = record_key(&mut seen.key, &record);
-                if let Some(&(start, end)) = seen.accesses.get(key) {
-                    // Seen before: only an earlier time can matter.
-                    for access in &mut log.accesses[start..end] {
-                        if record.time_ns < access.at_ns {
-                            access.at_ns = record.time_ns;
-                            access.pid = record.pid;
-                        }
-                    }
-                    continue;
-                }
-                let key: Box<[u8]> = key.into();
-                let start = log.accesses.len();
-                for (kind, access_path) in decode_record(&record, paths) {
-                    log.push_at(kind, access_path, record.pid, record.time_ns);
-                }
-                seen.accesses.insert(key, (start, log.accesses.len()));
-            }
+            // Added while the task ran.
+            Ok(_) if unread.is_some_and(|u| !u.wants(offset)) => {}
+            Ok(record) => add_record(&record, &mut last_pid, paths, seen, log),
             Err(BufferError::Torn { offset } | BufferError::Corrupt { offset }) => log.gap(
                 0,
                 "preload",
                 format!(
-                    "buffer {} is unreadable from offset {offset} (a process died while \
+                    "buffer {} is unreadable from offset {} (a process died while \
                      reserving a record, or the file was damaged)",
-                    path.display()
+                    path.display(),
+                    from + offset
                 ),
             ),
             Err(BufferError::NotABuffer) => {}
         }
     }
+}
+
+/// Adds one record's accesses to `log`, unless an identical record was added before
+/// (`seen`); `last_pid`: the process of the record before it, whose process is known.
+fn add_record(
+    record: &Record<'_>,
+    last_pid: &mut Option<u32>,
+    paths: &mut CleanPaths,
+    seen: &mut Seen,
+    log: &mut AccessLog,
+) {
+    log.fast_path_records += 1;
+    if *last_pid != Some(record.pid) {
+        log.processes.insert(record.pid);
+        *last_pid = Some(record.pid);
+    }
+    let key = record_key(&mut seen.key, record);
+    if let Some(&(start, end)) = seen.accesses.get(key) {
+        // Seen before: only an earlier time can matter.
+        for access in &mut log.accesses[start..end] {
+            if record.time_ns < access.at_ns {
+                access.at_ns = record.time_ns;
+                access.pid = record.pid;
+            }
+        }
+        return;
+    }
+    let key: Box<[u8]> = key.into();
+    let start = log.accesses.len();
+    for (kind, access_path) in decode_record(record, paths) {
+        log.push_at(kind, access_path, record.pid, record.time_ns);
+    }
+    seen.accesses.insert(key, (start, log.accesses.len()));
 }
 
 fn is_missing(errno: i32) -> bool {
