@@ -3,7 +3,8 @@
 //!
 //! vt injects the library into the task with `LD_PRELOAD` and gives it a private directory
 //! for its per-process buffers; when the tree is gone, [`Injection::collect`] turns every
-//! record into the same accesses the seccomp decoder would have produced for that call.
+//! record into the same accesses the seccomp decoder would have produced for that call
+//! (most of them already read while the task ran, [`early`]).
 //! The filter exempts the trampoline ([`super::filter`]), so recorded calls cost no
 //! notification; everything else is still notified, so a missing or refused library only
 //! makes tracing slower, never incomplete.
@@ -20,10 +21,10 @@ use preload_abi::{
 
 use crate::access::{AccessKind, AccessLog};
 
-mod early;
-
 use super::decode::{Existence, exec_accesses, open_accesses, probe};
 use super::paths::{CleanPaths, is_under, without_self_links};
+
+mod early;
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
 /// that file instead of the library built into vt (for working on the recorder).
