@@ -25,6 +25,22 @@ pub fn vt_binary() -> PathBuf {
     }
 }
 
+/// Whether this test runs as root, which `needed_for` says it needs. CI always runs as root,
+/// so there the answer must be yes (the test fails rather than skips); elsewhere a test
+/// that gets no skips, saying so.
+pub fn root_or_skip(needed_for: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root, and this test needs it: {needed_for}"
+    );
+    eprintln!("skipped: {needed_for}");
+    false
+}
+
 /// `vt trace --json -o LOG -- COMMAND…`, not yet run: the caller adds the cwd, the
 /// environment or inherited descriptors, runs it, and reads `LOG` with [`read_trace_log`].
 pub fn trace_json_command<S: AsRef<std::ffi::OsStr>>(

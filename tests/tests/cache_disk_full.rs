@@ -59,16 +59,7 @@ fn statuses(output: &Output) -> Vec<String> {
 
 /// Whether this test can mount (root); CI always can.
 fn can_mount() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI runs as root: this test mounts a tmpfs"
-    );
-    eprintln!("skipped: mounting a tmpfs needs root");
-    false
+    vt_tests::root_or_skip("mounting a tmpfs needs root")
 }
 
 /// A workspace of packages under `root` whose cache is on a tmpfs of `size` at `disk`.

@@ -47,15 +47,7 @@ fn is_root() -> bool {
 
 /// Cases whose control run needs root: in CI (always root) they must run.
 fn needs_root(case: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{case}: CI runs as root, and this case's control needs it"
-    );
-    eprintln!("{case}: skipped (the control run needs root)");
-    true
+    !vt_tests::root_or_skip(&format!("{case}: the control run needs root"))
 }
 
 impl Workspace {

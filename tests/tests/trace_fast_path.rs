@@ -649,15 +649,8 @@ int main(void) {
 
 #[test]
 fn records_read_while_the_task_runs_are_all_in_the_log() {
-    // The buffers are read during the run by fanotify's reader, which needs CAP_SYS_ADMIN.
-    // CI runs as root and must exercise it: never skip there.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run as root so the early reading is tested"
-        );
-        eprintln!("skipped: fanotify needs root");
+    // The buffers are read during the run by fanotify's reader.
+    if !vt_tests::root_or_skip("fanotify needs CAP_SYS_ADMIN") {
         return;
     }
     let (_t, dir) = workdir();
