@@ -7,6 +7,8 @@
 //! - [`deny`]: the seccomp deny-list, as a BPF program.
 //! - [`landlock`]: the rights for the kernel's Landlock ABI.
 //! - [`network`]: the network namespace, made on a thread while the task is prepared.
+//! - [`etc_tree`]: the parts of `/etc` every sandbox shows, mounted once per process on a
+//!   detached tree each sandbox copies.
 //! - [`system`]: what the system paths every sandbox shows are on this host, kept per
 //!   process.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
@@ -17,6 +19,7 @@
 
 pub(crate) mod apply;
 pub mod deny;
+pub mod etc_tree;
 pub mod landlock;
 pub mod layer;
 pub mod network;
@@ -82,6 +85,7 @@ impl Jail {
     pub fn new(spec: Spec) -> Result<Jail, JailError> {
         let host = std::cell::RefCell::new(HashMap::new());
         let fixed = crate::timings::time("sandbox: system paths", system::fixed_paths);
+        etc_tree::make_ahead();
         Plan::new(&spec, |path| {
             let found = fixed
                 .get(path)
@@ -158,6 +162,12 @@ impl Jail {
         } else {
             crate::timings::time("spawn: network namespace", network::take)
         };
+        // After the task's change guard opened (see `etc_tree`): the host as it is now.
+        let etc_tree = plan::etc_part(&plan.mounts).and_then(|part| {
+            crate::timings::time("spawn: /etc tree", || {
+                etc_tree::take(&system::fixed_paths(), &part)
+            })
+        });
         let prepared = apply::Prepared::new(
             &plan,
             |path| match self.host.get(path) {
@@ -165,6 +175,7 @@ impl Jail {
                 Some(HostPath::Dir) => false,
                 _ => !path.is_dir(),
             },
+            etc_tree,
             (&self.rights, ruleset),
             capabilities,
             deny::deny_filter(),

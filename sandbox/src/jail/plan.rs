@@ -195,11 +195,15 @@ impl Plan {
             }
             let path = normalize(path);
             match host(&path) {
-                HostPath::Symlink(target) if !writable && !required => {
-                    looked_at.push((path.clone(), AccessKind::Stat));
-                    mounts.push(Mount::Symlink { path, target })
-                }
                 HostPath::Missing if required => return Err(PlanError::Missing { path }),
+                found if !writable && !required => {
+                    match found {
+                        HostPath::Symlink(_) => looked_at.push((path.clone(), AccessKind::Stat)),
+                        HostPath::Missing => looked_at.push((path.clone(), AccessKind::Missing)),
+                        HostPath::Dir | HostPath::File => {}
+                    }
+                    mounts.extend(optional_mount(path, found));
+                }
                 HostPath::Missing => looked_at.push((path, AccessKind::Missing)),
                 _ => mounts.push(Mount::Bind { path, writable }),
             }
@@ -290,6 +294,51 @@ impl Plan {
             _ => None,
         })
     }
+}
+
+/// How an optional read-only host path (a system directory, a part of `/etc`) is shown: a
+/// symlink re-created with the host's target, nothing where the host has nothing, anything
+/// else bound read-only.
+fn optional_mount(path: PathBuf, found: HostPath) -> Option<Mount> {
+    match found {
+        HostPath::Symlink(target) => Some(Mount::Symlink { path, target }),
+        HostPath::Missing => None,
+        HostPath::Dir | HostPath::File => Some(Mount::Bind {
+            path,
+            writable: false,
+        }),
+    }
+}
+
+/// The mounts below `/etc` every plan has on a host where `host` tells what each of
+/// [`ETC_ESSENTIALS`] is, by path: what [`super::etc_tree`] makes once per process.
+pub fn etc_mounts(host: impl Fn(&Path) -> HostPath) -> Vec<Mount> {
+    let mut mounts: Vec<Mount> = ETC_ESSENTIALS
+        .iter()
+        .filter_map(|path| optional_mount(PathBuf::from(path), host(Path::new(path))))
+        .collect();
+    mounts.sort_by(|a, b| a.path().cmp(b.path()));
+    mounts
+}
+
+/// The mounts of `mounts` below `/etc`, by path, if a tree made ahead can stand for them
+/// all: read-only binds and symlinks only, and nothing mounted on `/etc` itself (a task
+/// that declares `/etc`, or a writable path in it, builds its `/etc` mount by mount).
+pub fn etc_part(mounts: &[Mount]) -> Option<Vec<Mount>> {
+    let etc = Path::new("/etc");
+    let mut part = Vec::new();
+    for mount in mounts.iter().filter(|m| m.path().starts_with(etc)) {
+        match mount {
+            _ if mount.path() == etc => return None,
+            Mount::Bind {
+                writable: false, ..
+            }
+            | Mount::Symlink { .. } => part.push(mount.clone()),
+            _ => return None,
+        }
+    }
+    part.sort_by(|a, b| a.path().cmp(b.path()));
+    Some(part)
 }
 
 /// The overlay for `layer`, or why it cannot be one: overlayfs refuses layers inside one
@@ -569,6 +618,47 @@ mod tests {
         assert_eq!(looked_at("/usr"), None);
         assert_eq!(looked_at("/etc/passwd"), None);
         assert_eq!(looked_at("/work/ws"), None);
+    }
+
+    #[test]
+    fn a_tree_made_ahead_stands_for_etc_unless_the_task_declares_something_there() {
+        let host = |path: &Path| match path.to_str() {
+            Some("/etc/localtime") => HostPath::Symlink("/usr/share/zoneinfo/UTC".into()),
+            Some("/etc") => HostPath::Dir,
+            Some("/etc/alternatives/cc") => HostPath::Symlink("/usr/bin/gcc".into()),
+            _ => debian_host(path),
+        };
+        let ahead = etc_mounts(host);
+        let bind = |path: &str| Mount::Bind {
+            path: path.into(),
+            writable: false,
+        };
+        assert_eq!(
+            ahead,
+            vec![
+                bind("/etc/alternatives"),
+                bind("/etc/ld.so.cache"),
+                Mount::Symlink {
+                    path: "/etc/localtime".into(),
+                    target: "/usr/share/zoneinfo/UTC".into()
+                },
+                bind("/etc/passwd"),
+            ]
+        );
+        let part = |spec: Spec| etc_part(&Plan::new(&spec, host).expect("plan").mounts);
+        // A plain task: the plan's /etc is the tree's.
+        assert_eq!(part(spec()), Some(ahead.clone()));
+        // A path inside a part of /etc that is bound already adds nothing: still the tree.
+        let mut inside = spec();
+        inside.read_only.push("/etc/alternatives/cc".into());
+        assert_eq!(part(inside), Some(ahead.clone()));
+        // Something of the task's own in /etc, or /etc itself: not the tree.
+        let mut own = spec();
+        own.writable.push("/etc/passwd".into());
+        assert_ne!(part(own), Some(ahead.clone()));
+        let mut whole = spec();
+        whole.read_only.push("/etc".into());
+        assert_eq!(part(whole), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use libc::{c_int, sock_filter, sock_fprog};
 
@@ -40,6 +41,7 @@ use init::{die_with_parent, init_until, relay_status};
 pub(super) use loopback::loopback_up;
 pub use report::{Step, read_report};
 
+use super::etc_tree;
 use super::landlock::{Grant, Rights};
 use super::plan::{Mount, Plan};
 
@@ -68,6 +70,20 @@ struct PreparedMount {
     target: CString,
     /// For binds of files: create `target` as an empty file rather than a directory.
     is_file: bool,
+    /// Below `/etc`, which the tree made ahead stands for when there is one ([`EtcCopy`]).
+    in_etc_tree: bool,
+}
+
+/// The `/etc` tree made ahead ([`super::etc_tree`]), standing for every mount marked
+/// `in_etc_tree`: A copies it while still in vt's mount namespace, B attaches the copy.
+struct EtcCopy {
+    /// Keeps the tree's root open until the sandbox has started.
+    tree: Arc<etc_tree::Tree>,
+    /// A's copy; -1 until made, and if the kernel refused it (B then builds `/etc` mount by
+    /// mount, as without a tree).
+    copy: c_int,
+    /// `/etc` under the staging root.
+    target: CString,
 }
 
 enum Op {
@@ -104,6 +120,7 @@ pub struct Prepared {
     mounts: Vec<PreparedMount>,
     /// One slot per mount for the captured bind trees.
     captured: Vec<RawFd>,
+    etc: Option<EtcCopy>,
     staging: CString,
     cwd: CString,
     hostname: CString,
@@ -128,10 +145,14 @@ fn staged(path: &Path) -> CString {
 
 impl Prepared {
     /// `is_file`: whether a bind's host path is a file (a file is bound onto a file, a
-    /// directory onto a directory), as the plan's probe of the host found it.
+    /// directory onto a directory), as the plan's probe of the host found it. `etc_tree`:
+    /// the tree made ahead, if it stands for the plan's mounts below `/etc`
+    /// ([`super::etc_tree::take`] checked).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         plan: &Plan,
         is_file: impl Fn(&Path) -> bool,
+        etc_tree: Option<Arc<etc_tree::Tree>>,
         (rights, landlock_ruleset): (&Rights, Option<OwnedFd>),
         capabilities: Vec<u32>,
         deny: Vec<sock_filter>,
@@ -229,6 +250,7 @@ impl Prepared {
                 dirs,
                 target: staged(path),
                 is_file,
+                in_etc_tree: etc_tree.is_some() && path.starts_with("/etc"),
             });
         }
         // SAFETY: getuid/getgid cannot fail.
@@ -257,6 +279,11 @@ impl Prepared {
                 format!("{gid} {gid} 1\n").into_bytes(),
             ),
             captured: vec![-1; mounts.len()],
+            etc: etc_tree.map(|tree| EtcCopy {
+                tree,
+                copy: -1,
+                target: staged(Path::new("/etc")),
+            }),
             mounts,
             staging: c_path(Path::new(STAGING)),
             cwd: c_path(&plan.cwd),
@@ -337,7 +364,11 @@ impl Prepared {
     unsafe fn enter_namespaces(&mut self) -> std::io::Result<()> {
         // SAFETY: plain syscalls on values prepared before the clone or fork.
         unsafe {
-            // First: entering a namespace owned by vt's user namespace needs vt's
+            // While still in vt's mount namespace, the only one the kernel lets copy the tree.
+            if let Some(etc) = &mut self.etc {
+                etc.copy = etc_tree::copy(etc.tree.root());
+            }
+            // Then: entering a namespace owned by vt's user namespace needs vt's
             // capabilities, which the new user namespace leaves behind. Refused (a seccomp
             // policy around vt), the sandbox makes its own, as without one made ahead.
             if let Some(network) = &self.network

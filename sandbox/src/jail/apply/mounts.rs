@@ -7,7 +7,7 @@ use libc::{c_int, c_void};
 
 use super::report::Step;
 use super::syscall::Syscall;
-use super::{Op, Prepared};
+use super::{Op, Prepared, PreparedMount};
 
 impl Prepared {
     /// B, after the namespaces exist: every mount of the plan under the staging tmpfs, then
@@ -18,9 +18,15 @@ impl Prepared {
             Step::MakePrivate,
             sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
         )?;
+        // The copy of the `/etc` tree A made, if any, stands for every mount below /etc.
+        let etc_copy = self.etc.as_ref().map_or(-1, |etc| etc.copy);
+        let from_tree = |mount: &PreparedMount| etc_copy >= 0 && mount.in_etc_tree;
         // Capture every bind source first: the staging tmpfs may cover some of them.
         for i in 0..self.mounts.len() {
             let step = Step::Capture(i as u32);
+            if from_tree(&self.mounts[i]) {
+                continue;
+            }
             match &self.mounts[i].op {
                 Op::Overlay { lower, upper, work } => {
                     let fd = sys.make_overlay(lower, upper, work);
@@ -54,9 +60,23 @@ impl Prepared {
                 Some(c"mode=0755"),
             ),
         )?;
+        let mut etc_attached = false;
         for i in 0..self.mounts.len() {
             let step = i as u32;
             let mount = &self.mounts[i];
+            if from_tree(mount) {
+                if !etc_attached {
+                    let target = self
+                        .etc
+                        .as_ref()
+                        .map_or(c"/tmp/etc", |etc| etc.target.as_c_str());
+                    self.check_exists(Step::EtcTree, sys.mkdir(target))?;
+                    self.check(Step::EtcTree, sys.move_mount(etc_copy, target))?;
+                    sys.close(etc_copy);
+                    etc_attached = true;
+                }
+                continue;
+            }
             for dir in &mount.dirs {
                 self.check_exists(Step::Mountpoint(step), sys.mkdir(dir))?;
             }
@@ -297,30 +317,42 @@ mod tests {
     /// A plan of each kind of mount: a read-only directory, a writable one, a device file,
     /// a tmpfs, /proc and a symlink.
     fn prepared(workspace: &std::path::Path) -> (Prepared, std::os::fd::OwnedFd) {
+        prepared_with(workspace, Vec::new(), None)
+    }
+
+    /// As [`prepared`], with `etc` (mounts below /etc) first and the tree made ahead.
+    fn prepared_with(
+        workspace: &std::path::Path,
+        etc: Vec<Mount>,
+        etc_tree: Option<std::sync::Arc<crate::jail::etc_tree::Tree>>,
+    ) -> (Prepared, std::os::fd::OwnedFd) {
         let plan = Plan {
-            mounts: vec![
-                Mount::Bind {
-                    path: PathBuf::from("/usr"),
-                    writable: false,
-                },
-                Mount::Bind {
-                    path: workspace.to_path_buf(),
-                    writable: true,
-                },
-                Mount::Device {
-                    path: PathBuf::from("/dev/null"),
-                },
-                Mount::Tmpfs {
-                    path: PathBuf::from("/tmp"),
-                },
-                Mount::Proc {
-                    path: PathBuf::from("/proc"),
-                },
-                Mount::Symlink {
-                    path: PathBuf::from("/lib64"),
-                    target: PathBuf::from("usr/lib64"),
-                },
-            ],
+            mounts: etc
+                .into_iter()
+                .chain([
+                    Mount::Bind {
+                        path: PathBuf::from("/usr"),
+                        writable: false,
+                    },
+                    Mount::Bind {
+                        path: workspace.to_path_buf(),
+                        writable: true,
+                    },
+                    Mount::Device {
+                        path: PathBuf::from("/dev/null"),
+                    },
+                    Mount::Tmpfs {
+                        path: PathBuf::from("/tmp"),
+                    },
+                    Mount::Proc {
+                        path: PathBuf::from("/proc"),
+                    },
+                    Mount::Symlink {
+                        path: PathBuf::from("/lib64"),
+                        target: PathBuf::from("usr/lib64"),
+                    },
+                ])
+                .collect(),
             cwd: workspace.to_path_buf(),
             network: false,
             hostname: "vt-sandbox",
@@ -330,6 +362,7 @@ mod tests {
         let prepared = Prepared::new(
             &plan,
             |path| !path.is_dir(),
+            etc_tree,
             (&Rights::for_abi(0), None),
             vec![],
             vec![],
@@ -391,6 +424,67 @@ mod tests {
             "loopback up".to_owned(),
         ]);
         assert_eq!(calls, expected);
+    }
+
+    /// /etc's mounts: a file bound, a symlink.
+    fn etc() -> Vec<Mount> {
+        vec![
+            Mount::Bind {
+                path: PathBuf::from("/etc/passwd"),
+                writable: false,
+            },
+            Mount::Symlink {
+                path: PathBuf::from("/etc/localtime"),
+                target: PathBuf::from("/usr/share/zoneinfo/UTC"),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_copy_of_the_etc_tree_stands_for_every_mount_below_etc() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let tree = std::sync::Arc::new(crate::jail::etc_tree::Tree::stand_in());
+        let (mut prepared, _report) = prepared_with(workspace.path(), etc(), Some(tree));
+        // A's copy of the tree.
+        if let Some(etc) = prepared.etc.as_mut() {
+            etc.copy = 42;
+        }
+        let sys = Recorder::new(None);
+        prepared.build_root(&sys).expect("every call succeeds");
+        let calls = sys.calls.into_inner();
+        let etc_calls: Vec<&String> = calls.iter().filter(|c| c.contains("etc")).collect();
+        assert_eq!(etc_calls, ["mkdir /tmp/etc", "move_mount 42 /tmp/etc"]);
+        let attached = calls.iter().position(|c| c == "move_mount 42 /tmp/etc");
+        assert_eq!(calls[attached.expect("attached") + 1], "close 42");
+        // The rest as without /etc: /usr captured first, the staging tmpfs, /usr attached.
+        assert_eq!(calls[1], "open_tree /usr = 101");
+        assert!(calls.contains(&"move_mount 101 /tmp/usr".to_owned()));
+    }
+
+    #[test]
+    fn without_a_copy_of_the_etc_tree_etc_is_built_mount_by_mount() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        for tree in [
+            None,
+            // A was refused the copy (an older kernel): the plan's own mounts.
+            Some(std::sync::Arc::new(crate::jail::etc_tree::Tree::stand_in())),
+        ] {
+            let (mut prepared, _report) = prepared_with(workspace.path(), etc(), tree);
+            let sys = Recorder::new(None);
+            prepared.build_root(&sys).expect("every call succeeds");
+            let calls = sys.calls.into_inner();
+            let etc_calls: Vec<&String> = calls.iter().filter(|c| c.contains("etc")).collect();
+            assert_eq!(
+                etc_calls,
+                [
+                    "open_tree /etc/passwd = 101",
+                    "mkdir /tmp/etc",
+                    "touch /tmp/etc/passwd",
+                    "move_mount 101 /tmp/etc/passwd",
+                    "symlink /tmp/etc/localtime -> /usr/share/zoneinfo/UTC",
+                ]
+            );
+        }
     }
 
     #[test]

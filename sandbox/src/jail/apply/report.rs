@@ -27,6 +27,8 @@ pub enum Step {
     Capabilities,
     Session,
     DenyList,
+    /// Attaching the copy of the `/etc` tree made ahead (`jail::etc_tree`).
+    EtcTree,
 }
 
 impl Step {
@@ -50,6 +52,7 @@ impl Step {
             Step::Capabilities => (16, 0),
             Step::Session => (17, 0),
             Step::DenyList => (18, 0),
+            Step::EtcTree => (19, 0),
         };
         kind << 16 | (index & 0xffff)
     }
@@ -75,6 +78,7 @@ impl Step {
             16 => Step::Capabilities,
             17 => Step::Session,
             18 => Step::DenyList,
+            19 => Step::EtcTree,
             _ => return None,
         })
     }
@@ -111,6 +115,7 @@ impl Step {
             Step::Staging => format!("mounting the new root's tmpfs on {STAGING}"),
             Step::Mountpoint(i) => format!("creating the mount point {}", mount(i)),
             Step::Attach(i) => format!("mounting {}", mount(i)),
+            Step::EtcTree => format!("mounting /etc (the tree made ahead) on {STAGING}/etc"),
             Step::Pivot => "switching to the new root (pivot_root)".into(),
             Step::RootReadOnly => "making the new root read-only".into(),
             Step::Cwd => format!("entering {}", plan.cwd.display()),
@@ -150,6 +155,7 @@ mod tests {
             Step::Attach(300),
             Step::DenyList,
             Step::Mountpoint(0),
+            Step::EtcTree,
         ] {
             assert_eq!(Step::decode(step.encode()), Some(step));
         }
