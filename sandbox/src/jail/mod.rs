@@ -178,7 +178,7 @@ impl Jail {
             etc_tree,
             (&self.rights, ruleset),
             capabilities,
-            deny::deny_filter(),
+            deny::deny_program().to_vec(),
             report_write,
             network,
         );

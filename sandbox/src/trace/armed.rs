@@ -123,8 +123,7 @@ fn armed_thread(ready: SyncSender<Ready>, ahead: fn(), answered: impl FnOnce(boo
     ahead();
     started.end();
     let installing = crate::timings::phase("armed: filter");
-    let program = filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token());
-    let installed = notify::install_listener(&program);
+    let installed = notify::install_listener(filter::task_filter());
     installing.end();
     let fd = match installed {
         Ok(fd) => fd,

@@ -705,7 +705,7 @@ fn prepare_notified(
     let supervisor = start_supervisor(parent_end)?;
     let prepared = launch::Prepared::new(
         launch,
-        filter::tracing_filter(libc::SECCOMP_RET_USER_NOTIF, launch::exec_token()),
+        filter::task_filter().to_vec(),
         child_end.as_raw_fd(),
     )
     .map_err(|source| TraceError::Spawn {
