@@ -11,6 +11,7 @@
 //!   detached tree each sandbox copies.
 //! - [`system`]: what the system paths every sandbox shows are on this host, kept per
 //!   process.
+//! - [`overlay`]: a layer's overlay mount, made on a thread while the sandbox starts.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
 //!   its changes to the host.
 //! - `apply`: the syscalls between fork and exec.
@@ -23,6 +24,7 @@ pub mod etc_tree;
 pub mod landlock;
 pub mod layer;
 pub mod network;
+pub mod overlay;
 pub mod plan;
 pub mod system;
 
@@ -77,6 +79,8 @@ pub struct Jail {
     /// the same paths again (with vt's own directories added) a moment later, and looking
     /// each of the ~40 system paths up twice cost every sandboxed task ~0.1 ms.
     host: HashMap<PathBuf, HostPath>,
+    /// The layer's overlay, being made while the sandbox starts ([`overlay`]).
+    overlay: Option<std::sync::Arc<overlay::Ahead>>,
 }
 
 impl Jail {
@@ -86,7 +90,7 @@ impl Jail {
         let host = std::cell::RefCell::new(HashMap::new());
         let fixed = crate::timings::time("sandbox: system paths", system::fixed_paths);
         etc_tree::make_ahead();
-        Plan::new(&spec, |path| {
+        let plan = Plan::new(&spec, |path| {
             let found = fixed
                 .get(path)
                 .cloned()
@@ -97,7 +101,17 @@ impl Jail {
         if !spec.network {
             network::make_ahead();
         }
+        // The plan's own layer (its paths normalized), for `prepare` to find.
+        let mut layers = plan.mounts.iter().filter_map(|m| match m {
+            Mount::Overlay(layer) => Some(layer.clone()),
+            _ => None,
+        });
+        let overlay = match (layers.next(), layers.next()) {
+            (Some(layer), None) => overlay::Ahead::start(layer).map(std::sync::Arc::new),
+            _ => None,
+        };
         Ok(Jail {
+            overlay,
             spec,
             rights: landlock::Rights::for_abi(landlock::kernel_abi()),
             host: host.into_inner(),
@@ -175,12 +189,15 @@ impl Jail {
                 Some(HostPath::Dir) => false,
                 _ => !path.is_dir(),
             },
-            etc_tree,
+            apply::MadeAhead {
+                network,
+                etc_tree,
+                overlay: self.overlay.as_ref().and_then(|ahead| ahead.take()),
+            },
             (&self.rights, ruleset),
             capabilities,
             deny::deny_program().to_vec(),
             report_write,
-            network,
         );
         Ok((
             Installed {

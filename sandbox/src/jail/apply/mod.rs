@@ -39,6 +39,7 @@ mod syscall;
 pub use chain::{Stack, Started, starts_without_fork};
 use init::{die_with_parent, init_until, relay_status};
 pub(super) use loopback::loopback_up;
+pub(crate) use mounts::make_overlay;
 pub use report::{Step, read_report};
 
 use super::etc_tree;
@@ -92,11 +93,13 @@ enum Op {
         attr_set: u64,
     },
     /// An overlayfs made detached (fsopen/fsmount) before the staging tmpfs covers its
-    /// directories, then attached like a captured bind.
+    /// directories, then attached like a captured bind; `ahead`: the socket a thread of
+    /// vt's sends it on ([`super::overlay`]), else B makes it.
     Overlay {
         lower: CString,
         upper: CString,
         work: CString,
+        ahead: Option<OwnedFd>,
     },
     Fs {
         fstype: &'static CStr,
@@ -106,6 +109,18 @@ enum Op {
     Symlink {
         target: CString,
     },
+}
+
+/// What vt makes for a sandbox on threads of its own.
+#[derive(Default)]
+pub struct MadeAhead {
+    /// A network namespace ([`super::network`]).
+    pub network: Option<OwnedFd>,
+    /// The `/etc` tree, if it stands for the plan's mounts below `/etc`
+    /// ([`super::etc_tree::take`] checked).
+    pub etc_tree: Option<Arc<etc_tree::Tree>>,
+    /// Where the plan's layer's overlay will come from ([`super::overlay`]).
+    pub overlay: Option<super::overlay::Receive>,
 }
 
 /// Everything the child needs, allocated before the fork.
@@ -145,20 +160,22 @@ fn staged(path: &Path) -> CString {
 
 impl Prepared {
     /// `is_file`: whether a bind's host path is a file (a file is bound onto a file, a
-    /// directory onto a directory), as the plan's probe of the host found it. `etc_tree`:
-    /// the tree made ahead, if it stands for the plan's mounts below `/etc`
-    /// ([`super::etc_tree::take`] checked).
-    #[allow(clippy::too_many_arguments)]
+    /// directory onto a directory), as the plan's probe of the host found it. `ahead`: what
+    /// vt makes for this sandbox on threads of its own.
     pub fn new(
         plan: &Plan,
         is_file: impl Fn(&Path) -> bool,
-        etc_tree: Option<Arc<etc_tree::Tree>>,
+        ahead: MadeAhead,
         (rights, landlock_ruleset): (&Rights, Option<OwnedFd>),
         capabilities: Vec<u32>,
         deny: Vec<sock_filter>,
         report: OwnedFd,
-        network: Option<OwnedFd>,
     ) -> Prepared {
+        let MadeAhead {
+            network,
+            etc_tree,
+            mut overlay,
+        } = ahead;
         // A namespace made ahead is for a sandbox without the host's network only.
         let network = network.filter(|_| !plan.network);
         // By bytes: the plan's paths are normalized, and comparing `Path`s component by
@@ -199,6 +216,9 @@ impl Prepared {
                         lower: c_path(&layer.path),
                         upper: c_path(&layer.upper),
                         work: c_path(&layer.work),
+                        ahead: overlay
+                            .take_if(|made| made.layer == *layer)
+                            .map(|made| made.socket),
                     },
                     false,
                 ),

@@ -2,6 +2,7 @@
 //! (B, in the new mount namespace).
 
 use std::ffi::CStr;
+use std::os::fd::AsRawFd;
 
 use libc::{c_int, c_void};
 
@@ -28,8 +29,20 @@ impl Prepared {
                 continue;
             }
             match &self.mounts[i].op {
-                Op::Overlay { lower, upper, work } => {
-                    let fd = sys.make_overlay(lower, upper, work);
+                Op::Overlay {
+                    lower,
+                    upper,
+                    work,
+                    ahead,
+                } => {
+                    let made = ahead
+                        .as_ref()
+                        .map_or(-1, |socket| sys.receive_overlay(socket.as_raw_fd()));
+                    let fd = if made >= 0 {
+                        made
+                    } else {
+                        sys.make_overlay(lower, upper, work)
+                    };
                     self.check(step, fd)?;
                     self.captured[i] = fd;
                 }
@@ -150,7 +163,7 @@ impl Prepared {
 ///
 /// # Safety
 /// Makes only syscalls on NUL-terminated strings the caller owns (async-signal-safe).
-pub(super) unsafe fn make_overlay(lower: &CStr, upper: &CStr, work: &CStr) -> c_int {
+pub(crate) unsafe fn make_overlay(lower: &CStr, upper: &CStr, work: &CStr) -> c_int {
     // SAFETY: fsopen/fsconfig/fsmount with valid C strings and the fds they return.
     unsafe {
         let fs =
@@ -282,6 +295,10 @@ mod tests {
             let fd = 100 + self.calls.borrow().len() as c_int;
             self.record(format!("overlay {} over {} = {fd}", s(upper), s(lower)), fd)
         }
+        fn receive_overlay(&self, socket: c_int) -> c_int {
+            let fd = 100 + self.calls.borrow().len() as c_int;
+            self.record(format!("receive overlay on {socket} = {fd}"), fd)
+        }
         fn mkdir(&self, path: &CStr) -> c_int {
             self.record(format!("mkdir {}", s(path)), 0)
         }
@@ -362,12 +379,14 @@ mod tests {
         let prepared = Prepared::new(
             &plan,
             |path| !path.is_dir(),
-            etc_tree,
+            super::super::MadeAhead {
+                etc_tree,
+                ..Default::default()
+            },
             (&Rights::for_abi(0), None),
             vec![],
             vec![],
             write,
-            None,
         );
         (prepared, read)
     }
@@ -485,6 +504,75 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn an_overlay_made_ahead_is_received_and_else_made_here() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let ws = workspace.path().display().to_string();
+        let layer = crate::jail::plan::Layer {
+            path: workspace.path().to_path_buf(),
+            upper: PathBuf::from("/cache/layers/l/upper"),
+            work: PathBuf::from("/cache/layers/l/work"),
+        };
+        let plan = Plan {
+            mounts: vec![Mount::Overlay(layer.clone())],
+            cwd: workspace.path().to_path_buf(),
+            network: true,
+            hostname: "vt-sandbox",
+            looked_at: Vec::new(),
+        };
+        let calls = |made_for: crate::jail::plan::Layer, fail: Option<usize>| {
+            let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
+            let socket: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").expect("fd").into();
+            let number = socket.as_raw_fd();
+            let mut prepared = Prepared::new(
+                &plan,
+                |_| false,
+                super::super::MadeAhead {
+                    overlay: Some(crate::jail::overlay::Receive {
+                        layer: made_for,
+                        socket,
+                    }),
+                    ..Default::default()
+                },
+                (&Rights::for_abi(0), None),
+                vec![],
+                vec![],
+                write,
+            );
+            let sys = Recorder::new(fail);
+            let _ = prepared.build_root(&sys);
+            (number, sys.calls.into_inner())
+        };
+        // Received: attached, not made.
+        let (socket, received) = calls(layer.clone(), None);
+        assert_eq!(received[1], format!("receive overlay on {socket} = 101"));
+        assert!(
+            !received.iter().any(|c| c.starts_with("overlay")),
+            "{received:?}"
+        );
+        assert!(
+            received.contains(&format!("move_mount 101 /tmp{ws}")),
+            "{received:?}"
+        );
+        // None came (the call fails): made here, as without a thread.
+        let (_, not_received) = calls(layer.clone(), Some(2));
+        assert_eq!(
+            not_received[2],
+            format!("overlay /cache/layers/l/upper over {ws} = 102")
+        );
+        assert!(not_received.contains(&format!("move_mount 102 /tmp{ws}")));
+        // A socket for another layer's overlay: not this one's.
+        let other = crate::jail::plan::Layer {
+            upper: PathBuf::from("/cache/layers/other/upper"),
+            ..layer
+        };
+        let (_, own) = calls(other, None);
+        assert_eq!(
+            own[1],
+            format!("overlay /cache/layers/l/upper over {ws} = 101")
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub(super) trait Syscall {
     fn mount_setattr(&self, dirfd: c_int, path: &CStr, flags: c_uint, attr_set: u64) -> c_int;
     /// A detached overlayfs of `lower` writing to `upper`, as a mount fd.
     fn make_overlay(&self, lower: &CStr, upper: &CStr, work: &CStr) -> c_int;
+    /// The overlay a thread of vt's made and sends on `socket`, as a mount fd, or -1 when
+    /// none comes (`jail::overlay::receive`).
+    fn receive_overlay(&self, socket: c_int) -> c_int;
     fn mkdir(&self, path: &CStr) -> c_int;
     fn symlink(&self, target: &CStr, link: &CStr) -> c_int;
     /// An empty file at `path` to mount a file on: 0 also when one exists or the directory
@@ -104,6 +107,10 @@ impl Syscall for Linux {
     fn make_overlay(&self, lower: &CStr, upper: &CStr, work: &CStr) -> c_int {
         // SAFETY: NUL-terminated strings; it makes only async-signal-safe syscalls.
         unsafe { super::mounts::make_overlay(lower, upper, work) }
+    }
+
+    fn receive_overlay(&self, socket: c_int) -> c_int {
+        crate::jail::overlay::receive(socket)
     }
 
     fn mkdir(&self, path: &CStr) -> c_int {
