@@ -12,6 +12,29 @@ use vt_tests::{vt_binary, workdir};
 /// The two tests here, one at a time: one replaces a file of /etc the other reads.
 static ETC: Mutex<()> = Mutex::new(());
 
+/// Waits until `/`, `/etc` and `/dev` have not changed for vt's racy window (2 s,
+/// `sandbox::stamp::RACY`). vt trusts what it saw of a directory, and so a tree made from it,
+/// only once the directory is that old: a change within the window could hide in the same
+/// timestamp. The rule under test is a clock's, so this waits for the clock; without it a
+/// test that changed /etc a moment before (this file's other test, `sandbox_escape`'s
+/// write to /etc) would leave every sandbox building its own /etc, and the tree untested.
+fn wait_until_settled() {
+    use std::os::unix::fs::MetadataExt;
+    let racy = sandbox::stamp::RACY + std::time::Duration::from_millis(100);
+    for dir in ["/", "/etc", "/dev"] {
+        let meta = std::fs::metadata(dir).expect("stat");
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32).max(
+                std::time::Duration::new(meta.mtime() as u64, meta.mtime_nsec() as u32),
+            );
+        if let Ok(age) = std::time::SystemTime::now().duration_since(changed)
+            && age < racy
+        {
+            std::thread::sleep(racy - age);
+        }
+    }
+}
+
 fn workspace(tasks: &str) -> (tempfile::TempDir, PathBuf) {
     let (temp, root) = workdir();
     vt_tests::write(&root, "package.json", r#"{"name":"etc","private":true}"#);
@@ -31,10 +54,29 @@ fn vt(root: &Path, tree: bool, args: &[&str]) -> Output {
     command.output().expect("vt runs")
 }
 
+/// Whether `/etc` is a mount of its own in the sandbox: the tree's copy.
+const ETC_IS_A_MOUNT: &str = "echo \"etc mounts: $(grep -c ' /etc ' /proc/self/mountinfo)\"";
+
+/// The tasks' output between `==> NAME` and the next marker, by name.
+fn sections(stdout: &str) -> std::collections::BTreeMap<String, String> {
+    let mut sections = std::collections::BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in stdout.lines() {
+        if let Some(name) = line.strip_prefix("==> ") {
+            sections.extend(current.take());
+            current = Some((name.to_owned(), String::new()));
+        } else if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    sections.extend(current);
+    sections
+}
+
 #[test]
 fn etc_looks_the_same_from_the_tree_and_mounted_one_by_one() {
     let _one_at_a_time = ETC.lock().unwrap_or_else(|p| p.into_inner());
-    let (_temp, root) = workspace(r#"{ "tasks": {} }"#);
     // Names, types, modes, sizes and owners (not times: the mount points are made anew),
     // every file's content, the symlinks' targets, and a write refused.
     let look = "cd /etc && ls -lAn --time-style=+ . && \
@@ -42,40 +84,67 @@ fn etc_looks_the_same_from_the_tree_and_mounted_one_by_one() {
                 find . -maxdepth 1 -type l -exec readlink {} + && \
                 stat -c '%a %u %g %F' /etc && \
                 { echo x > /etc/vt-new; echo \"write: $?\"; }";
-    let seen: Vec<String> = [true, false]
-        .into_iter()
-        .map(|tree| {
-            let output = vt(
-                &root,
-                tree,
-                &["exec", "--no-cache", "--sandbox", "--", "sh", "-c", look],
-            );
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        })
-        .collect();
-    assert!(seen[0].contains("passwd"), "{}", seen[0]);
+    // In a run, a sandbox after the first uses the tree (the first may build its own).
+    let command = |name: &str| format!("echo '==> {name}'; {look}; {ETC_IS_A_MOUNT}");
+    let tasks = serde_json::json!({ "tasks": {
+        "first": { "command": command("first"), "sandbox": true, "cache": false },
+        "second": { "command": command("second"), "sandbox": true, "cache": false,
+                    "dependsOn": ["first"] },
+    }})
+    .to_string();
+    let (_temp, root) = workspace(&tasks);
+    let run = |tree: bool| {
+        let output = vt(&root, tree, &["run", "second", "-j1"]);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        sections(&stdout)
+    };
+    wait_until_settled();
+    let with_tree = run(true);
+    let without = run(false);
+    let second = &with_tree["second"];
     assert!(
-        seen[0].contains("write: ") && !seen[0].contains("write: 0"),
-        "/etc is writable:\n{}",
-        seen[0]
+        second.contains("etc mounts: 1"),
+        "the tree was not used:\n{second}"
     );
-    assert_eq!(seen[0], seen[1], "the tree shows another /etc");
+    assert!(second.contains("passwd"), "{second}");
+    assert!(
+        second.contains("write: ") && !second.contains("write: 0"),
+        "/etc is writable:\n{second}"
+    );
+    let one_by_one = &without["second"];
+    assert!(one_by_one.contains("etc mounts: 0"), "{one_by_one}");
+    let look_of = |text: &str| {
+        text.replace("etc mounts: 1", "")
+            .replace("etc mounts: 0", "")
+    };
+    assert_eq!(
+        look_of(second),
+        look_of(one_by_one),
+        "the tree shows another /etc"
+    );
+    assert_eq!(look_of(&without["first"]), look_of(one_by_one));
 }
 
-/// Puts a file of `/etc` back as it was when the test ends, however it ends.
+/// Puts a file of `/etc` back as it was when the test ends, however it ends: its copy
+/// (kept outside /etc, which must not change before the run) renamed over it.
 struct Restore {
     path: PathBuf,
-    saved: PathBuf,
+    saved: Vec<u8>,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        let _ = std::fs::rename(&self.saved, &self.path);
+        let back = self
+            .path
+            .with_extension(format!("vt-back-{}", std::process::id()));
+        if std::fs::write(&back, &self.saved).is_ok() {
+            let _ = std::fs::rename(&back, &self.path);
+        }
     }
 }
 
@@ -94,35 +163,41 @@ fn a_file_of_etc_replaced_during_a_run_is_what_the_next_sandbox_sees() {
     else {
         panic!("none of /etc/timezone, /etc/debian_version, /etc/host.conf is a file here");
     };
-    let saved = path.with_extension(format!("vt-saved-{}", std::process::id()));
-    std::fs::copy(&path, &saved).expect("save the file");
+    let saved = std::fs::read(&path).expect("read");
+    let before = String::from_utf8_lossy(&saved).into_owned();
     let _restore = Restore {
         path: path.clone(),
         saved,
     };
-    let before = std::fs::read_to_string(&path).expect("read");
     let marker = format!("replaced by the test of vt {}\n", std::process::id());
     let new = path.with_extension(format!("vt-new-{}", std::process::id()));
-    // `first` and `second` are sandboxed; `replace`, between them, is not.
-    let tasks = format!(
-        r#"{{ "tasks": {{
-            "first": {{ "command": "cat {p}", "sandbox": true, "cache": false }},
-            "replace": {{ "command": "printf '{m}' > {n} && mv {n} {p}", "dependsOn": ["first"], "cache": false }},
-            "second": {{ "command": "cat {p}", "sandbox": true, "cache": false, "dependsOn": ["replace"] }}
-        }} }}"#,
-        p = path.display(),
-        n = new.display(),
-        m = marker.trim_end(),
-    );
-    let (_temp, root) = workspace(&tasks);
+    // `warm`, `first` and `second` are sandboxed, `replace` between them is not. `first`,
+    // a sandbox after the first, sees /etc through the tree (made before the file is
+    // replaced); `second` must see the new file.
+    let show = format!("cat {}; {ETC_IS_A_MOUNT}", path.display());
+    let tasks = serde_json::json!({ "tasks": {
+        "warm": { "command": "true", "sandbox": true, "cache": false },
+        "first": { "command": format!("echo '==> first'; {show}"), "sandbox": true,
+                   "cache": false, "dependsOn": ["warm"] },
+        "replace": { "command": format!("printf '{}' > {} && mv {} {}", marker.trim_end(),
+                         new.display(), new.display(), path.display()),
+                     "dependsOn": ["first"], "cache": false },
+        "second": { "command": format!("echo '==> second'; {show}"), "sandbox": true,
+                    "cache": false, "dependsOn": ["replace"] },
+    }});
+    let (_temp, root) = workspace(&tasks.to_string());
+    wait_until_settled();
     let output = vt(&root, true, &["run", "second", "-j1"]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}\n{stdout}");
-    let first = stdout.find(before.trim_end());
-    let second = stdout.find(marker.trim_end());
+    let seen = sections(&stdout);
     assert!(
-        first.is_some() && second.is_some() && first < second,
-        "the first task saw the old file, the second the new one:\n{stdout}\n{stderr}"
+        seen["first"].contains(before.trim_end()) && seen["first"].contains("etc mounts: 1"),
+        "the first task saw the old file through the tree:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        seen["second"].contains(marker.trim_end()),
+        "the second task saw the new file:\n{stdout}\n{stderr}"
     );
 }

@@ -25,7 +25,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         if sandboxes_every_task(&cli.command) {
             sandbox::trace::probe_seccomp_in_background();
             sandbox::jail::network::make_ahead();
-            sandbox::jail::etc_tree::make_ahead();
         } else if launches_tasks(&cli.command) {
             // The first task's filter, installed while the workspace is read.
             sandbox::trace::arm_in_background(ahead_of_the_first_task);

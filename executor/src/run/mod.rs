@@ -84,6 +84,7 @@ pub fn rerun(
         sandbox::trace::keep_armed();
         sandbox::jail::network::keep_ahead();
         sandbox::jail::layer::keep_ahead();
+        sandbox::jail::etc_tree::keep_ahead();
     }
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];

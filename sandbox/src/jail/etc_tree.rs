@@ -102,7 +102,11 @@ impl std::fmt::Debug for Tree {
 
 enum Kept {
     None,
-    Making(JoinHandle<io::Result<Tree>>),
+    /// Being made; `passed`: a sandbox has already gone without it.
+    Making {
+        thread: JoinHandle<io::Result<Tree>>,
+        passed: bool,
+    },
     Made(Arc<Tree>),
 }
 
@@ -112,11 +116,21 @@ static KEPT: Mutex<Kept> = Mutex::new(Kept::None);
 /// `VT_ETC_TREE=0`): it does not try again.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Starts making the tree on a thread, unless one is made or being made, or this process
-/// cannot. Call it as early as a sandbox is known to come: vt's command line
-/// (`--sandbox`), [`super::Jail::new`].
+/// Set for a run of several tasks ([`keep_ahead`]): only then is a tree made.
+static KEEP_AHEAD: AtomicBool = AtomicBool::new(false);
+
+/// From now on, sandboxes use a tree: for a run of several tasks. A lone sandbox builds its
+/// `/etc` mount by mount: a tree would cost it as much to make, on a thread that competes
+/// with its start.
+pub fn keep_ahead() {
+    KEEP_AHEAD.store(true, Ordering::Relaxed);
+}
+
+/// Starts making the tree on a thread, in a run of several tasks ([`keep_ahead`]), unless
+/// one is made or being made, or this process cannot. Call it as early as a sandbox is
+/// known to come ([`super::Jail::new`]).
 pub fn make_ahead() {
-    if REFUSED.load(Ordering::Relaxed) {
+    if REFUSED.load(Ordering::Relaxed) || !KEEP_AHEAD.load(Ordering::Relaxed) {
         return;
     }
     if std::env::var_os("VT_ETC_TREE").is_some_and(|v| v == "0") {
@@ -127,18 +141,29 @@ pub fn make_ahead() {
     if matches!(*kept, Kept::None)
         && let Ok(thread) = crate::spawn_without_signals("vt-etc", make)
     {
-        *kept = Kept::Making(thread);
+        *kept = Kept::Making {
+            thread,
+            passed: false,
+        };
     }
 }
 
 /// The tree, if it stands for `wanted` (a plan's [`super::plan::etc_part`]) and is still
-/// what the host has now (`fixed`: [`super::system::fixed_paths`], asked just now). Waits
-/// for a tree being made. A stale tree is dropped and a new one started for the next
-/// sandbox.
+/// what the host has now (`fixed`: [`super::system::fixed_paths`], asked just now). The
+/// first sandbox to ask while the tree is being made goes without it (it builds its `/etc`
+/// itself, as fast as waiting would be); a later one waits (the thread is then long done).
+/// A stale tree is dropped and a new one started for the next sandbox.
 pub fn take(fixed: &Arc<HashMap<PathBuf, HostPath>>, wanted: &[Mount]) -> Option<Arc<Tree>> {
     let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Kept::Making(_) = &*kept
-        && let Kept::Making(thread) = std::mem::replace(&mut *kept, Kept::None)
+    if let Kept::Making { thread, passed } = &mut *kept
+        && !thread.is_finished()
+        && !*passed
+    {
+        *passed = true;
+        return None;
+    }
+    if let Kept::Making { .. } = &*kept
+        && let Kept::Making { thread, .. } = std::mem::replace(&mut *kept, Kept::None)
     {
         match thread.join() {
             Ok(Ok(tree)) => *kept = Kept::Made(Arc::new(tree)),
@@ -503,13 +528,15 @@ mod tests {
         if !must_make() {
             return;
         }
+        keep_ahead();
         make_ahead();
         let fixed = super::super::system::fixed_paths();
         let wanted = super::super::plan::etc_mounts(|p| {
             fixed.get(p).cloned().unwrap_or_else(|| HostPath::probe(p))
         });
-        // /etc may be changing under other tests: the look is then new each time.
-        let Some(tree) = take(&fixed, &wanted) else {
+        // The first to ask may go without; the second waits for it. (/etc may be changing
+        // under other tests: the look is then new each time, and no tree stands for it.)
+        let Some(tree) = take(&fixed, &wanted).or_else(|| take(&fixed, &wanted)) else {
             return;
         };
         assert_eq!(tree.mounts, wanted);
