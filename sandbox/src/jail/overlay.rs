@@ -55,8 +55,8 @@ pub struct Receive {
 }
 
 impl Ahead {
-    /// Starts making `layer`'s overlay (its paths as the plan has them), if this process
-    /// may (root) and a thread and a socket can be had.
+    /// Asks for `layer`'s overlay (its paths as the plan has them), if this process may
+    /// (root) and a socket can be had.
     pub fn start(layer: Layer) -> Option<Ahead> {
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } != 0 {
@@ -75,12 +75,11 @@ impl Ahead {
             &nix::sys::time::TimeVal::new(WAIT.as_secs() as i64, 0),
         )
         .ok()?;
-        let made_from = layer.clone();
-        crate::spawn_without_signals("vt-overlay", move || {
-            let made = crate::timings::time("overlay ahead: make", || make(&made_from));
-            send_made(&send, made.as_ref());
-        })
-        .ok()?;
+        maker()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((layer.clone(), send))
+            .ok()?;
         Some(Ahead {
             layer,
             receive: Mutex::new(Some(receive)),
@@ -99,6 +98,27 @@ impl Ahead {
             socket,
         })
     }
+}
+
+/// What the maker thread is asked: a layer, and the socket end to send its overlay on.
+type Job = (Layer, OwnedFd);
+
+/// The thread that makes overlays, one after another, started with the first: a thread
+/// started per sandbox cost each ~0.03 ms of vt's thread. A job it never takes (the thread
+/// could not start) leaves its socket closed: the init makes the overlay itself.
+fn maker() -> &'static Mutex<std::sync::mpsc::Sender<Job>> {
+    static MAKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    MAKER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let _ = crate::spawn_without_signals("vt-overlay", move || {
+            for (layer, send) in queue {
+                let made = crate::timings::time("overlay ahead: make", || make(&layer));
+                send_made(&send, made.as_ref());
+            }
+        });
+        Mutex::new(jobs)
+    })
 }
 
 /// Sends the overlay (`1` and the descriptor) or that there is none (`0`).
