@@ -424,6 +424,22 @@ pub(crate) unsafe fn clone_vfork(
     stack_top: *mut c_void,
     arg: *mut c_void,
 ) -> io::Result<c_int> {
+    // SAFETY: as the caller promised.
+    unsafe { clone_vfork_then(child, stack_top, arg, || {}) }
+}
+
+/// [`clone_vfork`], then `then` with every signal still blocked: for a child whose own
+/// children go on running on the calling thread's memory after it ends (the sandbox's
+/// init), which the calling thread must not disturb until they say they are done.
+///
+/// # Safety
+/// As [`clone_vfork`].
+pub(crate) unsafe fn clone_vfork_then(
+    child: extern "C" fn(*mut c_void) -> c_int,
+    stack_top: *mut c_void,
+    arg: *mut c_void,
+    then: impl FnOnce(),
+) -> io::Result<c_int> {
     // SAFETY: all-zero sigset_t values, filled by sigfillset and pthread_sigmask; the clone
     // as the caller promised.
     unsafe {
@@ -438,6 +454,9 @@ pub(crate) unsafe fn clone_vfork(
             arg,
         );
         let clone_errno = io::Error::last_os_error();
+        if pid >= 0 {
+            then();
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
             return Err(clone_errno);

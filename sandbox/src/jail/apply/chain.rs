@@ -6,10 +6,10 @@
 //! the sandbox forked three times (A, B, C below); vt's threads then fault once on every
 //! page they write. Nothing of vt's memory is copied here.
 //!
-//! - **A** (`clone(CLONE_VM | CLONE_VFORK)` of vt's thread, which waits until A exits)
-//!   enters the network namespace made ahead, creates the other namespaces and writes the
-//!   id maps, as in the forked sandbox; then clones B with `CLONE_PARENT`, so that B is
-//!   vt's child, waits until B says the task has exec'd, and exits.
+//! - **A** (`clone(CLONE_VM | CLONE_VFORK)` of vt's thread, which waits until A exits,
+//!   then, its signals still blocked, until B says the task has exec'd) enters the network
+//!   namespace made ahead, creates the other namespaces and writes the id maps, as in the
+//!   forked sandbox; then clones B with `CLONE_PARENT`, so that B is vt's child, and exits.
 //! - **B** is pid 1 of the new pid namespace. It makes its own process group (vt signals
 //!   the sandbox through it), builds the root and clones C (`CLONE_VFORK`: B waits for the
 //!   exec). Then it is the namespace's init: it reaps, and when C ends it writes C's wait
@@ -25,20 +25,21 @@
 //!   tracing filter handed to vt's supervisor, the exec.
 //!
 //! B keeps running on vt's memory after vt's thread goes on, on a stack of its own that vt
-//! frees only once B is reaped ([`Started::init_stack`]). From the moment it tells A the
+//! frees only once B is reaped ([`Started::init_stack`]). From the moment it tells vt the
 //! task has exec'd it makes raw system calls only (`raw`), touching no thread-local
 //! state: it shares the thread pointer of vt's thread (its `errno`). Until then vt's thread
-//! is suspended (in the clone of A), and A only waits.
+//! is suspended (in the clone of A, then in a read of the started pipe with every signal
+//! blocked: no handler of vt's runs on that thread while B and C use its thread pointer).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void};
 
 use super::init::die_with_parent;
-use super::{Prepared, Step, close_all_but, syscall};
+use super::{Prepared, Step, syscall};
 use crate::trace::launch;
 
 /// Whether this build can start a sandbox without a fork (the raw system calls of B's
@@ -114,10 +115,12 @@ struct Chain<'a> {
     init_pid: AtomicI32,
     /// Set by C when a sandbox step of its own failed (reported on the report pipe).
     task_failed: AtomicBool,
-    /// Set by B once C has exec'd, just before it tells A.
+    /// Set by B once C has exec'd, just before it tells vt.
     started: AtomicBool,
-    /// B tells A the task has exec'd (one byte; end of file: it has not). Made by A, so
-    /// that vt holds no write end A's read would wait on.
+    /// B tells vt's thread the task has exec'd (one byte; end of file: it has not). vt
+    /// closes its write end once A is gone, so the read ends at B's word or when B and C
+    /// are gone. (A process another thread of vt's starts meanwhile inherits a copy: a
+    /// failed sandbox's end of file then waits for that one to close it too.)
     started_read: AtomicI32,
     started_write: AtomicI32,
     /// Where B writes C's wait status.
@@ -216,6 +219,15 @@ impl Prepared {
         let init_stack = Stack::new(INIT_STACK)?;
         let (status, status_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let [started_read, started_write] = pipe(libc::O_CLOEXEC)?;
+        // SAFETY: both ends were just made, owned here.
+        let (started_read, started_write) = unsafe {
+            (
+                OwnedFd::from_raw_fd(started_read),
+                Some(OwnedFd::from_raw_fd(started_write)),
+            )
+        };
+        let mut started_write = started_write;
         let chain = Chain {
             jail: self as *mut Prepared,
             task,
@@ -224,22 +236,32 @@ impl Prepared {
             init_pid: AtomicI32::new(0),
             task_failed: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            started_read: AtomicI32::new(-1),
-            started_write: AtomicI32::new(-1),
+            started_read: AtomicI32::new(started_read.as_raw_fd()),
+            started_write: AtomicI32::new(started_write.as_ref().map_or(-1, |fd| fd.as_raw_fd())),
             status_write: status_write.as_raw_fd(),
             moments: Moments::new(),
         };
         // SAFETY: A runs on `setup_stack` with every signal blocked (no handler of vt's
-        // runs in A, B or C; B keeps them blocked, see the module docs), and this thread
-        // waits until A exits, by which time C has exec'd or failed and B no longer reads
-        // `chain`; the stacks and `chain` outlive that.
+        // runs in A, B or C; B keeps them blocked, see the module docs). This thread waits
+        // until A exits, then, signals still blocked, for B's word that C has exec'd (or
+        // the pipe's end, when B or C failed), after which B no longer reads `chain`; the
+        // stacks and `chain` outlive that.
         unsafe {
-            launch::clone_vfork(
+            launch::clone_vfork_then(
                 outer,
                 setup_stack.top(),
                 (&chain as *const Chain).cast_mut().cast(),
+                || {
+                    // A's copies are gone with A: B's (and C's until its exec) remain.
+                    drop(started_write.take());
+                    let mut byte = 0u8;
+                    while libc::read(started_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) < 0
+                        && *libc::__errno_location() == libc::EINTR
+                    {}
+                },
             )?
         };
+        drop(started_read);
         // A has exited; the reaper reaps it (it is no task's root).
         chain.moments.note(Moment::Back);
         chain.moments.record();
@@ -263,10 +285,10 @@ impl Prepared {
     }
 }
 
-/// A: namespaces and id maps, then B; waits until B says the task has exec'd.
+/// A: namespaces and id maps, then B; then it exits (vt's thread waits for B's word).
 extern "C" fn outer(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `Chain` that `start` passed; vt's thread is suspended until A
-    // exits, and only A uses `jail` until it has cloned B.
+    // SAFETY: `arg` is the `Chain` that `start` passed; vt's thread is suspended until B's
+    // word, and only A uses `jail` until it has cloned B.
     let chain = unsafe { &*(arg as *const Chain) };
     let jail = unsafe { &mut *chain.jail };
     // SAFETY: syscalls on values prepared before the clone.
@@ -277,15 +299,6 @@ extern "C" fn outer(arg: *mut c_void) -> c_int {
             libc::_exit(127);
         }
         chain.moments.note(Moment::NamespacesMade);
-        let started = match pipe(libc::O_CLOEXEC) {
-            Ok(fds) => fds,
-            Err(e) => {
-                jail.report(Step::Fork, e.raw_os_error().unwrap_or(libc::EINVAL));
-                libc::_exit(127);
-            }
-        };
-        chain.started_read.store(started[0], Ordering::SeqCst);
-        chain.started_write.store(started[1], Ordering::SeqCst);
         let init = clone_or_exit(
             jail,
             init,
@@ -294,13 +307,8 @@ extern "C" fn outer(arg: *mut c_void) -> c_int {
             arg,
         );
         chain.init_pid.store(init, Ordering::SeqCst);
-        // Only the read end: B (and C until its exec) hold the write end, so the read
-        // ends with B's word, or at end of file if B ends without one.
-        close_all_but(started[0]);
-        let mut byte = 0u8;
-        while libc::read(started[0], (&mut byte as *mut u8).cast(), 1) < 0
-            && *libc::__errno_location() == libc::EINTR
-        {}
+        // vt's thread waits for B's word itself: it wakes on B's write rather than on A's
+        // exit after A's own wake-up (~0.1 ms of every sandbox's start in a run).
         libc::_exit(0)
     }
 }
@@ -330,11 +338,11 @@ unsafe fn clone_or_exit(
 
 /// B: the root, then C, then init.
 extern "C" fn init(arg: *mut c_void) -> c_int {
-    // SAFETY: as in `outer`: A waits for B's word and vt's thread for A, so `chain` and
-    // `jail` are B's alone until B writes to the started pipe.
+    // SAFETY: as in `outer`: vt's thread waits for B's word (A has cloned B and exits), so
+    // `chain` and `jail` are B's alone until B writes to the started pipe.
     let chain = unsafe { &*(arg as *const Chain) };
     let jail = unsafe { &mut *chain.jail };
-    // SAFETY: syscalls on prepared values; raw ones only after the word to A.
+    // SAFETY: syscalls on prepared values; raw ones only after the word to vt.
     unsafe {
         chain.moments.note(Moment::BStarted);
         libc::setpgid(0, 0);
