@@ -423,6 +423,21 @@ mod tests {
         new_enough && unsafe { libc::geteuid() } == 0
     }
 
+    /// A tree made here; `None` where this process may not make one (not root, Linux before
+    /// 6.15), which it must as root on a newer kernel.
+    fn made() -> Option<Tree> {
+        match make() {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                assert!(
+                    !must_make(),
+                    "as root on Linux ≥ 6.15 the tree is made: {e}"
+                );
+                None
+            }
+        }
+    }
+
     fn read_at(root: RawFd, relative: &str) -> io::Result<Vec<u8>> {
         let path = CString::new(relative).map_err(io::Error::other)?;
         // SAFETY: openat below a directory fd, on a NUL-terminated path.
@@ -439,15 +454,8 @@ mod tests {
 
     #[test]
     fn the_tree_and_its_copy_show_the_hosts_etc_read_only() {
-        let tree = match make() {
-            Ok(tree) => tree,
-            Err(e) => {
-                assert!(
-                    !must_make(),
-                    "as root on Linux ≥ 6.15 the tree is made: {e}"
-                );
-                return;
-            }
+        let Some(tree) = made() else {
+            return;
         };
         assert!(!tree.mounts.is_empty());
         let copy = copy(tree.root());
@@ -491,15 +499,8 @@ mod tests {
 
     #[test]
     fn a_mount_made_after_the_tree_shows_on_its_watch() {
-        let tree = match make() {
-            Ok(tree) => tree,
-            Err(e) => {
-                assert!(
-                    !must_make(),
-                    "as root on Linux ≥ 6.15 the tree is made: {e}"
-                );
-                return;
-            }
+        let Some(tree) = made() else {
+            return;
         };
         assert!(!tree.mounts_changed(), "nothing mounted yet");
         // Another tree made (detached mounts) is no change of vt's mount namespace.
