@@ -1,5 +1,6 @@
 //! Tracing and jailing of task process trees.
 //!
+//! - [`ahead`]: the thread that prepares what the next sandbox will need.
 //! - [`access`]: the normalized [`AccessLog`] every tracer backend produces and the cache reads.
 //! - [`trace`]: watching a process tree (seccomp user-notify, with fanotify as a second
 //!   source and ptrace as the fallback where user notification is unavailable).
@@ -10,6 +11,7 @@
 //! - [`timings`]: where a vt process's fixed cost goes, phase by phase (`VT_TIMINGS=1`).
 
 pub mod access;
+pub mod ahead;
 pub mod jail;
 pub mod janitor;
 pub mod kernel;

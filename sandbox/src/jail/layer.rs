@@ -122,7 +122,7 @@ impl Made {
 static KEEP_AHEAD: AtomicBool = AtomicBool::new(false);
 
 /// The layer being made for the next task, and the directory it is made in.
-type Ahead = Option<(PathBuf, std::thread::JoinHandle<io::Result<Made>>)>;
+type Ahead = Option<(PathBuf, crate::ahead::Pending<io::Result<Made>>)>;
 static AHEAD: std::sync::Mutex<Ahead> = std::sync::Mutex::new(None);
 
 /// From now on, each layer taken starts the next one on a thread of its own, as
@@ -141,7 +141,7 @@ pub fn keep_ahead() {
 pub fn let_go_of_the_one_ahead() {
     let ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some((_, made)) = ahead
-        && let Ok(Ok(made)) = made.join()
+        && let Some(Ok(made)) = made.wait()
     {
         remove_layer(&made.dir);
     }
@@ -152,9 +152,8 @@ fn make_ahead(base: &Path) {
     let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
     if ahead.is_none() {
         let dir = base.to_path_buf();
-        *ahead = crate::spawn_without_signals("vt-layer-ahead", move || Made::new(&dir))
-            .ok()
-            .map(|made| (base.to_path_buf(), made));
+        *ahead =
+            crate::ahead::later(move || Made::new(&dir)).map(|made| (base.to_path_buf(), made));
     }
 }
 
@@ -168,7 +167,7 @@ fn take_ahead(base: &Path) -> Option<Made> {
         }
         ahead.take()?.1
     };
-    made.join().ok()?.ok()
+    made.wait()?.ok()
 }
 
 /// Where this process found that the host refuses a layer: inside a container whose root

@@ -18,10 +18,9 @@
 //! ready by the time the task's sandbox is set up; the next from each sandbox's
 //! [`super::Jail::new`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 /// Set once a thread could not make a namespace (not permitted here): later sandboxes do
 /// not try again.
@@ -32,7 +31,7 @@ static REFUSED: AtomicBool = AtomicBool::new(false);
 static KEEP_AHEAD: AtomicBool = AtomicBool::new(false);
 
 /// The namespace being made for the next sandbox, if any.
-static AHEAD: Mutex<Option<JoinHandle<std::io::Result<OwnedFd>>>> = Mutex::new(None);
+static AHEAD: Mutex<Option<crate::ahead::Pending<std::io::Result<OwnedFd>>>> = Mutex::new(None);
 
 /// Starts making a fresh network namespace with its loopback up for the next sandbox,
 /// unless one is being made already or this process was refused one before. Call it as
@@ -44,7 +43,7 @@ pub fn make_ahead() {
     }
     let mut ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner());
     if ahead.is_none() {
-        *ahead = crate::spawn_without_signals("vt-netns", make).ok();
+        *ahead = crate::ahead::later(make);
     }
 }
 
@@ -60,33 +59,41 @@ pub fn keep_ahead() {
 /// could not be made (the sandbox's outer process then makes its own).
 pub fn take() -> Option<OwnedFd> {
     let ahead = AHEAD.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-    match ahead.join() {
-        Ok(Ok(fd)) => {
+    match ahead.wait() {
+        Some(Ok(fd)) => {
             if KEEP_AHEAD.load(Ordering::Relaxed) {
                 make_ahead();
             }
             Some(fd)
         }
-        Ok(Err(_)) => {
+        Some(Err(_)) => {
             REFUSED.store(true, Ordering::Relaxed);
             None
         }
-        Err(_) => None,
+        None => None,
     }
 }
 
-/// Runs on its own thread, which leaves the namespace as it ends: the fd is then its only
-/// reference.
+/// Runs on vt's worker thread ([`crate::ahead`]), which goes back to the namespace it was
+/// in afterwards: the fd is then the new one's only reference.
 fn make() -> std::io::Result<OwnedFd> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
     // SAFETY: moves this thread (only) into a new network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: socket/ioctl/close on a request we own, in this thread's new namespace.
-    if unsafe { super::apply::loopback_up() } != 0 {
+    let up = unsafe { super::apply::loopback_up() } == 0;
+    let error = (!up).then(std::io::Error::last_os_error);
+    let made = std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from);
+    // SAFETY: this thread back into the namespace it was in (its own fd, still open).
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    std::fs::File::open("/proc/thread-self/ns/net").map(OwnedFd::from)
+    match error {
+        Some(error) => Err(error),
+        None => made,
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! directory made anew, an xattr set and removed, a tmpfile, a whiteout renamed): 0.2–0.4 ms
 //! of disk metadata work, with a long tail (2 ms and more when the file system is busy),
 //! the largest single step of the init's root, on every sandboxed task without declared
-//! outputs. A thread of vt's makes it from the moment the layer's directories exist
-//! ([`super::Jail::new`]), while vt prepares the rest of the sandbox and the sandbox's
+//! outputs. vt's worker thread ([`crate::ahead`], before anything for a later sandbox)
+//! makes it from the moment the layer's directories exist ([`super::Jail::new`]), while vt prepares the rest of the sandbox and the sandbox's
 //! processes start, and sends it (`SCM_RIGHTS`) to the init, which attaches it as it
 //! attaches its other captured mounts. A thread made it first and was waited for by vt
 //! before the sandbox started: that wait, a thread's start on a busy CPU included, took as
@@ -75,11 +75,11 @@ impl Ahead {
             &nix::sys::time::TimeVal::new(WAIT.as_secs() as i64, 0),
         )
         .ok()?;
-        maker()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send((layer.clone(), send))
-            .ok()?;
+        let made_from = layer.clone();
+        crate::ahead::urgent(move || {
+            let made = crate::timings::time("overlay ahead: make", || make(&made_from));
+            send_made(&send, made.as_ref());
+        })?;
         Some(Ahead {
             layer,
             receive: Mutex::new(Some(receive)),
@@ -98,27 +98,6 @@ impl Ahead {
             socket,
         })
     }
-}
-
-/// What the maker thread is asked: a layer, and the socket end to send its overlay on.
-type Job = (Layer, OwnedFd);
-
-/// The thread that makes overlays, one after another, started with the first: a thread
-/// started per sandbox cost each ~0.03 ms of vt's thread. A job it never takes (the thread
-/// could not start) leaves its socket closed: the init makes the overlay itself.
-fn maker() -> &'static Mutex<std::sync::mpsc::Sender<Job>> {
-    static MAKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
-    MAKER.get_or_init(|| {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let _ = crate::spawn_without_signals("vt-overlay", move || {
-            for (layer, send) in queue {
-                let made = crate::timings::time("overlay ahead: make", || make(&layer));
-                send_made(&send, made.as_ref());
-            }
-        });
-        Mutex::new(jobs)
-    })
 }
 
 /// Sends the overlay (`1` and the descriptor) or that there is none (`0`).
