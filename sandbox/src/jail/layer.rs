@@ -125,7 +125,8 @@ static KEEP_AHEAD: AtomicBool = AtomicBool::new(false);
 type Ahead = Option<(PathBuf, crate::ahead::Pending<io::Result<Made>>)>;
 static AHEAD: std::sync::Mutex<Ahead> = std::sync::Mutex::new(None);
 
-/// From now on, each layer taken starts the next one on a thread of its own, as
+/// From now on, each layer taken starts the next one on vt's worker thread
+/// ([`crate::ahead`]), as
 /// [`super::network::keep_ahead`] does for network namespaces: making a layer is a directory,
 /// a lock file and two directories, 0.2–0.4 ms of each sandboxed task's start in a run of
 /// 100 on this project's machine (its ext4, without a journal, skips every inode freed in
