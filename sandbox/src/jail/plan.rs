@@ -276,7 +276,7 @@ impl Plan {
     /// are neither inputs nor outputs of the task.
     ///
     /// Asked for every access of a sandboxed task's log against every mount: a path in the
-    /// form the log's paths have (see [`is_plain`]) is compared byte by byte, which gives
+    /// form the log's paths have (`is_plain`) is compared byte by byte, which gives
     /// the same answer as comparing components and cost a tenth (by component it was
     /// ~0.05 ms of each sandboxed task's end).
     pub fn shows_host(&self, path: &Path) -> bool {
