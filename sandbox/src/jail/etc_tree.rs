@@ -7,7 +7,10 @@
 //! every sandboxed task. Here a thread of vt's makes them once, read-only, on a tmpfs of
 //! their own that no mount namespace holds; the sandbox's outer process copies that tree
 //! (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`, ~0.03 ms) before it leaves vt's mount
-//! namespace, and its init attaches the copy at `/etc` (one `move_mount`).
+//! namespace, and its init attaches the copy at `/etc` (one `move_mount`). Only in a run of
+//! several tasks ([`keep_ahead`]): a lone sandbox would pay as much to make the tree as to
+//! mount its `/etc` itself. The run's first sandbox may go without it (the tree is still
+//! being made); the ones after wait for it.
 //!
 //! What the task sees is the host's files, live (binds), read-only, at the same paths, with
 //! the same symlinks; `/etc` itself is a read-only tmpfs of its own instead of a directory of
