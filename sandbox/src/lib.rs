@@ -1,6 +1,6 @@
 //! Tracing and jailing of task process trees.
 //!
-//! - [`ahead`]: the thread that prepares what the next sandbox will need.
+//! - [`ahead`]: the threads that prepare what a sandbox will need.
 //! - [`access`]: the normalized [`AccessLog`] every tracer backend produces and the cache reads.
 //! - [`trace`]: watching a process tree (seccomp user-notify, with fanotify as a second
 //!   source and ptrace as the fallback where user notification is unavailable).

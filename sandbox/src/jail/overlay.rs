@@ -5,7 +5,7 @@
 //! directory made anew, an xattr set and removed, a tmpfile, a whiteout renamed): 0.2–0.4 ms
 //! of disk metadata work, with a long tail (2 ms and more when the file system is busy),
 //! the largest single step of the init's root, on every sandboxed task without declared
-//! outputs. vt's worker thread ([`crate::ahead`], before anything for a later sandbox)
+//! outputs. vt's worker thread for the sandbox being started ([`crate::ahead`])
 //! makes it from the moment the layer's directories exist ([`super::Jail::new`]), while vt prepares the rest of the sandbox and the sandbox's
 //! processes start, and sends it (`SCM_RIGHTS`) to the init, which attaches it as it
 //! attaches its other captured mounts. A thread made it first and was waited for by vt
