@@ -381,6 +381,61 @@ fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing
     );
 }
 
+#[test]
+fn a_layer_without_a_cache_outside_the_package_is_made_in_this_users_own_temp_directory() {
+    // One package, the cache inside it: the layer goes to the temp directory.
+    let (_temp, root) = workdir();
+    vt_tests::write(
+        &root,
+        "package.json",
+        r#"{"name":"solo","scripts":{"build":"mkdir -p dist && echo built > dist/out.js"}}"#,
+    );
+    let run = |tmpdir: &Path| {
+        Command::new(vt_binary())
+            .current_dir(&root)
+            .env("VT_CACHE_DIR", root.join(".vt-cache"))
+            .env("TMPDIR", tmpdir)
+            .args(["run", "build", "--sandbox", "--no-cache"])
+            .output()
+            .expect("vt runs")
+    };
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let fresh = tempfile::tempdir().expect("tmpdir");
+    succeed(run(fresh.path()));
+    assert_eq!(
+        std::fs::read_to_string(root.join("dist/out.js")).expect("out"),
+        "built\n"
+    );
+    let layers = fresh.path().join(format!("vt-layers-{uid}"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&layers)
+            .expect("the layers' directory")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "only this user's");
+    // Another user's directory of that name is not used: a clear error instead.
+    if !vt_tests::root_or_skip("a directory owned by another user") {
+        return;
+    }
+    let taken = tempfile::tempdir().expect("tmpdir");
+    let theirs = taken.path().join(format!("vt-layers-{uid}"));
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    std::fs::remove_dir_all(root.join("dist")).expect("clean");
+    let output = run(taken.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no private directory for the sandbox's copy-on-write layer"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(&theirs).expect("theirs").next().is_none(),
+        "nothing made in another user's directory"
+    );
+}
+
 /// `vt ARGS` in `root` with its cache and temp directory (and so its layers) on an
 /// overlayfs, which overlayfs refuses as a layer's upper directory ("not supported as upperdir"): the host of a
 /// container whose root is an overlayfs. The overlay is mounted in a mount namespace of

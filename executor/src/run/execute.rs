@@ -248,10 +248,24 @@ fn layer_for(
     dir: &std::path::Path,
     cache_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<(LayerDirs, std::path::PathBuf)>> {
-    let base = cache_dir
+    // Next to the cache, or this user's own directory in the temp directory: a shared
+    // `/tmp/vt-layers` belonged to whoever ran vt there first, and another user's sandbox
+    // then failed (`Permission denied`), or, as root, made its layers in their directory.
+    let base = match cache_dir
         .map(|c| c.join("layers"))
         .filter(|b| !b.starts_with(dir))
-        .unwrap_or_else(|| std::env::temp_dir().join("vt-layers"));
+    {
+        Some(base) => base,
+        None => sandbox::trace::temp_user_dir("vt-layers").with_context(|| {
+            format!(
+                "{}: no private directory for the sandbox's copy-on-write layer in {} \
+                 (vt-layers-UID: someone else's, a symlink, or open to others)\n  hint: set \
+                 VT_CACHE_DIR outside the package, or remove that directory",
+                plan.label,
+                std::env::temp_dir().display()
+            )
+        })?,
+    };
     if let Some(why) = sandbox::jail::layer::refused(&base, dir) {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {

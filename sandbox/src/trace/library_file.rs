@@ -57,6 +57,14 @@ pub fn user_subdir(name: &str) -> Option<PathBuf> {
     private_dir(&dir).then_some(dir)
 }
 
+/// `$TMPDIR/PREFIX-UID`, this user's private directory in the temp directory (made 0700 if
+/// missing); None where it is not one (someone else's, a symlink, open to others).
+pub fn temp_user_dir(prefix: &str) -> Option<PathBuf> {
+    // SAFETY: geteuid cannot fail.
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", unsafe { libc::geteuid() }));
+    private_dir(&dir).then_some(dir)
+}
+
 /// Whether `path` is on a `noexec` mount, where the loader cannot map a library; None when
 /// that cannot be told.
 pub fn on_noexec_mount(path: &Path) -> Option<bool> {

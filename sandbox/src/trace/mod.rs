@@ -21,7 +21,7 @@ pub mod fast_path;
 pub mod filter;
 pub mod launch;
 mod library_file;
-pub use library_file::user_subdir;
+pub use library_file::{temp_user_dir, user_subdir};
 mod notify;
 pub mod paths;
 pub mod program;
