@@ -8,106 +8,51 @@
 //! of directory work on this project's disk), and the sandbox's init waited for the overlay:
 //! 100 sandboxed tasks took 0.637 s against 0.579 s with a thread per job.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-struct Worker {
-    queue: Mutex<VecDeque<Job>>,
-    wake: Condvar,
-}
-
-/// A worker, its thread started; `None` if it could not be.
-fn start(name: &str) -> Option<&'static Worker> {
-    let worker: &'static Worker = Box::leak(Box::new(Worker {
-        queue: Mutex::new(VecDeque::new()),
-        wake: Condvar::new(),
-    }));
+/// A worker: a thread taking jobs from a channel, started with its first job; `None` if it
+/// could not be started.
+fn start(name: &str) -> Option<Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
     crate::spawn_without_signals(name, move || {
-        loop {
-            let job = {
-                let mut queue = worker.queue.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    if let Some(job) = queue.pop_front() {
-                        break job;
-                    }
-                    queue = worker.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            // A job that panics gives nothing (its `Give` is dropped) and the worker goes on
-            // with the next.
+        for job in queue {
+            // A job that panics gives nothing (its sender is dropped: `Pending::wait` says
+            // `None`) and the worker goes on with the next.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     })
     .ok()
-    .map(|_| worker)
+    .map(|_| jobs)
 }
 
-/// The worker for the sandbox being started (`urgent`) or for the next one, started with its
-/// first job.
-fn worker(urgent: bool) -> Option<&'static Worker> {
-    static NOW: OnceLock<Option<&'static Worker>> = OnceLock::new();
-    static NEXT: OnceLock<Option<&'static Worker>> = OnceLock::new();
-    if urgent {
-        *NOW.get_or_init(|| start("vt-ahead-now"))
-    } else {
-        *NEXT.get_or_init(|| start("vt-ahead-next"))
-    }
+/// The worker for the sandbox being started (`urgent`) or for the next one.
+fn worker(urgent: bool) -> Option<&'static Sender<Job>> {
+    static NOW: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+    static NEXT: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+    let worker = if urgent { &NOW } else { &NEXT };
+    worker
+        .get_or_init(|| {
+            start(if urgent {
+                "vt-ahead-now"
+            } else {
+                "vt-ahead-next"
+            })
+        })
+        .as_ref()
 }
 
 /// What a job will give: [`Pending::wait`] for it.
 pub struct Pending<T> {
-    slot: Arc<Slot<T>>,
-}
-
-struct Slot<T> {
-    /// `Some(None)`: the job was dropped without giving anything.
-    value: Mutex<Option<Option<T>>>,
-    ready: Condvar,
-}
-
-/// The job's side of a [`Pending`]: what it gives, or, dropped without giving (the job
-/// panicked), nothing, so that a waiter never waits for good.
-struct Give<T> {
-    slot: Arc<Slot<T>>,
-    given: bool,
-}
-
-impl<T> Give<T> {
-    fn give(mut self, value: T) {
-        self.put(Some(value));
-        self.given = true;
-    }
-
-    fn put(&self, value: Option<T>) {
-        *self.slot.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-        self.slot.ready.notify_all();
-    }
-}
-
-impl<T> Drop for Give<T> {
-    fn drop(&mut self) {
-        if !self.given {
-            self.put(None);
-        }
-    }
+    given: Receiver<T>,
 }
 
 impl<T> Pending<T> {
-    /// What the job gave, once it has; `None` if it gave nothing.
+    /// What the job gave, once it has; `None` if it gave nothing (it panicked).
     pub fn wait(self) -> Option<T> {
-        let mut value = self.slot.value.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(given) = value.take() {
-                return given;
-            }
-            value = self
-                .slot
-                .ready
-                .wait(value)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        self.given.recv().ok()
     }
 }
 
@@ -115,23 +60,12 @@ fn queue<T: Send + 'static>(
     urgent: bool,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Option<Pending<T>> {
-    let worker = worker(urgent)?;
-    let slot = Arc::new(Slot {
-        value: Mutex::new(None),
-        ready: Condvar::new(),
+    let (give, given) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = give.send(job());
     });
-    let give = Give {
-        slot: Arc::clone(&slot),
-        given: false,
-    };
-    let job: Job = Box::new(move || give.give(job()));
-    worker
-        .queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push_back(job);
-    worker.wake.notify_one();
-    Some(Pending { slot })
+    worker(urgent)?.send(job).ok()?;
+    Some(Pending { given })
 }
 
 /// Queues `job` for the sandbox being started.

@@ -78,13 +78,13 @@ pub const DENIED_IOCTLS: &[(u32, &str)] = &[
 /// the rest of this list closes.
 pub const DENIED_NAMESPACE_FLAGS: u32 = libc::CLONE_NEWUSER as u32;
 
-/// The deny-list program.
 /// [`deny_filter`], built once per process (the same program for every sandbox).
 pub fn deny_program() -> &'static [sock_filter] {
     static PROGRAM: std::sync::OnceLock<Vec<sock_filter>> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(deny_filter)
 }
 
+/// The deny-list program.
 pub fn deny_filter() -> Vec<sock_filter> {
     let eperm = errno(libc::EPERM);
     let mut program = vec![

@@ -4,9 +4,9 @@
 //! per-namespace setup) and bringing its loopback up was the largest single step of a
 //! sandbox's setup: 0.53 + 0.08 ms of the ~3 ms between the fork of the sandbox's outer
 //! process and the task's exec, on this project's 2-CPU machine. Where vt may (as root:
-//! `CAP_SYS_ADMIN`), vt's worker thread for the next sandbox ([`crate::ahead`]) makes it, loopback up, and goes
-//! back to its own namespace, while the task is still being
-//! prepared ([`super::Jail::new`] to [`super::Jail::install`]: the layer, the IPC server, the
+//! `CAP_SYS_ADMIN`), vt's worker thread for the next sandbox ([`crate::ahead`]) makes it,
+//! loopback up, and goes back to its own namespace, while the task is still being prepared
+//! ([`super::Jail::new`] to [`super::Jail::install`]: the layer, the IPC server, the
 //! recorder's buffers, the jail's plan, fanotify), and the sandbox's outer process enters it
 //! with `setns` before it creates the other namespaces.
 //!

@@ -449,8 +449,6 @@ fn order(mounts: Vec<Mount>) -> Vec<Mount> {
     unique
 }
 
-/// `a/./b/../c` → `a/c` without touching the file system (paths here come from vt's own
-/// config resolution and are already canonical; this only guards against `..` tricks).
 /// Whether `path` is absolute with no `.` or `..` component, no repeated `/` and no
 /// trailing `/` (but `/` itself): the form [`normalize`] gives, in which comparing bytes
 /// and comparing components agree.
@@ -468,6 +466,8 @@ fn is_at_or_above(above: &[u8], path: &[u8]) -> bool {
     above == b"/" || (path.starts_with(above) && matches!(path.get(above.len()), None | Some(b'/')))
 }
 
+/// `a/./b/../c` → `a/c` without touching the file system (paths here come from vt's own
+/// config resolution and are already canonical; this only guards against `..` tricks).
 fn normalize(path: &Path) -> PathBuf {
     // Most paths are plain already: a copy (rebuilding one component by component was a
     // visible part of each sandboxed task's planning).

@@ -32,7 +32,7 @@
 //! blocked: no handler of vt's runs on that thread while B and C use its thread pointer).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -200,15 +200,6 @@ pub struct Started {
     pub status: OwnedFd,
 }
 
-fn pipe(flags: c_int) -> io::Result<[RawFd; 2]> {
-    let mut fds = [-1; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fds)
-}
-
 impl Prepared {
     /// Starts `task` in this sandbox without a fork of vt; returns once the task has
     /// exec'd. On failure, the step is on the report pipe (a sandbox step) or in the
@@ -219,15 +210,8 @@ impl Prepared {
         let init_stack = Stack::new(INIT_STACK)?;
         let (status, status_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let [started_read, started_write] = pipe(libc::O_CLOEXEC)?;
-        // SAFETY: both ends were just made, owned here.
-        let (started_read, started_write) = unsafe {
-            (
-                OwnedFd::from_raw_fd(started_read),
-                Some(OwnedFd::from_raw_fd(started_write)),
-            )
-        };
-        let mut started_write = started_write;
+        let (started_read, started_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut started_write = Some(started_write);
         let chain = Chain {
             jail: self as *mut Prepared,
             task,
