@@ -129,6 +129,13 @@ pub fn keep_ahead() {
     KEEP_AHEAD.store(true, Ordering::Relaxed);
 }
 
+/// Whether a tree may stand for a sandbox of this process: a run of several tasks
+/// ([`keep_ahead`]) where one could be made. Otherwise a sandbox need not ask [`take`] (nor
+/// look at the host's paths again for it).
+pub fn in_use() -> bool {
+    KEEP_AHEAD.load(Ordering::Relaxed) && !REFUSED.load(Ordering::Relaxed)
+}
+
 /// Starts making the tree on a thread, in a run of several tasks ([`keep_ahead`]), unless
 /// one is made or being made, or this process cannot. Call it as early as a sandbox is
 /// known to come ([`super::Jail::new`]).
@@ -156,7 +163,7 @@ pub fn make_ahead() {
 /// first sandbox to ask while the tree is being made goes without it (it builds its `/etc`
 /// itself, as fast as waiting would be); a later one waits (the thread is then long done).
 /// A stale tree is dropped and a new one started for the next sandbox.
-pub fn take(fixed: &Arc<HashMap<PathBuf, HostPath>>, wanted: &[Mount]) -> Option<Arc<Tree>> {
+pub fn take(fixed: &Arc<HashMap<PathBuf, HostPath>>, wanted: &[&Mount]) -> Option<Arc<Tree>> {
     let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
     if let Kept::Making { thread, passed } = &mut *kept
         && !thread.is_finished()
@@ -182,7 +189,10 @@ pub fn take(fixed: &Arc<HashMap<PathBuf, HostPath>>, wanted: &[Mount]) -> Option
         make_ahead();
         return None;
     }
-    (tree.mounts == wanted).then(|| Arc::clone(tree))
+    tree.mounts
+        .iter()
+        .eq(wanted.iter().copied())
+        .then(|| Arc::clone(tree))
 }
 
 /// Makes the tree for the host as [`super::system::fixed_paths`] finds it now.
@@ -540,10 +550,11 @@ mod tests {
         });
         // The first to ask may go without; the second waits for it. (/etc may be changing
         // under other tests: the look is then new each time, and no tree stands for it.)
+        let wanted: Vec<&Mount> = wanted.iter().collect();
         let Some(tree) = take(&fixed, &wanted).or_else(|| take(&fixed, &wanted)) else {
             return;
         };
-        assert_eq!(tree.mounts, wanted);
+        assert!(tree.mounts.iter().eq(wanted.iter().copied()));
         // Other mounts below /etc: not this tree.
         assert!(take(&fixed, &wanted[1..]).is_none());
         // Another look at the host (as after a change of /etc): not this tree. It is

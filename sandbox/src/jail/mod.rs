@@ -177,11 +177,14 @@ impl Jail {
             crate::timings::time("spawn: network namespace", network::take)
         };
         // After the task's change guard opened (see `etc_tree`): the host as it is now.
-        let etc_tree = plan::etc_part(&plan.mounts).and_then(|part| {
-            crate::timings::time("spawn: /etc tree", || {
-                etc_tree::take(&system::fixed_paths(), &part)
-            })
-        });
+        let etc_tree = etc_tree::in_use()
+            .then(|| plan::etc_part(&plan.mounts))
+            .flatten()
+            .and_then(|part| {
+                crate::timings::time("spawn: /etc tree", || {
+                    etc_tree::take(&system::fixed_paths(), &part)
+                })
+            });
         let prepared = apply::Prepared::new(
             &plan,
             |path| match self.host.get(path) {

@@ -343,7 +343,7 @@ pub fn etc_mounts(host: impl Fn(&Path) -> HostPath) -> Vec<Mount> {
 /// The mounts of `mounts` below `/etc`, by path, if a tree made ahead can stand for them
 /// all: read-only binds and symlinks only, and nothing mounted on `/etc` itself (a task
 /// that declares `/etc`, or a writable path in it, builds its `/etc` mount by mount).
-pub fn etc_part(mounts: &[Mount]) -> Option<Vec<Mount>> {
+pub fn etc_part(mounts: &[Mount]) -> Option<Vec<&Mount>> {
     let etc = Path::new("/etc");
     let mut part = Vec::new();
     for mount in mounts.iter().filter(|m| m.path().starts_with(etc)) {
@@ -352,7 +352,7 @@ pub fn etc_part(mounts: &[Mount]) -> Option<Vec<Mount>> {
             Mount::Bind {
                 writable: false, ..
             }
-            | Mount::Symlink { .. } => part.push(mount.clone()),
+            | Mount::Symlink { .. } => part.push(mount),
             _ => return None,
         }
     }
@@ -693,7 +693,10 @@ mod tests {
                 bind("/etc/passwd"),
             ]
         );
-        let part = |spec: Spec| etc_part(&Plan::new(&spec, host).expect("plan").mounts);
+        let part = |spec: Spec| {
+            etc_part(&Plan::new(&spec, host).expect("plan").mounts)
+                .map(|part| part.into_iter().cloned().collect::<Vec<Mount>>())
+        };
         // A plain task: the plan's /etc is the tree's.
         assert_eq!(part(spec()), Some(ahead.clone()));
         // A path inside a part of /etc that is bound already adds nothing: still the tree.

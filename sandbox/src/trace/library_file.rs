@@ -38,16 +38,13 @@ pub fn shared_copy(content: &[u8], digest: &str, name: &str) -> Option<(PathBuf,
 /// `$TMPDIR/vt-UID` that is private and allows mapping code (the loader cannot map a
 /// library from a noexec mount, and some systems mount the runtime directory so).
 fn user_dir() -> Option<PathBuf> {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+    let maps_code = |dir: &PathBuf| on_noexec_mount(dir) == Some(false);
+    std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_absolute() && d.is_dir())
-        .map(|d| d.join("vt"));
-    // SAFETY: geteuid cannot fail.
-    let temp = std::env::temp_dir().join(format!("vt-{}", unsafe { libc::geteuid() }));
-    runtime
-        .into_iter()
-        .chain(Some(temp))
-        .find(|dir| private_dir(dir) && on_noexec_mount(dir) == Some(false))
+        .map(|d| d.join("vt"))
+        .filter(|dir| private_dir(dir) && maps_code(dir))
+        .or_else(|| temp_user_dir("vt").filter(maps_code))
 }
 
 /// A private directory `name` in [`user_dir`], for what vt keeps between its runs (made

@@ -78,14 +78,10 @@ impl Prepared {
             let step = i as u32;
             let mount = &self.mounts[i];
             if from_tree(mount) {
-                if !etc_attached {
-                    let target = self
-                        .etc
-                        .as_ref()
-                        .map_or(c"/tmp/etc", |etc| etc.target.as_c_str());
-                    self.check_exists(Step::EtcTree, sys.mkdir(target))?;
-                    self.check(Step::EtcTree, sys.move_mount(etc_copy, target))?;
-                    sys.close(etc_copy);
+                if let Some(etc) = self.etc.as_ref().filter(|_| !etc_attached) {
+                    self.check_exists(Step::EtcTree, sys.mkdir(&etc.target))?;
+                    self.check(Step::EtcTree, sys.move_mount(etc.copy, &etc.target))?;
+                    sys.close(etc.copy);
                     etc_attached = true;
                 }
                 continue;
