@@ -85,30 +85,6 @@ pub fn write(root: &std::path::Path, rel: &str, text: &str) {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
-/// Waits until `/`, `/etc` and `/dev` have not changed for vt's racy window (2 s,
-/// `sandbox::stamp::RACY`). vt trusts what it saw of a directory, and so an `/etc` tree or a
-/// sandbox's frame made from it, only once the directory is that old: a change within the
-/// window could hide in the same timestamp. The rule under test is a clock's, so this waits
-/// for the clock; without it a test that changed /etc a moment before (`sandbox_etc`,
-/// `sandbox_escape`'s write to /etc) would leave every sandbox building its own /etc, and
-/// the tree or the frame untested.
-pub fn wait_until_settled() {
-    use std::os::unix::fs::MetadataExt;
-    let racy = sandbox::stamp::RACY + std::time::Duration::from_millis(100);
-    for dir in ["/", "/etc", "/dev"] {
-        let meta = std::fs::metadata(dir).expect("stat");
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32).max(
-                std::time::Duration::new(meta.mtime() as u64, meta.mtime_nsec() as u32),
-            );
-        if let Ok(age) = std::time::SystemTime::now().duration_since(changed)
-            && age < racy
-        {
-            std::thread::sleep(racy - age);
-        }
-    }
-}
-
 /// A temp dir and its canonical path (tracers report canonical paths).
 pub fn workdir() -> (tempfile::TempDir, PathBuf) {
     let temp = tempfile::tempdir().expect("tempdir");

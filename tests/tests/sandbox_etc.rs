@@ -7,10 +7,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use vt_tests::{vt_binary, wait_until_settled, workdir};
+use vt_tests::{vt_binary, workdir};
 
 /// The two tests here, one at a time: one replaces a file of /etc the other reads.
 static ETC: Mutex<()> = Mutex::new(());
+
+/// Waits until `/`, `/etc` and `/dev` have not changed for vt's racy window (2 s,
+/// `sandbox::stamp::RACY`). vt trusts what it saw of a directory, and so a tree made from it,
+/// only once the directory is that old: a change within the window could hide in the same
+/// timestamp. The rule under test is a clock's, so this waits for the clock; without it a
+/// test that changed /etc a moment before (this file's other test, `sandbox_escape`'s
+/// write to /etc) would leave every sandbox building its own /etc, and the tree untested.
+fn wait_until_settled() {
+    use std::os::unix::fs::MetadataExt;
+    let racy = sandbox::stamp::RACY + std::time::Duration::from_millis(100);
+    for dir in ["/", "/etc", "/dev"] {
+        let meta = std::fs::metadata(dir).expect("stat");
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32).max(
+                std::time::Duration::new(meta.mtime() as u64, meta.mtime_nsec() as u32),
+            );
+        if let Ok(age) = std::time::SystemTime::now().duration_since(changed)
+            && age < racy
+        {
+            std::thread::sleep(racy - age);
+        }
+    }
+}
 
 fn workspace(tasks: &str) -> (tempfile::TempDir, PathBuf) {
     let (temp, root) = workdir();

@@ -85,7 +85,6 @@ pub fn rerun(
         sandbox::jail::network::keep_ahead();
         sandbox::jail::layer::keep_ahead();
         sandbox::jail::etc_tree::keep_ahead();
-        sandbox::jail::frame::keep_ahead();
     }
     let mut results: Vec<Option<TaskResult>> = vec![None; n];
     let mut started = vec![false; n];

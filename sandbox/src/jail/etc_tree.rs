@@ -37,6 +37,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -57,7 +58,7 @@ pub struct Tree {
     mounts: Vec<Mount>,
     /// `/proc/self/mounts`, opened before the first bind: `POLLPRI` once vt's mount
     /// namespace changed.
-    watch: super::system::MountWatch,
+    watch: File,
 }
 
 impl Tree {
@@ -68,7 +69,15 @@ impl Tree {
 
     /// Whether a mount or unmount happened in vt's mount namespace since the tree was made.
     fn mounts_changed(&self) -> bool {
-        self.watch.changed()
+        let mut poll = libc::pollfd {
+            fd: self.watch.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd we own, without waiting.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        // An error is taken as a change: the tree is then not trusted.
+        ready < 0 || poll.revents & (libc::POLLPRI | libc::POLLERR) != 0
     }
 }
 
@@ -77,10 +86,10 @@ impl Tree {
     /// A tree that stands for nothing, for tests of the sandbox's steps.
     pub(crate) fn stand_in() -> Tree {
         Tree {
-            root: std::fs::File::open("/dev/null").expect("/dev/null").into(),
+            root: File::open("/dev/null").expect("/dev/null").into(),
             made_from: Arc::new(HashMap::new()),
             mounts: Vec::new(),
-            watch: super::system::MountWatch::new().expect("/proc/self/mounts"),
+            watch: File::open("/proc/self/mounts").expect("/proc/self/mounts"),
         }
     }
 }
@@ -189,7 +198,7 @@ pub fn take(fixed: &Arc<HashMap<PathBuf, HostPath>>, wanted: &[&Mount]) -> Optio
 /// Makes the tree for the host as [`super::system::fixed_paths`] finds it now.
 fn make() -> io::Result<Tree> {
     // First: a change of the mount table from here on shows on it.
-    let watch = super::system::MountWatch::new()?;
+    let watch = File::open("/proc/self/mounts")?;
     let made_from = super::system::fixed_paths();
     let mounts = super::plan::etc_mounts(|path| {
         made_from
@@ -450,7 +459,7 @@ mod tests {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a descriptor just opened, owned here.
-        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut file = unsafe { File::from_raw_fd(fd) };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         Ok(bytes)

@@ -12,8 +12,6 @@
 //! - [`system`]: what the system paths every sandbox shows are on this host, kept per
 //!   process.
 //! - [`overlay`]: a layer's overlay mount, made on a thread while the sandbox starts.
-//! - [`frame`]: a sandbox's namespaces and the system part of its root, started before its
-//!   task is known.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
 //!   its changes to the host.
 //! - `apply`: the syscalls between fork and exec.
@@ -23,7 +21,6 @@
 pub(crate) mod apply;
 pub mod deny;
 pub mod etc_tree;
-pub mod frame;
 pub mod landlock;
 pub mod layer;
 pub mod network;
@@ -93,10 +90,6 @@ impl Jail {
         let host = std::cell::RefCell::new(HashMap::new());
         let fixed = crate::timings::time("sandbox: system paths", system::fixed_paths);
         etc_tree::make_ahead();
-        if !spec.network {
-            // In a run of several tasks, the first frame (later ones start as each is taken).
-            frame::make_ahead_in_a_run();
-        }
         let plan = Plan::new(&spec, |path| {
             let found = fixed
                 .get(path)
@@ -105,8 +98,7 @@ impl Jail {
             host.borrow_mut().insert(path.to_path_buf(), found.clone());
             found
         })?;
-        // A frame on its way brings its own network namespace.
-        if !spec.network && !frame::expected() {
+        if !spec.network {
             network::make_ahead();
         }
         // The plan's own layer (its paths normalized), for `prepare` to find.
@@ -147,7 +139,7 @@ impl Jail {
         command: &mut Command,
         extra: &[(&Path, bool)],
     ) -> Result<Installed, JailError> {
-        let (installed, mut prepared) = self.prepare(extra, Start::Forked)?;
+        let (installed, mut prepared) = self.prepare(extra)?;
         // SAFETY: `enter` only makes async-signal-safe syscalls on memory prepared above.
         unsafe { command.pre_exec(move || prepared.enter()) };
         Ok(installed)
@@ -159,7 +151,6 @@ impl Jail {
     pub(crate) fn prepare(
         &self,
         extra: &[(&Path, bool)],
-        start: Start,
     ) -> Result<(Installed, apply::Prepared), JailError> {
         let mut spec = self.spec.clone();
         for (path, writable) in extra {
@@ -180,18 +171,13 @@ impl Jail {
         let (report_read, report_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| JailError::Prepare(format!("cannot create a pipe: {e}")))?;
-        // After the task's change guard opened (see `frame`, `etc_tree`): the host as it is
-        // now.
-        let frame = match start {
-            Start::WithoutFork => crate::timings::time("spawn: frame", || frame::take(&plan)),
-            Start::Forked => None,
-        };
-        let network = if spec.network || frame.is_some() {
+        let network = if spec.network {
             None
         } else {
             crate::timings::time("spawn: network namespace", network::take)
         };
-        let etc_tree = (etc_tree::in_use() && frame.is_none())
+        // After the task's change guard opened (see `etc_tree`): the host as it is now.
+        let etc_tree = etc_tree::in_use()
             .then(|| plan::etc_part(&plan.mounts))
             .flatten()
             .and_then(|part| {
@@ -210,9 +196,6 @@ impl Jail {
                 network,
                 etc_tree,
                 overlay: self.overlay.as_ref().and_then(|ahead| ahead.take()),
-                part: frame.map_or(apply::Part::Whole, |(frame, mounts)| {
-                    apply::Part::OnFrame(frame, mounts)
-                }),
             },
             (&self.rights, ruleset),
             capabilities,
@@ -230,14 +213,6 @@ impl Jail {
             prepared,
         ))
     }
-}
-
-/// How a prepared sandbox is started: only a sandbox started without a fork
-/// (`apply::Prepared::start`) can be finished on a frame ([`frame`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    WithoutFork,
-    Forked,
 }
 
 /// The capabilities this kernel knows (what a sandboxed task's process drops), asked once

@@ -187,7 +187,76 @@ pub enum PlanError {
 impl Plan {
     /// The plan for `spec`, with `host` telling what each candidate path is.
     pub fn new(spec: &Spec, host: impl Fn(&Path) -> HostPath) -> Result<Plan, PlanError> {
-        let (mounts, looked_at) = layout(spec, host)?;
+        let mut mounts = Vec::new();
+        let mut looked_at = spec.not_shown.clone();
+        let mut push_host = |path: &Path, writable: bool, required: bool| {
+            if !path.is_absolute() {
+                return Err(PlanError::NotAbsolute(path.to_path_buf()));
+            }
+            let path = normalize(path);
+            match host(&path) {
+                HostPath::Missing if required => return Err(PlanError::Missing { path }),
+                found if !writable && !required => {
+                    match found {
+                        HostPath::Symlink(_) => looked_at.push((path.clone(), AccessKind::Stat)),
+                        HostPath::Missing => looked_at.push((path.clone(), AccessKind::Missing)),
+                        HostPath::Dir | HostPath::File => {}
+                    }
+                    mounts.extend(optional_mount(path, found));
+                }
+                HostPath::Missing => looked_at.push((path, AccessKind::Missing)),
+                _ => mounts.push(Mount::Bind { path, writable }),
+            }
+            Ok(())
+        };
+        for dir in SYSTEM_DIRS.iter().chain(ETC_ESSENTIALS) {
+            push_host(Path::new(dir), false, false)?;
+        }
+        for path in &spec.read_only {
+            push_host(path, false, true)?;
+        }
+        for path in &spec.writable {
+            push_host(path, true, true)?;
+        }
+        for layer in &spec.layered {
+            mounts.push(layer_mount(layer, &host)?);
+        }
+        for device in DEVICES {
+            if host(Path::new(device)) == HostPath::File {
+                mounts.push(Mount::Device {
+                    path: device.into(),
+                });
+            }
+        }
+        mounts.push(Mount::Tmpfs {
+            path: "/tmp".into(),
+        });
+        mounts.push(Mount::Tmpfs {
+            path: "/dev/shm".into(),
+        });
+        mounts.push(Mount::Proc {
+            path: "/proc".into(),
+        });
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            mounts.push(Mount::Symlink {
+                path: Path::new("/dev").join(name),
+                target: target.into(),
+            });
+        }
+        let mut mounts = order(mounts);
+        // The fresh /dev is a tmpfs the devices are bound into.
+        mounts.insert(
+            0,
+            Mount::Tmpfs {
+                path: "/dev".into(),
+            },
+        );
+        let mounts = order(mounts);
         let plan = Plan {
             mounts,
             cwd: normalize(&spec.cwd),
@@ -199,26 +268,6 @@ impl Plan {
             return Err(PlanError::CwdHidden(plan.cwd));
         }
         Ok(plan)
-    }
-
-    /// The mounts of this plan that are not a frame's ([`frame_mounts`]), in order, if a
-    /// frame of `frame` can stand for the rest: it has every one of them, and none of this
-    /// plan's own is at or above one of the frame's (the frame's are attached first, and a
-    /// mount never comes before the one it sits on). `None`: the task shows something
-    /// else there (a workspace that is `/tmp`, a declared path above `/usr`, a writable
-    /// part of `/etc`), and its sandbox is built whole.
-    pub fn task_part(&self, frame: &[Mount]) -> Option<Vec<&Mount>> {
-        if !frame.iter().all(|f| self.mounts.contains(f)) {
-            return None;
-        }
-        let own: Vec<&Mount> = self.mounts.iter().filter(|m| !frame.contains(m)).collect();
-        let above_the_frame = own.iter().any(|m| {
-            let m = m.path().as_os_str().as_bytes();
-            frame
-                .iter()
-                .any(|f| is_at_or_above(m, f.path().as_os_str().as_bytes()))
-        });
-        (!above_the_frame).then_some(own)
     }
 
     /// Whether `path` inside the sandbox is the host's `path`: the deepest mount above it is
@@ -264,102 +313,6 @@ impl Plan {
             _ => None,
         })
     }
-}
-
-/// The mounts every sandbox of this host has whatever its task (the system directories,
-/// the parts of `/etc`, `/dev`, `/proc`, the scratch directories), as [`Plan::new`] orders
-/// them: what a sandbox's frame is built with ahead of its task
-/// ([`super::frame`]).
-/// `read_only`: host directories most tasks show too (the tools on vt's own `PATH`).
-pub fn frame_mounts(
-    read_only: Vec<PathBuf>,
-    host: impl Fn(&Path) -> HostPath,
-) -> Result<Vec<Mount>, PlanError> {
-    let spec = Spec {
-        read_only,
-        ..Spec::default()
-    };
-    layout(&spec, host).map(|(mounts, _)| mounts)
-}
-
-/// The host paths that shaped a sandbox without being shown, and how ([`Plan::looked_at`]).
-type LookedAt = Vec<(PathBuf, AccessKind)>;
-
-/// The ordered mounts for `spec`, and the host paths that shaped them without being shown.
-fn layout(
-    spec: &Spec,
-    host: impl Fn(&Path) -> HostPath,
-) -> Result<(Vec<Mount>, LookedAt), PlanError> {
-    let mut mounts = Vec::new();
-    let mut looked_at = spec.not_shown.clone();
-    let mut push_host = |path: &Path, writable: bool, required: bool| {
-        if !path.is_absolute() {
-            return Err(PlanError::NotAbsolute(path.to_path_buf()));
-        }
-        let path = normalize(path);
-        match host(&path) {
-            HostPath::Missing if required => return Err(PlanError::Missing { path }),
-            found if !writable && !required => {
-                match found {
-                    HostPath::Symlink(_) => looked_at.push((path.clone(), AccessKind::Stat)),
-                    HostPath::Missing => looked_at.push((path.clone(), AccessKind::Missing)),
-                    HostPath::Dir | HostPath::File => {}
-                }
-                mounts.extend(optional_mount(path, found));
-            }
-            HostPath::Missing => looked_at.push((path, AccessKind::Missing)),
-            _ => mounts.push(Mount::Bind { path, writable }),
-        }
-        Ok(())
-    };
-    for dir in SYSTEM_DIRS.iter().chain(ETC_ESSENTIALS) {
-        push_host(Path::new(dir), false, false)?;
-    }
-    for path in &spec.read_only {
-        push_host(path, false, true)?;
-    }
-    for path in &spec.writable {
-        push_host(path, true, true)?;
-    }
-    for layer in &spec.layered {
-        mounts.push(layer_mount(layer, &host)?);
-    }
-    for device in DEVICES {
-        if host(Path::new(device)) == HostPath::File {
-            mounts.push(Mount::Device {
-                path: device.into(),
-            });
-        }
-    }
-    mounts.push(Mount::Tmpfs {
-        path: "/tmp".into(),
-    });
-    mounts.push(Mount::Tmpfs {
-        path: "/dev/shm".into(),
-    });
-    mounts.push(Mount::Proc {
-        path: "/proc".into(),
-    });
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        mounts.push(Mount::Symlink {
-            path: Path::new("/dev").join(name),
-            target: target.into(),
-        });
-    }
-    let mut mounts = order(mounts);
-    // The fresh /dev is a tmpfs the devices are bound into.
-    mounts.insert(
-        0,
-        Mount::Tmpfs {
-            path: "/dev".into(),
-        },
-    );
-    Ok((order(mounts), looked_at))
 }
 
 /// How an optional read-only host path (a system directory, a part of `/etc`) is shown: a
@@ -757,88 +710,6 @@ mod tests {
         let mut whole = spec();
         whole.read_only.push("/etc".into());
         assert_eq!(part(whole), None);
-    }
-
-    #[test]
-    fn a_frame_stands_for_the_mounts_every_task_has_and_only_then() {
-        let host = |path: &Path| match path.to_str() {
-            Some("/opt/tools/bin") | Some("/tmp") | Some("/tmp/ws") => HostPath::Dir,
-            _ => debian_host(path),
-        };
-        let tools = vec![PathBuf::from("/opt/tools/bin")];
-        let frame = frame_mounts(tools.clone(), host).expect("frame");
-        // Nothing of a task's: the system part, the tool directory, the sandbox's own.
-        assert!(frame.contains(&Mount::Bind {
-            path: "/usr".into(),
-            writable: false
-        }));
-        assert!(frame.contains(&Mount::Bind {
-            path: "/opt/tools/bin".into(),
-            writable: false
-        }));
-        assert!(frame.contains(&Mount::Tmpfs {
-            path: "/tmp".into()
-        }));
-        assert!(!frame.iter().any(|m| m.path().starts_with("/work")));
-        let mut task = spec();
-        task.read_only.extend(tools.clone());
-        let plan = Plan::new(&task, host).expect("plan");
-        let own: Vec<&Path> = plan
-            .task_part(&frame)
-            .expect("a plain task fits")
-            .iter()
-            .map(|m| m.path())
-            .collect();
-        assert_eq!(
-            own,
-            [Path::new("/work/ws"), Path::new("/work/ws/app/dist")],
-            "the task's own mounts, in order"
-        );
-        // Without the tool directory, the task must not see it: the frame does not fit.
-        let without = Plan::new(&spec(), host).expect("plan");
-        assert_eq!(without.task_part(&frame), None);
-        // A workspace that is /tmp replaces the scratch tmpfs the frame has.
-        let mut at_tmp = task.clone();
-        at_tmp.read_only[0] = "/tmp".into();
-        at_tmp.writable.clear();
-        at_tmp.cwd = "/tmp".into();
-        assert_eq!(
-            Plan::new(&at_tmp, host).expect("plan").task_part(&frame),
-            None
-        );
-        // A workspace below /tmp sits on the frame's tmpfs: fine.
-        let mut in_tmp = task.clone();
-        in_tmp.read_only[0] = "/tmp/ws".into();
-        in_tmp.writable.clear();
-        in_tmp.cwd = "/tmp/ws".into();
-        let plan = Plan::new(&in_tmp, host).expect("plan");
-        assert_eq!(
-            plan.task_part(&frame)
-                .expect("fits")
-                .iter()
-                .map(|m| m.path())
-                .collect::<Vec<_>>(),
-            [Path::new("/tmp/ws")]
-        );
-        // Something of the task's own above the frame's (here: the whole of /opt, which the
-        // tool directory is in): attached after them, it would cover them.
-        let mut above = task.clone();
-        above.writable.push("/opt".into());
-        let host_opt = |path: &Path| match path.to_str() {
-            Some("/opt") => HostPath::Dir,
-            _ => host(path),
-        };
-        let frame_opt = frame_mounts(tools.clone(), host_opt).expect("frame");
-        assert_eq!(
-            Plan::new(&above, host_opt)
-                .expect("plan")
-                .task_part(&frame_opt),
-            None
-        );
-        // A writable file of /etc replaces the frame's read-only bind of it.
-        let mut etc = task;
-        etc.writable.push("/etc/passwd".into());
-        assert_eq!(Plan::new(&etc, host).expect("plan").task_part(&frame), None);
     }
 
     #[test]

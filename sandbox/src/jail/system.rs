@@ -16,33 +16,6 @@ use std::time::{Duration, SystemTime};
 use super::plan::{DEVICES, ETC_ESSENTIALS, HostPath, SYSTEM_DIRS};
 use crate::stamp::{RACY, Stamp};
 
-/// vt's mount table as it was when this was made: [`MountWatch::changed`] says whether a
-/// mount or unmount has happened in vt's mount namespace since (`/proc/self/mounts` polls
-/// `POLLPRI` after a change, mounts(5)). What was made from binds of the host ahead of a task
-/// (the `/etc` tree, a sandbox's frame) stands for the host only while there is none.
-pub struct MountWatch(std::fs::File);
-
-impl MountWatch {
-    /// Opens the watch: make it before the binds it stands guard over.
-    pub fn new() -> std::io::Result<MountWatch> {
-        std::fs::File::open("/proc/self/mounts").map(MountWatch)
-    }
-
-    /// Whether a mount or unmount happened in vt's mount namespace since [`MountWatch::new`].
-    pub fn changed(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut poll = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd we own, without waiting.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        // An error is taken as a change: what it guards is then not trusted.
-        ready < 0 || poll.revents & (libc::POLLPRI | libc::POLLERR) != 0
-    }
-}
-
 /// The fixed system paths of this host, as [`HostPath::probe`] finds them now.
 pub fn fixed_paths() -> Arc<HashMap<PathBuf, HostPath>> {
     static KEPT: Mutex<Option<Kept>> = Mutex::new(None);

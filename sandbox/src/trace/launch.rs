@@ -440,44 +440,6 @@ pub(crate) unsafe fn clone_vfork_then(
     arg: *mut c_void,
     then: impl FnOnce(),
 ) -> io::Result<c_int> {
-    // SAFETY: as the caller promised.
-    unsafe {
-        clone_vfork_flags_then(
-            child,
-            stack_top,
-            arg,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            then,
-        )
-    }
-}
-
-/// [`clone_vfork`] with `flags` (which must include `CLONE_VM | CLONE_VFORK`): for a
-/// sandbox's frame, whose outer process shares vt's descriptor table (`CLONE_FILES`).
-///
-/// # Safety
-/// As [`clone_vfork`].
-pub(crate) unsafe fn clone_vfork_with(
-    child: extern "C" fn(*mut c_void) -> c_int,
-    stack_top: *mut c_void,
-    arg: *mut c_void,
-    flags: c_int,
-) -> io::Result<c_int> {
-    // SAFETY: as the caller promised.
-    unsafe { clone_vfork_flags_then(child, stack_top, arg, flags, || {}) }
-}
-
-/// The clone of [`clone_vfork_then`] with `flags`.
-///
-/// # Safety
-/// As [`clone_vfork`].
-unsafe fn clone_vfork_flags_then(
-    child: extern "C" fn(*mut c_void) -> c_int,
-    stack_top: *mut c_void,
-    arg: *mut c_void,
-    flags: c_int,
-    then: impl FnOnce(),
-) -> io::Result<c_int> {
     // SAFETY: all-zero sigset_t values, filled by sigfillset and pthread_sigmask; the clone
     // as the caller promised.
     unsafe {
@@ -485,7 +447,12 @@ unsafe fn clone_vfork_flags_then(
             (std::mem::zeroed(), std::mem::zeroed());
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(child, stack_top, flags, arg);
+        let pid = libc::clone(
+            child,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        );
         let clone_errno = io::Error::last_os_error();
         if pid >= 0 {
             then();

@@ -452,9 +452,8 @@ pub fn spawn_jailed_launch(
     }
     let (fast_path, _) = inject_recorder(&mut launch);
     let own = private_dirs(&fast_path);
-    let (mut installed, mut sandbox) = crate::timings::time("spawn: jail plan", || {
-        jail.prepare(&own, crate::jail::Start::WithoutFork)
-    })?;
+    let (mut installed, mut sandbox) =
+        crate::timings::time("spawn: jail plan", || jail.prepare(&own))?;
     let second_source = crate::timings::time("spawn: fanotify", || {
         start_second_source_at(&launch.cwd, &fast_path)
     });

@@ -153,69 +153,38 @@ const SPANS: [&str; 7] = [
     "sandbox: C exec, back to vt",
 ];
 
-/// The points of a frame's start from its go ([`Frame::go`]) whose times `VT_TIMINGS`
-/// reports, in order.
-#[derive(Clone, Copy)]
-enum FrameMoment {
-    Woken = 1,
-    FilesOwn,
-    RootBuilt,
-    CStarted,
-    LockedDown,
-    Back,
-}
-
-/// The spans between consecutive frame moments, as phases.
-const FRAME_SPANS: [&str; 6] = [
-    "sandbox: frame, go to B",
-    "sandbox: frame, B's own descriptors",
-    "sandbox: frame, the task's mounts and root",
-    "sandbox: clone C",
-    "sandbox: C lockdown",
-    "sandbox: C exec, back to vt",
-];
-
-/// Nanoseconds since `start` at each moment (0: not reached); the clock is read only when
-/// timings are on. Atomics, because A, B and C write them on vt's memory; vt reads them
-/// once B has said its word.
+/// Nanoseconds since `start` at each [`Moment`] (0: not reached); the clock is read only
+/// when timings are on. Atomics, because A, B and C write them on vt's memory; vt reads
+/// them after A has exited.
 struct Moments {
-    spans: &'static [&'static str],
     start: Option<Instant>,
-    at: [AtomicU64; 8],
+    at: [AtomicU64; SPANS.len() + 1],
 }
 
 impl Moments {
     fn new() -> Moments {
-        Moments::of(&SPANS)
-    }
-
-    fn of(spans: &'static [&'static str]) -> Moments {
         Moments {
-            spans,
             start: crate::timings::on().then(Instant::now),
             at: Default::default(),
         }
     }
 
-    /// Notes moment `index` now (a vDSO clock read: no system call, no `errno`).
-    fn note_at(&self, index: usize) {
+    /// Notes `moment` now (a vDSO clock read: no system call, no `errno`).
+    fn note(&self, moment: Moment) {
         if let Some(start) = self.start {
             let ns = start.elapsed().as_nanos().max(1) as u64;
-            self.at[index].store(ns, Ordering::Relaxed);
+            self.at[moment as usize].store(ns, Ordering::Relaxed);
         }
-    }
-
-    fn note(&self, moment: Moment) {
-        self.note_at(moment as usize);
     }
 
     fn record(&self) {
         if let Some(start) = self.start {
-            let at: Vec<Duration> = self.at[..=self.spans.len()]
+            let at: Vec<Duration> = self
+                .at
                 .iter()
                 .map(|ns| Duration::from_nanos(ns.load(Ordering::Relaxed)))
                 .collect();
-            crate::timings::record_spans(self.spans, start, &at);
+            crate::timings::record_spans(&SPANS, start, &at);
         }
     }
 }
@@ -236,9 +205,6 @@ impl Prepared {
     /// exec'd. On failure, the step is on the report pipe (a sandbox step) or in the
     /// returned error (the launch's own steps).
     pub fn start(&mut self, task: &launch::Prepared) -> io::Result<Started> {
-        if let Some(frame) = self.frame.take() {
-            return crate::timings::time("sandbox: frame, go to exec", || frame.go(self, task));
-        }
         let setup_stack = Stack::new(SETUP_STACK)?;
         let task_stack = Stack::new(SETUP_STACK)?;
         let init_stack = Stack::new(INIT_STACK)?;
@@ -413,390 +379,6 @@ extern "C" fn task(arg: *mut c_void) -> c_int {
         chain.moments.note(Moment::LockedDown);
     }
     launch::exec_prepared(chain.task)
-}
-
-/// A sandbox's outer processes started before their task is known ([`super::super::frame`]):
-/// A made the namespaces, B builds the frame's part of the root (the system directories,
-/// `/etc`, `/dev`, `/proc`, the scratch directories) and then waits for [`Frame::go`].
-///
-/// The difference from [`Prepared::start`]: A and B share vt's descriptor table
-/// (`CLONE_FILES`) instead of taking a copy of it at A's clone, and B takes its own copy
-/// only at its go (`unshare(CLONE_FILES)`), so it has every descriptor vt made for the
-/// task meanwhile (its output pipes, the tracer's socket, the overlay's socket, the report
-/// pipe), at the numbers vt's task launch names. Until then B adds only what it closes
-/// again (its captured mounts) to vt's table. A and B are cloned from the frame thread of
-/// [`super::super::frame`], which blocks every signal and waits, like the caller of
-/// [`Prepared::start`], until B no longer uses its thread pointer ([`FrameWait`]).
-pub struct Frame {
-    shared: std::sync::Arc<FrameShared>,
-    init_pid: c_int,
-    /// B's pidfd (`CLONE_PIDFD`): readable once B has exited.
-    pidfd: OwnedFd,
-    /// One byte here is B's go.
-    go: OwnedFd,
-    /// B writes a byte here once its task has exec'd.
-    started: OwnedFd,
-    /// One byte here lets the frame thread go on ([`FrameWait`]): B no longer uses its thread
-    /// pointer.
-    release: OwnedFd,
-    /// The task's wait status, which B writes as it ends (non-blocking).
-    status: OwnedFd,
-    /// The ends B uses, open in vt's table until B has its own copies (after its go).
-    _b_ends: [OwnedFd; 3],
-    /// Where the frame's own steps report: kept open, so that B's report of a failed step
-    /// is a write like any other (nobody reads it: the task's sandbox is then built whole,
-    /// and says what failed itself).
-    _report: OwnedFd,
-    used: bool,
-}
-
-/// What A, B and C of a frame share (vt's memory), at a place that stays put: the frame
-/// thread and the task's thread each hold it until B no longer reads it.
-struct FrameShared {
-    /// The frame's part of the plan: A's and B's before the go.
-    frame: std::cell::UnsafeCell<Prepared>,
-    /// The task's part and its launch: set by [`Frame::go`] before the go, B's and C's after.
-    jail: std::sync::atomic::AtomicPtr<Prepared>,
-    task: std::sync::atomic::AtomicPtr<launch::Prepared>,
-    /// The go's [`FRAME_SPANS`], set with the task.
-    moments: std::sync::atomic::AtomicPtr<Moments>,
-    init_stack: std::sync::Mutex<Option<Stack>>,
-    init_top: *mut c_void,
-    task_stack: Stack,
-    /// Set by A: B's pid as vt sees it, and its pidfd in vt's table.
-    init_pid: AtomicI32,
-    pidfd: AtomicI32,
-    task_failed: AtomicBool,
-    started: AtomicBool,
-    go_read: RawFd,
-    started_write: RawFd,
-    status_write: RawFd,
-}
-
-// SAFETY: the frame's `Prepared` is used by A and B only (vt's threads do not touch it
-// until B has exited or said its word); the rest is atomics, a mutex and plain numbers.
-unsafe impl Send for FrameShared {}
-// SAFETY: as above.
-unsafe impl Sync for FrameShared {}
-
-/// What the frame thread waits for before it may run anything else: word from the task's
-/// thread that B said its task has exec'd (B makes raw system calls only from then on), or
-/// B's end.
-///
-/// Not B's word itself: the frame thread then goes on to build the next frame, and woken
-/// with the task's thread, it took the CPU that thread was to run on (a run of 100
-/// sandboxed tasks: 0.2 ms more from the task's exec back to vt).
-pub struct FrameWait {
-    _shared: std::sync::Arc<FrameShared>,
-    release: OwnedFd,
-    pidfd: OwnedFd,
-}
-
-impl FrameWait {
-    /// Returns once B no longer uses this thread's thread pointer.
-    pub fn wait(self) {
-        wait_for_word(&self.release, &self.pidfd);
-    }
-}
-
-/// Waits until `started` has a byte for this reader (which it takes), or B (`pidfd`) has
-/// exited: whether B said its word.
-fn wait_for_word(started: &OwnedFd, pidfd: &OwnedFd) -> bool {
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: started.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll on two pollfds we own.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return false;
-        }
-        if fds[0].revents & libc::POLLIN != 0 {
-            let mut byte = 0u8;
-            // SAFETY: reads one byte into a local.
-            let read = unsafe { libc::read(started.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-            return read == 1;
-        }
-        if fds[1].revents != 0 {
-            return false;
-        }
-    }
-}
-
-impl Prepared {
-    /// Starts a frame of this (the frame's) part on the calling thread, which must block
-    /// every signal and then call [`FrameWait::wait`] before it does anything else.
-    /// Returns once A has exited (B is then building the frame's mounts).
-    pub fn start_frame(self, report: OwnedFd) -> io::Result<(Frame, FrameWait)> {
-        let setup_stack = Stack::new(SETUP_STACK)?;
-        let task_stack = Stack::new(SETUP_STACK)?;
-        let init_stack = Stack::new(INIT_STACK)?;
-        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-        let (go_read, go) = nix::unistd::pipe2(cloexec)?;
-        let (started, started_write) = nix::unistd::pipe2(cloexec)?;
-        let (release_read, release) = nix::unistd::pipe2(cloexec)?;
-        let (status, status_write) = nix::unistd::pipe2(cloexec | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let shared = std::sync::Arc::new(FrameShared {
-            frame: std::cell::UnsafeCell::new(self),
-            jail: Default::default(),
-            task: Default::default(),
-            moments: Default::default(),
-            init_top: init_stack.top(),
-            init_stack: std::sync::Mutex::new(Some(init_stack)),
-            task_stack,
-            init_pid: AtomicI32::new(0),
-            pidfd: AtomicI32::new(-1),
-            task_failed: AtomicBool::new(false),
-            started: AtomicBool::new(false),
-            go_read: go_read.as_raw_fd(),
-            started_write: started_write.as_raw_fd(),
-            status_write: status_write.as_raw_fd(),
-        });
-        let arg = std::sync::Arc::as_ptr(&shared).cast_mut().cast();
-        // SAFETY: A runs on `setup_stack` with every signal blocked; this returns once A has
-        // exited, and `shared` (B's and C's) outlives B's use of it (`FrameWait`).
-        unsafe {
-            launch::clone_vfork_with(
-                frame_outer,
-                setup_stack.top(),
-                arg,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
-            )?
-        };
-        drop(setup_stack);
-        let init_pid = shared.init_pid.load(Ordering::SeqCst);
-        let pidfd = shared.pidfd.load(Ordering::SeqCst);
-        if init_pid <= 0 || pidfd < 0 {
-            return Err(io::Error::other("the sandbox's frame did not start"));
-        }
-        // SAFETY: A put B's pidfd in vt's table (they share it) for us alone.
-        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
-        let wait = FrameWait {
-            _shared: std::sync::Arc::clone(&shared),
-            release: release_read,
-            pidfd: pidfd.try_clone()?,
-        };
-        Ok((
-            Frame {
-                shared,
-                init_pid,
-                pidfd,
-                go,
-                started,
-                release,
-                status,
-                _b_ends: [go_read, started_write, status_write],
-                _report: report,
-                used: false,
-            },
-            wait,
-        ))
-    }
-}
-
-impl Frame {
-    /// Gives B its task: `jail`, the task's part of the plan (built on this frame), and
-    /// `task`; returns once the task has exec'd, as [`Prepared::start`] does.
-    fn go(mut self, jail: &mut Prepared, task: &launch::Prepared) -> io::Result<Started> {
-        self.used = true;
-        let shared = &self.shared;
-        let moments = Moments::of(&FRAME_SPANS);
-        shared
-            .moments
-            .store((&moments as *const Moments).cast_mut(), Ordering::SeqCst);
-        shared.jail.store(jail as *mut Prepared, Ordering::SeqCst);
-        shared.task.store(
-            (task as *const launch::Prepared).cast_mut(),
-            Ordering::SeqCst,
-        );
-        // SAFETY: writes one byte from a local to our pipe.
-        let sent = unsafe { libc::write(self.go.as_raw_fd(), [1u8].as_ptr().cast(), 1) } == 1;
-        let word = sent && wait_for_word(&self.started, &self.pidfd);
-        if word {
-            moments.note_at(FrameMoment::Back as usize);
-            moments.record();
-        }
-        if word && shared.started.load(Ordering::SeqCst) {
-            let init_stack = shared
-                .init_stack
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            // SAFETY: writes one byte from a local to our pipe.
-            unsafe { libc::write(self.release.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-            if let Some(init_stack) = init_stack {
-                return Ok(Started {
-                    pid: self.init_pid as u32,
-                    init_stack,
-                    status: self.status.try_clone()?,
-                });
-            }
-        }
-        // B is gone or going: it did not start its task.
-        self.kill();
-        Err(task
-            .failure()
-            .unwrap_or_else(|| io::Error::other("the sandbox did not start its task")))
-    }
-
-    fn kill(&self) {
-        // SAFETY: sends SIGKILL through a pidfd we own (B is vt's child, not reaped before
-        // its pidfd is readable; a B that has exited takes nothing).
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-    }
-}
-
-impl Drop for Frame {
-    /// A frame no task used: B (and with it its namespaces) goes. The reaper reaps it.
-    fn drop(&mut self) {
-        if !self.used {
-            self.kill();
-        }
-    }
-}
-
-/// A of a frame: the namespaces and id maps, then B (sharing vt's descriptor table, its
-/// pidfd put there); then it exits.
-extern "C" fn frame_outer(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `FrameShared` of `start_frame`, whose thread waits until A
-    // exits; only A uses the frame's part until it has cloned B.
-    let shared = unsafe { &*(arg as *const FrameShared) };
-    let frame = unsafe { &mut *shared.frame.get() };
-    // SAFETY: syscalls on values prepared before the clone.
-    unsafe {
-        die_with_parent();
-        if frame.enter_namespaces().is_err() {
-            libc::_exit(127);
-        }
-        let mut pidfd: c_int = -1;
-        let init = libc::clone(
-            frame_init,
-            shared.init_top,
-            libc::CLONE_VM
-                | libc::CLONE_PARENT
-                | libc::CLONE_FILES
-                | libc::CLONE_PIDFD
-                | libc::SIGCHLD,
-            arg,
-            &mut pidfd as *mut c_int,
-        );
-        if init < 0 {
-            frame.report(Step::Fork, *libc::__errno_location());
-            libc::_exit(127);
-        }
-        shared.pidfd.store(pidfd, Ordering::SeqCst);
-        shared.init_pid.store(init, Ordering::SeqCst);
-        libc::_exit(0)
-    }
-}
-
-/// B of a frame: the frame's mounts, then its go; then its own descriptor table, the task's
-/// mounts and the root, C, and init, as B of [`Prepared::start`].
-extern "C" fn frame_init(arg: *mut c_void) -> c_int {
-    // SAFETY: as in `frame_outer`: B alone uses the frame's part once A has exited; the
-    // task's part and launch are B's from the go until its word (vt's thread waits).
-    let shared = unsafe { &*(arg as *const FrameShared) };
-    let frame = unsafe { &mut *shared.frame.get() };
-    // SAFETY: syscalls on prepared values; raw ones only after the word.
-    unsafe {
-        libc::setpgid(0, 0);
-        die_with_parent();
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        if frame.build_frame(&syscall::Linux).is_err() {
-            libc::_exit(127);
-        }
-        let mut byte = 0u8;
-        loop {
-            let read = libc::read(shared.go_read, (&mut byte as *mut u8).cast(), 1);
-            if read == 1 {
-                break;
-            }
-            if read < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            // The frame was let go.
-            libc::_exit(127);
-        }
-        let moments = &*shared.moments.load(Ordering::SeqCst);
-        moments.note_at(FrameMoment::Woken as usize);
-        // A descriptor table of B's own, as vt's is now: the task's descriptors are in it.
-        if libc::unshare(libc::CLONE_FILES) != 0 {
-            libc::_exit(127);
-        }
-        moments.note_at(FrameMoment::FilesOwn as usize);
-        let jail = &mut *shared.jail.load(Ordering::SeqCst);
-        let task = &*shared.task.load(Ordering::SeqCst);
-        if jail.finish_frame(&syscall::Linux).is_err() {
-            libc::_exit(127);
-        }
-        moments.note_at(FrameMoment::RootBuilt as usize);
-        let child = libc::clone(
-            frame_task,
-            shared.task_stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            arg,
-        );
-        if child < 0 {
-            jail.report(Step::Fork, *libc::__errno_location());
-            libc::_exit(127);
-        }
-        if shared.task_failed.load(Ordering::SeqCst) || task.has_failed() {
-            libc::_exit(127);
-        }
-        let status_write = shared.status_write;
-        let started_write = shared.started_write;
-        shared.started.store(true, Ordering::SeqCst);
-        // From here on, vt's threads run again: raw system calls only.
-        raw::write(started_write, &[1u8]);
-        raw::close_all_but(status_write);
-        raw::init_until(child, status_write)
-    }
-}
-
-/// C of a frame: as C of [`Prepared::start`].
-extern "C" fn frame_task(arg: *mut c_void) -> c_int {
-    // SAFETY: as in `frame_init`; B is suspended until C execs or exits (CLONE_VFORK).
-    let shared = unsafe { &*(arg as *const FrameShared) };
-    let jail = unsafe { &mut *shared.jail.load(Ordering::SeqCst) };
-    let task = unsafe { &*shared.task.load(Ordering::SeqCst) };
-    let moments = unsafe { &*shared.moments.load(Ordering::SeqCst) };
-    moments.note_at(FrameMoment::CStarted as usize);
-    // SAFETY: syscalls on prepared values.
-    unsafe {
-        let ready = jail
-            .check(Step::Session, libc::setsid())
-            .and_then(|()| {
-                die_with_parent();
-                jail.lock_down()
-            })
-            .and_then(|()| jail.install_deny_list());
-        if ready.is_err() {
-            shared.task_failed.store(true, Ordering::SeqCst);
-            libc::_exit(127);
-        }
-    }
-    moments.note_at(FrameMoment::LockedDown as usize);
-    launch::exec_prepared(task)
 }
 
 /// System calls that touch no thread-local state (glibc's wrappers set `errno`, which B

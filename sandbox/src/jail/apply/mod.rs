@@ -36,7 +36,7 @@ mod mounts;
 mod report;
 mod syscall;
 
-pub use chain::{Frame, FrameWait, Stack, Started, starts_without_fork};
+pub use chain::{Stack, Started, starts_without_fork};
 use init::{die_with_parent, init_until, relay_status};
 pub(super) use loopback::loopback_up;
 pub(crate) use mounts::make_overlay;
@@ -49,13 +49,6 @@ use super::plan::{Mount, Plan};
 /// Where the new root is assembled (in the sandbox's own mount namespace, so the host's
 /// `/tmp` is untouched; every bind source was captured before this is covered).
 const STAGING: &str = "/tmp";
-
-/// Where a frame's root is assembled ([`super::frame`]): its B captures the task's own
-/// bind sources only once it knows its task, after the staging tmpfs is mounted, so that
-/// tmpfs must cover no path a task's mount may come from. Nothing of a task's is under
-/// `/proc` (the sandbox's own `/proc` is a new procfs, not a bind), and B uses vt's
-/// procfs no more once its staging is mounted.
-const FRAME_STAGING: &str = "/proc";
 
 fn kind(mount: &Mount) -> &'static str {
     match mount {
@@ -80,8 +73,6 @@ struct PreparedMount {
     is_file: bool,
     /// Below `/etc`, which the tree made ahead stands for when there is one ([`EtcCopy`]).
     in_etc_tree: bool,
-    /// Its place in the plan's mounts, which the steps' reports name.
-    index: u32,
 }
 
 /// The `/etc` tree made ahead ([`super::etc_tree`]), standing for every mount marked
@@ -130,20 +121,6 @@ pub struct MadeAhead {
     pub etc_tree: Option<Arc<etc_tree::Tree>>,
     /// Where the plan's layer's overlay will come from ([`super::overlay`]).
     pub overlay: Option<super::overlay::Receive>,
-    /// Which part of the plan these processes build ([`super::frame`]).
-    pub part: Part,
-}
-
-/// The part of a plan a sandbox's processes build.
-#[derive(Default)]
-pub enum Part {
-    /// All of it: a sandbox started as one chain.
-    #[default]
-    Whole,
-    /// A frame's: the plan is [`super::plan::frame_mounts`], built before any task.
-    Frame,
-    /// The task's own mounts, on a frame built ahead with these of the plan's mounts.
-    OnFrame(Frame, Vec<Mount>),
 }
 
 /// Everything the child needs, allocated before the fork.
@@ -156,9 +133,6 @@ pub struct Prepared {
     uid_map: (CString, Vec<u8>),
     gid_map: (CString, Vec<u8>),
     mounts: Vec<PreparedMount>,
-    /// The frame these processes finish, started ahead with the rest of the root
-    /// ([`Part::OnFrame`]).
-    frame: Option<Frame>,
     /// One slot per mount for the captured bind trees.
     captured: Vec<RawFd>,
     etc: Option<EtcCopy>,
@@ -178,8 +152,8 @@ fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
 
-fn staged(staging: &str, path: &Path) -> CString {
-    let mut bytes = staging.as_bytes().to_vec();
+fn staged(path: &Path) -> CString {
+    let mut bytes = STAGING.as_bytes().to_vec();
     bytes.extend_from_slice(path.as_os_str().as_bytes());
     CString::new(bytes).unwrap_or_default()
 }
@@ -201,32 +175,14 @@ impl Prepared {
             network,
             etc_tree,
             mut overlay,
-            part,
         } = ahead;
-        let (frame, frame_mounts, staging) = match part {
-            Part::Whole => (None, Vec::new(), STAGING),
-            Part::Frame => (None, Vec::new(), FRAME_STAGING),
-            Part::OnFrame(frame, mounts) => (Some(frame), mounts, FRAME_STAGING),
-        };
-        // The frame's processes made the namespaces, `/etc` and the loopback already.
-        let on_frame = frame.is_some();
-        let etc_tree = etc_tree.filter(|_| !on_frame);
         // A namespace made ahead is for a sandbox without the host's network only.
-        let network = network.filter(|_| !plan.network && !on_frame);
+        let network = network.filter(|_| !plan.network);
         // By bytes: the plan's paths are normalized, and comparing `Path`s component by
         // component for every ancestor of ~45 mounts was a visible part of each start.
         let mut created: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        // What the frame made: its mount points and the directories holding them.
-        for mount in &frame_mounts {
-            for dir in mount.path().ancestors() {
-                created.insert(dir.as_os_str().as_bytes());
-            }
-        }
         let mut mounts = Vec::with_capacity(plan.mounts.len());
-        for (index, mount) in plan.mounts.iter().enumerate() {
-            if frame_mounts.contains(mount) {
-                continue;
-            }
+        for mount in &plan.mounts {
             let path = mount.path();
             // Every ancestor inside the new root, once.
             let mut dirs = Vec::new();
@@ -238,7 +194,7 @@ impl Prepared {
                 .rev()
             {
                 if ancestor != Path::new("/") && created.insert(ancestor.as_os_str().as_bytes()) {
-                    dirs.push(staged(staging, ancestor));
+                    dirs.push(staged(ancestor));
                 }
             }
             let (op, is_file) = match mount {
@@ -312,10 +268,9 @@ impl Prepared {
             mounts.push(PreparedMount {
                 op,
                 dirs,
-                target: staged(staging, path),
+                target: staged(path),
                 is_file,
                 in_etc_tree: etc_tree.is_some() && path.starts_with("/etc"),
-                index: index as u32,
             });
         }
         // SAFETY: getuid/getgid cannot fail.
@@ -325,7 +280,7 @@ impl Prepared {
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS;
-        if !plan.network && network.is_none() && !on_frame {
+        if !plan.network && network.is_none() {
             clone_flags |= libc::CLONE_NEWNET;
         }
         let landlock_rules = super::landlock::rules(plan.writable_paths())
@@ -347,14 +302,13 @@ impl Prepared {
             etc: etc_tree.map(|tree| EtcCopy {
                 tree,
                 copy: -1,
-                target: staged(staging, Path::new("/etc")),
+                target: staged(Path::new("/etc")),
             }),
             mounts,
-            frame,
-            staging: c_path(Path::new(staging)),
+            staging: c_path(Path::new(STAGING)),
             cwd: c_path(&plan.cwd),
             hostname: CString::new(plan.hostname).unwrap_or_default(),
-            loopback: !plan.network && network.is_none() && !on_frame,
+            loopback: !plan.network && network.is_none(),
             network,
             landlock_ruleset,
             landlock_rules,

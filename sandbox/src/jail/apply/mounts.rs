@@ -15,51 +15,16 @@ impl Prepared {
     /// `pivot_root` into it, through `sys` (the real calls in the child, a recorder in the
     /// tests below).
     pub(super) fn build_root(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
-        self.make_private(sys)?;
-        self.capture(sys)?;
-        self.stage(sys)?;
-        self.attach(sys)?;
-        self.enter_root(sys)
-    }
-
-    /// A frame's B, before it knows its task ([`super::super::frame`]): the frame's mounts
-    /// under the staging tmpfs, and the network namespace's loopback if B made it.
-    pub(super) fn build_frame(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
-        self.make_private(sys)?;
-        self.capture(sys)?;
-        self.stage(sys)?;
-        self.attach(sys)?;
-        if self.loopback {
-            self.check(Step::Loopback, sys.loopback_up())?;
-        }
-        Ok(())
-    }
-
-    /// A frame's B, once it has its task: the task's own mounts on top of the frame's (its
-    /// staging tmpfs covers no host path they come from), then the root.
-    pub(super) fn finish_frame(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
-        self.capture(sys)?;
-        self.attach(sys)?;
-        self.enter_root(sys)
-    }
-
-    /// Nothing this mount namespace does from here on reaches vt's.
-    fn make_private(&self, sys: &impl Syscall) -> std::io::Result<()> {
         self.check(
             Step::MakePrivate,
             sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
-        )
-    }
-
-    /// Every bind source (and the overlay) captured as a detached mount, before the staging
-    /// tmpfs may cover some of them.
-    fn capture(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
+        )?;
         // The copy of the `/etc` tree A made, if any, stands for every mount below /etc.
         let etc_copy = self.etc.as_ref().map_or(-1, |etc| etc.copy);
         let from_tree = |mount: &PreparedMount| etc_copy >= 0 && mount.in_etc_tree;
         // Capture every bind source first: the staging tmpfs may cover some of them.
         for i in 0..self.mounts.len() {
-            let step = Step::Capture(self.mounts[i].index);
+            let step = Step::Capture(i as u32);
             if from_tree(&self.mounts[i]) {
                 continue;
             }
@@ -98,11 +63,6 @@ impl Prepared {
                 Op::Fs { .. } | Op::Symlink { .. } => {}
             }
         }
-        Ok(())
-    }
-
-    /// The staging tmpfs the new root is assembled on.
-    fn stage(&self, sys: &impl Syscall) -> std::io::Result<()> {
         self.check(
             Step::Staging,
             sys.mount(
@@ -112,16 +72,10 @@ impl Prepared {
                 libc::MS_NOSUID | libc::MS_NODEV,
                 Some(c"mode=0755"),
             ),
-        )
-    }
-
-    /// Every mount attached under the staging tmpfs, in the plan's order.
-    fn attach(&mut self, sys: &impl Syscall) -> std::io::Result<()> {
-        let etc_copy = self.etc.as_ref().map_or(-1, |etc| etc.copy);
-        let from_tree = |mount: &PreparedMount| etc_copy >= 0 && mount.in_etc_tree;
+        )?;
         let mut etc_attached = false;
         for i in 0..self.mounts.len() {
-            let step = self.mounts[i].index;
+            let step = i as u32;
             let mount = &self.mounts[i];
             if from_tree(mount) {
                 if let Some(etc) = self.etc.as_ref().filter(|_| !etc_attached) {
@@ -171,11 +125,6 @@ impl Prepared {
                 Op::Symlink { .. } => {}
             }
         }
-        Ok(())
-    }
-
-    /// `pivot_root` into the staging tmpfs, made read-only, and the task's place in it.
-    fn enter_root(&self, sys: &impl Syscall) -> std::io::Result<()> {
         // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
         // leaves the new root alone, with nothing of the host reachable above it.
         self.check(Step::Pivot, sys.chdir(&self.staging))?;
