@@ -26,12 +26,15 @@ def save_results(name: str, data) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
-def parse_args(rounds: int) -> argparse.Namespace:
-    """`--rounds N` and `--vt PATH` (default: the release vt in $CARGO_TARGET_DIR)."""
+def parse_args(rounds: int, workloads: tuple = ()) -> argparse.Namespace:
+    """`--rounds N` and `--vt PATH` (default: the release vt in $CARGO_TARGET_DIR); with
+    `workloads`, `--workload NAME`, the first by default."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=rounds)
     target = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/vt-ci/target"))
     parser.add_argument("--vt", default=str(target / "release" / "vt"))
+    if workloads:
+        parser.add_argument("--workload", choices=workloads, default=workloads[0])
     return parser.parse_args()
 
 

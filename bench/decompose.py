@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""Where vt's tracing overhead on the C build comes from, one layer at a time.
+"""Where vt's tracing overhead comes from, one layer at a time.
 
-Runs `make -s -j2` of the generated 200-file C workspace (tracing_overhead.py's) four
-ways, interleaved round by round so machine drift hits all alike:
+Runs a workload of tracing_overhead.py's (`make -s -j2` of the 200-file C workspace, or
+with `--workload node` node requiring 2 000 modules) five ways, interleaved round by round
+so machine drift hits all alike:
 
-  bare        make alone
+  bare        the workload alone
   preload     with an empty `LD_PRELOAD` library: what loading any library costs
   recorder    with vt's recorder and its buffers, no vt: the fast path alone, no seccomp
-  vt          `vt trace -o /dev/null -- make …`
+  vt-nofan    `vt trace` without its second source (`VT_FANOTIFY=off`)
+  vt          `vt trace -o /dev/null -- WORKLOAD`
 
 and prints, for each against bare: the median of the rounds' own ratios with a bootstrap
 95 % interval, the ratio of medians, and the CPU ratio (user + system of all processes).
 The interval is what says whether a target such as ≤1.10× is met or only touched.
 
-    python3 bench/decompose.py [--rounds 15] [--vt PATH]
+    python3 bench/decompose.py [--rounds 15] [--vt PATH] [--workload make|node]
 
 The recorder is the copy vt extracts for its runs (`$XDG_RUNTIME_DIR/vt` or `/tmp/vt-UID`),
 so vt runs once first. Prints a Markdown table; writes nothing.
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 
 from common import parse_args
-from tracing_overhead import generate_make
+from tracing_overhead import generate_make, generate_node
 
 
 def recorder_copy(vt: str, work: Path) -> Path:
@@ -62,36 +64,46 @@ def bootstrap_median(values, draws=4000, seed=1):
 
 
 def main() -> int:
-    args = parse_args(rounds=15)
+    args = parse_args(rounds=15, workloads=("make", "node"))
     if not Path(args.vt).exists():
         print(f"{args.vt} not found: build it with `cargo build --release -p vt-executor`", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="vt-decompose-"))
-    make_dir = work / "make-200"
-    generate_make(make_dir)
+    workload_dir = work / "workload"
+    if args.workload == "node":
+        generate_node(workload_dir)
+        command, clean = ["node", "index.js"], None
+        title = "node, 2 000 modules"
+    else:
+        generate_make(workload_dir)
+        command, clean = ["make", "-s", "-j2"], ["make", "-s", "clean"]
+        title = "make -s -j2, 200 C files"
     buffers = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else work) / f"vt-decompose-{os.getpid()}"
     variants = {
         "bare": ([], {}),
         "preload": ([], {"LD_PRELOAD": str(empty_library(work))}),
         "recorder": ([], {"LD_PRELOAD": str(recorder_copy(args.vt, work)), "VT_PRELOAD_DIR": str(buffers)}),
+        "vt-nofan": ([args.vt, "trace", "-o", "/dev/null", "--"], {"VT_FANOTIFY": "off"}),
         "vt": ([args.vt, "trace", "-o", "/dev/null", "--"], {}),
     }
     labels = {
         "preload": "an empty `LD_PRELOAD` library, no vt",
         "recorder": "vt's recorder and its buffers, no vt",
+        "vt-nofan": "`vt trace`, `VT_FANOTIFY=off`",
         "vt": "`vt trace`",
     }
     wall = {name: [] for name in variants}
     cpu = {name: [] for name in variants}
-    subprocess.run(["make", "-s", "-j2"], cwd=make_dir, check=True, stdout=subprocess.DEVNULL)  # warm
+    subprocess.run(command, cwd=workload_dir, check=True, stdout=subprocess.DEVNULL)  # warm
     for _ in range(args.rounds):
         for name, (prefix, env) in variants.items():
-            subprocess.run(["make", "-s", "clean"], cwd=make_dir, check=True, stdout=subprocess.DEVNULL)
+            if clean:
+                subprocess.run(clean, cwd=workload_dir, check=True, stdout=subprocess.DEVNULL)
             shutil.rmtree(buffers, ignore_errors=True)
             buffers.mkdir()
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            subprocess.run([*prefix, "make", "-s", "-j2"], cwd=make_dir, check=True,
+            subprocess.run([*prefix, *command], cwd=workload_dir, check=True,
                            env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall[name].append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -100,10 +112,10 @@ def main() -> int:
     shutil.rmtree(work)
 
     bare, bare_cpu = statistics.median(wall["bare"]), statistics.median(cpu["bare"])
-    print(f"make -s -j2, 200 C files; {args.rounds} interleaved rounds; bare {bare:.2f} s, CPU {bare_cpu:.2f} s\n")
+    print(f"{title}; {args.rounds} interleaved rounds; bare {bare:.2f} s, CPU {bare_cpu:.2f} s\n")
     print("| variant | per-round median | 95 % interval | ratio of medians | CPU |")
     print("|---|---|---|---|---|")
-    for name in ("preload", "recorder", "vt"):
+    for name in ("preload", "recorder", "vt-nofan", "vt"):
         ratios = [v / b for v, b in zip(wall[name], wall["bare"])]
         low, high = bootstrap_median(ratios)
         print(
