@@ -500,3 +500,55 @@ fn tracing_leaves_the_tasks_speculation_mitigations_as_they_were() {
         );
     }
 }
+
+#[test]
+fn the_buffers_of_a_killed_vt_are_removed_by_the_next_one() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let (_t, dir) = workdir();
+    let fifo = dir.join("up.fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    // The task says where its recorder writes, then waits to be killed with vt.
+    let script = format!(
+        "echo \"$VT_PRELOAD_DIR\" > {}; exec sleep 1000",
+        fifo.display()
+    );
+    let mut vt = Command::new(vt_tests::vt_binary())
+        .args(["trace", "-o", "/dev/null", "--", "sh", "-c", &script])
+        .current_dir(&dir)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vt runs");
+    let mut said = String::new();
+    std::fs::File::open(&fifo)
+        .expect("open the fifo")
+        .read_to_string(&mut said)
+        .expect("read the fifo");
+    let buffers = PathBuf::from(said.trim());
+    assert!(
+        buffers.is_dir() && (buffers.starts_with("/dev/shm") || buffers.starts_with("/tmp")),
+        "{said:?}"
+    );
+    // SAFETY: kill with a negative pid signals the group vt leads (vt and its task).
+    unsafe { libc::kill(-(vt.id() as i32), libc::SIGKILL) };
+    vt.wait().expect("vt reaped");
+    assert!(buffers.is_dir(), "a killed vt removes nothing");
+    let next = Command::new(vt_tests::vt_binary())
+        .args(["trace", "-o", "/dev/null", "--", "true"])
+        .current_dir(&dir)
+        .output()
+        .expect("vt runs");
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert!(
+        !buffers.exists(),
+        "the killed vt's buffers are still in {}",
+        buffers.display()
+    );
+}

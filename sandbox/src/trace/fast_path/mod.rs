@@ -25,6 +25,7 @@ use super::decode::{Existence, exec_accesses, open_accesses, probe};
 use super::paths::{CleanPaths, is_under, without_self_links};
 
 mod early;
+mod leftovers;
 
 /// `VT_PRELOAD=off` disables the fast path; `VT_PRELOAD=/path/libvt_preload.so` injects
 /// that file instead of the library built into vt (for working on the recorder).
@@ -67,8 +68,8 @@ pub struct Injection {
     library_dir: Option<LibraryDir>,
     /// The per-process buffers: on tmpfs when there is one, because the first store to a
     /// sparse file on a disk file system costs a block allocation (measured: ~35 ms on ext4,
-    /// once per process).
-    buffers: tempfile::TempDir,
+    /// once per process). Locked while this process uses it ([`leftovers`]).
+    buffers: leftovers::LockedDir,
     /// What was read of the buffers while the task ran ([`Injection::reader_while_running`]).
     early: std::sync::Arc<early::Early>,
 }
@@ -106,7 +107,7 @@ pub fn warm() {
     if matches!(library(), Ok(Library::Embedded)) {
         let _ = shared_library_copy();
     }
-    let _ = buffer_parent();
+    leftovers::sweep_once(&buffer_parent());
 }
 
 /// The directory holding the embedded library.
@@ -148,7 +149,7 @@ impl Injection {
     ) -> Result<(Injection, [(OsString, OsString); 2]), String> {
         let private_dir = |parent: &Path| {
             tempfile::Builder::new()
-                .prefix("vt-preload-")
+                .prefix("vt-library-")
                 .tempdir_in(parent)
                 .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))
         };
@@ -170,7 +171,12 @@ impl Injection {
         if super::library_file::on_noexec_mount(&library) == Some(true) {
             return Err(format!("{} is on a noexec mount", library.display()));
         }
-        let buffers = private_dir(&buffer_parent())?;
+        let parent = buffer_parent();
+        let buffers = leftovers::LockedDir::new(&parent)?;
+        // Off this task's way: on a worker of vt's unless a thread working ahead did it.
+        if !leftovers::swept() {
+            let _ = crate::ahead::later(move || leftovers::sweep_once(&parent));
+        }
         let mut preload = OsString::from(&library);
         if let Some(existing) = existing.filter(|v| !v.is_empty()) {
             preload.push(":");
@@ -225,6 +231,9 @@ impl Injection {
     /// own directories; a buffer that cannot be read whole is a gap. Call after the whole
     /// tree is gone.
     pub fn collect(&self, log: &mut AccessLog) {
+        // The sweep started with the first task is done before any task ends (so a vt that
+        // runs one short task still leaves no leftovers of killed vts behind it).
+        leftovers::sweep_once(&buffer_parent());
         let own = self.own_dirs();
         log.accesses
             .retain(|a| !own.iter().any(|dir| is_under(&a.path, dir)));

@@ -1,0 +1,152 @@
+//! The buffer directories a vt left behind when it was killed, removed by the next vt.
+//!
+//! Each traced task's processes write their records into files of a directory vt makes in
+//! `/dev/shm` (`vt-preload-…`) and removes when the task is done. A vt killed outright
+//! (`SIGKILL`, the OOM killer, a CI job's timeout) removes nothing: its directory stays, and
+//! on `/dev/shm` that is memory, until the machine restarts. A build's buffers are a few MiB
+//! (the 200-file C build's 600 buffers: ~17 MiB), so a runner that kills vt now and then
+//! slowly fills `/dev/shm`, and with it its memory.
+//!
+//! So a vt holds an exclusive `flock` on each buffer directory it uses, for as long as it
+//! uses it; the lock goes when its process does, however it ends. Once per process, vt
+//! removes every `vt-preload-…` directory of its user in the same place whose lock it can
+//! take: nobody uses those. A directory is only used by the vt that locked it: one that
+//! finds its new directory already locked (another vt's sweep took it between its creation
+//! and the lock) makes another.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The name every buffer directory starts with: what a sweep looks at.
+const PREFIX: &str = "vt-preload-";
+
+/// A fresh buffer directory, locked until dropped (then removed).
+pub(super) struct LockedDir {
+    // Removed before the lock goes: no sweep can see it unlocked while it is still there.
+    dir: tempfile::TempDir,
+    _lock: Flock<File>,
+}
+
+impl LockedDir {
+    /// Makes and locks a directory in `parent`.
+    pub(super) fn new(parent: &Path) -> Result<LockedDir, String> {
+        let mut last = None;
+        // Another vt's sweep can take a directory only in the moment between its creation
+        // and its lock; three tries in a row losing that race is a broken lock.
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix(PREFIX)
+                .tempdir_in(parent)
+                .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?;
+            match lock(dir.path()) {
+                Ok(lock) => return Ok(LockedDir { dir, _lock: lock }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(format!(
+            "cannot lock a buffer directory in {}: {}",
+            parent.display(),
+            last.map_or_else(|| "no attempt".into(), |e| e.to_string())
+        ))
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// An exclusive lock on the directory `path`, without waiting.
+fn lock(path: &Path) -> io::Result<Flock<File>> {
+    let handle = File::open(path)?;
+    Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| errno.into())
+}
+
+/// Set once this process has swept: a caller that comes while another sweeps waits for it.
+static SWEPT: OnceLock<()> = OnceLock::new();
+
+/// Whether this process has swept already.
+pub(super) fn swept() -> bool {
+    SWEPT.get().is_some()
+}
+
+/// [`sweep`], once per process; returns once it is done (by this caller or another).
+pub(super) fn sweep_once(parent: &Path) {
+    SWEPT.get_or_init(|| {
+        sweep(parent);
+    });
+}
+
+/// Removes the buffer directories of this user in `parent` that no process has locked, and
+/// says how many.
+pub(super) fn sweep(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().as_bytes().starts_with(PREFIX.as_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours {
+            continue;
+        }
+        // Held while it is removed: its owner, if it only just made it, finds it locked
+        // and makes another.
+        if let Ok(_held) = lock(&path)
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_nobody_holds_are_swept() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let held = LockedDir::new(parent.path()).expect("locked dir");
+        std::fs::write(held.path().join("1.0"), b"records").expect("write");
+        // What a killed vt leaves: a buffer directory with a buffer, and no lock.
+        let left = parent.path().join(format!("{PREFIX}killed"));
+        std::fs::create_dir(&left).expect("mkdir");
+        std::fs::write(left.join("2.0"), b"records").expect("write");
+        // Not a buffer directory: never touched.
+        let other = parent.path().join("vt-library-x");
+        std::fs::create_dir(&other).expect("mkdir");
+        assert_eq!(sweep(parent.path()), 1);
+        assert!(!left.exists(), "a directory nobody holds stays");
+        assert!(
+            held.path().join("1.0").is_file(),
+            "a held directory was swept"
+        );
+        assert!(other.is_dir());
+        let held_path = held.path().to_path_buf();
+        drop(held);
+        assert!(!held_path.exists(), "a dropped directory is removed");
+    }
+
+    #[test]
+    fn a_directory_locked_by_another_before_its_owner_is_not_used() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let first = LockedDir::new(parent.path()).expect("locked dir");
+        // A second lock on the same directory (another open file, as another vt's sweep
+        // would take it) is refused while the first holds it.
+        assert!(lock(first.path()).is_err());
+        let second = LockedDir::new(parent.path()).expect("another dir");
+        assert_ne!(first.path(), second.path());
+    }
+}
