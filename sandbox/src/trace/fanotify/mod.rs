@@ -430,12 +430,15 @@ fn reconcile(
     ignore: &[&Path],
     log: &mut AccessLog,
 ) {
-    let task_pids: FxHashSet<u32> = log
-        .accesses
-        .iter()
-        .map(|a| a.pid)
-        .chain(log.processes.iter().copied())
-        .collect();
+    // Each process's accesses come in runs: one insert per run, not per access.
+    let mut task_pids: FxHashSet<u32> = log.processes.iter().copied().collect();
+    let mut last_pid = None;
+    for access in &log.accesses {
+        if last_pid != Some(access.pid) {
+            task_pids.insert(access.pid);
+            last_pid = Some(access.pid);
+        }
+    }
     // The tracer's paths in the workspace (and whether each was changed), by bytes: hashing a
     // `Path` walks its components.
     let mut inside: FxHashMap<&[u8], bool> = FxHashMap::default();
@@ -464,6 +467,9 @@ fn reconcile(
     reported.reserve(events.len());
     let mut gap_reported: FxHashSet<PathBuf> = FxHashSet::default();
     let mut added: FxHashSet<PathBuf> = FxHashSet::default();
+    // Each event's path, made in one buffer: a path is allocated only for what the log
+    // gets (an input the tracer missed, a gap), not for each of node's 2 000 opens.
+    let mut joined: Vec<u8> = Vec::with_capacity(256);
     for event in events.iter().filter(|e| task_pids.contains(&e.pid)) {
         let first_time = reported.insert((&event.dir_handle, &event.name));
         if !first_time && event.mask & OUTPUT_EVENTS == 0 {
@@ -473,16 +479,21 @@ fn reconcile(
             resolve_handle(mount, &event.dir_handle).filter(|dir| holds_the_workspace(dir, root))
         });
         let Some(dir) = dir else { continue };
-        let path = if event.name.is_empty() || event.name == b"." {
-            dir.clone()
-        } else {
-            dir.join(OsStr::from_bytes(&event.name))
-        };
-        if !is_under(&path, root) || ignore.iter().any(|dir| is_under(&path, dir)) {
+        joined.clear();
+        joined.extend_from_slice(dir.as_os_str().as_bytes());
+        if !(event.name.is_empty() || event.name == b".") {
+            if joined.last() != Some(&b'/') {
+                joined.push(b'/');
+            }
+            joined.extend_from_slice(&event.name);
+        }
+        let path = Path::new(OsStr::from_bytes(&joined));
+        if !is_under(path, root) || ignore.iter().any(|dir| is_under(path, dir)) {
             continue;
         }
         if event.mask & OUTPUT_EVENTS != 0 {
-            if !tracer.changed(&path) && gap_reported.insert(path.clone()) {
+            if !tracer.changed(path) && !gap_reported.contains(path) {
+                gap_reported.insert(path.to_path_buf());
                 gaps.push((
                     event.pid,
                     format!(
@@ -491,9 +502,9 @@ fn reconcile(
                     ),
                 ));
             }
-        } else if event.mask & INPUT_EVENTS != 0 && !tracer.saw(&path) && added.insert(path.clone())
-        {
-            extra_inputs.push((event.pid, path));
+        } else if event.mask & INPUT_EVENTS != 0 && !tracer.saw(path) && !added.contains(path) {
+            added.insert(path.to_path_buf());
+            extra_inputs.push((event.pid, path.to_path_buf()));
         }
     }
     // fanotify events carry no time: "unknown" sorts first, so a file the task also wrote
