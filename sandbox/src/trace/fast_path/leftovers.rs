@@ -30,7 +30,8 @@ const PREFIX: &str = "vt-preload-";
 pub(super) struct LockedDir {
     // Removed before the lock goes: no sweep can see it unlocked while it is still there.
     dir: tempfile::TempDir,
-    _lock: Flock<File>,
+    /// `None` on a file system without `flock` (where no sweep can take it either).
+    _lock: Option<Flock<File>>,
 }
 
 impl LockedDir {
@@ -45,8 +46,16 @@ impl LockedDir {
                 .tempdir_in(parent)
                 .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?;
             match lock(dir.path()) {
-                Ok(lock) => return Ok(LockedDir { dir, _lock: lock }),
-                Err(e) => last = Some(e),
+                Ok(lock) => {
+                    return Ok(LockedDir {
+                        dir,
+                        _lock: Some(lock),
+                    });
+                }
+                // Taken by another vt's sweep: it is being removed.
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => last = Some(e),
+                // No locks here (some network file systems): used as before, unlocked.
+                Err(_) => return Ok(LockedDir { dir, _lock: None }),
             }
         }
         Err(format!(
