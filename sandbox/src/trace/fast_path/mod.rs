@@ -75,9 +75,9 @@ pub struct Injection {
 }
 
 /// `/dev/shm` if it is a tmpfs we can write, else the temp dir (decided once per process).
-fn buffer_parent() -> PathBuf {
+fn buffer_parent() -> &'static Path {
     static PARENT: OnceLock<PathBuf> = OnceLock::new();
-    PARENT.get_or_init(find_buffer_parent).clone()
+    PARENT.get_or_init(find_buffer_parent)
 }
 
 fn find_buffer_parent() -> PathBuf {
@@ -107,7 +107,7 @@ pub fn warm() {
     if matches!(library(), Ok(Library::Embedded)) {
         let _ = shared_library_copy();
     }
-    leftovers::sweep_once(&buffer_parent());
+    leftovers::sweep_once(buffer_parent());
 }
 
 /// The directory holding the embedded library.
@@ -172,10 +172,10 @@ impl Injection {
             return Err(format!("{} is on a noexec mount", library.display()));
         }
         let parent = buffer_parent();
-        let buffers = leftovers::LockedDir::new(&parent)?;
+        let buffers = leftovers::LockedDir::new(parent)?;
         // Off this task's way: on a worker of vt's unless a thread working ahead did it.
         if !leftovers::swept() {
-            let _ = crate::ahead::later(move || leftovers::sweep_once(&parent));
+            let _ = crate::ahead::later(move || leftovers::sweep_once(parent));
         }
         let mut preload = OsString::from(&library);
         if let Some(existing) = existing.filter(|v| !v.is_empty()) {
@@ -233,7 +233,7 @@ impl Injection {
     pub fn collect(&self, log: &mut AccessLog) {
         // The sweep started with the first task is done before any task ends (so a vt that
         // runs one short task still leaves no leftovers of killed vts behind it).
-        leftovers::sweep_once(&buffer_parent());
+        leftovers::sweep_once(buffer_parent());
         let own = self.own_dirs();
         log.accesses
             .retain(|a| !own.iter().any(|dir| is_under(&a.path, dir)));
