@@ -536,15 +536,12 @@ fn the_buffers_of_a_killed_vt_are_removed_by_the_next_one() {
     unsafe { libc::kill(-(vt.id() as i32), libc::SIGKILL) };
     vt.wait().expect("vt reaped");
     assert!(buffers.is_dir(), "a killed vt removes nothing");
-    let next = Command::new(vt_tests::vt_binary())
-        .args(["trace", "-o", "/dev/null", "--", "true"])
-        .current_dir(&dir)
-        .output()
-        .expect("vt runs");
-    assert!(
-        next.status.success(),
+    let next = trace_json(&dir, &["true"]);
+    assert_eq!(
+        next.code(),
+        Some(0),
         "{}",
-        String::from_utf8_lossy(&next.stderr)
+        String::from_utf8_lossy(&next.output.stderr)
     );
     assert!(
         !buffers.exists(),
