@@ -371,14 +371,28 @@ mod tests {
             hostname: "vt-sandbox",
             looked_at: Vec::new(),
         };
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
-        let prepared = Prepared::new(
+        prepared_for(
             &plan,
             |path| !path.is_dir(),
             super::super::MadeAhead {
                 etc_tree,
                 ..Default::default()
             },
+        )
+    }
+
+    /// `plan` prepared with what `ahead` made, no landlock, capabilities or deny-list, and
+    /// the read end of its report pipe.
+    fn prepared_for(
+        plan: &Plan,
+        is_file: impl Fn(&std::path::Path) -> bool,
+        ahead: super::super::MadeAhead,
+    ) -> (Prepared, std::os::fd::OwnedFd) {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
+        let prepared = Prepared::new(
+            plan,
+            is_file,
+            ahead,
             (&Rights::for_abi(0), None),
             vec![],
             vec![],
@@ -519,10 +533,9 @@ mod tests {
             looked_at: Vec::new(),
         };
         let calls = |made_for: crate::jail::plan::Layer, fail: Option<usize>| {
-            let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe");
             let socket: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").expect("fd").into();
             let number = socket.as_raw_fd();
-            let mut prepared = Prepared::new(
+            let (mut prepared, _report) = prepared_for(
                 &plan,
                 |_| false,
                 super::super::MadeAhead {
@@ -532,10 +545,6 @@ mod tests {
                     }),
                     ..Default::default()
                 },
-                (&Rights::for_abi(0), None),
-                vec![],
-                vec![],
-                write,
             );
             let sys = Recorder::new(fail);
             let _ = prepared.build_root(&sys);
