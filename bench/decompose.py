@@ -2,12 +2,15 @@
 """Where vt's tracing overhead comes from, one layer at a time.
 
 Runs a workload of tracing_overhead.py's (`make -s -j2` of the 200-file C workspace, or
-with `--workload node` node requiring 2 000 modules) five ways, interleaved round by round
+with `--workload node` node requiring 2 000 modules) six ways, interleaved round by round
 so machine drift hits all alike:
 
   bare        the workload alone
   preload     with an empty `LD_PRELOAD` library: what loading any library costs
   recorder    with vt's recorder and its buffers, no vt: the fast path alone, no seccomp
+  fanotify    under a fanotify group marked like vt's second source, which nobody reads
+              while the workload runs (`probes/fanotify_group.c`): the kernel's side of
+              the cross-check alone, what each event costs the process that causes it
   vt-nofan    `vt trace` without its second source (`VT_FANOTIFY=off`)
   vt          `vt trace -o /dev/null -- WORKLOAD`
 
@@ -56,6 +59,14 @@ def empty_library(work: Path) -> Path:
     return library
 
 
+def probe(work: Path, name: str) -> Path:
+    """bench/probes/NAME.c, compiled into `work`."""
+    binary = work / name
+    source = Path(__file__).resolve().parent / "probes" / f"{name}.c"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
 def bootstrap_median(values, draws=4000, seed=1):
     """95 % interval of the median, by resampling the rounds."""
     rng = random.Random(seed)
@@ -83,12 +94,14 @@ def main() -> int:
         "bare": ([], {}),
         "preload": ([], {"LD_PRELOAD": str(empty_library(work))}),
         "recorder": ([], {"LD_PRELOAD": str(recorder_copy(args.vt, work)), "VT_PRELOAD_DIR": str(buffers)}),
+        "fanotify": ([str(probe(work, "fanotify_group")), str(workload_dir)], {}),
         "vt-nofan": ([args.vt, "trace", "-o", "/dev/null", "--"], {"VT_FANOTIFY": "off"}),
         "vt": ([args.vt, "trace", "-o", "/dev/null", "--"], {}),
     }
     labels = {
         "preload": "an empty `LD_PRELOAD` library, no vt",
         "recorder": "vt's recorder and its buffers, no vt",
+        "fanotify": "a fanotify group like vt's second source, never read, no vt",
         "vt-nofan": "`vt trace`, `VT_FANOTIFY=off`",
         "vt": "`vt trace`",
     }
@@ -115,7 +128,7 @@ def main() -> int:
     print(f"{title}; {args.rounds} interleaved rounds; bare {bare:.2f} s, CPU {bare_cpu:.2f} s\n")
     print("| variant | per-round median | 95 % interval | ratio of medians | CPU |")
     print("|---|---|---|---|---|")
-    for name in ("preload", "recorder", "vt-nofan", "vt"):
+    for name in ("preload", "recorder", "fanotify", "vt-nofan", "vt"):
         ratios = [v / b for v, b in zip(wall[name], wall["bare"])]
         low, high = bootstrap_median(ratios)
         print(
