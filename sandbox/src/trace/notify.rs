@@ -260,13 +260,23 @@ impl Listener {
     /// thread serves a tracee from another CPU (the other thread was busy), that moved the
     /// tracee onto a busy CPU and left its own idle until the load balancer noticed,
     /// often milliseconds later (`perf sched`, C build on 2 CPUs: 216 ms of idle CPU
-    /// against 58 ms bare). So the flag is off for the reply: the scheduler then wakes the
-    /// tracee where it ran, which is also this CPU when it came from here. Another thread's
-    /// reply or request may see the flag off meanwhile; that costs a wake-up's placement,
-    /// never correctness. Measured: idle 216 → 100 ms, tracee time stopped 300 → 229 ms,
-    /// and the build ~4 % faster.
-    pub fn continue_syscall(&self, id: u64) -> Result<bool, Errno> {
-        let sync = self.sync_wake_up.load(Ordering::Relaxed);
+    /// against 58 ms bare). So the flag is off for the reply unless `alone`: the scheduler
+    /// then wakes the tracee where it ran, which is also this CPU when it came from here.
+    /// Another thread's reply or request may see the flag off meanwhile; that costs a
+    /// wake-up's placement, never correctness. Measured: idle 216 → 100 ms, tracee time
+    /// stopped 300 → 229 ms, and the build ~4 % faster (and again in 2026-12: 1.114× with
+    /// the flag off for replies, 1.167× with it kept on, 12 rounds).
+    ///
+    /// `alone`: this is the only supervisor thread and the tracee the only thread of the
+    /// task that has stopped so far, so this thread was woken on the tracee's CPU (the flag
+    /// is on while it waits) and serves no one else. Then the reply keeps the flag and both
+    /// stay on one CPU: a stop costs the tracee ~11 µs instead of ~22 on this 2-CPU VM,
+    /// where a wake-up that crosses CPUs wakes an idle vCPU (`bench/round_trip.py`). That
+    /// is the loader's stops of every single-process task (a lone `vt exec -- true`: 0.15 ms
+    /// less; 100 sandboxed `sh -c true` at `-j1`: 3 % less; node, whose worker threads run
+    /// without stopping: unchanged over 100 rounds).
+    pub fn continue_syscall(&self, id: u64, alone: bool) -> Result<bool, Errno> {
+        let sync = self.sync_wake_up.load(Ordering::Relaxed) && !alone;
         if sync {
             self.set_flags(0);
         }

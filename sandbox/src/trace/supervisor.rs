@@ -39,21 +39,27 @@ pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) ->
         let mut handles = Vec::new();
         let mut first_tid = None;
         let mut started = threads <= 1;
-        let mine = supervise(listener, log, |tid| {
-            if started || *first_tid.get_or_insert(tid) == tid {
-                return;
-            }
-            started = true;
-            handles.extend((1..threads).filter_map(|n| {
-                std::thread::Builder::new()
-                    .name(format!("vt-supervisor-{n}"))
-                    .spawn_scoped(scope, move || {
-                        let mut log = AccessLog::default();
-                        supervise(listener, &mut log, |_| {}).map(|()| log)
-                    })
-                    .ok()
-            }));
-        });
+        let mut alone = Alone::default();
+        let mine = supervise(
+            listener,
+            log,
+            |tid| alone.with(tid),
+            |tid| {
+                if started || *first_tid.get_or_insert(tid) == tid {
+                    return;
+                }
+                started = true;
+                handles.extend((1..threads).filter_map(|n| {
+                    std::thread::Builder::new()
+                        .name(format!("vt-supervisor-{n}"))
+                        .spawn_scoped(scope, move || {
+                            let mut log = AccessLog::default();
+                            supervise(listener, &mut log, |_| false, |_| {}).map(|()| log)
+                        })
+                        .ok()
+                }));
+            },
+        );
         let mut results: Vec<io::Result<AccessLog>> = handles
             .into_iter()
             .map(|h| {
@@ -70,14 +76,35 @@ pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) ->
     Ok(())
 }
 
+/// Whether the first supervisor thread is alone with its tracee (`Listener::continue_syscall`'s
+/// `alone`): until a second tracee thread stops there is one supervisor thread and one
+/// tracee; from then on, never again (the other supervisor threads start then, and a thread
+/// may serve a tracee from another CPU).
+#[derive(Default)]
+struct Alone {
+    first: Option<u32>,
+    shared: bool,
+}
+
+impl Alone {
+    /// Told each notification's tracee thread `tid`, in order.
+    fn with(&mut self, tid: u32) -> bool {
+        self.shared |= *self.first.get_or_insert(tid) != tid;
+        !self.shared
+    }
+}
+
 /// Serves notifications until every process using the filter is gone.
 ///
 /// If this returns early (an error), the listener is dropped by the caller and the kernel
 /// fails the tracees' pending and future path syscalls with ENOSYS: they never hang.
-/// `served` is told each notification's thread id once the tracee is on its way again.
+/// `alone` says whether the tracee thread `tid` is the only one that has stopped and this
+/// the only supervisor thread; `served` is told each notification's thread id once the
+/// tracee is on its way again.
 fn supervise(
     listener: &Listener,
     log: &mut AccessLog,
+    mut alone: impl FnMut(u32) -> bool,
     mut served: impl FnMut(u32),
 ) -> io::Result<()> {
     // SAFETY: all-zero is a valid `seccomp_notif` (plain integers).
@@ -90,6 +117,7 @@ fn supervise(
             Err(e) => return Err(e.into()),
         }
         let tid = notification.pid;
+        let alone = alone(tid);
         let nr = i64::from(notification.data.nr);
         crate::access::count_notification(log, nr);
         // Everything is decided while the tracee is stopped, existence probes included:
@@ -99,10 +127,28 @@ fn supervise(
         let decoded = decode_syscall(tid, nr, notification.data.args);
         // Only trust what we read if the tracee was still stopped in *this* call when we let
         // it go; otherwise the pid may have been reused and the memory was someone else's.
-        if listener.continue_syscall(notification.id)? {
+        if listener.continue_syscall(notification.id, alone)? {
             record(log, tid, decoded);
         }
         served(tid);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Alone;
+
+    #[test]
+    fn the_first_tracee_is_alone_until_a_second_one_stops_and_never_again() {
+        let mut alone = Alone::default();
+        assert!(alone.with(7));
+        assert!(alone.with(7));
+        assert!(!alone.with(8));
+        assert!(
+            !alone.with(7),
+            "the first tracee again, but another one exists now"
+        );
+        assert!(!alone.with(8));
+    }
 }
