@@ -38,8 +38,9 @@ impl LockedDir {
     /// Makes and locks a directory in `parent`.
     pub(super) fn new(parent: &Path) -> Result<LockedDir, String> {
         let mut last = None;
-        // Another vt's sweep can take a directory only in the moment between its creation
-        // and its lock; three tries in a row losing that race is a broken lock.
+        // A sweep (another vt's, or this one's on another thread) can take a directory
+        // only in the moment between its creation and its lock; three tries in a row
+        // losing that race is a broken lock.
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
                 .prefix(PREFIX)
@@ -52,10 +53,13 @@ impl LockedDir {
                         _lock: Some(lock),
                     });
                 }
-                // Taken by another vt's sweep: it is being removed.
-                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => last = Some(e),
+                // Taken by a sweep: being removed, or removed already.
+                Err(Refused::Swept(e)) => last = Some(e),
                 // No locks here (some network file systems): used as before, unlocked.
-                Err(_) => return Ok(LockedDir { dir, _lock: None }),
+                Err(Refused::NoLocks) => return Ok(LockedDir { dir, _lock: None }),
+                Err(Refused::Other(e)) => {
+                    return Err(format!("cannot lock {}: {e}", dir.path().display()));
+                }
             }
         }
         Err(format!(
@@ -70,10 +74,52 @@ impl LockedDir {
     }
 }
 
+/// Why a directory could not be locked.
+#[derive(Debug)]
+enum Refused {
+    /// A sweep holds it, or has removed it (it is gone, or no longer the directory at its
+    /// path): not to be used.
+    Swept(io::Error),
+    /// The file system has no `flock`.
+    NoLocks,
+    Other(io::Error),
+}
+
 /// An exclusive lock on the directory `path`, without waiting.
-fn lock(path: &Path) -> io::Result<Flock<File>> {
-    let handle = File::open(path)?;
-    Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| errno.into())
+fn lock(path: &Path) -> Result<Flock<File>, Refused> {
+    match File::open(path) {
+        Ok(handle) => lock_open(handle, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Refused::Swept(e)),
+        Err(e) => Err(Refused::Other(e)),
+    }
+}
+
+/// The lock on `handle`, an open directory that was at `path`, if that is still where it
+/// is once locked: a sweep that removed it between the open and the lock has let its own
+/// lock go, and the lock then taken is on a directory nobody can see.
+fn lock_open(handle: File, path: &Path) -> Result<Flock<File>, Refused> {
+    let locked = match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, errno)) => {
+            return Err(match errno {
+                nix::errno::Errno::EWOULDBLOCK => Refused::Swept(errno.into()),
+                nix::errno::Errno::ENOLCK
+                | nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EINVAL => Refused::NoLocks,
+                other => Refused::Other(other.into()),
+            });
+        }
+    };
+    let opened = locked.metadata().map_err(Refused::Other)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == opened.dev() && now.ino() == opened.ino() => Ok(locked),
+        Ok(_) => Err(Refused::Swept(io::Error::other(
+            "replaced while it was locked",
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Refused::Swept(e)),
+        Err(e) => Err(Refused::Other(e)),
+    }
 }
 
 /// Set once this process has swept: a caller that comes while another sweeps waits for it.
@@ -149,12 +195,43 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_a_sweep_removed_before_its_owner_locked_it_is_not_used() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        // Removed before its owner opened it.
+        let gone = parent.path().join(format!("{PREFIX}gone"));
+        assert!(matches!(lock(&gone), Err(Refused::Swept(_))));
+        // Removed between its owner's open and its lock (the sweep's lock already let go):
+        // the lock is taken, on a directory no path leads to any more.
+        let removed = parent.path().join(format!("{PREFIX}removed"));
+        std::fs::create_dir(&removed).expect("mkdir");
+        let handle = File::open(&removed).expect("open");
+        std::fs::remove_dir(&removed).expect("rmdir");
+        assert!(matches!(
+            lock_open(handle, &removed),
+            Err(Refused::Swept(_))
+        ));
+        // … or to another directory made there since.
+        std::fs::create_dir(&removed).expect("mkdir");
+        let handle = File::open(&removed).expect("open");
+        std::fs::remove_dir(&removed).expect("rmdir");
+        std::fs::create_dir(&removed).expect("mkdir again");
+        assert!(matches!(
+            lock_open(handle, &removed),
+            Err(Refused::Swept(_))
+        ));
+        // The control: still there, the same directory.
+        let kept = parent.path().join(format!("{PREFIX}kept"));
+        std::fs::create_dir(&kept).expect("mkdir");
+        assert!(lock(&kept).is_ok());
+    }
+
+    #[test]
     fn a_directory_locked_by_another_before_its_owner_is_not_used() {
         let parent = tempfile::tempdir().expect("tempdir");
         let first = LockedDir::new(parent.path()).expect("locked dir");
         // A second lock on the same directory (another open file, as another vt's sweep
         // would take it) is refused while the first holds it.
-        assert!(lock(first.path()).is_err());
+        assert!(matches!(lock(first.path()), Err(Refused::Swept(_))));
         let second = LockedDir::new(parent.path()).expect("another dir");
         assert_ne!(first.path(), second.path());
     }
