@@ -226,6 +226,35 @@ mod tests {
     }
 
     #[test]
+    fn directories_made_while_sweeps_run_are_there_and_held() {
+        // A sweep (once per vt, on a thread of its own) runs while the first tasks make
+        // their directories: each of those must exist and be held once made, or the task
+        // is planned on a directory that is gone (seen as `vt run -j2 --sandbox` failing).
+        let parent = tempfile::tempdir().expect("tempdir");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sweep(parent.path());
+                }
+            });
+            // The sweeping thread stops however this one ends (a failed check included).
+            struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            for _ in 0..2_000 {
+                let dir = LockedDir::new(parent.path()).expect("a locked directory");
+                assert!(dir.path().is_dir(), "{} is gone", dir.path().display());
+                assert!(dir._lock.is_some());
+            }
+        });
+    }
+
+    #[test]
     fn a_directory_locked_by_another_before_its_owner_is_not_used() {
         let parent = tempfile::tempdir().expect("tempdir");
         let first = LockedDir::new(parent.path()).expect("locked dir");
