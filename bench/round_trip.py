@@ -20,9 +20,9 @@ from pathlib import Path
 
 MODES = {
     "0": "no synchronous wake-ups (the kernel's default)",
-    "1": "vt's: the supervisor woken on the tracee's CPU, the tracee placed by the scheduler",
-    "2": "both woken on the waker's CPU",
-    "1-pinned": "vt's, supervisor and tracee on one CPU (`taskset -c 0`)",
+    "1": "the supervisor woken on the tracee's CPU, the tracee placed by the scheduler (vt's once two tracees stopped)",
+    "2": "both woken on the waker's CPU (vt's for a lone tracee)",
+    "1-pinned": "mode 1 with supervisor and tracee on one CPU (`taskset -c 0`)",
 }
 
 

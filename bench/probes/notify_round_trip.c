@@ -5,9 +5,11 @@
 //   notify_round_trip CALLS MODE
 //
 // MODE 0: no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP at all (the kernel's default);
-// MODE 1: vt's: the flag set while the supervisor waits (it is woken on the tracee's CPU)
-//         and cleared around each reply (the scheduler places the woken tracee);
-// MODE 2: the flag kept for replies too (the tracee is woken on the supervisor's CPU).
+// MODE 1: the flag set while the supervisor waits (it is woken on the tracee's CPU) and
+//         cleared around each reply (the scheduler places the woken tracee): vt's once a
+//         second tracee thread has stopped;
+// MODE 2: the flag kept for replies too (the tracee is woken on the supervisor's CPU):
+//         vt's while one tracee thread is alone.
 // Prints the microseconds per call, as the tracee sees it. Linux >= 6.6 for MODEs 1-2.
 #define _GNU_SOURCE
 #include <fcntl.h>
