@@ -11,8 +11,9 @@
 //! uses it; the lock goes when its process does, however it ends. Once per process, vt
 //! removes every `vt-preload-…` directory of its user in the same place whose lock it can
 //! take: nobody uses those. A directory is only used by the vt that locked it: one that
-//! finds its new directory already locked (another vt's sweep took it between its creation
-//! and the lock) makes another.
+//! finds its new directory locked, gone, or no longer the one at its path once locked (a
+//! sweep — another vt's, or its own on another thread — took it between its creation and
+//! the lock) makes another.
 
 use std::fs::File;
 use std::io;
