@@ -27,6 +27,11 @@ use nix::fcntl::{Flock, FlockArg};
 /// The name every buffer directory starts with: what a sweep looks at.
 const PREFIX: &str = "vt-preload-";
 
+/// How recently changed a directory is left alone by a sweep (its owner may be about to
+/// lock it); far more than the microseconds between a directory's creation and its lock,
+/// and than the file system's coarse clock.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A fresh buffer directory, locked until dropped (then removed).
 pub(super) struct LockedDir {
     // Removed before the lock goes: no sweep can see it unlocked while it is still there.
@@ -146,14 +151,20 @@ pub(super) fn sweep(parent: &Path) -> usize {
     };
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
+    // A directory made since shortly before this sweep may be one a vt has made and not
+    // locked yet (its own tasks' included: this runs beside them): left alone, the race
+    // is not there to lose. A killed vt's directory is older, or the next sweep takes it.
+    let fresh_since = std::time::SystemTime::now() - FRESH;
     let mut removed = 0;
     for entry in entries.flatten() {
         if !entry.file_name().as_bytes().starts_with(PREFIX.as_bytes()) {
             continue;
         }
         let path = entry.path();
-        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if !ours {
+        let left = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir() && m.uid() == uid && m.modified().is_ok_and(|at| at < fresh_since)
+        });
+        if !left {
             continue;
         }
         // Held while it is removed: its owner, if it only just made it, finds it locked
@@ -171,6 +182,14 @@ pub(super) fn sweep(parent: &Path) -> usize {
 mod tests {
     use super::*;
 
+    /// Makes `dir` look as if it had last changed an hour ago (as a killed vt's does).
+    fn age(dir: &Path) {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::open(dir)
+            .and_then(|d| d.set_modified(hour_ago))
+            .expect("set the directory's time");
+    }
+
     #[test]
     fn only_directories_nobody_holds_are_swept() {
         let parent = tempfile::tempdir().expect("tempdir");
@@ -180,11 +199,18 @@ mod tests {
         let left = parent.path().join(format!("{PREFIX}killed"));
         std::fs::create_dir(&left).expect("mkdir");
         std::fs::write(left.join("2.0"), b"records").expect("write");
+        let fresh = parent.path().join(format!("{PREFIX}fresh"));
+        std::fs::create_dir(&fresh).expect("mkdir");
+        age(&left);
         // Not a buffer directory: never touched.
         let other = parent.path().join("vt-library-x");
         std::fs::create_dir(&other).expect("mkdir");
         assert_eq!(sweep(parent.path()), 1);
         assert!(!left.exists(), "a directory nobody holds stays");
+        assert!(
+            fresh.is_dir(),
+            "a directory made a moment ago (perhaps not locked yet) was swept"
+        );
         assert!(
             held.path().join("1.0").is_file(),
             "a held directory was swept"
