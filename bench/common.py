@@ -26,6 +26,14 @@ def save_results(name: str, data) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
+def probe(work: Path, name: str) -> Path:
+    """bench/probes/NAME.c, compiled into `work`."""
+    binary = work / name
+    source = Path(__file__).resolve().parent / "probes" / f"{name}.c"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
 def parse_args(rounds: int, workloads: tuple = ()) -> argparse.Namespace:
     """`--rounds N` and `--vt PATH` (default: the release vt in $CARGO_TARGET_DIR); with
     `workloads`, `--workload NAME`, the first by default."""

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import parse_args
+from common import parse_args, probe
 from tracing_overhead import generate_make, generate_node
 
 
@@ -57,14 +57,6 @@ def empty_library(work: Path) -> Path:
     library = work / "libempty.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source)], check=True)
     return library
-
-
-def probe(work: Path, name: str) -> Path:
-    """bench/probes/NAME.c, compiled into `work`."""
-    binary = work / name
-    source = Path(__file__).resolve().parent / "probes" / f"{name}.c"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
-    return binary
 
 
 def bootstrap_median(values, draws=4000, seed=1):

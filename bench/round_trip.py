@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import probe
+
 MODES = {
     "0": "no synchronous wake-ups (the kernel's default)",
     "1": "the supervisor woken on the tracee's CPU, the tracee placed by the scheduler (vt's once two tracees stopped)",
@@ -32,9 +34,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vt-round-trip-"))
-    binary = work / "notify_round_trip"
-    source = Path(__file__).resolve().parent / "probes" / "notify_round_trip.c"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    binary = probe(work, "notify_round_trip")
     results = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
