@@ -37,15 +37,14 @@ pub fn supervise_on(listener: &Listener, threads: usize, log: &mut AccessLog) ->
     listener.request_sync_wake_up();
     let helpers: Vec<io::Result<AccessLog>> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        let mut first_tid = None;
         let mut started = threads <= 1;
         let mut alone = Alone::default();
         let mine = supervise(
             listener,
             log,
             |tid| alone.with(tid),
-            |tid| {
-                if started || *first_tid.get_or_insert(tid) == tid {
+            |alone| {
+                if started || alone {
                     return;
                 }
                 started = true;
@@ -99,13 +98,13 @@ impl Alone {
 /// If this returns early (an error), the listener is dropped by the caller and the kernel
 /// fails the tracees' pending and future path syscalls with ENOSYS: they never hang.
 /// `alone` says whether the tracee thread `tid` is the only one that has stopped and this
-/// the only supervisor thread; `served` is told each notification's thread id once the
-/// tracee is on its way again.
+/// the only supervisor thread; `served` is told that answer again once the tracee is on its
+/// way (the first `false` is the second tracee's first stop).
 fn supervise(
     listener: &Listener,
     log: &mut AccessLog,
     mut alone: impl FnMut(u32) -> bool,
-    mut served: impl FnMut(u32),
+    mut served: impl FnMut(bool),
 ) -> io::Result<()> {
     // SAFETY: all-zero is a valid `seccomp_notif` (plain integers).
     let mut notification: libc::seccomp_notif = unsafe { std::mem::zeroed() };
@@ -130,7 +129,7 @@ fn supervise(
         if listener.continue_syscall(notification.id, alone)? {
             record(log, tid, decoded);
         }
-        served(tid);
+        served(alone);
     }
     Ok(())
 }
