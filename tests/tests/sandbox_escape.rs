@@ -224,6 +224,67 @@ fn network_opt_in_reaches_the_host() {
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
+/// A network namespace serves several sandboxes of one run, but what a task leaves in it
+/// must not reach the next: here each `bind` follows a task that left its port in
+/// TIME_WAIT (a server that closed first), and binds without `SO_REUSEADDR`, which fails in
+/// a namespace where that connection is still counted. The control: the same `bind` after
+/// a `time-wait` in one sandbox fails.
+#[test]
+fn a_port_left_in_time_wait_does_not_reach_the_next_sandboxed_task() {
+    let ws = workspace();
+    let port = "47391";
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let after = if i == 0 {
+            String::new()
+        } else {
+            format!(r#", "dependsOn": ["bind{}"]"#, i - 1)
+        };
+        tasks.push(format!(
+            r#""wait{i}": {{ "command": "./escape time-wait {port}"{after} }},
+               "bind{i}": {{ "command": "./escape bind {port}", "dependsOn": ["wait{i}"] }}"#
+        ));
+    }
+    std::fs::write(
+        ws.root.join("vt.json"),
+        format!(
+            r#"{{ "tasks": {{ "escape": {{ "command": "./escape" }}, {} }} }}"#,
+            tasks.join(",")
+        ),
+    )
+    .expect("vt.json");
+    let output = Command::new(vt_binary())
+        .current_dir(&ws.root)
+        .env("HOME", ws.home.path())
+        .args(["run", "bind3", "--sandbox", "--no-cache", "-j1"])
+        .output()
+        .expect("vt");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .matches("escaped: bound")
+            .count(),
+        4,
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let control = ws.run(true, &["time-wait", port]);
+    assert!(control.status.success(), "{}", stderr(&control));
+    let both = Command::new(vt_binary())
+        .current_dir(&ws.root)
+        .env("HOME", ws.home.path())
+        .args(["exec", "--no-cache", "--sandbox", "--", "sh", "-c"])
+        .arg(format!("./escape time-wait {port} && ./escape bind {port}"))
+        .output()
+        .expect("vt");
+    assert!(
+        !both.status.success() && stderr(&both).contains("Address already in use"),
+        "the control's bind did not fail, so the test proves nothing: {}",
+        stderr(&both)
+    );
+}
+
 /// A host process the attempts aim at.
 struct Victim(std::process::Child);
 

@@ -176,6 +176,8 @@ impl Jail {
         } else {
             crate::timings::time("spawn: network namespace", network::take)
         };
+        // Kept until the task's end, to be given back then (`Installed::release_network`).
+        let network_held = network.as_ref().and_then(|fd| fd.try_clone().ok());
         // After the task's change guard opened (see `etc_tree`): the host as it is now.
         let etc_tree = etc_tree::in_use()
             .then(|| plan::etc_part(&plan.mounts))
@@ -207,6 +209,7 @@ impl Jail {
                 plan,
                 report: report_read,
                 mounts: None,
+                network: network_held,
                 init: None,
                 init_reaped: false,
             },
@@ -281,6 +284,9 @@ pub struct Installed {
     /// The sandbox's mount namespace, held from its start until the task has ended
     /// ([`Installed::hold_mounts`]).
     mounts: Option<OwnedFd>,
+    /// The network namespace made ahead that the sandbox entered, if any, until
+    /// [`Installed::release_network`] gives it back.
+    network: Option<OwnedFd>,
     /// A sandbox started without a fork (`Installed::adopt`): its init's stack, kept until
     /// the init is reaped, and the pipe it writes the task's status to.
     init: Option<(apply::Stack, OwnedFd)>,
@@ -331,6 +337,15 @@ impl Installed {
     pub fn release_mounts(&mut self) {
         if let Some(mounts) = self.mounts.take() {
             crate::janitor::release(mounts);
+        }
+    }
+
+    /// Gives the sandbox's network namespace back for the next sandbox of this process
+    /// ([`network::give_back`], which checks that nothing of the task is left in it). Call
+    /// it once every process of the sandbox is gone; dropped instead, the namespace goes.
+    pub fn release_network(&mut self) {
+        if let Some(namespace) = self.network.take() {
+            network::give_back(namespace);
         }
     }
 

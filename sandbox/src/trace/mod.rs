@@ -193,6 +193,8 @@ impl TracedChild {
         .map(|(mut status, mut log)| {
             if let Some(jail) = &mut self.jail {
                 jail.release_mounts();
+                // Every process of the task is gone (the tracer saw the last one end).
+                jail.release_network();
                 // A sandbox's init that ran on vt's memory cannot end the way the task did
                 // (it is pid 1): it wrote the task's status.
                 if let Some(relayed) = jail.relayed_status() {

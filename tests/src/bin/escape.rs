@@ -61,6 +61,47 @@ fn attempt(args: &[String]) -> Result<String, String> {
                 .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
             Ok(format!("connected to 127.0.0.1:{port}"))
         }
+        "time-wait" => {
+            // A connection on 127.0.0.1:PORT whose server side closes first: that side's
+            // port stays in TIME_WAIT (for a minute) in this network namespace.
+            let port = number(1)?;
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port as u16))
+                .map_err(|e| format!("listen on 127.0.0.1:{port}: {e}"))?;
+            let client = std::net::TcpStream::connect(("127.0.0.1", port as u16))
+                .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+            let (server, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            drop(server);
+            let mut byte = [0u8; 1];
+            let _ = std::io::Read::read(&mut &client, &mut byte);
+            Ok(format!("left 127.0.0.1:{port} in TIME_WAIT"))
+        }
+        "bind" => {
+            // Without SO_REUSEADDR (which Rust's `TcpListener` sets): fails while the port
+            // has a connection in TIME_WAIT in this network namespace.
+            let port = number(1)?;
+            // SAFETY: socket/bind/close on a sockaddr_in on the stack.
+            unsafe {
+                let socket = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                if socket < 0 {
+                    return Err(format!("socket: {}", errno()));
+                }
+                let mut address: libc::sockaddr_in = std::mem::zeroed();
+                address.sin_family = libc::AF_INET as libc::sa_family_t;
+                address.sin_port = (port as u16).to_be();
+                address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+                let bound = libc::bind(
+                    socket,
+                    (&raw const address).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                let error = errno();
+                libc::close(socket);
+                if bound != 0 {
+                    return Err(format!("bind 127.0.0.1:{port}: {error}"));
+                }
+            }
+            Ok(format!("bound 127.0.0.1:{port}"))
+        }
         "signal" => {
             let pid = number(1)?;
             // SIGCONT: really delivered, harmless to a sleeping process.
