@@ -72,6 +72,24 @@ pub fn release(fd: OwnedFd) {
         .spawn(move || drop(fd));
 }
 
+/// Gives the janitor a copy of `fd` to close only once vt is gone: vt's own close of `fd`,
+/// at its exit or before, is then never the last, slow one. For a descriptor vt keeps for
+/// its whole life (the fanotify group its tasks share). Whether the janitor took it.
+pub fn hold_until_exit(fd: &OwnedFd) -> bool {
+    static NEXT_TOKEN: AtomicU64 = AtomicU64::new(u64::MAX / 2);
+    // No second message (the one that says vt's copy is closed) is ever sent for it, so the
+    // janitor keeps it until its socket ends, that is until vt is gone. A token of its own
+    // range: never one `release` sends.
+    janitor().is_some_and(|socket| {
+        send(
+            socket,
+            NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
+            Some(fd.as_raw_fd()),
+        )
+        .is_ok()
+    })
+}
+
 /// vt's end of the janitor's socket, once the janitor runs.
 fn janitor() -> Option<&'static OwnedFd> {
     static SOCKET: OnceLock<Option<OwnedFd>> = OnceLock::new();

@@ -434,6 +434,86 @@ fn fanotify_catches_a_write_through_an_inherited_fd() {
     assert!(gaps[0].contains("inherited.txt"), "{gaps:?}");
 }
 
+/// One fanotify group serves every task of a run. Each task's window still holds its own
+/// write through an inherited descriptor (a gap: not cached), and a task that made none
+/// gets no gap from the others' (their pids are not its), however the windows lie: one
+/// after the other (`-j1`) or overlapping (`-j2`). The control: the clean tasks are hits
+/// the second time, the writers miss again (and `all`, which depends on them).
+#[test]
+fn every_task_of_a_run_gets_its_own_fanotify_window() {
+    if !vt_tests::root_or_skip("fanotify needs CAP_SYS_ADMIN") {
+        return;
+    }
+    for jobs in ["-j1", "-j2"] {
+        let (_t, dir) = workdir();
+        std::fs::write(dir.join("package.json"), r#"{"name":"ws","private":true}"#)
+            .expect("package.json");
+        std::fs::write(
+            dir.join("vt.json"),
+            r#"{ "tasks": {
+                "first": { "command": "echo first >&3" },
+                "clean": { "command": "cat package.json > /dev/null" },
+                "second": { "command": "echo second >&3" },
+                "tidy": { "command": "cat vt.json > /dev/null" },
+                "all": { "command": "true", "dependsOn": ["first", "clean", "second", "tidy"] }
+            } }"#,
+        )
+        .expect("vt.json");
+        let run = || {
+            let inherited = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("inherited.txt"))
+                .expect("create");
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&inherited);
+            let mut command = Command::new(vt_tests::vt_binary());
+            command
+                .current_dir(&dir)
+                .env("VT_CACHE_DIR", dir.join(".vt-cache"))
+                .args(["run", "all", jobs]);
+            // SAFETY: dup2/fcntl are async-signal-safe; the file goes to fd 3 in vt, and
+            // from vt to its tasks.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if (raw != 3 && libc::dup2(raw, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0
+                    {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            let output = command.output().expect("vt");
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{stderr}");
+            stderr
+        };
+        let gap = |stderr: &str, task: &str| {
+            stderr.lines().any(|l| {
+                l.contains(&format!("ws#{task}: not cached: tracing gap"))
+                    && l.contains("inherited.txt")
+            })
+        };
+        let first = run();
+        for task in ["first", "second"] {
+            assert!(gap(&first, task), "{jobs}: {task} has no gap:\n{first}");
+        }
+        for task in ["clean", "tidy", "all"] {
+            assert!(!gap(&first, task), "{jobs}: {task} got a gap:\n{first}");
+        }
+        let again = run();
+        for task in ["clean", "tidy"] {
+            assert!(
+                again.contains(&format!("ws#{task}: cache hit")),
+                "{jobs}: {task} is not a hit:\n{again}"
+            );
+        }
+        for task in ["first", "second"] {
+            assert!(gap(&again, task), "{jobs}: {task} has no gap:\n{again}");
+        }
+    }
+}
+
 #[test]
 fn vt_finishes_while_another_process_keeps_writing_to_the_watched_file_system() {
     // `strace -f -o LOG vt …` writes a line to LOG for each of vt's syscalls, including

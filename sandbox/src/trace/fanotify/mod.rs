@@ -9,7 +9,9 @@
 //!   (Calling every disagreement a gap would, for reads, make every run of a dynamic
 //!   binary uncacheable, while the right answer — hash it — is at hand.)
 //!
-//! Events are attributed to the task by pid: a pid the tracer saw make a path syscall.
+//! Events are attributed to the task by pid: a pid the tracer saw make a path syscall. One
+//! group serves every task of the process on a file system ([`Group`]); a task gets the
+//! events queued between its start and its end.
 //! Needs CAP_SYS_ADMIN (filesystem marks, FID reporting); without it the tracer runs alone
 //! and the log says so.
 
@@ -17,7 +19,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -39,6 +41,7 @@ const OUTPUT_EVENTS: u64 = libc::FAN_MODIFY
 
 /// One event as read, before attribution and path resolution (both are done after the run,
 /// when the set of task pids is known).
+#[derive(Clone)]
 struct RawEvent {
     mask: u64,
     pid: u32,
@@ -47,35 +50,84 @@ struct RawEvent {
     name: Vec<u8>,
 }
 
+/// A task's window on its file system's group ([`Group`]): the events queued from its
+/// start ([`start`]) to its end ([`Watch::stop_watching`]), taken by [`Watch::finish`].
 pub struct Watch {
-    /// The group, until [`Watch::let_go`]. Only this struct holds it: the reader thread
-    /// waits on it through an epoll set, which holds no reference, so the close handed to
-    /// the janitor is the last one. The reader uses its number only while `finished` is
-    /// unset, which `let_go` sets first: a dropped `Watch` (a task that failed to start)
-    /// must not leave the reader reading a number another file may get next.
-    fanotify: Option<OwnedFd>,
+    group: Arc<Group>,
+    /// This watch's number in the group's list.
+    id: u64,
+    /// Any descriptor on the file system, for `open_by_handle_at`.
     mount: OwnedFd,
     root: PathBuf,
-    stop: OwnedFd,
-    /// What the reader has read so far; [`Watch::finish`] reads the rest itself.
-    read: Arc<Mutex<Read>>,
+    /// Set once `finish` has taken the events (a dropped watch leaves the list otherwise).
+    finished: bool,
 }
 
-/// The events read from the group, shared by the reader thread and [`Watch::finish`].
-struct Read {
+/// One fanotify group per vt process and file system, shared by the tasks on it.
+///
+/// Why: a group of its own per task (made, marked, given a reader thread, closed) was ~0.2
+/// ms of every task's time in a run of small ones (100 of `sh -c true`: 0.883× the wall
+/// without fanotify), and its close waits for the marks' destruction. Sharing changes no
+/// attribution: a filesystem mark reports every process's events to every group alike,
+/// and each task's events were always told from the rest by their pids. What a task gets
+/// is the events queued between its start and its end (a sequence number per event read),
+/// which the group keeps until no task's window needs them.
+///
+/// The group is kept until vt exits (the janitor holds a copy, so vt's own close is not the
+/// slow last one); its filesystem mark is removed after [`IDLE_MS`] without a task, so an
+/// idle `vt watch` does not gather other processes' events, and added back by the next.
+struct Group {
+    fanotify: OwnedFd,
+    /// The file system's device number.
+    dev: u64,
+    state: Mutex<Shared>,
+    /// Signalled when a watch starts: the reader waits on it while none is running.
+    started: Condvar,
+}
+
+/// The events read from the group and the watches that want them, shared by the reader
+/// thread and the watches.
+struct Shared {
     events: Vec<RawEvent>,
-    overflowed: bool,
-    /// Set by `finish`, which has read the queue to its end: the reader reads no more.
-    finished: bool,
+    /// The sequence number of `events[0]`.
+    first: u64,
+    /// The sequence numbers at which the kernel said it had dropped events.
+    overflows: Vec<u64>,
+    /// How many of the events read the quieting has looked at (a sequence number).
+    looked: u64,
+    watches: Vec<Watching>,
+    next_id: u64,
     /// Reused by whoever reads (under the lock): a fresh one per read would be a fresh
     /// mapping, faulted in page by page.
     buffer: Vec<u8>,
-    /// The directories outside the workspace the reader quiets (`None`: could not dup the
-    /// mount descriptor; nothing is quieted).
+    /// The directories outside every running task's workspace the reader quiets (`None`:
+    /// could not dup the mount descriptor; nothing is quieted).
     quiet: Option<quiet::Quiet>,
+    /// Whether the filesystem mark is in place (see [`Group`]).
+    marked: bool,
+    /// Set when the group cannot be trusted for new watches (its mark could not be added
+    /// back, a quieted directory could not be heard again): the next watch makes another.
+    retired: bool,
 }
 
-impl Read {
+/// A watch as the group sees it.
+struct Watching {
+    id: u64,
+    root: PathBuf,
+    /// The sequence number of the first event that may be the task's.
+    from: u64,
+    /// The one after its last, once its tree is gone.
+    until: Option<u64>,
+    /// Its work for the reader after each look ([`WhileRunning`]); taken out while it runs.
+    while_running: Option<WhileRunning>,
+}
+
+impl Shared {
+    /// The sequence number the next event read gets.
+    fn end(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+
     /// Reads everything queued now: events are queued synchronously by the syscalls that
     /// cause them, so once the task tree is gone, this reads all of its events.
     fn drain(&mut self, fanotify: RawFd) {
@@ -86,7 +138,10 @@ impl Read {
             if n <= 0 {
                 break;
             }
-            self.overflowed |= parse(&self.buffer[..n as usize], &mut self.events);
+            if parse(&self.buffer[..n as usize], &mut self.events) {
+                let end = self.end();
+                self.overflows.push(end);
+            }
             // A read that left room for another event emptied the queue. Stop there: a
             // process writing to the same file system, or one reacting to vt's own reads
             // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
@@ -97,16 +152,133 @@ impl Read {
             }
         }
     }
+
+    /// Quiets the directories the events read since the last look show with only opens in
+    /// them, outside every running task's workspace.
+    fn look(&mut self, fanotify: RawFd) {
+        let start = self.looked.saturating_sub(self.first) as usize;
+        self.looked = self.end();
+        // Events while no task runs are nobody's: a directory decided on from them (one a
+        // later task's files were being created in, say) would stay decided.
+        if self.watches.is_empty() {
+            return;
+        }
+        let Shared {
+            events,
+            quiet,
+            watches,
+            ..
+        } = self;
+        if let Some(quiet) = quiet {
+            let roots: Vec<&Path> = watches.iter().map(|w| w.root.as_path()).collect();
+            quiet.look(fanotify, events.get(start..).unwrap_or_default(), &roots);
+        }
+    }
+
+    /// Drops the events no watch's window holds.
+    fn forget_unneeded(&mut self) {
+        let keep_from = self
+            .watches
+            .iter()
+            .map(|w| w.from)
+            .min()
+            .unwrap_or(self.end());
+        let drop = (keep_from.saturating_sub(self.first) as usize).min(self.events.len());
+        self.events.drain(..drop);
+        self.first += drop as u64;
+        self.overflows.retain(|&at| at >= keep_from);
+    }
 }
 
 /// Work for the reader to do after each of its looks while the task runs (it wakes then
 /// anyway): the preload buffers' early reading.
 pub type WhileRunning = Box<dyn FnMut() + Send>;
 
-/// Starts watching the file system that holds `root`, or says why it cannot. `while_running`
-/// runs on the reader's thread after each look at the events.
+/// How long the group keeps its mark without a task (see [`Group`]).
+const IDLE_MS: u64 = 200;
+
+/// The groups of this process, one per file system.
+static GROUPS: Mutex<Vec<Arc<Group>>> = Mutex::new(Vec::new());
+
+/// Starts watching the file system that holds `root` for a task about to start, or says
+/// why it cannot. `while_running` runs on the reader's thread after each look at the
+/// events, until the watch ends.
 pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Result<Watch> {
+    use std::os::unix::fs::MetadataExt;
     let root = std::fs::canonicalize(root)?;
+    // open_by_handle_at needs any fd on the same file system.
+    let mount: OwnedFd = std::fs::File::open(&root)?.into();
+    let dev = std::fs::metadata(format!("/proc/self/fd/{}", mount.as_raw_fd()))?.dev();
+    let mut while_running = while_running;
+    for attempt in 0..2 {
+        let group = group_for(dev, &root, &mount)?;
+        let mut shared = lock(&group.state);
+        match shared.watch(&group, &root) {
+            Ok(()) => {
+                let id = shared.next_id;
+                shared.next_id += 1;
+                let from = shared.end();
+                shared.watches.push(Watching {
+                    id,
+                    root: root.clone(),
+                    from,
+                    until: None,
+                    while_running: while_running.take(),
+                });
+                drop(shared);
+                group.started.notify_one();
+                return Ok(Watch {
+                    group,
+                    id,
+                    mount,
+                    root,
+                    finished: false,
+                });
+            }
+            Err(e) if attempt == 1 => return Err(e),
+            Err(_) => shared.retired = true,
+        }
+    }
+    Err(std::io::Error::other("no fanotify group"))
+}
+
+impl Shared {
+    /// Makes the group ready for a new watch of `root`: its mark in place, the events
+    /// queued so far read (they came before the task), and no directory quieted that holds
+    /// `root`. An error retires the group.
+    fn watch(&mut self, group: &Group, root: &Path) -> std::io::Result<()> {
+        if self.retired {
+            return Err(std::io::Error::other("retired"));
+        }
+        if !self.marked {
+            mark(&group.fanotify, root)?;
+            self.marked = true;
+        }
+        self.drain(group.fanotify.as_raw_fd());
+        self.forget_unneeded();
+        if self.watches.is_empty() {
+            // What came before the task is nobody's (see `look`).
+            self.looked = self.end();
+        }
+        if let Some(quiet) = &mut self.quiet {
+            quiet.hear_again(group.fanotify.as_raw_fd(), root)?;
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This process's group for file system `dev`, made (and marked through `root`) the first
+/// time, or again after the last one was retired.
+fn group_for(dev: u64, root: &Path, mount: &OwnedFd) -> std::io::Result<Arc<Group>> {
+    let mut groups = lock(&GROUPS);
+    groups.retain(|g| !lock(&g.state).retired);
+    if let Some(group) = groups.iter().find(|g| g.dev == dev) {
+        return Ok(Arc::clone(group));
+    }
     let flags = libc::FAN_CLASS_NOTIF
         | libc::FAN_CLOEXEC
         | libc::FAN_NONBLOCK
@@ -119,6 +291,41 @@ pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Resul
     }
     // SAFETY: the fd was just created for us.
     let fanotify = unsafe { OwnedFd::from_raw_fd(fd) };
+    mark(&fanotify, root)?;
+    let quiet = mount.try_clone().ok().map(quiet::Quiet::new);
+    let group = Arc::new(Group {
+        fanotify,
+        dev,
+        state: Mutex::new(Shared {
+            events: Vec::new(),
+            first: 0,
+            overflows: Vec::new(),
+            looked: 0,
+            watches: Vec::new(),
+            next_id: 0,
+            buffer: vec![0u8; 256 * 1024],
+            quiet,
+            marked: true,
+            retired: false,
+        }),
+        started: Condvar::new(),
+    });
+    let reader = Arc::clone(&group);
+    std::thread::Builder::new()
+        .name("vt-fanotify".into())
+        .spawn(move || {
+            // Off the critical path: the janitor holds a copy of the group, so that
+            // neither a task's end nor vt's exit waits for its close.
+            crate::janitor::start();
+            crate::janitor::hold_until_exit(&reader.fanotify);
+            read_events(&reader);
+        })?;
+    groups.push(Arc::clone(&group));
+    Ok(group)
+}
+
+/// Marks the whole file system that holds `root` for the events vt reads.
+fn mark(fanotify: &OwnedFd, root: &Path) -> std::io::Result<()> {
     let c_root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
         .map_err(std::io::Error::other)?;
     let mask = INPUT_EVENTS | OUTPUT_EVENTS | libc::FAN_ONDIR;
@@ -135,134 +342,75 @@ pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Resul
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // open_by_handle_at needs any fd on the same file system.
-    let mount: OwnedFd = std::fs::File::open(&root)?.into();
-    let quiet = mount.try_clone().ok().map(|m| quiet::Quiet::new(m, &root));
-    let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let ready = epoll_of(&[fanotify.as_raw_fd(), stop_read.as_raw_fd()])?;
-    let read = Arc::new(Mutex::new(Read {
-        events: Vec::new(),
-        overflowed: false,
-        finished: false,
-        buffer: vec![0u8; 256 * 1024],
-        quiet,
-    }));
-    let reader_read = Arc::clone(&read);
-    let reader_fd = fanotify.as_raw_fd();
-    std::thread::Builder::new()
-        .name("vt-fanotify".into())
-        .spawn(move || {
-            // Off the critical path: the group's close at the task's end goes to it.
-            crate::janitor::start();
-            read_events(reader_fd, &ready, stop_read, &reader_read, while_running);
-        })?;
-    Ok(Watch {
-        fanotify: Some(fanotify),
-        mount,
-        root,
-        stop: stop_write,
-        read,
-    })
+    Ok(())
 }
 
-/// An epoll set waiting for any of `fds` to be readable. Unlike `poll`, a thread waiting in
-/// `epoll_wait` holds no reference to the files it waits for: the group's last close stays
-/// the one vt hands to the janitor, instead of falling to this thread as it wakes.
-fn epoll_of(fds: &[RawFd]) -> std::io::Result<OwnedFd> {
-    // SAFETY: epoll_create1 takes flags only and returns a new fd or -1.
-    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epoll < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the fd was just created for us.
-    let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-    for &fd in fds {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: fd as u64,
-        };
-        // SAFETY: adds an open fd of ours to our epoll set.
-        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(epoll)
-}
-
-/// Reads into `read` until [`Watch::finish`] has taken over (it reads the rest of the
-/// queue itself, rather than wake this thread and wait for it: a task's end would wait for
-/// a wake-up on another CPU) or `stop` becomes readable (or closes).
+/// The group's reader, for the life of the process.
 ///
-/// The reader sleeps until the queue has events (or `stop`), drains it, quiets the new
-/// directories outside the workspace (`quiet`), then lets the next events gather for
-/// [`BATCH_MS`] before it looks again: a build opens files hundreds of thousands of times,
-/// and a wake-up per open cost more CPU than the reading itself. The queue must not grow
-/// long either: the kernel compares each new event with up to 128 queued ones of the same
-/// object to merge them. Drained every millisecond, the reader's wake-ups cost `make -j2`
-/// of 200 C files ~3 % of its CPU; every 20 ms, with the opens outside the workspace
-/// quieted (92 % fewer events), neither that build nor node's 2 000 modules got slower
-/// (BENCHMARKS.md, stop 44; an earlier 20 ms reader, without quieting, had measured node
-/// 4–6 % slower). An idle task costs no wake-ups at all.
-///
-/// The first look, too, waits [`BATCH_MS`]: most tasks of a monorepo end sooner, and then
-/// [`Watch::finish`] reads their few events itself. Woken by the first event instead, the
-/// reader cost every tiny task a wake-up on the other CPU and the quieting of the
-/// directories its loader had just read (the kernel walks each quieted directory's cached
-/// entries to flag them, `fsnotify_set_children_dentry_flags`: ~1 % of a lone `vt exec`'s
-/// CPU for `/usr/lib/x86_64-linux-gnu`), for events that were never going to be many.
-///
-/// `fanotify` is the group's number, not a reference: it is read only under the lock and
-/// while `finished` is unset, and `finish` sets it before it lets the group go.
-fn read_events(
-    fanotify: RawFd,
-    ready: &OwnedFd,
-    stop: OwnedFd,
-    read: &Mutex<Read>,
-    mut while_running: Option<WhileRunning>,
-) {
-    if pause_unless_stopped(&stop) {
-        return;
-    }
+/// While tasks run, it reads the queue every [`BATCH_MS`], quiets the new directories
+/// outside the running tasks' workspaces (`quiet`), then runs each task's work
+/// ([`WhileRunning`]): a build opens files hundreds of thousands of times, and a wake-up
+/// per open cost more CPU than the reading itself. The queue must not grow long either: the
+/// kernel compares each new event with up to 128 queued ones of the same object to merge
+/// them. Drained every millisecond, the reader's wake-ups cost `make -j2` of 200 C files
+/// ~3 % of its CPU; every 20 ms, with the opens outside the workspace quieted (92 % fewer
+/// events), neither that build nor node's 2 000 modules got slower (BENCHMARKS.md, stop
+/// 44; an earlier 20 ms reader, without quieting, had measured node 4–6 % slower). A task's
+/// end reads the rest itself ([`Watch::finish`]) rather than wake this thread and wait for
+/// it. Without a task it sleeps; after [`IDLE_MS`] of that it removes the mark.
+fn read_events(group: &Group) {
+    let fanotify = group.fanotify.as_raw_fd();
     loop {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
-        // SAFETY: waits on our epoll set into a buffer of two events.
-        let n = unsafe { libc::epoll_wait(ready.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-        let stopping = events
-            .iter()
-            .take(n.max(0) as usize)
-            .any(|e| e.u64 == stop.as_raw_fd() as u64);
         {
-            let mut read = read.lock().unwrap_or_else(|p| p.into_inner());
-            if read.finished {
-                return;
-            }
-            read.drain(fanotify);
-            let Read { events, quiet, .. } = &mut *read;
-            if let Some(quiet) = quiet {
-                quiet.look(fanotify, events);
+            let shared = lock(&group.state);
+            if shared.watches.is_empty() {
+                let (mut idle, waited) = group
+                    .started
+                    .wait_timeout_while(shared, std::time::Duration::from_millis(IDLE_MS), |s| {
+                        s.watches.is_empty()
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                if waited.timed_out() && idle.marked {
+                    unmark(fanotify);
+                    idle.marked = false;
+                    idle.drain(fanotify);
+                    idle.forget_unneeded();
+                }
+                while idle.watches.is_empty() {
+                    idle = group.started.wait(idle).unwrap_or_else(|p| p.into_inner());
+                }
             }
         }
-        if let Some(work) = &mut while_running
-            && !stopping
+        std::thread::sleep(std::time::Duration::from_millis(BATCH_MS));
+        let mut work = Vec::new();
         {
-            work();
+            let mut shared = lock(&group.state);
+            shared.drain(fanotify);
+            shared.look(fanotify);
+            for watching in shared.watches.iter_mut().filter(|w| w.until.is_none()) {
+                if let Some(w) = watching.while_running.take() {
+                    work.push((watching.id, w));
+                }
+            }
         }
-        if stopping || pause_unless_stopped(&stop) {
-            break;
+        // Outside the lock: a task's end must not wait for another's buffers.
+        for (_, w) in &mut work {
+            w();
         }
+        {
+            let mut shared = lock(&group.state);
+            for (id, w) in work {
+                if let Some(watching) = shared.watches.iter_mut().find(|x| x.id == id) {
+                    watching.while_running = Some(w);
+                }
+            }
+        }
+        // Until the next event (or a while, to see whether tasks still run): a task that
+        // opens nothing costs no wake-ups.
+        let mut queued = readable(fanotify);
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut queued, 1, IDLE_MS as i32) };
     }
-}
-
-/// Lets events gather for [`BATCH_MS`], or less if `stop` becomes readable (or closes):
-/// whether it did.
-fn pause_unless_stopped(stop: &OwnedFd) -> bool {
-    let mut stop_only = [readable(stop.as_raw_fd())];
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(stop_only.as_mut_ptr(), 1, BATCH_MS) };
-    n > 0
 }
 
 /// A `poll` entry waiting for `fd` to be readable.
@@ -274,12 +422,126 @@ fn readable(fd: RawFd) -> libc::pollfd {
     }
 }
 
+/// Removes the group's filesystem marks (the quieting's ignore marks stay).
+fn unmark(fanotify: RawFd) {
+    // SAFETY: removes this group's file system marks; the path is ignored for a flush.
+    unsafe {
+        libc::fanotify_mark(
+            fanotify,
+            libc::FAN_MARK_FLUSH | libc::FAN_MARK_FILESYSTEM,
+            0,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+        )
+    };
+}
+
 /// More than one event can take: metadata, a DFID_NAME record with the largest file handle
 /// (`MAX_HANDLE_SZ`) and a 255-byte name.
 const MAX_EVENT_LEN: usize = 1024;
 
-/// How long the reader lets events gather after a drain while the task runs.
-const BATCH_MS: i32 = 20;
+/// How long the reader lets events gather between its looks while tasks run.
+const BATCH_MS: u64 = 20;
+
+impl Watch {
+    /// Marks the end of the task's window: call it as soon as the task tree is gone (every
+    /// event of the task is queued by then).
+    pub fn stop_watching(&self) {
+        let mut shared = lock(&self.group.state);
+        shared.drain(self.group.fanotify.as_raw_fd());
+        let end = shared.end();
+        if let Some(watching) = shared.watches.iter_mut().find(|w| w.id == self.id) {
+            watching.until.get_or_insert(end);
+            watching.while_running = None;
+        }
+    }
+
+    /// Stops watching and reconciles with `log`; events under `ignore` (vt's own files in
+    /// the task's processes, such as the preload buffers) are not the task's.
+    pub fn finish(mut self, log: &mut AccessLog, ignore: &[&Path]) {
+        self.finished = true;
+        let (events, overflowed, moved_in) = {
+            // A reader that panicked while it held the lock may have lost what it had read
+            // from the queue: the run is not known to be complete.
+            let Ok(mut shared) = self.group.state.lock() else {
+                log.gap(
+                    0,
+                    "fanotify",
+                    "the fanotify reader stopped before the task ended",
+                );
+                return;
+            };
+            crate::timings::time("end: fanotify drain", || {
+                shared.drain(self.group.fanotify.as_raw_fd())
+            });
+            let end = shared.end();
+            let Some(at) = shared.watches.iter().position(|w| w.id == self.id) else {
+                log.gap(0, "fanotify", "the task's fanotify window was lost");
+                return;
+            };
+            let watching = shared.watches.swap_remove(at);
+            let until = watching.until.unwrap_or(end);
+            let window = watching.from..until;
+            let overflowed = shared
+                .overflows
+                .iter()
+                .any(|at| window.contains(at) || *at == until);
+            let first = shared.first;
+            let range = (window.start.saturating_sub(first) as usize).min(shared.events.len())
+                ..(window.end.saturating_sub(first) as usize).min(shared.events.len());
+            // Taken without a copy when no other running task's window reaches back into
+            // this one's (the usual case: one task at a time).
+            let shared_with_others = shared.watches.iter().any(|w| w.from < until);
+            let events = if shared_with_others {
+                shared.events[range].iter().map(RawEvent::clone).collect()
+            } else {
+                let taken: Vec<RawEvent> =
+                    shared.events.drain(..range.end).skip(range.start).collect();
+                shared.first += range.end as u64;
+                taken
+            };
+            shared.forget_unneeded();
+            let moved_in = shared
+                .quiet
+                .as_ref()
+                .map(|q| q.moved_in(&self.root))
+                .unwrap_or_default();
+            (events, overflowed, moved_in)
+        };
+        if overflowed {
+            log.gap(
+                0,
+                "fanotify",
+                "the fanotify event queue overflowed; changes may have been missed",
+            );
+        }
+        crate::timings::time("end: fanotify reconcile", || {
+            reconcile(&events, &self.mount, &self.root, ignore, log)
+        });
+        for (was, now) in moved_in {
+            log.gap(
+                0,
+                "fanotify",
+                format!(
+                    "{} moved into the workspace while the task ran (from {}), after vt had stopped hearing of the opens in it: its reads since were not cross-checked",
+                    now.display(),
+                    was.display()
+                ),
+            );
+        }
+    }
+}
+
+impl Drop for Watch {
+    /// A watch dropped unfinished (a task that failed to start) leaves the group's list.
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut shared = lock(&self.group.state);
+            shared.watches.retain(|w| w.id != self.id);
+            shared.forget_unneeded();
+        }
+    }
+}
 
 /// Parses a read buffer of `fanotify_event_metadata` records with DFID_NAME info records.
 fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
@@ -331,96 +593,6 @@ fn parse(mut buffer: &[u8], events: &mut Vec<RawEvent>) -> bool {
         buffer = &buffer[event_len..];
     }
     overflowed
-}
-
-impl Watch {
-    /// Stops new events (the queued ones stay to be read): call it as soon as the task tree
-    /// is gone. It also starts the marks' destruction (a tick and an SRCU grace period),
-    /// which the group's close, handed to the janitor, then waits for.
-    pub fn stop_watching(&self) {
-        let Some(fanotify) = &self.fanotify else {
-            return;
-        };
-        // SAFETY: removes this group's file system marks; the path is ignored for a flush.
-        unsafe {
-            libc::fanotify_mark(
-                fanotify.as_raw_fd(),
-                libc::FAN_MARK_FLUSH | libc::FAN_MARK_FILESYSTEM,
-                0,
-                libc::AT_FDCWD,
-                c"/".as_ptr(),
-            )
-        };
-    }
-
-    /// Stops watching and reconciles with `log`; events under `ignore` (vt's own files in
-    /// the task's processes, such as the preload buffers) are not the task's.
-    pub fn finish(mut self, log: &mut AccessLog, ignore: &[&Path]) {
-        let Some(fanotify) = self.fanotify.as_ref().map(AsRawFd::as_raw_fd) else {
-            return;
-        };
-        let (events, overflowed, quiet) = {
-            // A reader that panicked while it held the lock may have lost what it had read
-            // from the queue: the run is not known to be complete.
-            let Ok(mut read) = self.read.lock() else {
-                log.gap(
-                    0,
-                    "fanotify",
-                    "the fanotify reader stopped before the task ended",
-                );
-                return;
-            };
-            crate::timings::time("end: fanotify drain", || read.drain(fanotify));
-            read.finished = true;
-            (
-                std::mem::take(&mut read.events),
-                read.overflowed,
-                read.quiet.take(),
-            )
-        };
-        crate::timings::time("end: fanotify let go", || self.let_go());
-        if overflowed {
-            log.gap(
-                0,
-                "fanotify",
-                "the fanotify event queue overflowed; changes may have been missed",
-            );
-        }
-        crate::timings::time("end: fanotify reconcile", || {
-            reconcile(&events, &self.mount, &self.root, ignore, log)
-        });
-        for (was, now) in quiet.iter().flat_map(quiet::Quiet::moved_in) {
-            log.gap(
-                0,
-                "fanotify",
-                format!(
-                    "{} moved into the workspace while the task ran (from {}), after vt had stopped hearing of the opens in it: its reads since were not cross-checked",
-                    now.display(),
-                    was.display()
-                ),
-            );
-        }
-    }
-
-    /// Ends the reader's use of the group, hands the group to the janitor and wakes the
-    /// reader to leave. Closing a fanotify group waits for its marks' destruction
-    /// (`stop_watching` has started it): the janitor does it, so neither this task's end
-    /// nor vt's exit waits.
-    fn let_go(&mut self) {
-        let Some(fanotify) = self.fanotify.take() else {
-            return;
-        };
-        self.read.lock().unwrap_or_else(|p| p.into_inner()).finished = true;
-        crate::janitor::release(fanotify);
-        // SAFETY: writes one byte to our pipe to wake the reader.
-        unsafe { libc::write(self.stop.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.let_go();
-    }
 }
 
 fn reconcile(
@@ -738,14 +910,29 @@ mod tests {
 
     impl Watch {
         /// Reads what is queued and quiets as the reader would: the names of every event
-        /// read so far.
+        /// read so far in this watch's window.
         fn read_now(&self) -> Vec<Vec<u8>> {
-            let mut read = self.read.lock().expect("lock");
-            let fanotify = self.fanotify.as_ref().expect("watching").as_raw_fd();
-            read.drain(fanotify);
-            let Read { events, quiet, .. } = &mut *read;
-            quiet.as_mut().expect("quiet").look(fanotify, events);
-            events.iter().map(|e| e.name.clone()).collect()
+            let mut shared = self.group.state.lock().expect("lock");
+            let fanotify = self.group.fanotify.as_raw_fd();
+            shared.drain(fanotify);
+            shared.look(fanotify);
+            let from = shared
+                .watches
+                .iter()
+                .find(|w| w.id == self.id)
+                .expect("watching")
+                .from;
+            let start = (from - shared.first) as usize;
+            shared.events[start..]
+                .iter()
+                .map(|e| e.name.clone())
+                .collect()
+        }
+
+        /// The directories the group has quieted.
+        fn quieted(&self) -> Vec<PathBuf> {
+            let shared = self.group.state.lock().expect("lock");
+            shared.quiet.as_ref().expect("quiet").quieted()
         }
     }
 
@@ -786,14 +973,7 @@ mod tests {
                     "{name}: {first:?}"
                 );
             }
-            let quieted = watch
-                .read
-                .lock()
-                .expect("lock")
-                .quiet
-                .as_ref()
-                .expect("quiet")
-                .quieted();
+            let quieted = watch.quieted();
             // (Other processes' directories may be quieted too: the mark is the file system's.)
             assert!(quieted.contains(&top.join("outside")), "{quieted:?}");
             for never in [top.clone(), root.clone(), top.join("written")] {
@@ -855,8 +1035,112 @@ mod tests {
             drop(std::fs::File::open(d.join("f")).expect("open"));
         }
         watch.read_now();
-        let read = watch.read.lock().expect("lock");
-        let quieted = read.quiet.as_ref().expect("quiet").quieted();
-        assert_eq!(quieted.len(), quiet::MAX_QUIETED);
+        assert_eq!(watch.quieted().len(), quiet::MAX_QUIETED);
+    }
+
+    /// What `finish` gives a watch of this process's own opens: the files it adds as
+    /// inputs (the tracer saw none of them).
+    fn inputs_of(watch: Watch) -> Vec<PathBuf> {
+        let mut log = AccessLog::default();
+        log.processes.insert(std::process::id());
+        watch.finish(&mut log, &[]);
+        assert!(log.gaps.is_empty(), "{:?}", log.gaps);
+        log.accesses.into_iter().map(|a| a.path).collect()
+    }
+
+    /// The group is shared, each watch gets the events of its own window: from its start to
+    /// its tree's end (`stop_watching`), however the windows of other watches overlap it.
+    #[test]
+    fn each_watch_gets_the_events_of_its_own_window() {
+        if !may_watch() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        for f in ["before", "x", "y", "z"] {
+            std::fs::write(top.join(f), "x").expect("write");
+        }
+        let open = |f: &str| drop(std::fs::File::open(top.join(f)).expect("open"));
+        open("before");
+        let a = start(&top, None).expect("fanotify");
+        open("x");
+        let b = start(&top, None).expect("fanotify");
+        assert!(Arc::ptr_eq(&a.group, &b.group), "one group per file system");
+        open("y");
+        a.stop_watching();
+        open("z");
+        b.stop_watching();
+        // (The second `start` opened `top` itself, in the first one's window: this process
+        // is the "task" here.)
+        let files = |inputs: Vec<PathBuf>| -> Vec<PathBuf> {
+            inputs.into_iter().filter(|p| p != &top).collect()
+        };
+        let (a, b) = (files(inputs_of(a)), files(inputs_of(b)));
+        assert_eq!(a, vec![top.join("x"), top.join("y")]);
+        assert_eq!(b, vec![top.join("y"), top.join("z")]);
+    }
+
+    /// A directory quieted while one task ran (outside its workspace) is heard again when a
+    /// task whose workspace holds it starts, and stays heard while that task runs: an
+    /// earlier task's quieting must never hide a later task's reads from the cross-check.
+    #[test]
+    fn a_directory_quieted_for_one_task_is_heard_for_a_task_whose_workspace_holds_it() {
+        if !may_watch() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        let (one, two) = (top.join("one"), top.join("two"));
+        std::fs::create_dir_all(&one).expect("mkdir");
+        std::fs::create_dir_all(two.join("tools")).expect("mkdir");
+        std::fs::write(two.join("tools/interp"), "x").expect("write");
+        let open = || drop(std::fs::File::open(two.join("tools/interp")).expect("open"));
+        let first = start(&one, None).expect("fanotify");
+        open();
+        first.read_now();
+        assert!(first.quieted().contains(&two.join("tools")));
+        let second = start(&two, None).expect("fanotify");
+        assert!(!second.quieted().contains(&two.join("tools")));
+        open();
+        first.read_now();
+        assert!(
+            !second.quieted().contains(&two.join("tools")),
+            "quieted again while a task of its workspace runs"
+        );
+        second.stop_watching();
+        assert_eq!(inputs_of(second), vec![two.join("tools/interp")]);
+        first.stop_watching();
+        assert!(
+            inputs_of(first).is_empty(),
+            "outside the first one's workspace"
+        );
+    }
+
+    /// A group that went idle (its mark removed) marks the file system again for the next
+    /// task.
+    #[test]
+    fn an_idle_group_hears_the_next_task_again() {
+        if !may_watch() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::write(top.join("x"), "x").expect("write");
+        let watch = start(&top, None).expect("fanotify");
+        let group = Arc::clone(&watch.group);
+        watch.stop_watching();
+        drop(inputs_of(watch));
+        {
+            // What the reader does after `IDLE_MS` without a task (other tests' watches
+            // may be running: their windows then miss nothing either, the next start
+            // below marks again before anything of theirs is asked for).
+            let mut shared = group.state.lock().expect("lock");
+            unmark(group.fanotify.as_raw_fd());
+            shared.marked = false;
+        }
+        let watch = start(&top, None).expect("fanotify");
+        drop(std::fs::File::open(top.join("x")).expect("open"));
+        watch.stop_watching();
+        assert_eq!(inputs_of(watch), vec![top.join("x")]);
     }
 }

@@ -8,8 +8,11 @@
 //! So while the task runs, the reader tells the group to ignore the opens of files in such
 //! a directory (an ignore mark on the directory, for its children) the first time the
 //! directory shows up with nothing but opens in it. Changes there are still reported, and
-//! every directory in the workspace (and the workspace's parent, which names the workspace
-//! itself) is never quieted.
+//! every directory in a running task's workspace (and the workspace's parent, which names
+//! the workspace itself) is never quieted. The group serves the tasks of the whole process
+//! (`super::Group`): a task that starts hears again, first, every quieted directory in its
+//! own workspace (its ignore mark removed), so that what an earlier task quieted never
+//! hides a later task's reads.
 //!
 //! A quieted directory could be moved into the workspace while the task runs (`mv
 //! /tmp/stage pkg/dist` after reading from it): its opens there would then go unreported,
@@ -18,6 +21,7 @@
 //! gap (the run is not cached), never a silent hole in the cross-check.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -29,50 +33,43 @@ use super::{OUTPUT_EVENTS, RawEvent, fd_path, holds_the_workspace, open_handle};
 const QUIETED: u64 =
     libc::FAN_OPEN | libc::FAN_OPEN_EXEC | libc::FAN_EVENT_ON_CHILD | libc::FAN_ONDIR;
 
-/// At most this many directories are quieted per task: each holds a descriptor until the
-/// end, and a task that walks a large tree outside the workspace (`find /usr`) must not
-/// take vt's descriptors. A build's reads outside are in a few dozen directories (15 for
+/// At most this many directories are quieted per group: each holds a descriptor for as long
+/// as it is quieted, and a task that walks a large tree outside the workspace (`find /usr`)
+/// must not take vt's descriptors. A build's reads outside are in a few dozen directories (15 for
 /// the C build of `bench/`); past the limit the group reports everything, as before.
 pub(super) const MAX_QUIETED: usize = 256;
 
 pub(super) struct Quiet {
     /// Any descriptor on the marked file system, for `open_by_handle_at`.
     mount: OwnedFd,
-    /// The workspace, canonical.
-    root: PathBuf,
     /// Directories (by handle) already decided on, quieted or not.
     decided: FxHashSet<Vec<u8>>,
     quieted: Vec<Quieted>,
-    /// How many of the read events were looked at.
-    looked: usize,
     /// Set when the kernel refuses an ignore mark (`FAN_MARK_IGNORE` is Linux 6.0): the
     /// group then reports everything, as before.
     refused: bool,
 }
 
-/// A directory quieted while the task ran: where it was, and a descriptor that follows it.
+/// A quieted directory: where it was, a descriptor that follows it, and its handle.
 struct Quieted {
     was: PathBuf,
     dir: OwnedFd,
+    handle: Vec<u8>,
 }
 
 impl Quiet {
-    pub(super) fn new(mount: OwnedFd, root: &Path) -> Quiet {
+    pub(super) fn new(mount: OwnedFd) -> Quiet {
         Quiet {
             mount,
-            root: root.to_path_buf(),
             decided: FxHashSet::default(),
             quieted: Vec::new(),
-            looked: 0,
             refused: false,
         }
     }
 
-    /// Looks at the events read since the last call and quiets each new directory outside
-    /// the workspace that has only opens among them.
-    pub(super) fn look(&mut self, fanotify: RawFd, events: &[RawEvent]) {
-        let new = events.get(self.looked..).unwrap_or_default();
-        self.looked = events.len();
+    /// Looks at events not looked at before (`new`) and quiets each new directory outside
+    /// every workspace in `roots` (the running tasks') that has only opens among them.
+    pub(super) fn look(&mut self, fanotify: RawFd, new: &[RawEvent], roots: &[&Path]) {
         if self.refused || self.quieted.len() >= MAX_QUIETED {
             return;
         }
@@ -92,7 +89,7 @@ impl Quiet {
                 continue;
             };
             let Some(path) = fd_path(&dir) else { continue };
-            if holds_the_workspace(&path, &self.root) {
+            if roots.iter().any(|root| holds_the_workspace(&path, root)) {
                 continue;
             }
             if self.quieted.len() >= MAX_QUIETED {
@@ -102,16 +99,49 @@ impl Quiet {
                 self.refused = true;
                 return;
             }
-            self.quieted.push(Quieted { was: path, dir });
+            self.quieted.push(Quieted {
+                was: path,
+                dir,
+                handle: handle.to_vec(),
+            });
         }
     }
 
-    /// The quieted directories that are in the workspace now: (where it was, where it is).
-    pub(super) fn moved_in(&self) -> Vec<(PathBuf, PathBuf)> {
+    /// Hears again every quieted directory that holds the workspace `root` now (for a task
+    /// of `root` about to start): its ignore mark removed, and it may be decided on again
+    /// once no running task's workspace is in it. An error (the mark could not be removed)
+    /// means the group may not serve `root`. The directories not quieted for a change seen
+    /// in an earlier task's time are decided on again too, as each task's own group did.
+    pub(super) fn hear_again(&mut self, fanotify: RawFd, root: &Path) -> std::io::Result<()> {
+        self.decided = self.quieted.iter().map(|q| q.handle.clone()).collect();
+        let mut at = 0;
+        while let Some(quieted) = self.quieted.get(at) {
+            match fd_path(&quieted.dir) {
+                // Removed: nothing will be opened in it, and its mark goes with its last
+                // reference, this descriptor. Let go, so it does not count to the limit.
+                None => {}
+                Some(now) if now.as_os_str().as_bytes().ends_with(b" (deleted)") => {}
+                Some(now) if holds_the_workspace(&now, root) => {
+                    unquiet(fanotify, &quieted.dir)?;
+                }
+                Some(_) => {
+                    at += 1;
+                    continue;
+                }
+            }
+            let heard = self.quieted.swap_remove(at);
+            self.decided.remove(&heard.handle);
+        }
+        Ok(())
+    }
+
+    /// The quieted directories that are in the workspace `root` now: (where it was, where
+    /// it is).
+    pub(super) fn moved_in(&self, root: &Path) -> Vec<(PathBuf, PathBuf)> {
         self.quieted
             .iter()
             .filter_map(|q| Some((q.was.clone(), fd_path(&q.dir)?)))
-            .filter(|(_, now)| holds_the_workspace(now, &self.root))
+            .filter(|(_, now)| holds_the_workspace(now, root))
             .collect()
     }
 
@@ -119,6 +149,24 @@ impl Quiet {
     pub(super) fn quieted(&self) -> Vec<PathBuf> {
         self.quieted.iter().map(|q| q.was.clone()).collect()
     }
+}
+
+/// Removes the ignore mark: the group hears of opens of `dir`'s entries again.
+fn unquiet(fanotify: RawFd, dir: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: as in `quiet`, for the removal of the same mark.
+    let rc = unsafe {
+        libc::fanotify_mark(
+            fanotify,
+            libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORE,
+            QUIETED,
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Adds the ignore mark: the group stops hearing of opens of `dir`'s entries.
