@@ -138,7 +138,15 @@ impl Shared {
             if n <= 0 {
                 break;
             }
-            if parse(&self.buffer[..n as usize], &mut self.events) {
+            let read_from = self.events.len();
+            let overflowed = parse(&self.buffer[..n as usize], &mut self.events);
+            if let Some(quiet) = &mut self.quiet {
+                quiet.saw(&self.events[read_from..]);
+                if overflowed {
+                    quiet.lost_sight();
+                }
+            }
+            if overflowed {
                 let end = self.end();
                 self.overflows.push(end);
             }
@@ -147,6 +155,40 @@ impl Shared {
             // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
             // forever and vt would never finish. Later events are read next time, or, at
             // the end, came after the task was gone.
+            if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
+                break;
+            }
+        }
+    }
+
+    /// Reads and drops everything queued now, for when no task is running: nobody's
+    /// events, so none is kept or numbered. Only what they say of directories' paths is
+    /// noted (a directory renamed: `quiet`), from the records' fixed part.
+    fn discard(&mut self, fanotify: RawFd) {
+        const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+        const MOVED: u64 = libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
+        loop {
+            // SAFETY: reads into our buffer; the fd is non-blocking.
+            let n =
+                unsafe { libc::read(fanotify, self.buffer.as_mut_ptr().cast(), self.buffer.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut read = &self.buffer[..n as usize];
+            let mut lost_sight = false;
+            while read.len() >= META {
+                let len = u32::from_ne_bytes(read[0..4].try_into().unwrap_or_default()) as usize;
+                let mask = u64::from_ne_bytes(read[8..16].try_into().unwrap_or_default());
+                lost_sight |= mask & libc::FAN_Q_OVERFLOW != 0
+                    || (mask & libc::FAN_ONDIR != 0 && mask & MOVED != 0);
+                if len < META || len > read.len() {
+                    break;
+                }
+                read = &read[len..];
+            }
+            if lost_sight && let Some(quiet) = &mut self.quiet {
+                quiet.lost_sight();
+            }
             if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
                 break;
             }
@@ -253,15 +295,24 @@ impl Shared {
         if !self.marked {
             mark(&group.fanotify, root)?;
             self.marked = true;
+            // Directories may have moved while nobody listened.
+            if let Some(quiet) = &mut self.quiet {
+                quiet.lost_sight();
+            }
         }
-        self.drain(group.fanotify.as_raw_fd());
-        self.forget_unneeded();
         if self.watches.is_empty() {
             // What came before the task is nobody's (see `look`).
+            self.discard(group.fanotify.as_raw_fd());
+            self.forget_unneeded();
             self.looked = self.end();
+        } else {
+            self.drain(group.fanotify.as_raw_fd());
+            self.forget_unneeded();
         }
         if let Some(quiet) = &mut self.quiet {
-            quiet.hear_again(group.fanotify.as_raw_fd(), root)?;
+            crate::timings::time("spawn: fanotify: hear again", || {
+                quiet.hear_again(group.fanotify.as_raw_fd(), root)
+            })?;
         }
         Ok(())
     }
@@ -373,7 +424,7 @@ fn read_events(group: &Group) {
                 if waited.timed_out() && idle.marked {
                     unmark(fanotify);
                     idle.marked = false;
-                    idle.drain(fanotify);
+                    idle.discard(fanotify);
                     idle.forget_unneeded();
                 }
                 while idle.watches.is_empty() {
@@ -503,7 +554,7 @@ impl Watch {
             shared.forget_unneeded();
             let moved_in = shared
                 .quiet
-                .as_ref()
+                .as_mut()
                 .map(|q| q.moved_in(&self.root))
                 .unwrap_or_default();
             (events, overflowed, moved_in)
@@ -1142,5 +1193,33 @@ mod tests {
         drop(std::fs::File::open(top.join("x")).expect("open"));
         watch.stop_watching();
         assert_eq!(inputs_of(watch), vec![top.join("x")]);
+    }
+
+    /// Where a quieted directory is, is asked again only after a directory was renamed on
+    /// the file system; a rename of one above it must then be seen: here the quieted
+    /// directory ends up in the next task's workspace by its parent's rename.
+    #[test]
+    fn a_quieted_directory_moved_with_its_parent_into_a_workspace_is_heard_again() {
+        if !may_watch() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        let one = top.join("one");
+        std::fs::create_dir_all(&one).expect("mkdir");
+        std::fs::create_dir_all(top.join("staging/tools")).expect("mkdir");
+        std::fs::write(top.join("staging/tools/interp"), "x").expect("write");
+        let first = start(&one, None).expect("fanotify");
+        drop(std::fs::File::open(top.join("staging/tools/interp")).expect("open"));
+        first.read_now();
+        assert!(first.quieted().contains(&top.join("staging/tools")));
+        first.stop_watching();
+        assert!(inputs_of(first).is_empty());
+        // `tools` itself is not renamed: its parent is.
+        std::fs::rename(top.join("staging"), top.join("two")).expect("mv");
+        let second = start(&top.join("two"), None).expect("fanotify");
+        drop(std::fs::File::open(top.join("two/tools/interp")).expect("open"));
+        second.stop_watching();
+        assert_eq!(inputs_of(second), vec![top.join("two/tools/interp")]);
     }
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{OUTPUT_EVENTS, RawEvent, fd_path, holds_the_workspace, open_handle};
+use super::{OUTPUT_EVENTS, RawEvent, fd_path, holds_the_workspace, is_under, open_handle};
 
 /// What a quieted directory's ignore mark ignores: opens (and executions) of its entries,
 /// files and directories alike.
@@ -42,6 +42,16 @@ pub(super) const MAX_QUIETED: usize = 256;
 pub(super) struct Quiet {
     /// Any descriptor on the marked file system, for `open_by_handle_at`.
     mount: OwnedFd,
+    /// Where `mount` was when the quieted directories' paths (`Quieted::now`) were taken:
+    /// a rename above the file system (of a directory a mount point is in) moves every
+    /// path on it without an event.
+    mount_was: Option<PathBuf>,
+    /// Set when a quieted directory may have moved since its path was taken: a directory
+    /// was renamed on the file system, events were lost, or the group was not listening.
+    /// Asking each directory where it is now is a `readlink` apiece (up to
+    /// [`MAX_QUIETED`], ~1.3 ms per task start when asked every time); so they are asked
+    /// only then ([`Quiet::refresh`]).
+    stale: bool,
     /// Directories (by handle) already decided on, quieted or not.
     decided: FxHashSet<Vec<u8>>,
     quieted: Vec<Quieted>,
@@ -50,9 +60,11 @@ pub(super) struct Quiet {
     refused: bool,
 }
 
-/// A quieted directory: where it was, a descriptor that follows it, and its handle.
+/// A quieted directory: where it was, where it is (`None`: removed) as last asked, a
+/// descriptor that follows it, and its handle.
 struct Quieted {
     was: PathBuf,
+    now: Option<PathBuf>,
     dir: OwnedFd,
     handle: Vec<u8>,
 }
@@ -60,7 +72,9 @@ struct Quieted {
 impl Quiet {
     pub(super) fn new(mount: OwnedFd) -> Quiet {
         Quiet {
+            mount_was: fd_path(&mount),
             mount,
+            stale: false,
             decided: FxHashSet::default(),
             quieted: Vec::new(),
             refused: false,
@@ -100,6 +114,7 @@ impl Quiet {
                 return;
             }
             self.quieted.push(Quieted {
+                now: Some(path.clone()),
                 was: path,
                 dir,
                 handle: handle.to_vec(),
@@ -114,14 +129,17 @@ impl Quiet {
     /// in an earlier task's time are decided on again too, as each task's own group did.
     pub(super) fn hear_again(&mut self, fanotify: RawFd, root: &Path) -> std::io::Result<()> {
         self.decided = self.quieted.iter().map(|q| q.handle.clone()).collect();
+        self.refresh();
+        // `holds_the_workspace`, by bytes (the paths are plain: canonical, or readlink's).
+        let parent = root.parent().map(|p| p.as_os_str().as_bytes());
+        let holds = |now: &Path| is_under(now, root) || parent == Some(now.as_os_str().as_bytes());
         let mut at = 0;
         while let Some(quieted) = self.quieted.get(at) {
-            match fd_path(&quieted.dir) {
+            match &quieted.now {
                 // Removed: nothing will be opened in it, and its mark goes with its last
                 // reference, this descriptor. Let go, so it does not count to the limit.
                 None => {}
-                Some(now) if now.as_os_str().as_bytes().ends_with(b" (deleted)") => {}
-                Some(now) if holds_the_workspace(&now, root) => {
+                Some(now) if holds(now) => {
                     unquiet(fanotify, &quieted.dir)?;
                 }
                 Some(_) => {
@@ -135,12 +153,42 @@ impl Quiet {
         Ok(())
     }
 
+    /// Notes what `new` events say of the quieted directories' paths: a directory renamed
+    /// anywhere on the file system may have been one of them or above one.
+    pub(super) fn saw(&mut self, new: &[RawEvent]) {
+        const MOVED: u64 = libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
+        self.stale |= new
+            .iter()
+            .any(|e| e.mask & libc::FAN_ONDIR != 0 && e.mask & MOVED != 0);
+    }
+
+    /// Says the paths may have changed unseen (events lost, or the group not listening).
+    pub(super) fn lost_sight(&mut self) {
+        self.stale = true;
+    }
+
+    /// Asks each quieted directory where it is now, if one may have moved since the last
+    /// time (or the file system itself did).
+    fn refresh(&mut self) {
+        let mount_now = fd_path(&self.mount);
+        if !self.stale && mount_now == self.mount_was {
+            return;
+        }
+        for quieted in &mut self.quieted {
+            quieted.now = fd_path(&quieted.dir)
+                .filter(|now| !now.as_os_str().as_bytes().ends_with(b" (deleted)"));
+        }
+        self.mount_was = mount_now;
+        self.stale = false;
+    }
+
     /// The quieted directories that are in the workspace `root` now: (where it was, where
     /// it is).
-    pub(super) fn moved_in(&self, root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    pub(super) fn moved_in(&mut self, root: &Path) -> Vec<(PathBuf, PathBuf)> {
+        self.refresh();
         self.quieted
             .iter()
-            .filter_map(|q| Some((q.was.clone(), fd_path(&q.dir)?)))
+            .filter_map(|q| Some((q.was.clone(), q.now.clone()?)))
             .filter(|(_, now)| holds_the_workspace(now, root))
             .collect()
     }
