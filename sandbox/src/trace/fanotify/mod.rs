@@ -278,7 +278,12 @@ pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Resul
                 });
             }
             Err(e) if attempt == 1 => return Err(e),
-            Err(_) => shared.retired = true,
+            Err(_) => {
+                shared.retired = true;
+                drop(shared);
+                // Its reader may be waiting for a task: it leaves instead.
+                group.started.notify_one();
+            }
         }
     }
     Err(std::io::Error::other("no fanotify group"))
@@ -415,12 +420,17 @@ fn read_events(group: &Group) {
         {
             let shared = lock(&group.state);
             if shared.watches.is_empty() {
+                // A retired group's reader leaves with its last task (the group goes with
+                // the last reference to it).
                 let (mut idle, waited) = group
                     .started
                     .wait_timeout_while(shared, std::time::Duration::from_millis(IDLE_MS), |s| {
-                        s.watches.is_empty()
+                        s.watches.is_empty() && !s.retired
                     })
                     .unwrap_or_else(|p| p.into_inner());
+                if idle.retired && idle.watches.is_empty() {
+                    return;
+                }
                 if waited.timed_out() && idle.marked {
                     unmark(fanotify);
                     idle.marked = false;
@@ -428,6 +438,9 @@ fn read_events(group: &Group) {
                     idle.forget_unneeded();
                 }
                 while idle.watches.is_empty() {
+                    if idle.retired {
+                        return;
+                    }
                     idle = group.started.wait(idle).unwrap_or_else(|p| p.into_inner());
                 }
             }
@@ -513,14 +526,20 @@ impl Watch {
         self.finished = true;
         let (events, overflowed, moved_in) = {
             // A reader that panicked while it held the lock may have lost what it had read
-            // from the queue: the run is not known to be complete.
-            let Ok(mut shared) = self.group.state.lock() else {
-                log.gap(
-                    0,
-                    "fanotify",
-                    "the fanotify reader stopped before the task ended",
-                );
-                return;
+            // from the queue: the run is not known to be complete, and the group is not
+            // trusted again (the next task makes another).
+            let mut shared = match self.group.state.lock() {
+                Ok(shared) => shared,
+                Err(poisoned) => {
+                    poisoned.into_inner().retired = true;
+                    self.group.started.notify_one();
+                    log.gap(
+                        0,
+                        "fanotify",
+                        "the fanotify reader stopped before the task ended",
+                    );
+                    return;
+                }
             };
             crate::timings::time("end: fanotify drain", || {
                 shared.drain(self.group.fanotify.as_raw_fd())
