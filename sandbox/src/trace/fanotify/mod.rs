@@ -978,6 +978,16 @@ mod tests {
         false
     }
 
+    /// A fresh directory (canonical) for a test of the group; `None` where it may not run.
+    fn watched_dir() -> Option<(tempfile::TempDir, PathBuf)> {
+        if !may_watch() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        Some((dir, top))
+    }
+
     impl Watch {
         /// Reads what is queued and quiets as the reader would: the names of every event
         /// read so far in this watch's window.
@@ -1086,11 +1096,9 @@ mod tests {
     /// first ones are quieted, the rest reported as before.
     #[test]
     fn quieting_stops_at_its_limit() {
-        if !may_watch() {
+        let Some((_dir, top)) = watched_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        };
         let root = top.join("ws");
         std::fs::create_dir(&root).expect("mkdir");
         let outside: Vec<PathBuf> = (0..quiet::MAX_QUIETED + 20)
@@ -1122,11 +1130,9 @@ mod tests {
     /// its tree's end (`stop_watching`), however the windows of other watches overlap it.
     #[test]
     fn each_watch_gets_the_events_of_its_own_window() {
-        if !may_watch() {
+        let Some((_dir, top)) = watched_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        };
         for f in ["before", "x", "y", "z"] {
             std::fs::write(top.join(f), "x").expect("write");
         }
@@ -1155,11 +1161,9 @@ mod tests {
     /// earlier task's quieting must never hide a later task's reads from the cross-check.
     #[test]
     fn a_directory_quieted_for_one_task_is_heard_for_a_task_whose_workspace_holds_it() {
-        if !may_watch() {
+        let Some((_dir, top)) = watched_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        };
         let (one, two) = (top.join("one"), top.join("two"));
         std::fs::create_dir_all(&one).expect("mkdir");
         std::fs::create_dir_all(two.join("tools")).expect("mkdir");
@@ -1190,11 +1194,9 @@ mod tests {
     /// task.
     #[test]
     fn an_idle_group_hears_the_next_task_again() {
-        if !may_watch() {
+        let Some((_dir, top)) = watched_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        };
         std::fs::write(top.join("x"), "x").expect("write");
         let watch = start(&top, None).expect("fanotify");
         let group = Arc::clone(&watch.group);
@@ -1219,11 +1221,9 @@ mod tests {
     /// directory ends up in the next task's workspace by its parent's rename.
     #[test]
     fn a_quieted_directory_moved_with_its_parent_into_a_workspace_is_heard_again() {
-        if !may_watch() {
+        let Some((_dir, top)) = watched_dir() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        };
         let one = top.join("one");
         std::fs::create_dir_all(&one).expect("mkdir");
         std::fs::create_dir_all(top.join("staging/tools")).expect("mkdir");

@@ -201,35 +201,24 @@ impl Quiet {
 
 /// Removes the ignore mark: the group hears of opens of `dir`'s entries again.
 fn unquiet(fanotify: RawFd, dir: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: as in `quiet`, for the removal of the same mark.
-    let rc = unsafe {
-        libc::fanotify_mark(
-            fanotify,
-            libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORE,
-            QUIETED,
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    ignore_mark(fanotify, dir, libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORE)
 }
 
 /// Adds the ignore mark: the group stops hearing of opens of `dir`'s entries.
 fn quiet(fanotify: RawFd, dir: &OwnedFd) -> std::io::Result<()> {
+    ignore_mark(
+        fanotify,
+        dir,
+        libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORE_SURV,
+    )
+}
+
+/// Adds or removes (`flags`) the quieting's ignore mark on `dir`.
+fn ignore_mark(fanotify: RawFd, dir: &OwnedFd, flags: libc::c_uint) -> std::io::Result<()> {
     // SAFETY: marks, in a group of ours, the directory an open descriptor of ours is on
     // ("." from it: a null path would need a descriptor that is not `O_PATH`).
-    let rc = unsafe {
-        libc::fanotify_mark(
-            fanotify,
-            libc::FAN_MARK_ADD | libc::FAN_MARK_IGNORE_SURV,
-            QUIETED,
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-        )
-    };
+    let rc =
+        unsafe { libc::fanotify_mark(fanotify, flags, QUIETED, dir.as_raw_fd(), c".".as_ptr()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
