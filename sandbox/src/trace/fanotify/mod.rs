@@ -166,7 +166,7 @@ impl Shared {
     /// noted (a directory renamed: `quiet`), from the records' fixed part.
     fn discard(&mut self, fanotify: RawFd) {
         const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
-        const MOVED: u64 = libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
+        let mut moved = Vec::new();
         loop {
             // SAFETY: reads into our buffer; the fd is non-blocking.
             let n =
@@ -178,17 +178,25 @@ impl Shared {
             let mut lost_sight = false;
             while read.len() >= META {
                 let len = u32::from_ne_bytes(read[0..4].try_into().unwrap_or_default()) as usize;
-                let mask = u64::from_ne_bytes(read[8..16].try_into().unwrap_or_default());
-                lost_sight |= mask & libc::FAN_Q_OVERFLOW != 0
-                    || (mask & libc::FAN_ONDIR != 0 && mask & MOVED != 0);
                 if len < META || len > read.len() {
                     break;
                 }
+                let mask = u64::from_ne_bytes(read[8..16].try_into().unwrap_or_default());
+                if mask & libc::FAN_Q_OVERFLOW != 0 {
+                    lost_sight = true;
+                } else if quiet::is_directory_moved_away(mask) {
+                    // The one kind of record parsed whole (see `quiet::Quiet::saw`).
+                    parse(&read[..len], &mut moved);
+                }
                 read = &read[len..];
             }
-            if lost_sight && let Some(quiet) = &mut self.quiet {
-                quiet.lost_sight();
+            if let Some(quiet) = &mut self.quiet {
+                if lost_sight {
+                    quiet.lost_sight();
+                }
+                quiet.saw(&moved);
             }
+            moved.clear();
             if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
                 break;
             }

@@ -154,12 +154,32 @@ impl Quiet {
     }
 
     /// Notes what `new` events say of the quieted directories' paths: a directory renamed
-    /// anywhere on the file system may have been one of them or above one.
+    /// away from a place that is one of them or above one ([`Quiet::saw_moved`]).
     pub(super) fn saw(&mut self, new: &[RawEvent]) {
-        const MOVED: u64 = libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
-        self.stale |= new
+        for event in new.iter().filter(|e| is_directory_moved_away(e.mask)) {
+            self.saw_moved(&event.dir_handle, &event.name);
+        }
+    }
+
+    /// A directory was renamed away from `name` in the directory of handle `from`: the
+    /// quieted directories' paths are asked again if one was there or below. A rename
+    /// elsewhere (a layer's removal, overlayfs's own checks: one or two per sandboxed task)
+    /// changes none of them. The old place is taken from where `from` is now: had `from`
+    /// moved too, its own rename (an event too) is one above, found from a place that did
+    /// not move. A `from` gone cannot be told: asked again.
+    pub(super) fn saw_moved(&mut self, from: &[u8], name: &[u8]) {
+        if self.stale || self.quieted.is_empty() {
+            return;
+        }
+        let Some(mut was) = open_handle(&self.mount, from).and_then(|dir| fd_path(&dir)) else {
+            self.stale = true;
+            return;
+        };
+        was.push(std::ffi::OsStr::from_bytes(name));
+        self.stale = self
+            .quieted
             .iter()
-            .any(|e| e.mask & libc::FAN_ONDIR != 0 && e.mask & MOVED != 0);
+            .any(|q| q.now.as_ref().is_some_and(|now| is_under(now, &was)));
     }
 
     /// Says the paths may have changed unseen (events lost, or the group not listening).
@@ -199,6 +219,11 @@ impl Quiet {
     }
 }
 
+/// Whether an event's `mask` is a directory's rename away from its place.
+pub(super) fn is_directory_moved_away(mask: u64) -> bool {
+    mask & libc::FAN_ONDIR != 0 && mask & libc::FAN_MOVED_FROM != 0
+}
+
 /// Removes the ignore mark: the group hears of opens of `dir`'s entries again.
 fn unquiet(fanotify: RawFd, dir: &OwnedFd) -> std::io::Result<()> {
     ignore_mark(fanotify, dir, libc::FAN_MARK_REMOVE | libc::FAN_MARK_IGNORE)
@@ -223,4 +248,77 @@ fn ignore_mark(fanotify: RawFd, dir: &OwnedFd, flags: libc::c_uint) -> std::io::
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `handle_type` + bytes of `path`'s file handle, as an event names a directory.
+    fn handle_of(path: &Path) -> Vec<u8> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        let mut raw = vec![0u8; 8 + 128];
+        raw[0..4].copy_from_slice(&128u32.to_ne_bytes());
+        let mut mount_id = 0;
+        // SAFETY: a file_handle buffer of 128 bytes, as its first field says.
+        let rc = unsafe {
+            libc::name_to_handle_at(
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                raw.as_mut_ptr().cast(),
+                &mut mount_id,
+                0,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        );
+        let bytes = u32::from_ne_bytes(raw[0..4].try_into().expect("4")) as usize;
+        raw[4..8 + bytes].to_vec()
+    }
+
+    /// Only a rename of a quieted directory or of one above it makes the paths be asked
+    /// again; a rename elsewhere (a layer's, overlayfs's own) does not, and one from a
+    /// directory that cannot be found any more does.
+    #[test]
+    fn only_a_rename_at_or_above_a_quieted_directory_makes_the_paths_stale() {
+        // open_by_handle_at needs CAP_DAC_READ_SEARCH (as fanotify's group needs root).
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: handles need root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
+        std::fs::create_dir_all(top.join("a/b/c")).expect("mkdir");
+        std::fs::create_dir_all(top.join("gone")).expect("mkdir");
+        let open = |p: &Path| OwnedFd::from(std::fs::File::open(p).expect("open"));
+        let mut quiet = Quiet::new(open(&top));
+        let c = top.join("a/b/c");
+        quiet.quieted.push(Quieted {
+            was: c.clone(),
+            now: Some(c.clone()),
+            dir: open(&c),
+            handle: handle_of(&c),
+        });
+        let gone = handle_of(&top.join("gone"));
+        std::fs::remove_dir(top.join("gone")).expect("rmdir");
+        for (from, name, stale) in [
+            (top.as_path(), "elsewhere", false),
+            (&top.join("a/b"), "cc", false),
+            (&top.join("a/b"), "c", true),
+            (&top.join("a"), "b", true),
+            (top.as_path(), "a", true),
+        ] {
+            quiet.stale = false;
+            quiet.saw_moved(&handle_of(from), name.as_bytes());
+            assert_eq!(quiet.stale, stale, "{}/{name}", from.display());
+        }
+        quiet.stale = false;
+        quiet.saw_moved(&gone, b"x");
+        assert!(quiet.stale, "a directory gone cannot be told");
+    }
 }
