@@ -112,11 +112,16 @@ def main() -> int:
         timed(cmd, cwd=pkg, extra=extra)
     times = {k: [] for k in list(single) + list(many)}
     phases = {name: {} for name in vts}
-    for _ in range(args.rounds):
-        for label, (cmd, extra) in single.items():
+    for round_ in range(args.rounds):
+        # The order reversed every other round: a run leaves work behind it (the kernel's
+        # teardown of its sandboxes' namespaces, layers its remover had not removed, which
+        # the next vt sweeps), and whatever runs next pays it. Alternating spreads that
+        # over both binaries alike.
+        order = (lambda d: list(d.items())) if round_ % 2 == 0 else (lambda d: list(d.items())[::-1])
+        for label, (cmd, extra) in order(single):
             for _ in range(5):  # a few per round: each is milliseconds
                 times[label].append(timed(cmd, cwd=pkg, extra=extra))
-        for label, (cmd, clear) in many.items():
+        for label, (cmd, clear) in order(many):
             if clear:
                 shutil.rmtree(clear, ignore_errors=True)
             times[label].append(timed(cmd, extra=clear and {"VT_CACHE_DIR": str(clear)}))
@@ -147,6 +152,27 @@ def main() -> int:
     for label in many:
         per = med[label] / TASKS * 1000
         print(f"| {label} | {med[label]:.3f} | {per:.2f} | {per - loop_s / TASKS * 1000:+.2f} |")
+    if "baseline" in vts:
+        # The comparison that holds in a noisy hour: each round's own ratio (the two ran in
+        # the same round, in alternating order), its median and quartiles.
+        print("\n| vt against the baseline, per-round ratio | median | q1 | q3 |")
+        print("|---|---|---|---|")
+        for label in list(single) + list(many):
+            if not label.startswith("vt "):
+                continue
+            other = "baseline " + label[len("vt "):]
+            if other not in times:
+                continue
+            if label in single:
+                # Five of each per round: the round's medians.
+                per_round = [statistics.median(times[label][i:i + 5]) / statistics.median(times[other][i:i + 5])
+                             for i in range(0, len(times[label]), 5)]
+            else:
+                per_round = [a / b for a, b in zip(times[label], times[other])]
+            per_round.sort()
+            n = len(per_round)
+            print(f"| {label[len('vt '):]} | {statistics.median(per_round):.3f} "
+                  f"| {per_round[n // 4]:.3f} | {per_round[(3 * n) // 4]:.3f} |")
     for name in vts:
         if not phases[name]:
             print(f"\n({name} prints no VT_TIMINGS table: a vt from before it existed)")
