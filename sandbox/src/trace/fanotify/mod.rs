@@ -770,8 +770,13 @@ fn reconcile(
 /// Whether events in `dir` can be about the workspace: it is in the workspace `root`, or
 /// is its parent (whose entry is the workspace itself). Events in any other directory are
 /// dropped by the reconciliation, and the reader quiets such directories (`quiet`).
+/// Compared as bytes, as `is_under` does: both paths are plain (canonical, or the kernel's
+/// from a descriptor), and the quieting asks this of every quieted directory at each start.
 fn holds_the_workspace(dir: &Path, root: &Path) -> bool {
-    is_under(dir, root) || root.parent() == Some(dir)
+    is_under(dir, root)
+        || root
+            .parent()
+            .is_some_and(|parent| parent.as_os_str().as_bytes() == dir.as_os_str().as_bytes())
 }
 
 /// What the tracer saw in the workspace, asked about fanotify's paths.

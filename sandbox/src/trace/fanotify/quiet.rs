@@ -130,16 +130,13 @@ impl Quiet {
     pub(super) fn hear_again(&mut self, fanotify: RawFd, root: &Path) -> std::io::Result<()> {
         self.decided = self.quieted.iter().map(|q| q.handle.clone()).collect();
         self.refresh();
-        // `holds_the_workspace`, by bytes (the paths are plain: canonical, or readlink's).
-        let parent = root.parent().map(|p| p.as_os_str().as_bytes());
-        let holds = |now: &Path| is_under(now, root) || parent == Some(now.as_os_str().as_bytes());
         let mut at = 0;
         while let Some(quieted) = self.quieted.get(at) {
             match &quieted.now {
                 // Removed: nothing will be opened in it, and its mark goes with its last
                 // reference, this descriptor. Let go, so it does not count to the limit.
                 None => {}
-                Some(now) if holds(now) => {
+                Some(now) if holds_the_workspace(now, root) => {
                     unquiet(fanotify, &quieted.dir)?;
                 }
                 Some(_) => {
