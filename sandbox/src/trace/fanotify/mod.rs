@@ -1207,19 +1207,36 @@ mod tests {
     /// task.
     #[test]
     fn an_idle_group_hears_the_next_task_again() {
-        let Some((_dir, top)) = watched_dir() else {
+        if !may_watch() {
             return;
-        };
+        }
+        // A file system no other test watches (a group is per file system and process):
+        // the unmark below, done with other tasks running, would blind their windows, as
+        // vt's reader never does (it unmarks only without a task).
+        use std::os::unix::fs::MetadataExt;
+        let shm = Path::new("/dev/shm");
+        let others = std::env::temp_dir();
+        assert_ne!(
+            std::fs::metadata(shm).map(|m| m.dev()).ok(),
+            std::fs::metadata(&others).map(|m| m.dev()).ok(),
+            "/dev/shm is not a file system apart from {}",
+            others.display()
+        );
+        let dir = tempfile::tempdir_in(shm).expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonical");
         std::fs::write(top.join("x"), "x").expect("write");
         let watch = start(&top, None).expect("fanotify");
         let group = Arc::clone(&watch.group);
         watch.stop_watching();
         drop(inputs_of(watch));
         {
-            // What the reader does after `IDLE_MS` without a task (other tests' watches
-            // may be running: their windows then miss nothing either, the next start
-            // below marks again before anything of theirs is asked for).
+            // What the reader does after `IDLE_MS` without a task.
             let mut shared = group.state.lock().expect("lock");
+            assert!(
+                shared.watches.is_empty(),
+                "another test watches {}",
+                top.display()
+            );
             unmark(group.fanotify.as_raw_fd());
             shared.marked = false;
         }
