@@ -314,14 +314,19 @@ impl Shared {
             }
         }
         if self.watches.is_empty() {
-            // What came before the task is nobody's (see `look`).
+            // What came before the task is nobody's.
             self.discard(group.fanotify.as_raw_fd());
-            self.forget_unneeded();
-            self.looked = self.end();
         } else {
             self.drain(group.fanotify.as_raw_fd());
-            self.forget_unneeded();
         }
+        self.forget_unneeded();
+        // The running tasks' events read so far are looked at now, before `hear_again`
+        // forgets the decisions not to quiet: the quieting then decides afresh from what
+        // comes after this task's start, as a group of the task's own did. Looked at after
+        // the forgetting, the creation of this task's files in a directory (in another
+        // task's window) would keep that directory from being quieted for it. (This is the
+        // reader's next look, done sooner, not more work.)
+        self.look(group.fanotify.as_raw_fd());
         if let Some(quiet) = &mut self.quiet {
             crate::timings::time("spawn: fanotify: hear again", || {
                 quiet.hear_again(group.fanotify.as_raw_fd(), root)
