@@ -131,34 +131,27 @@ impl Shared {
     /// Reads everything queued now: events are queued synchronously by the syscalls that
     /// cause them, so once the task tree is gone, this reads all of its events.
     fn drain(&mut self, fanotify: RawFd) {
-        loop {
-            // SAFETY: reads into our buffer; the fd is non-blocking.
-            let n =
-                unsafe { libc::read(fanotify, self.buffer.as_mut_ptr().cast(), self.buffer.len()) };
-            if n <= 0 {
-                break;
-            }
-            let read_from = self.events.len();
-            let overflowed = parse(&self.buffer[..n as usize], &mut self.events);
-            if let Some(quiet) = &mut self.quiet {
-                quiet.saw(&self.events[read_from..]);
+        let Shared {
+            buffer,
+            events,
+            quiet,
+            overflows,
+            first,
+            ..
+        } = self;
+        read_queue(fanotify, buffer, |read| {
+            let read_from = events.len();
+            let overflowed = parse(read, events);
+            if let Some(quiet) = quiet {
+                quiet.saw(&events[read_from..]);
                 if overflowed {
                     quiet.lost_sight();
                 }
             }
             if overflowed {
-                let end = self.end();
-                self.overflows.push(end);
+                overflows.push(*first + events.len() as u64);
             }
-            // A read that left room for another event emptied the queue. Stop there: a
-            // process writing to the same file system, or one reacting to vt's own reads
-            // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading
-            // forever and vt would never finish. Later events are read next time, or, at
-            // the end, came after the task was gone.
-            if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
-                break;
-            }
-        }
+        });
     }
 
     /// Reads and drops everything queued now, for when no task is running: nobody's
@@ -166,15 +159,9 @@ impl Shared {
     /// noted (a directory renamed: `quiet`), from the records' fixed part.
     fn discard(&mut self, fanotify: RawFd) {
         const META: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+        let Shared { buffer, quiet, .. } = self;
         let mut moved = Vec::new();
-        loop {
-            // SAFETY: reads into our buffer; the fd is non-blocking.
-            let n =
-                unsafe { libc::read(fanotify, self.buffer.as_mut_ptr().cast(), self.buffer.len()) };
-            if n <= 0 {
-                break;
-            }
-            let mut read = &self.buffer[..n as usize];
+        read_queue(fanotify, buffer, |mut read| {
             let mut lost_sight = false;
             while read.len() >= META {
                 let len = u32::from_ne_bytes(read[0..4].try_into().unwrap_or_default()) as usize;
@@ -190,17 +177,14 @@ impl Shared {
                 }
                 read = &read[len..];
             }
-            if let Some(quiet) = &mut self.quiet {
+            if let Some(quiet) = quiet {
                 if lost_sight {
                     quiet.lost_sight();
                 }
                 quiet.saw(&moved);
             }
             moved.clear();
-            if (n as usize) + MAX_EVENT_LEN <= self.buffer.len() {
-                break;
-            }
-        }
+        });
     }
 
     /// Quiets the directories the events read since the last look show with only opens in
@@ -257,8 +241,9 @@ pub fn start(root: &Path, while_running: Option<WhileRunning>) -> std::io::Resul
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::canonicalize(root)?;
     // open_by_handle_at needs any fd on the same file system.
-    let mount: OwnedFd = std::fs::File::open(&root)?.into();
-    let dev = std::fs::metadata(format!("/proc/self/fd/{}", mount.as_raw_fd()))?.dev();
+    let mount = std::fs::File::open(&root)?;
+    let dev = mount.metadata()?.dev();
+    let mount = OwnedFd::from(mount);
     let mut while_running = while_running;
     for attempt in 0..2 {
         let group = group_for(dev, &root, &mount)?;
@@ -511,6 +496,27 @@ fn unmark(fanotify: RawFd) {
             c"/".as_ptr(),
         )
     };
+}
+
+/// Reads the group's queue into `buffer` until it is empty, handing each read's bytes to
+/// `each` (whole records: the kernel never splits one across reads).
+fn read_queue(fanotify: RawFd, buffer: &mut [u8], mut each: impl FnMut(&[u8])) {
+    loop {
+        // SAFETY: reads into our buffer; the fd is non-blocking.
+        let n = unsafe { libc::read(fanotify, buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n <= 0 {
+            break;
+        }
+        each(&buffer[..n as usize]);
+        // A read that left room for another event emptied the queue. Stop there: a
+        // process writing to the same file system, or one reacting to vt's own reads
+        // (`strace -f -o FILE vt …` did), would otherwise keep this loop reading forever
+        // and vt would never finish. Later events are read next time, or, at the end, came
+        // after the task was gone.
+        if (n as usize) + MAX_EVENT_LEN <= buffer.len() {
+            break;
+        }
+    }
 }
 
 /// More than one event can take: metadata, a DFID_NAME record with the largest file handle
