@@ -38,6 +38,14 @@ pub fn spawn_without_signals<T: Send + 'static>(
     spawned
 }
 
+/// Locks `mutex`, whatever a thread that panicked while holding it left: vt's shared state
+/// stays usable (each user checks what it needs of it).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The CPUs this process may use (`available_parallelism`), read once: std reads the cgroup
 /// quota files on every call (three opens and reads, ~0.1 ms), and vt asks per task.
 pub fn cpus() -> usize {

@@ -38,6 +38,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::lock;
+
 /// Set once a thread could not make a namespace (not permitted here): later sandboxes do
 /// not try again.
 static REFUSED: AtomicBool = AtomicBool::new(false);
@@ -124,10 +126,6 @@ fn keep_if_unused(namespace: OwnedFd) -> bool {
     }
     returned.push(namespace);
     true
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether anything of a task is left in `namespace`: any socket, TCP connection in

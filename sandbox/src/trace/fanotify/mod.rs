@@ -25,6 +25,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::paths::{CanonicalDirs, Resolved, is_under};
 use crate::access::{AccessKind, AccessLog};
+use crate::lock;
 
 mod quiet;
 
@@ -319,10 +320,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// This process's group for file system `dev`, made (and marked through `root`) the first
