@@ -132,12 +132,8 @@ fn keep_if_unused(namespace: OwnedFd) -> bool {
 /// `TIME_WAIT` or queued fragment, by the namespace's own counts, read from inside it (this
 /// thread enters it and goes back; only vt's worker threads do, between their jobs).
 fn in_use(namespace: &OwnedFd) -> std::io::Result<bool> {
-    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-    // SAFETY: moves this thread (only) into the namespace, an fd we hold.
-    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let counts = std::fs::read_to_string("/proc/thread-self/net/sockstat").and_then(|mut text| {
+    let counts = inside(namespace, || {
+        let mut text = std::fs::read_to_string("/proc/thread-self/net/sockstat")?;
         // No IPv6 in this kernel: no IPv6 sockets, and `sockstat`'s `sockets: used` counts
         // every family anyway.
         match std::fs::read_to_string("/proc/thread-self/net/sockstat6") {
@@ -146,12 +142,24 @@ fn in_use(namespace: &OwnedFd) -> std::io::Result<bool> {
             Err(e) => return Err(e),
         }
         Ok(text)
-    });
+    })??;
+    Ok(!nothing_counted(&counts))
+}
+
+/// Runs `work` with this thread in network namespace `namespace`, then takes the thread
+/// back to the namespace it was in.
+fn inside<T>(namespace: &OwnedFd, work: impl FnOnce() -> T) -> std::io::Result<T> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+    // SAFETY: moves this thread (only) into the namespace, an fd we hold.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let done = work();
     // SAFETY: this thread back into the namespace it was in (its own fd, still open).
     if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(!nothing_counted(&counts?))
+    Ok(done)
 }
 
 /// Whether `sockstat` text (`sockstat` and `sockstat6`, one after the other) counts nothing
@@ -286,23 +294,6 @@ mod tests {
             eprintln!("skipped: vt makes network namespaces as root only");
             return;
         }
-        let enter = |namespace: &OwnedFd| {
-            let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
-            // SAFETY: this test thread into a namespace we hold.
-            assert_eq!(
-                unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            own
-        };
-        let leave = |own: std::fs::File| {
-            // SAFETY: this test thread back into its own namespace.
-            assert_eq!(
-                unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-        };
-
         let fresh = make().expect("a namespace");
         assert!(
             !in_use(&fresh).expect("counts"),
@@ -311,17 +302,15 @@ mod tests {
         assert!(keep_if_unused(fresh), "a fresh namespace was not kept");
 
         let held = make().expect("a namespace");
+        // On a thread of its own: the test's thread keeps its namespace whatever happens.
         let socket = std::thread::scope(|scope| {
             scope
-                .spawn(|| {
-                    let own = enter(&held);
-                    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-                    leave(own);
-                    socket
-                })
+                .spawn(|| inside(&held, || std::net::UdpSocket::bind("127.0.0.1:0")))
                 .join()
                 .expect("thread")
-        });
+        })
+        .expect("setns")
+        .expect("udp");
         assert!(
             in_use(&held).expect("counts"),
             "an open socket was not seen"
@@ -333,20 +322,21 @@ mod tests {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let own = enter(&waited);
-                    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-                    let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
-                        .expect("connect");
-                    let (server, _) = listener.accept().expect("accept");
-                    // The server's side closes first: its port goes to TIME_WAIT.
-                    drop(server);
-                    let mut byte = [0u8; 1];
-                    let _ = std::io::Read::read(&mut &client, &mut byte);
-                    drop((client, listener));
-                    leave(own);
+                    inside(&waited, || {
+                        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+                        let client =
+                            std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                                .expect("connect");
+                        let (server, _) = listener.accept().expect("accept");
+                        // The server's side closes first: its port goes to TIME_WAIT.
+                        drop(server);
+                        let mut byte = [0u8; 1];
+                        let _ = std::io::Read::read(&mut &client, &mut byte);
+                    })
                 })
                 .join()
                 .expect("thread")
+                .expect("setns")
         });
         assert!(
             in_use(&waited).expect("counts"),
