@@ -54,9 +54,8 @@ pub fn start() {
 /// gone): a janitor that closed at the first could be done before vt's copy was, and vt's
 /// close was then the last, slow one (2 lone runs in 80 waited 10 ms in `end: fanotify`).
 pub fn release(fd: OwnedFd) {
-    static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
     if let Some(socket) = janitor() {
-        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let token = next_token();
         if send(socket, token, Some(fd.as_raw_fd())).is_ok() {
             // The message holds a reference until the janitor takes it, and the janitor
             // holds its own until it hears of this close: this close is not the last one.
@@ -76,18 +75,15 @@ pub fn release(fd: OwnedFd) {
 /// at its exit or before, is then never the last, slow one. For a descriptor vt keeps for
 /// its whole life (the fanotify group its tasks share). Whether the janitor took it.
 pub fn hold_until_exit(fd: &OwnedFd) -> bool {
-    static NEXT_TOKEN: AtomicU64 = AtomicU64::new(u64::MAX / 2);
-    // No second message (the one that says vt's copy is closed) is ever sent for it, so the
-    // janitor keeps it until its socket ends, that is until vt is gone. A token of its own
-    // range: never one `release` sends.
-    janitor().is_some_and(|socket| {
-        send(
-            socket,
-            NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
-            Some(fd.as_raw_fd()),
-        )
-        .is_ok()
-    })
+    // No second message (the one that says vt's copy is closed) is ever sent for its token,
+    // so the janitor keeps it until its socket ends, that is until vt is gone.
+    janitor().is_some_and(|socket| send(socket, next_token(), Some(fd.as_raw_fd())).is_ok())
+}
+
+/// A token no other handover has (`release`, `hold_until_exit`).
+fn next_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// vt's end of the janitor's socket, once the janitor runs.
