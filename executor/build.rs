@@ -1,4 +1,4 @@
-//! How vt's binaries are linked: RocksDB's C++ runtime, gcc's unwinder, vt's own image.
+//! Two things about how RocksDB's C++ is linked into vt.
 //!
 //! **libstdc++, statically**, into everything that links RocksDB (vt, the test binaries,
 //! the examples).
@@ -15,17 +15,6 @@
 //! shared library first, and this directory comes before the compiler's, so it finds the
 //! archive. Cargo passes a build script's search paths on to the link of every crate that
 //! depends on this one. Where the compiler has no `libstdc++.a`, the link stays dynamic.
-//!
-//! **gcc's unwinder, statically** (`libgcc_eh.a` instead of `libgcc_s.so.1`, which Rust's
-//! standard library asks for): loading `libgcc_s.so.1` runs its constructor
-//! `__cpu_indicator_init`, which asks the CPU about itself with a series of `cpuid`
-//! instructions, and in a virtual machine each one exits to the hypervisor (4.6 µs each on
-//! this project's machine). With the library's own loading and relocations that was ~0.2 ms
-//! of every vt process (`vt --version` +0.61 → +0.42 ms over `/bin/true`, a lone `vt exec
-//! --no-cache -- true` +3.09 → +2.81 ms, 100 interleaved rounds). The archive holds the
-//! same unwinder, the one Rust links into static glibc binaries (`crt-static`); panics
-//! unwind as before. Same mechanism as for libstdc++: a directory before the compiler's
-//! holds a `libgcc_s.so` that is a linker script naming the archive.
 //!
 //! **RocksDB's static constructors, deferred** to the first open of the store, in this
 //! crate's own binaries (vt, its tests and examples): a linker script moves them out of
@@ -83,12 +72,6 @@ fn main() {
     if std::env::var_os("VT_DYNAMIC_LIBSTDCXX").is_none() {
         link_libstdcxx_statically(&out);
     }
-    // VT_DYNAMIC_LIBGCC=1 keeps `libgcc_s.so.1`.
-    if std::env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|env| env == "gnu")
-        && std::env::var_os("VT_DYNAMIC_LIBGCC").is_none()
-    {
-        link_libgcc_statically(&out);
-    }
 }
 
 fn defer_rocksdb_init(out: &Path) {
@@ -129,49 +112,16 @@ fn link_libstdcxx_statically(out: &Path) {
     println!("cargo:rustc-link-search=native={}", dir.display());
 }
 
-/// Links gcc's unwinder (`libgcc_eh.a`) in place of `libgcc_s.so.1`, which Rust's standard
-/// library asks for (`-lgcc_s`): a directory before the compiler's holds a `libgcc_s.so`
-/// that is a linker script naming the archive, so the linker takes that.
-fn link_libgcc_statically(out: &Path) {
-    // Checked only for its presence: the script names it by `-l`, and the compiler's own
-    // directory, where it is, is on the linker's path.
-    if compiler_file("libgcc_eh.a", false).is_none() {
-        println!(
-            "cargo:warning=no libgcc_eh.a next to the C compiler: vt loads libgcc_s.so.1 \
-             at every start (~0.2 ms)"
-        );
-        return;
-    }
-    let dir = out.join("static-libgcc");
-    let script = dir.join("libgcc_s.so");
-    if let Err(e) =
-        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&script, "INPUT(-lgcc_eh)\n"))
-    {
-        println!(
-            "cargo:warning=cannot write {}: {e}; libgcc_s stays dynamic",
-            script.display()
-        );
-        return;
-    }
-    println!("cargo:rustc-link-search=native={}", dir.display());
-}
-
 /// The C++ compiler's `libstdc++.a`, as `c++ -print-file-name` names it (it echoes the bare
 /// name back when it has none).
 fn static_libstdcxx() -> Option<PathBuf> {
-    compiler_file("libstdc++.a", true)
-}
-
-/// A file of the C (or C++) compiler's own, as `-print-file-name` names it (it echoes the
-/// bare name back when it has none).
-fn compiler_file(name: &str, cpp: bool) -> Option<PathBuf> {
     let compiler = cc::Build::new()
-        .cpp(cpp)
+        .cpp(true)
         .cargo_metadata(false)
         .try_get_compiler()
         .ok()?;
     let output = Command::new(compiler.path())
-        .arg(format!("-print-file-name={name}"))
+        .arg("-print-file-name=libstdc++.a")
         .output()
         .ok()?;
     let printed = String::from_utf8(output.stdout).ok()?;
