@@ -29,8 +29,6 @@ struct Reaper {
 #[derive(Default)]
 struct Registry {
     roots: HashMap<i32, Sender<ExitStatus>>,
-    /// What must live until a root is reaped ([`keep_until_reaped`]).
-    kept: HashMap<i32, Box<dyn Send>>,
     generation: u64,
 }
 
@@ -114,23 +112,10 @@ pub fn wait_for(pid: u32, status: &Receiver<ExitStatus>) -> Option<ExitStatus> {
         return status.recv().ok();
     }
     let reaped = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
-    let kept = registry.kept.remove(&raw);
     drop(registry);
-    drop(kept);
     match reaped {
         Ok(WaitStatus::StillAlive) | Err(_) => None,
         Ok(reaped) => Some(exit_status(reaped)),
-    }
-}
-
-/// Keeps `kept` until the task root `pid` (started through [`spawn_with`]) has been reaped,
-/// for a root whose owner does not wait for its exit: a sandbox's init that has told its
-/// owner the task's end and runs on a stack of vt's until it exits. Dropped at once if the
-/// root has exited already (a zombie no longer runs).
-pub fn keep_until_reaped(pid: u32, kept: Box<dyn Send>) {
-    let mut registry = reaper().waiting.lock().unwrap_or_else(|p| p.into_inner());
-    if registry.roots.contains_key(&(pid as i32)) {
-        registry.kept.insert(pid as i32, kept);
     }
 }
 
@@ -142,15 +127,13 @@ fn reap_forever() {
         match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(status) => {
                 let Some(pid) = status.pid() else { continue };
-                let (sender, kept) = {
-                    let mut registry = reaper.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                    (
-                        registry.roots.remove(&pid.as_raw()),
-                        registry.kept.remove(&pid.as_raw()),
-                    )
-                };
+                let sender = reaper
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .roots
+                    .remove(&pid.as_raw());
                 let reaped = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-                drop(kept);
                 if let (Some(sender), Ok(status)) = (sender, reaped) {
                     let _ = sender.send(exit_status(status));
                 }
@@ -261,42 +244,5 @@ mod tests {
             let got = wait_for(child.id(), &status).expect("a status");
             assert_eq!(got.code(), Some(code));
         }
-    }
-
-    /// Tells a channel when it is dropped.
-    struct Told(std::sync::mpsc::SyncSender<()>);
-    impl Drop for Told {
-        fn drop(&mut self) {
-            let _ = self.0.send(());
-        }
-    }
-
-    /// What a root's owner leaves with the reaper lives until the root is reaped, not
-    /// longer, and not less; kept for a root already reaped, it goes at once.
-    #[test]
-    fn what_is_kept_for_a_root_goes_when_the_root_is_reaped() {
-        // The root waits for a line on its stdin: it exits when the test says so.
-        let mut command = Command::new("/bin/sh");
-        command
-            .args(["-c", "read line; exit 7"])
-            .stdin(std::process::Stdio::piped());
-        let (mut child, status) = spawn(&mut command).expect("spawn");
-        let (told, dropped) = std::sync::mpsc::sync_channel(1);
-        keep_until_reaped(child.id(), Box::new(Told(told)));
-        assert!(
-            dropped.try_recv().is_err(),
-            "dropped while its root was still running"
-        );
-        drop(child.stdin.take()); // end of input: the root exits
-        // The reaper reaps it (nobody waits for it) and then drops what was kept.
-        dropped
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("what was kept outlived its reaped root");
-        assert_eq!(status.recv().expect("the reaper's message").code(), Some(7));
-        let (told, dropped) = std::sync::mpsc::sync_channel(1);
-        keep_until_reaped(child.id(), Box::new(Told(told)));
-        dropped
-            .try_recv()
-            .expect("kept for a root already reaped: dropped at once");
     }
 }

@@ -355,38 +355,17 @@ impl Installed {
         started.pid
     }
 
-    /// Waits for the word of a sandbox started with `Installed::adopt` (`pid`: its init):
-    /// the task's wait status, which the init writes once it has killed and reaped every
-    /// process of the sandbox, so the task has ended when it comes. The init may still be
-    /// exiting then: its stack goes to the reaper, which frees it once the init is reaped.
-    /// `None` for a forked sandbox, or an init that ended without its word (killed): wait
-    /// for the init's exit instead, then ask [`Installed::relayed_status`].
-    pub fn wait_for_word(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
-        let (_, status) = self.init.as_ref()?;
-        let mut ready = [libc::pollfd {
-            fd: status.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: polls one descriptor of ours, described by a local array.
-        while unsafe { libc::poll(ready.as_mut_ptr(), 1, -1) } < 0
-            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {}
-        let word = read_status(status)?;
-        if let Some((stack, _)) = self.init.take() {
-            self.init_reaped = true; // the reaper's to free from here on
-            crate::reaper::keep_until_reaped(pid, Box::new(stack));
-        }
-        Some(word)
-    }
-
     /// The task's wait status as the sandbox's init relayed it (a sandbox started with
     /// `Installed::adopt`); `None` if it relayed none (it was killed) or the sandbox was
     /// forked. Call it once the init has been reaped: its stack may then go.
     pub fn relayed_status(&mut self) -> Option<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
         self.init_reaped = true;
         let (_, status) = self.init.as_ref()?;
-        read_status(status)
+        let mut raw = [0u8; 4];
+        // SAFETY: reads into a stack buffer from our own non-blocking pipe.
+        let n = unsafe { libc::read(status.as_raw_fd(), raw.as_mut_ptr().cast(), 4) };
+        (n == 4).then(|| std::process::ExitStatus::from_raw(i32::from_ne_bytes(raw)))
     }
 
     /// Why spawning failed, if the sandbox's setup is the reason.
@@ -400,15 +379,6 @@ impl Installed {
             layer_refused: step.is_layer(&self.plan) && errno != libc::ENOENT,
         })
     }
-}
-
-/// The 4-byte wait status a sandbox's init wrote to `pipe` (non-blocking), if it is there.
-fn read_status(pipe: &OwnedFd) -> Option<std::process::ExitStatus> {
-    use std::os::unix::process::ExitStatusExt;
-    let mut raw = [0u8; 4];
-    // SAFETY: reads into a stack buffer from our own non-blocking pipe.
-    let n = unsafe { libc::read(pipe.as_raw_fd(), raw.as_mut_ptr().cast(), 4) };
-    (n == 4).then(|| std::process::ExitStatus::from_raw(i32::from_ne_bytes(raw)))
 }
 
 fn hint(step: apply::Step, errno: i32) -> String {

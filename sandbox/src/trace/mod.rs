@@ -179,14 +179,9 @@ impl TracedChild {
         match self.backend {
             Running::Seccomp { status, supervisor } => {
                 let running = crate::timings::phase("task runs");
-                // A sandbox's init says when its task has ended, before its own exit.
-                let word = self.jail.as_mut().and_then(|j| j.wait_for_word(self.pid));
-                let status = match word {
-                    Some(word) => word,
-                    None => crate::reaper::wait_for(self.pid, &status).ok_or_else(|| {
-                        TraceError::Setup(std::io::Error::other("the reaper thread stopped"))
-                    })?,
-                };
+                let status = crate::reaper::wait_for(self.pid, &status).ok_or_else(|| {
+                    TraceError::Setup(std::io::Error::other("the reaper thread stopped"))
+                })?;
                 running.end();
                 let joined = crate::timings::phase("end: supervisors' logs");
                 let log = supervisor.join().map_err(|_| panicked())??;
@@ -201,8 +196,7 @@ impl TracedChild {
                 // Every process of the task is gone (the tracer saw the last one end).
                 jail.release_network();
                 // A sandbox's init that ran on vt's memory cannot end the way the task did
-                // (it is pid 1): it wrote the task's status (read above if it came before
-                // the init's end, else here).
+                // (it is pid 1): it wrote the task's status.
                 if let Some(relayed) = jail.relayed_status() {
                     status = relayed;
                 }

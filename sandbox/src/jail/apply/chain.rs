@@ -12,11 +12,9 @@
 //!   forked sandbox; then clones B with `CLONE_PARENT`, so that B is vt's child, and exits.
 //! - **B** is pid 1 of the new pid namespace. It makes its own process group (vt signals
 //!   the sandbox through it), builds the root and clones C (`CLONE_VFORK`: B waits for the
-//!   exec). Then it is the namespace's init: it reaps, and when C ends it kills and reaps
-//!   whatever is left in the namespace, writes C's wait status to a pipe and exits with
-//!   C's exit code (pid 1 cannot die of C's signal). vt takes the status on the pipe as
-//!   the task's end (every process of it is reaped by then), and B's own exit, the
-//!   namespaces' teardown, is nobody's wait; the reaper reaps B.
+//!   exec). Then it is the namespace's init: it reaps, and when C ends it writes C's wait
+//!   status to a pipe vt reads and exits with C's exit code (pid 1 cannot die of C's
+//!   signal), which kills whatever is left in the namespace.
 //!   A signal vt forwards (SIGINT, SIGTERM, SIGHUP) ends it the same way, with that signal
 //!   as the task's status: pid 1 would drop those signals, but all signals are blocked in
 //!   B, and blocked signals are queued for it to take with `rt_sigtimedwait`.
@@ -27,8 +25,7 @@
 //!   tracing filter handed to vt's supervisor, the exec.
 //!
 //! B keeps running on vt's memory after vt's thread goes on, on a stack of its own that vt
-//! frees only once B is reaped ([`Started::init_stack`], handed to the reaper with
-//! `reaper::keep_until_reaped` when vt goes on at B's word). From the moment it tells vt the
+//! frees only once B is reaped ([`Started::init_stack`]). From the moment it tells vt the
 //! task has exec'd it makes raw system calls only (`raw`), touching no thread-local
 //! state: it shares the thread pointer of vt's thread (its `errno`). Until then vt's thread
 //! is suspended (in the clone of A, then in a read of the started pipe with every signal
@@ -462,30 +459,6 @@ mod raw {
         }
     }
 
-    /// Kills every other process of the pid namespace (`kill(-1)` from its pid 1 reaches
-    /// exactly those: the processes it can see, but itself) and reaps them all, orphans
-    /// included: they are reparented to pid 1. Blocks until none is left, as pid 1's exit
-    /// would (a process stuck in the kernel holds both).
-    fn empty_the_namespace() {
-        // SAFETY: kill and wait4 with plain integers and a local status.
-        unsafe {
-            syscall4(libc::SYS_kill, -1, libc::SIGKILL as c_long, 0, 0);
-            loop {
-                let mut raw_status: c_int = 0;
-                let reaped = syscall4(
-                    libc::SYS_wait4,
-                    -1,
-                    &mut raw_status as *mut c_int as c_long,
-                    libc::__WALL as c_long,
-                    0,
-                );
-                if reaped < 0 && reaped != -(libc::EINTR as c_long) {
-                    return; // ECHILD: nobody is left
-                }
-            }
-        }
-    }
-
     fn exit(code: c_int) -> ! {
         loop {
             // SAFETY: ends this process.
@@ -494,14 +467,8 @@ mod raw {
     }
 
     /// pid 1's loop: reap every child; when `task` ends, or SIGINT, SIGTERM or SIGHUP
-    /// comes (from vt: every signal is blocked, so they are queued), kill and reap
-    /// whatever is left in the namespace, then write the task's status (the signal's, for
-    /// those) to `status` and exit.
-    ///
-    /// Why the namespace is emptied before the word rather than by pid 1's exit (which
-    /// kills the rest too): the word is then the task's end, every process of it reaped,
-    /// and vt goes on without waiting for B's own exit (the namespaces' teardown and the
-    /// wake-up of B's parent: 0.07–0.22 ms of every sandboxed task here).
+    /// comes (from vt: every signal is blocked, so they are queued), write the task's
+    /// status (the signal's, for those) to `status` and exit.
     pub(super) fn init_until(task: c_int, status: c_int) -> ! {
         let bit = |signal: c_int| 1u64 << (signal - 1);
         let set: u64 =
@@ -510,7 +477,6 @@ mod raw {
         // signal's as 128 + its number), so that a task that failed can never look like
         // one that succeeded, even to a reader that missed the pipe.
         let relay = |raw_status: c_int| -> ! {
-            empty_the_namespace();
             write(status, &raw_status.to_ne_bytes());
             exit(if libc::WIFEXITED(raw_status) {
                 libc::WEXITSTATUS(raw_status)
