@@ -5,6 +5,8 @@
 //! Several controls need root (reading /proc/1/root, loading BPF, ptrace of an unrelated
 //! process); CI runs as root, and elsewhere those cases say they need it.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -563,6 +565,67 @@ fn a_host_without_user_namespaces_fails_before_running_anything() {
     let traced = confined(&[&["exec", "--no-cache"][..], &touch].concat());
     assert!(traced.status.success(), "{}", stderr(&traced));
     assert!(marker.exists());
+}
+
+/// When vt reports a sandboxed task's end, every process of the sandbox is gone, not merely
+/// killed: one still exiting could still write what the task's outputs were taken from. A
+/// daemon whose exit takes long (1 GiB to free before its descriptors close) holds a fifo
+/// open for writing; right after vt returns, the fifo has no writer left. (Two things hold
+/// it: vt waits for the sandbox's init, whose exit waits for every other process of its pid
+/// namespace, and the tracer's log is complete only once no process under its filter is
+/// left; with the first reordered so the init spoke before killing, the test still passed.)
+#[test]
+fn every_process_of_the_sandbox_is_gone_when_vt_reports_the_task_ended() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.root.join("dist")).expect("dist");
+    let fifo = |name: &str| {
+        let path = ws.root.join("dist").join(name);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o666) }, 0, "mkfifo");
+        // Opened for reading before the task runs, so the daemon's open does not block.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .expect("open the fifo");
+        (path, reader)
+    };
+    // What the fifo says now: the daemon's byte, then whether a writer is left.
+    let writer_left = |reader: &mut std::fs::File| {
+        let mut byte = [0u8; 1];
+        assert_eq!(reader.read(&mut byte).expect("the daemon's byte"), 1);
+        match reader.read(&mut byte) {
+            Ok(0) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            other => panic!("unexpected read of the fifo: {other:?}"),
+        }
+    };
+    // Control: without vt the daemon outlives its parent, and the fifo shows it.
+    let (path, mut reader) = fifo("control");
+    let control = Command::new(ws.root.join("escape"))
+        .args(["heavy-daemon", &path.to_string_lossy()])
+        .output()
+        .expect("escape");
+    assert!(control.status.success(), "{}", stderr(&control));
+    let daemon: i32 = String::from_utf8_lossy(&control.stdout)
+        .trim()
+        .trim_start_matches("escaped: daemon ")
+        .parse()
+        .expect("the daemon's pid");
+    let alive = writer_left(&mut reader);
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    assert!(alive, "the control daemon was not seen holding the fifo");
+    for round in 0..3 {
+        let (path, mut reader) = fifo(&format!("jailed-{round}"));
+        let jailed = ws.run(true, &["heavy-daemon", &path.to_string_lossy()]);
+        assert!(jailed.status.success(), "{}", stderr(&jailed));
+        assert!(
+            !writer_left(&mut reader),
+            "a process of the sandboxed task was still there when vt reported its end"
+        );
+    }
 }
 
 #[test]

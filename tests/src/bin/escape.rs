@@ -6,7 +6,7 @@
 //! `escape write PATH` · `read PATH` · `connect PORT` · `signal PID` · `ptrace PID` ·
 //! `tiocsti FD` · `remount DIR` · `proc-root PID PATH` · `proc-exe PID` · `proc-mem PID` ·
 //! `setuid DIR` · `bpf` ·
-//! `daemon MARKER`
+//! `daemon MARKER` · `heavy-daemon FIFO`
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -260,7 +260,65 @@ fn attempt(args: &[String]) -> Result<String, String> {
             }
             Ok("left a daemon behind".into())
         }
+        "heavy-daemon" => heavy_daemon(&arg(1)?),
         other => Err(format!("unknown attempt {other:?}")),
+    }
+}
+
+/// Leaves behind a daemon (its own session) that holds `fifo` open for writing, wrote one
+/// byte to it, and has 1 GiB of memory in use, so that its exit takes a while: a process's
+/// descriptors are closed only after its memory is freed, so the fifo's reader sees the end
+/// of the daemon, not of the signal that killed it. Returns once the daemon holds the fifo,
+/// printing its pid.
+fn heavy_daemon(fifo: &str) -> Result<String, String> {
+    let path = CString::new(fifo).map_err(|e| e.to_string())?;
+    let mut ready = [0 as libc::c_int; 2];
+    // SAFETY: pipe/fork/setsid/mmap/open/write/pause/_exit on local values; the children
+    // call async-signal-safe functions only.
+    unsafe {
+        if libc::pipe(ready.as_mut_ptr()) != 0 {
+            return Err(format!("pipe: {}", errno()));
+        }
+        match libc::fork() {
+            -1 => return Err(format!("fork: {}", errno())),
+            0 => {
+                libc::setsid();
+                if libc::fork() == 0 {
+                    const LEN: usize = 1 << 30;
+                    let memory = libc::mmap(
+                        std::ptr::null_mut(),
+                        LEN,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                        -1,
+                        0,
+                    );
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if memory == libc::MAP_FAILED || fd < 0 {
+                        libc::_exit(1);
+                    }
+                    libc::write(fd, b"r".as_ptr().cast(), 1);
+                    // Whoever reads the task's output until its end must not wait for this.
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    for standard in 0..3 {
+                        libc::dup2(null, standard);
+                    }
+                    let pid = libc::getpid().to_ne_bytes();
+                    libc::write(ready[1], pid.as_ptr().cast(), pid.len());
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(0);
+            }
+            _ => {}
+        }
+        libc::close(ready[1]);
+        let mut pid = [0u8; 4];
+        if libc::read(ready[0], pid.as_mut_ptr().cast(), pid.len()) != pid.len() as isize {
+            return Err("the daemon did not start".into());
+        }
+        Ok(format!("daemon {}", i32::from_ne_bytes(pid)))
     }
 }
 
