@@ -3,6 +3,7 @@ results written for bench/plot.py."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,3 +57,18 @@ def npm_git_workspace(root: Path, ignore: str) -> None:
     subprocess.run(git + ["init", "-q"], cwd=root, check=True)
     subprocess.run(git + ["add", "-A"], cwd=root, check=True)
     subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=root, check=True)
+
+
+def fresh_copies(binaries: dict, into: Path) -> dict:
+    """Each binary copied into `into` now, so that every one compared starts from a file
+    written at the same moment. A binary file written long ago started measurably slower
+    here than a fresh copy of itself (`vt --version` 0.12-0.13 ms per run, 150 interleaved
+    rounds, 2026-12-06): its page cache, not its code. Comparing a fresh build against an
+    old file credits the new code with that difference."""
+    into.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for name, path in binaries.items():
+        copy = into / f"{name}-{Path(path).name}"
+        shutil.copy2(path, copy)
+        copies[name] = str(copy)
+    return copies

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import npm_git_workspace, npm_install, save_results
+from common import fresh_copies, npm_git_workspace, npm_install, save_results
 
 TASKS = 100
 
@@ -65,6 +65,7 @@ def main() -> int:
         vts["baseline"] = args.baseline
     turbo = None if args.no_turbo else npm_install("turbo", "turbo@^2") / ".bin" / "turbo"
     work = Path(tempfile.mkdtemp(prefix="vt-bench-fixed-"))
+    vts = fresh_copies(vts, work / "bin")
     root = work / "ws"
     generate(root)
     # A cache per binary: two vt of different cache schemas would wipe each other's.

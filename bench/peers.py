@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import npm_git_workspace, npm_install, save_results
+from common import fresh_copies, npm_git_workspace, npm_install, save_results
 
 BUILD_JS = """const fs = require("node:fs");
 const path = require("node:path");
@@ -75,13 +75,15 @@ def main() -> int:
     generate(root)
     env = dict(os.environ, TURBO_TELEMETRY_DISABLED="1", DO_NOT_TRACK="1",
                TURBO_NO_UPDATE_NOTIFIER="1")
+    binaries = fresh_copies({"vt": args.vt, **({"baseline": args.baseline} if args.baseline else {})},
+                            work / "bin")
     commands = {
-        "vt": [args.vt, "run", "build", "-r"],
+        "vt": [binaries["vt"], "run", "build", "-r"],
         "turbo": [str(turbo), "run", "build", "--output-logs=none", "--no-daemon", "--concurrency=2"],
     }
     caches = {"vt": work / "vt-cache", "turbo": root / ".turbo"}
     if args.baseline:
-        commands["vt (baseline)"] = [args.baseline, "run", "build", "-r"]
+        commands["vt (baseline)"] = [binaries["baseline"], "run", "build", "-r"]
         caches["vt (baseline)"] = work / "vt-baseline-cache"
     leaf = root / "packages" / "p099" / "src" / "index.js"
 
