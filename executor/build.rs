@@ -97,7 +97,10 @@ fn link_libstdcxx_statically(out: &Path) {
     };
     let dir = out.join("static-libstdcxx");
     let link = dir.join("libstdc++.a");
-    let _ = std::fs::remove_file(&link);
+    // Made anew: whatever else a directory on the linker's path holds is linked too (a
+    // stale `libgcc_s.so` left there by an experiment linked gcc's unwinder statically into
+    // builds that no longer asked for it).
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) =
         std::fs::create_dir_all(&dir).and_then(|()| std::os::unix::fs::symlink(&archive, &link))
     {
