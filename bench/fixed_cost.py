@@ -10,6 +10,12 @@ Two views, interleaved round by round so machine noise hits all alike:
                 `vt run check -r` with -j1 and -j2 (and with `--sandbox`), against 100
                 `sh -c true` one after the other and against turbo (`turbo run check --force --concurrency=2`):
                 what a monorepo's hundreds of small lint/test tasks pay.
+  a peer        with bubblewrap installed (`bwrap`, Debian's `bubblewrap`), the same
+                `sh -c true` in bwrap giving the view vt's sandbox gives (the system
+                directories and /etc's essentials read-only, fresh /dev, /proc and /tmp,
+                the workspace read-only, the package writable, every namespace, no
+                capabilities), alone and 100 one after the other: what that isolation
+                costs by the reference sandbox, without any tracing or cache.
 
 Then the per-phase table: `VT_TIMINGS=1` (sandbox/src/timings.rs) for the cold -j1 run,
 medians over the rounds, per task. `--baseline PATH` adds another vt binary (e.g. the
@@ -20,6 +26,7 @@ commit before) to every row.
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -50,6 +57,35 @@ def generate(root: Path) -> None:
             "name": f"p{i:03}", "version": "1.0.0", "scripts": {"check": "true"},
         }))
     npm_git_workspace(root, "node_modules/\n.turbo/\n")
+
+
+def sandbox_view() -> list:
+    """The host paths vt's sandbox shows read-only to every task: `SYSTEM_DIRS` and
+    `ETC_ESSENTIALS` of sandbox/src/jail/plan.rs, read from there so the two stay one list."""
+    plan = (Path(__file__).resolve().parent.parent / "sandbox" / "src" / "jail" / "plan.rs").read_text()
+    paths = []
+    for name in ("SYSTEM_DIRS", "ETC_ESSENTIALS"):
+        body = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", plan, re.S)
+        if not body:
+            raise SystemExit(f"bench/fixed_cost.py: {name} not found in {plan}")
+        paths += re.findall(r'"([^"]+)"', body.group(1))
+    return paths
+
+
+def bwrap_command(workspace: Path, package: Path, command: list) -> list:
+    """`command` in bubblewrap with the view of vt's sandbox (sandbox/examples/sandbox_setup.rs
+    gives bwrap the same one)."""
+    cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+           "--hostname", "vt-sandbox"]
+    for path in sandbox_view():
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            cmd += ["--ro-bind", path, path]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--ro-bind", str(workspace), str(workspace), "--bind", str(package), str(package),
+            "--chdir", str(package)]
+    return cmd + command
 
 
 def main() -> int:
@@ -91,8 +127,19 @@ def main() -> int:
         single[f"{name} exec --sandbox --no-cache -- true"] = (
             [vt, "exec", "--sandbox", "--no-cache", "--", "true"], own)
         single[f"{name} exec -- true (a hit)"] = ([vt, "exec", "--", "true"], own)
+    bwrap = shutil.which("bwrap")
+    if bwrap:
+        single["bwrap, vt's sandbox view, sh -c true"] = (
+            bwrap_command(root, pkg, ["sh", "-c", "true"]), None)
+    else:
+        print("(no bwrap: the bubblewrap rows are left out; `apt-get install bubblewrap`)")
     loop = ["sh", "-c", f"for i in $(seq {TASKS}); do sh -c true; done"]
     many = {f"{TASKS}× sh -c true, one after the other": (loop, None)}
+    if bwrap:
+        # The same loop, each `sh -c true` in its own bubblewrap sandbox.
+        boxed = " ".join(f"'{a}'" for a in bwrap_command(root, pkg, ["sh", "-c", "true"]))
+        many[f"{TASKS}× bwrap … sh -c true, one after the other"] = (
+            ["sh", "-c", f"for i in $(seq {TASKS}); do {boxed}; done"], None)
     for name, vt in vts.items():
         for jobs in ("1", "2"):
             many[f"{name} run check -r -j{jobs}, cold"] = (
