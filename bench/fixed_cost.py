@@ -132,7 +132,7 @@ def main() -> int:
         single["bwrap, vt's sandbox view, sh -c true"] = (
             bwrap_command(root, pkg, ["sh", "-c", "true"]), None)
     else:
-        print("(no bwrap: the bubblewrap rows are left out; `apt-get install bubblewrap`)")
+        print("(no bwrap: the bubblewrap rows are left out; `apt-get install bubblewrap`, or `bash bench/run`)")
     loop = ["sh", "-c", f"for i in $(seq {TASKS}); do sh -c true; done"]
     many = {f"{TASKS}× sh -c true, one after the other": (loop, None)}
     if bwrap:
