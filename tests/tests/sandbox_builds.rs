@@ -381,6 +381,45 @@ fn a_layered_task_cannot_write_outside_its_package_and_a_failure_changes_nothing
     );
 }
 
+/// A file a layered task changed lands on the host as the task left it, without
+/// overlayfs's bookkeeping: its copy-up marks the upper file with `user.overlay.origin`,
+/// which a plain rename would carry onto the host file. An attribute the task set itself
+/// lands (the control).
+#[test]
+fn a_file_a_layered_task_changed_lands_without_overlayfs_own_attributes() {
+    let (_temp, root) = workdir();
+    vt_tests::write(
+        &root,
+        "package.json",
+        r#"{"name":"solo","scripts":{"t":"echo more >> f.txt && echo g > g.txt && /usr/bin/python3 -c \"import os; os.setxattr('g.txt', 'user.mine', b'1')\""}}"#,
+    );
+    vt_tests::write(&root, "f.txt", "old\n");
+    succeed(vt(&root, &["run", "t", "--sandbox", "--no-cache"]));
+    assert_eq!(
+        std::fs::read_to_string(root.join("f.txt")).expect("f"),
+        "old\nmore\n"
+    );
+    let names = |file: &str| -> Vec<String> {
+        let path = std::ffi::CString::new(root.join(file).into_os_string().into_encoded_bytes())
+            .expect("path");
+        let mut list = vec![0u8; 4096];
+        // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
+        let n = unsafe { libc::llistxattr(path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+        let n = usize::try_from(n).expect("llistxattr");
+        list[..n]
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect()
+    };
+    let changed = names("f.txt");
+    assert!(
+        changed.iter().all(|n| !n.contains(".overlay.")),
+        "overlayfs's attributes on the host file: {changed:?}"
+    );
+    assert_eq!(names("g.txt"), ["user.mine"], "the task's own attribute");
+}
+
 #[test]
 fn a_layer_without_a_cache_outside_the_package_is_made_in_this_users_own_temp_directory() {
     // One package, the cache inside it: the layer goes to the temp directory.

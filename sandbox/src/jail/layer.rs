@@ -405,7 +405,10 @@ fn apply_dir(upper: &Path, target: &Path, applied: &mut Applied) -> io::Result<(
 /// renamed over it.
 fn place(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     match std::fs::rename(from, to) {
-        Ok(()) => return Ok(()),
+        Ok(()) => {
+            strip_overlay_xattrs(to);
+            return Ok(());
+        }
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
         Err(e) => return Err(e),
     }
@@ -428,6 +431,49 @@ fn place(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&temp);
         })
+}
+
+/// The prefixes of overlayfs's own extended attributes: `user.overlay.` on a mount with
+/// `userxattr` (vt's), `trusted.overlay.` on one without.
+const OVERLAY_XATTRS: [&[u8]; 2] = [b"user.overlay.", b"trusted.overlay."];
+
+/// Removes overlayfs's own extended attributes from `path`, a file the task changed that
+/// was moved from the upper directory. A file overlayfs copied up carries
+/// `user.overlay.origin` (the file below it came from): the kernel's bookkeeping of the
+/// layer, never the task's (overlayfs refuses a task's own writes of those names), so
+/// the host file must not keep it, as it would not have had the task written the file
+/// directly; an overlay that later had the package as its upper directory would read it
+/// as its own. Best effort: the file's content is in place either way, and a file system
+/// without extended attributes has none of these.
+fn strip_overlay_xattrs(path: &Path) {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: llistxattr with a null buffer of size 0 only returns the size the list needs.
+    let size = unsafe { libc::llistxattr(c_path.as_ptr(), std::ptr::null_mut(), 0) };
+    let Ok(size) = usize::try_from(size) else {
+        return;
+    };
+    if size == 0 {
+        return;
+    }
+    let mut names = vec![0u8; size];
+    // SAFETY: llistxattr writes at most `names.len()` bytes into `names`.
+    let listed =
+        unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let Ok(listed) = usize::try_from(listed) else {
+        return; // the list grew in between: nothing of overlayfs's does
+    };
+    for name in names[..listed.min(names.len())]
+        .split(|b| *b == 0)
+        .filter(|name| OVERLAY_XATTRS.iter().any(|prefix| name.starts_with(prefix)))
+    {
+        let Ok(c_name) = CString::new(name) else {
+            continue;
+        };
+        // SAFETY: both strings are NUL-terminated.
+        unsafe { libc::lremovexattr(c_path.as_ptr(), c_name.as_ptr()) };
+    }
 }
 
 /// Removes whatever is at `path`; false if nothing was there.
@@ -604,6 +650,60 @@ mod tests {
         );
         assert_eq!(applied.removed, [host.join("gone.txt")]);
         assert_eq!(applied.written.len(), 3);
+    }
+
+    #[test]
+    fn overlayfs_own_attributes_stay_behind_and_the_tasks_own_land() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let (host, upper) = (temp.path().join("host"), temp.path().join("upper"));
+        write(&host.join("f.txt"), "old");
+        write(&upper.join("f.txt"), "new");
+        let set = |name: &str, value: &[u8]| {
+            let (file, name) = (
+                CString::new(upper.join("f.txt").as_os_str().as_bytes()).expect("c"),
+                CString::new(name).expect("c"),
+            );
+            // SAFETY: NUL-terminated strings and a value of the given length.
+            let set = unsafe {
+                libc::lsetxattr(
+                    file.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            assert_eq!(set, 0, "lsetxattr: {}", io::Error::last_os_error());
+        };
+        // What a copy-up leaves (as root, the test can write overlayfs's names itself), and
+        // an attribute of the task's own.
+        set("user.overlay.origin", b"\x00\xfb\x1d");
+        set("trusted.overlay.impure", b"y");
+        set("user.mine", b"kept");
+        apply(&upper, &host).expect("apply");
+        assert_eq!(
+            std::fs::read_to_string(host.join("f.txt")).expect("f"),
+            "new"
+        );
+        let names = |path: &Path| -> Vec<String> {
+            let c_path = CString::new(path.as_os_str().as_bytes()).expect("c");
+            let mut list = vec![0u8; 4096];
+            // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
+            let n =
+                unsafe { libc::llistxattr(c_path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+            let n = usize::try_from(n).expect("llistxattr");
+            list[..n]
+                .split(|b| *b == 0)
+                .filter(|name| !name.is_empty())
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .collect()
+        };
+        let landed = names(&host.join("f.txt"));
+        assert!(
+            landed.iter().all(|n| !n.contains(".overlay.")),
+            "overlayfs's attributes reached the host: {landed:?}"
+        );
+        assert!(landed.contains(&"user.mine".to_string()), "{landed:?}");
     }
 
     #[test]
