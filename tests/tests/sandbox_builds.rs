@@ -420,6 +420,132 @@ fn a_file_a_layered_task_changed_lands_without_overlayfs_own_attributes() {
     assert_eq!(names("g.txt"), ["user.mine"], "the task's own attribute");
 }
 
+/// What a tree holds, to compare two: each path's type and mode, a file's bytes, a
+/// symlink's target, a file's modification time (to the second) and its extended
+/// attributes' names.
+type Described = BTreeMap<PathBuf, (u32, Option<Vec<u8>>, Option<PathBuf>, i64, Vec<String>)>;
+
+fn describe(root: &Path) -> Described {
+    fn xattrs(path: &Path) -> Vec<String> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        let mut list = vec![0u8; 4096];
+        // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
+        let n = unsafe { libc::llistxattr(c_path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+        let n = usize::try_from(n).expect("llistxattr");
+        let mut names: Vec<String> = list[..n]
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+    fn walk(base: &Path, dir: &Path, out: &mut Described) {
+        use std::os::unix::fs::MetadataExt;
+        for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(base).expect("inside").to_path_buf();
+            if rel.starts_with(".vt-cache") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            let kind = meta.file_type();
+            let content = kind.is_file().then(|| std::fs::read(&path).expect("read"));
+            let link = kind
+                .is_symlink()
+                .then(|| std::fs::read_link(&path).expect("readlink"));
+            // A directory's time is whenever its last entry changed: not compared.
+            let mtime = if kind.is_dir() { 0 } else { meta.mtime() };
+            let names = if kind.is_symlink() {
+                Vec::new()
+            } else {
+                xattrs(&path)
+            };
+            out.insert(rel, (meta.mode(), content, link, mtime, names));
+            if kind.is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A layered task's changes land on the host as they would have without the sandbox: the
+/// same script run in two copies of a package, once sandboxed through its layer and once
+/// not, leaves the same tree (types, modes, contents, symlinks, file times, attribute
+/// names). Hard links are the documented exception (README: known limits).
+#[test]
+fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
+    let (_temp, root) = workdir();
+    let package = |dir: &Path| {
+        let write = |rel: &str, text: &str| vt_tests::write(dir, rel, text);
+        write(
+            "package.json",
+            r#"{"name":"fid","scripts":{"t":"sh ./s.sh"}}"#,
+        );
+        write(
+            "s.sh",
+            "set -e\n\
+             chmod +x mode.txt\n\
+             touch -d '2001-01-01 00:00' stamp.txt\n\
+             mkdir newdir && mkdir -p deep/a/b && echo x > deep/a/b/f\n\
+             rmdir emptydir\n\
+             mv ren_src ren_dst && mv dir_src dir_dst\n\
+             ln -s target.txt newlink\n\
+             rm -f relink && ln -s other relink\n\
+             mkfifo pipe\n\
+             echo new > was_dir.tmp && rm -rf was_dir && mv was_dir.tmp was_dir\n\
+             rm was_file && mkdir was_file && echo in > was_file/in\n\
+             echo appended >> nested/keep/file\n\
+             rm nested/gone\n\
+             echo more >> copied_up.txt\n",
+        );
+        for (rel, text) in [
+            ("mode.txt", "m\n"),
+            ("stamp.txt", "s\n"),
+            ("ren_src", "r\n"),
+            ("dir_src/sub/one", "one\n"),
+            ("was_dir/q", "q\n"),
+            ("was_file", "f\n"),
+            ("nested/keep/file", "k\n"),
+            ("nested/gone", "g\n"),
+            ("copied_up.txt", "c\n"),
+        ] {
+            write(rel, text);
+        }
+        std::fs::create_dir(dir.join("emptydir")).expect("mkdir");
+        std::os::unix::fs::symlink("old", dir.join("relink")).expect("symlink");
+    };
+    let (plain, layered) = (root.join("plain"), root.join("layered"));
+    package(&plain);
+    package(&layered);
+    let ran = Command::new("sh")
+        .arg("./s.sh")
+        .current_dir(&plain)
+        .status()
+        .expect("sh runs");
+    assert!(ran.success(), "the script fails without vt");
+    let stderr = succeed(vt(&layered, &["run", "t", "--sandbox", "--no-cache"]));
+    assert!(!stderr.contains("no copy-on-write layer"), "{stderr}");
+    let (want, got) = (describe(&plain), describe(&layered));
+    for path in want.keys().chain(got.keys()) {
+        assert_eq!(
+            want.get(path),
+            got.get(path),
+            "{} differs: without the sandbox, then through the layer",
+            path.display()
+        );
+    }
+    // The case that must differ is seen: the comparison reads what it compares.
+    assert_eq!(
+        got.get(Path::new("copied_up.txt"))
+            .and_then(|d| d.1.clone()),
+        Some(b"c\nmore\n".to_vec())
+    );
+}
+
 #[test]
 fn a_layer_without_a_cache_outside_the_package_is_made_in_this_users_own_temp_directory() {
     // One package, the cache inside it: the layer goes to the temp directory.
