@@ -399,19 +399,7 @@ fn a_file_a_layered_task_changed_lands_without_overlayfs_own_attributes() {
         std::fs::read_to_string(root.join("f.txt")).expect("f"),
         "old\nmore\n"
     );
-    let names = |file: &str| -> Vec<String> {
-        let path = std::ffi::CString::new(root.join(file).into_os_string().into_encoded_bytes())
-            .expect("path");
-        let mut list = vec![0u8; 4096];
-        // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
-        let n = unsafe { libc::llistxattr(path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
-        let n = usize::try_from(n).expect("llistxattr");
-        list[..n]
-            .split(|b| *b == 0)
-            .filter(|name| !name.is_empty())
-            .map(|name| String::from_utf8_lossy(name).into_owned())
-            .collect()
-    };
+    let names = |file: &str| xattr_names(&root.join(file));
     let changed = names("f.txt");
     assert!(
         changed.iter().all(|n| !n.contains(".overlay.")),
@@ -420,26 +408,23 @@ fn a_file_a_layered_task_changed_lands_without_overlayfs_own_attributes() {
     assert_eq!(names("g.txt"), ["user.mine"], "the task's own attribute");
 }
 
+/// The names of `path`'s extended attributes, sorted.
+fn xattr_names(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = sandbox::jail::layer::xattr_names(path)
+        .expect("llistxattr")
+        .iter()
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// What a tree holds, to compare two: each path's type and mode, a file's bytes, a
 /// symlink's target, a file's modification time (to the second) and its extended
 /// attributes' names.
 type Described = BTreeMap<PathBuf, (u32, Option<Vec<u8>>, Option<PathBuf>, i64, Vec<String>)>;
 
 fn describe(root: &Path) -> Described {
-    fn xattrs(path: &Path) -> Vec<String> {
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-        let mut list = vec![0u8; 4096];
-        // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
-        let n = unsafe { libc::llistxattr(c_path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
-        let n = usize::try_from(n).expect("llistxattr");
-        let mut names: Vec<String> = list[..n]
-            .split(|b| *b == 0)
-            .filter(|name| !name.is_empty())
-            .map(|name| String::from_utf8_lossy(name).into_owned())
-            .collect();
-        names.sort();
-        names
-    }
     fn walk(base: &Path, dir: &Path, out: &mut Described) {
         use std::os::unix::fs::MetadataExt;
         for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
@@ -456,12 +441,7 @@ fn describe(root: &Path) -> Described {
                 .then(|| std::fs::read_link(&path).expect("readlink"));
             // A directory's time is whenever its last entry changed: not compared.
             let mtime = if kind.is_dir() { 0 } else { meta.mtime() };
-            let names = if kind.is_symlink() {
-                Vec::new()
-            } else {
-                xattrs(&path)
-            };
-            out.insert(rel, (meta.mode(), content, link, mtime, names));
+            out.insert(rel, (meta.mode(), content, link, mtime, xattr_names(&path)));
             if kind.is_dir() {
                 walk(base, &path, out);
             }

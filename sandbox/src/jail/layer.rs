@@ -446,34 +446,43 @@ const OVERLAY_XATTRS: [&[u8]; 2] = [b"user.overlay.", b"trusted.overlay."];
 /// as its own. Best effort: the file's content is in place either way, and a file system
 /// without extended attributes has none of these.
 fn strip_overlay_xattrs(path: &Path) {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+    let (Ok(c_path), Ok(names)) = (CString::new(path.as_os_str().as_bytes()), xattr_names(path))
+    else {
         return;
     };
-    // SAFETY: llistxattr with a null buffer of size 0 only returns the size the list needs.
-    let size = unsafe { libc::llistxattr(c_path.as_ptr(), std::ptr::null_mut(), 0) };
-    let Ok(size) = usize::try_from(size) else {
-        return;
-    };
-    if size == 0 {
-        return;
-    }
-    let mut names = vec![0u8; size];
-    // SAFETY: llistxattr writes at most `names.len()` bytes into `names`.
-    let listed =
-        unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    let Ok(listed) = usize::try_from(listed) else {
-        return; // the list grew in between: nothing of overlayfs's does
-    };
-    for name in names[..listed.min(names.len())]
-        .split(|b| *b == 0)
+    for name in names
+        .iter()
         .filter(|name| OVERLAY_XATTRS.iter().any(|prefix| name.starts_with(prefix)))
     {
-        let Ok(c_name) = CString::new(name) else {
+        let Ok(c_name) = CString::new(name.as_slice()) else {
             continue;
         };
         // SAFETY: both strings are NUL-terminated.
         unsafe { libc::lremovexattr(c_path.as_ptr(), c_name.as_ptr()) };
     }
+}
+
+/// The names of `path`'s extended attributes: the path's own, a symlink's rather than its
+/// target's.
+pub fn xattr_names(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let listed = |buffer: &mut [u8]| {
+        // SAFETY: llistxattr writes at most `buffer.len()` bytes into `buffer` (none for an
+        // empty one: it then only returns the size the list needs).
+        let n =
+            unsafe { libc::llistxattr(c_path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    };
+    let mut list = vec![0u8; listed(&mut [])?];
+    // An attribute added in between makes the list too long for the buffer (ERANGE).
+    let n = listed(&mut list)?;
+    list.truncate(n);
+    Ok(list
+        .split(|b| *b == 0)
+        .filter(|name| !name.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 /// Removes whatever is at `path`; false if nothing was there.
@@ -686,15 +695,9 @@ mod tests {
             "new"
         );
         let names = |path: &Path| -> Vec<String> {
-            let c_path = CString::new(path.as_os_str().as_bytes()).expect("c");
-            let mut list = vec![0u8; 4096];
-            // SAFETY: llistxattr writes at most `list.len()` bytes into `list`.
-            let n =
-                unsafe { libc::llistxattr(c_path.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
-            let n = usize::try_from(n).expect("llistxattr");
-            list[..n]
-                .split(|b| *b == 0)
-                .filter(|name| !name.is_empty())
+            xattr_names(path)
+                .expect("llistxattr")
+                .iter()
                 .map(|name| String::from_utf8_lossy(name).into_owned())
                 .collect()
         };
