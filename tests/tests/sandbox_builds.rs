@@ -455,10 +455,10 @@ fn describe(root: &Path) -> Described {
 /// A layered task's changes land on the host as they would have without the sandbox: the
 /// same script run in two copies of a package, once sandboxed through its layer and once
 /// not, leaves the same tree (types, modes, contents, symlinks, file times, attribute
-/// names). Hard links are the documented exception (README: known limits).
-#[test]
-fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
-    let (_temp, root) = workdir();
+/// names). Hard links are the documented exception (README: known limits). The layer is in
+/// `tmpdir` (the cache is inside the package, so vt makes it in the temp directory): on the
+/// package's own file system the changes are moved, on another they are copied.
+fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
     let package = |dir: &Path| {
         let write = |rel: &str, text: &str| vt_tests::write(dir, rel, text);
         write(
@@ -470,6 +470,8 @@ fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
             "set -e\n\
              chmod +x mode.txt\n\
              touch -d '2001-01-01 00:00' stamp.txt\n\
+             echo new > created.txt && touch -d '2002-02-02 00:00' created.txt\n\
+             cp -p stamp.txt kept_time.txt\n\
              mkdir newdir && mkdir -p deep/a/b && echo x > deep/a/b/f\n\
              rmdir emptydir\n\
              mv ren_src ren_dst && mv dir_src dir_dst\n\
@@ -480,7 +482,8 @@ fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
              rm was_file && mkdir was_file && echo in > was_file/in\n\
              echo appended >> nested/keep/file\n\
              rm nested/gone\n\
-             echo more >> copied_up.txt\n",
+             echo more >> copied_up.txt\n\
+             /usr/bin/python3 -c \"import os; os.setxattr('copied_up.txt', 'user.mine', b'1'); os.setxattr('created.txt', 'user.mine', b'2')\"\n",
         );
         for (rel, text) in [
             ("mode.txt", "m\n"),
@@ -507,8 +510,23 @@ fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
         .status()
         .expect("sh runs");
     assert!(ran.success(), "the script fails without vt");
-    let stderr = succeed(vt(&layered, &["run", "t", "--sandbox", "--no-cache"]));
+    let output = Command::new(vt_binary())
+        .current_dir(&layered)
+        .env("VT_CACHE_DIR", layered.join(".vt-cache"))
+        .env("TMPDIR", tmpdir)
+        .args(["run", "t", "--sandbox", "--no-cache"])
+        .output()
+        .expect("vt runs");
+    let stderr = succeed(output);
     assert!(!stderr.contains("no copy-on-write layer"), "{stderr}");
+    assert!(
+        std::fs::read_dir(tmpdir)
+            .expect("the temp directory")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("vt-layers-")),
+        "the layer was not made in {}",
+        tmpdir.display()
+    );
     let (want, got) = (describe(&plain), describe(&layered));
     for path in want.keys().chain(got.keys()) {
         assert_eq!(
@@ -518,12 +536,38 @@ fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
             path.display()
         );
     }
-    // The case that must differ is seen: the comparison reads what it compares.
-    assert_eq!(
-        got.get(Path::new("copied_up.txt"))
-            .and_then(|d| d.1.clone()),
-        Some(b"c\nmore\n".to_vec())
+    // The comparison reads what it compares: a change, a time and an attribute.
+    let copied_up = got.get(Path::new("copied_up.txt")).expect("copied_up.txt");
+    assert_eq!(copied_up.1.as_deref(), Some(&b"c\nmore\n"[..]));
+    assert_eq!(copied_up.4, ["user.mine"]);
+    let stamp = got.get(Path::new("stamp.txt")).expect("stamp.txt");
+    assert_eq!(stamp.3, 978_307_200, "touch -d '2001-01-01 00:00' (UTC)");
+}
+
+#[test]
+fn a_layered_tasks_changes_land_as_they_would_have_without_the_sandbox() {
+    let (_temp, root) = workdir();
+    let tmpdir = root.join("tmp");
+    std::fs::create_dir(&tmpdir).expect("tmp");
+    layered_changes_land_as_without_the_sandbox(&root, &tmpdir);
+}
+
+/// The same with the layer on another file system (a tmpfs temp directory, as on
+/// distributions whose `/tmp` is one): the changes are copied, and the copy keeps what the
+/// rename would have, the file's times and the task's own attributes.
+#[test]
+fn a_layered_tasks_changes_land_as_without_the_sandbox_when_copied_from_another_file_system() {
+    use std::os::unix::fs::MetadataExt;
+    let (_temp, root) = workdir();
+    let tmpdir = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm");
+    let device = |path: &Path| std::fs::metadata(path).expect("stat").dev();
+    assert_ne!(
+        device(tmpdir.path()),
+        device(&root),
+        "/dev/shm is not another file system than the test's workspace: this test needs it \
+         to be (a tmpfs)"
     );
+    layered_changes_land_as_without_the_sandbox(&root, tmpdir.path());
 }
 
 #[test]

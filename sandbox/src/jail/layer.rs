@@ -418,19 +418,92 @@ fn place(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     temp_name.push(&name);
     let temp = parent.join(temp_name);
     let _ = std::fs::remove_file(&temp);
-    let copied = if meta.file_type().is_symlink() {
+    let kind = meta.file_type();
+    let copied = if kind.is_symlink() {
         std::fs::read_link(from).and_then(|target| std::os::unix::fs::symlink(target, &temp))
-    } else if meta.is_file() {
-        std::fs::copy(from, &temp).map(|_| ())
+    } else if kind.is_file() {
+        std::fs::copy(from, &temp)
+            .map(|_| ())
+            .and_then(|()| copy_own_xattrs(from, &temp))
+    } else if kind.is_fifo() || kind.is_socket() {
+        // A fifo or a socket's name the task left: made again (a task in the sandbox can
+        // make no device, and overlayfs's whiteouts never get here).
+        nix::sys::stat::mknod(
+            &temp,
+            nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT),
+            nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+            0,
+        )
+        .map_err(io::Error::from)
     } else {
-        // A fifo or socket the task made: not something a build's outputs carry.
         return Ok(());
     };
+    // What a rename would have kept: the copy stands in for the task's own file.
     copied
+        .and_then(|()| keep_times(&temp, meta))
         .and_then(|()| std::fs::rename(&temp, to))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&temp);
         })
+}
+
+/// Gives `path` (a symlink itself, not its target) the access and modification times in
+/// `meta`. A task that extracted an archive, ran `cp -p` or `touch -d` left them on
+/// purpose, and `make` decides by them; `std::fs::copy` gives the copy the time of the copy.
+fn keep_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use nix::sys::time::TimeSpec;
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        &TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Copies the extended attributes the task set on `from` (the `user.` ones, overlayfs's own
+/// left out) to `to`, as a rename would have kept them; `std::fs::copy` copies none. A file
+/// system that has no user attributes is not an error: the task's own write there would
+/// have found none either.
+fn copy_own_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let c_string = |bytes: &[u8]| {
+        CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (c_from, c_to) = (
+        c_string(from.as_os_str().as_bytes())?,
+        c_string(to.as_os_str().as_bytes())?,
+    );
+    for name in xattr_names(from)?.into_iter().filter(|name| {
+        name.starts_with(b"user.") && !OVERLAY_XATTRS.iter().any(|p| name.starts_with(p))
+    }) {
+        let c_name = c_string(&name)?;
+        let read = |buffer: &mut [u8]| {
+            // SAFETY: lgetxattr writes at most `buffer.len()` bytes into `buffer` (none for
+            // an empty one: it then returns the size the value needs).
+            let n = unsafe {
+                libc::lgetxattr(
+                    c_from.as_ptr(),
+                    c_name.as_ptr(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                )
+            };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        };
+        let mut value = vec![0u8; read(&mut [])?];
+        let n = read(&mut value)?;
+        // SAFETY: NUL-terminated strings and a value of `n` bytes.
+        let set =
+            unsafe { libc::lsetxattr(c_to.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), n, 0) };
+        if set != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The prefixes of overlayfs's own extended attributes: `user.overlay.` on a mount with
