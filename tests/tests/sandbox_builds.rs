@@ -420,8 +420,8 @@ fn xattr_names(path: &Path) -> Vec<String> {
 }
 
 /// What a tree holds, to compare two: each path's type and mode, a file's bytes, a
-/// symlink's target, a file's modification time (to the second) and its extended
-/// attributes' names.
+/// symlink's target, its modification time (to the second; where the script decides it)
+/// and its extended attributes' names.
 type Described = BTreeMap<PathBuf, (u32, Option<Vec<u8>>, Option<PathBuf>, i64, Vec<String>)>;
 
 fn describe(root: &Path) -> Described {
@@ -439,8 +439,24 @@ fn describe(root: &Path) -> Described {
             let link = kind
                 .is_symlink()
                 .then(|| std::fs::read_link(&path).expect("readlink"));
-            // A directory's time is whenever its last entry changed: not compared.
-            let mtime = if kind.is_dir() { 0 } else { meta.mtime() };
+            // Times are compared where the script sets them or leaves them alone: a
+            // time it gives by writing is the moment of its run, which the two runs differ in.
+            let timed = [
+                "stamp.txt",
+                "created.txt",
+                "kept_time.txt",
+                "ren_dst",
+                "timed_dir",
+                "nested/keep",
+                "dir_dst",
+                "dir_dst/sub",
+                "dir_dst/sub/one",
+            ];
+            let mtime = if timed.iter().any(|t| rel == Path::new(t)) {
+                meta.mtime()
+            } else {
+                0
+            };
             out.insert(rel, (meta.mode(), content, link, mtime, xattr_names(&path)));
             if kind.is_dir() {
                 walk(base, &path, out);
@@ -482,6 +498,7 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
              rm was_file && mkdir was_file && echo in > was_file/in\n\
              echo appended >> nested/keep/file\n\
              rm nested/gone\n\
+             mkdir -p timed_dir/in && echo t > timed_dir/in/t && touch -d '2004-04-04 00:00' timed_dir\n\
              echo more >> copied_up.txt\n\
              /usr/bin/python3 -c \"import os; os.setxattr('copied_up.txt', 'user.mine', b'1'); os.setxattr('created.txt', 'user.mine', b'2')\"\n",
         );
@@ -500,6 +517,21 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
         }
         std::fs::create_dir(dir.join("emptydir")).expect("mkdir");
         std::os::unix::fs::symlink("old", dir.join("relink")).expect("symlink");
+        // Paths whose times the script leaves alone (it changes files below them, or
+        // moves them), set to one moment in both copies.
+        let long_ago =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        for rel in [
+            "ren_src",
+            "nested/keep",
+            "dir_src",
+            "dir_src/sub",
+            "dir_src/sub/one",
+        ] {
+            std::fs::File::open(dir.join(rel))
+                .and_then(|d| d.set_modified(long_ago))
+                .expect("set_modified");
+        }
     };
     let (plain, layered) = (root.join("plain"), root.join("layered"));
     package(&plain);

@@ -390,6 +390,10 @@ fn apply_dir(upper: &Path, target: &Path, applied: &mut Applied) -> io::Result<(
             }
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
             apply_dir(&from, &to, applied)?;
+            // The times the task saw: the apply's own moves into the directory changed
+            // them (overlayfs's copy-up keeps a directory's times, and the task's changes
+            // in it, or its `touch`, `tar` or `cp -a`, set them in the layer).
+            keep_times(&to, &meta)?;
         } else {
             if std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
                 remove_any(&to)?;
@@ -449,7 +453,8 @@ fn place(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
 
 /// Gives `path` (a symlink itself, not its target) the access and modification times in
 /// `meta`. A task that extracted an archive, ran `cp -p` or `touch -d` left them on
-/// purpose, and `make` decides by them; `std::fs::copy` gives the copy the time of the copy.
+/// purpose, and `make` decides by them; `std::fs::copy` gives a copy the time of the copy,
+/// and moving entries into a directory gives it the time of the move.
 fn keep_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     use nix::sys::time::TimeSpec;
     nix::sys::stat::utimensat(
