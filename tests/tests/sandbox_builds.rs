@@ -602,6 +602,69 @@ fn a_layered_tasks_changes_land_as_without_the_sandbox_when_copied_from_another_
     layered_changes_land_as_without_the_sandbox(&root, tmpdir.path());
 }
 
+/// A file system mounted inside a package (a `node_modules` volume, a tmpfs for `dist/`)
+/// is not part of an overlay's lower layer: through a layer the task would find the empty
+/// directory beneath the mount. vt gives such a package no layer and says so; the task
+/// sees the mount's files and its changes land. The control: the same package without the
+/// mount runs through a layer.
+#[test]
+fn a_package_holding_a_mount_point_is_bound_whole_instead_of_layered() {
+    if !vt_tests::root_or_skip("mounting a tmpfs inside a package") {
+        return;
+    }
+    let (_temp, root) = workdir();
+    vt_tests::write(
+        &root,
+        "package.json",
+        r#"{"name":"mounted","scripts":{"t":"cat data/in.txt > seen.txt && echo w > data/out.txt"}}"#,
+    );
+    let data = root.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    /// Unmounts on drop, so a failed assertion leaves nothing mounted.
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a tmpfs");
+    let mounted = Mounted(data.clone());
+    std::fs::write(data.join("in.txt"), "from the mount\n").expect("write");
+    let stderr = succeed(vt(&root, &["run", "t", "--sandbox", "--no-cache"]));
+    assert!(
+        stderr.contains(&format!(
+            "no copy-on-write layer for {}: {} is a mount point in it",
+            root.display(),
+            data.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("seen.txt")).expect("seen"),
+        "from the mount\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("out.txt")).expect("out"),
+        "w\n"
+    );
+    drop(mounted);
+    // The control: no mount, a layer (nothing said), and the task's change lands through it.
+    std::fs::write(data.join("in.txt"), "from the directory\n").expect("write");
+    let stderr = succeed(vt(&root, &["run", "t", "--sandbox", "--no-cache"]));
+    assert!(!stderr.contains("no copy-on-write layer"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("seen.txt")).expect("seen"),
+        "from the directory\n"
+    );
+}
+
 #[test]
 fn a_layer_without_a_cache_outside_the_package_is_made_in_this_users_own_temp_directory() {
     // One package, the cache inside it: the layer goes to the temp directory.

@@ -278,6 +278,27 @@ fn layer_for(
         });
         return Ok(None);
     }
+    // overlayfs shows one file system: a mount below the package would be the empty
+    // directory beneath it. The package is then bound whole instead (binds keep mounts).
+    if let Some(point) = sandbox::jail::mount_point_below(dir) {
+        static SAID: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut said = SAID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !said.iter().any(|d| d == dir) {
+            said.push(dir.to_path_buf());
+            crate::say!(
+                "vt: sandbox: no copy-on-write layer for {}: {} is a mount point in it, which \
+                 the layer would show as the empty directory beneath; its tasks without \
+                 declared outputs write the package directly, and a failed one's writes stay\n  \
+                 hint: declare the task's outputs (\"output\": [\"dist/**\"]) to keep the rest \
+                 of the package read-only",
+                dir.display(),
+                point.display()
+            );
+        }
+        return Ok(None);
+    }
     let dirs = LayerDirs::create(&base, dir).with_context(|| {
         format!(
             "{}: cannot create the sandbox's copy-on-write layer in {}",

@@ -14,6 +14,8 @@
 //! - [`overlay`]: a layer's overlay mount, made on a thread while the sandbox starts.
 //! - [`layer`]: the copy-on-write layer of a task without declared outputs, and applying
 //!   its changes to the host.
+//! - [`mount_table`]: the mount points of vt's namespace, for a package a layer cannot
+//!   show whole.
 //! - `apply`: the syscalls between fork and exec.
 //!
 //! A sandboxed task is always traced too: [`crate::trace::spawn_jailed`] composes the two.
@@ -23,6 +25,7 @@ pub mod deny;
 pub mod etc_tree;
 pub mod landlock;
 pub mod layer;
+pub mod mount_table;
 pub mod network;
 pub mod overlay;
 pub mod plan;
@@ -35,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use layer::{Applied, LayerDirs};
+pub use mount_table::mount_point_below;
 pub use plan::{HostPath, Layer, Mount, Plan, PlanError, Spec};
 
 #[derive(Debug, thiserror::Error)]
