@@ -392,8 +392,10 @@ fn apply_dir(upper: &Path, target: &Path, applied: &mut Applied) -> io::Result<(
             apply_dir(&from, &to, applied)?;
             // The times the task saw: the apply's own moves into the directory changed
             // them (overlayfs's copy-up keeps a directory's times, and the task's changes
-            // in it, or its `touch`, `tar` or `cp -a`, set them in the layer).
-            keep_times(&to, &meta)?;
+            // in it, or its `touch`, `tar` or `cp -a`, set them in the layer). Best effort:
+            // a directory of another user's that the task could write to takes no times
+            // from vt (`EPERM`), and then has the times of its last change, the apply's.
+            let _ = keep_times(&to, &meta);
         } else {
             if std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
                 remove_any(&to)?;
