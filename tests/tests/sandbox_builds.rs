@@ -484,6 +484,7 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
         write(
             "s.sh",
             "set -e\n\
+             stat -c %a . > root_mode.txt\n\
              chmod +x mode.txt\n\
              touch -d '2001-01-01 00:00' stamp.txt\n\
              echo new > created.txt && touch -d '2002-02-02 00:00' created.txt\n\
@@ -500,7 +501,8 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
              rm nested/gone\n\
              mkdir -p timed_dir/in && echo t > timed_dir/in/t && touch -d '2004-04-04 00:00' timed_dir\n\
              echo more >> copied_up.txt\n\
-             /usr/bin/python3 -c \"import os; os.setxattr('copied_up.txt', 'user.mine', b'1'); os.setxattr('created.txt', 'user.mine', b'2')\"\n",
+             /usr/bin/python3 -c \"import os; os.setxattr('copied_up.txt', 'user.mine', b'1'); os.setxattr('created.txt', 'user.mine', b'2')\"\n\
+             chmod 0770 .\n",
         );
         for (rel, text) in [
             ("mode.txt", "m\n"),
@@ -532,6 +534,10 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
                 .and_then(|d| d.set_modified(long_ago))
                 .expect("set_modified");
         }
+        // The package directory's own mode, which the task looks at (`root_mode.txt`) and
+        // changes.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .expect("chmod");
     };
     let (plain, layered) = (root.join("plain"), root.join("layered"));
     package(&plain);
@@ -568,6 +574,17 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
             path.display()
         );
     }
+    let mode = |dir: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir).expect("stat").permissions(),
+        ) & 0o7777
+    };
+    assert_eq!(mode(&layered), mode(&plain), "the package directory's mode");
+    assert_eq!(
+        std::fs::read_to_string(layered.join("root_mode.txt")).expect("root_mode"),
+        "750\n",
+        "what the task saw of its package directory"
+    );
     // The comparison reads what it compares: a change, a time and an attribute.
     let copied_up = got.get(Path::new("copied_up.txt")).expect("copied_up.txt");
     assert_eq!(copied_up.1.as_deref(), Some(&b"c\nmore\n"[..]));

@@ -50,6 +50,7 @@ impl LayerDirs {
             upper: made.dir.join("upper"),
             work: made.dir.join("work"),
         };
+        look_like(&layer.upper, path);
         Ok(LayerDirs {
             layer,
             dir: made.dir,
@@ -79,10 +80,44 @@ impl LayerDirs {
         }
     }
 
-    /// Applies the task's changes to the host directory (see [`apply`]).
+    /// Applies the task's changes to the host directory (see [`apply`]), and to the
+    /// directory itself what the task changed of its mode and times ([`look_like`]).
     pub fn apply(&self) -> io::Result<Applied> {
-        apply(&self.layer.upper, &self.layer.path)
+        let applied = apply(&self.layer.upper, &self.layer.path)?;
+        if let (Ok(upper), Ok(host)) = (
+            std::fs::symlink_metadata(&self.layer.upper),
+            std::fs::symlink_metadata(&self.layer.path),
+        ) {
+            // Only what differs: a change of the package directory's mode or times is a
+            // change of its ctime, which the change guard reads for what the task looked
+            // at. Its access time is no change (a task that listed its package read it).
+            if upper.mode() & 0o7777 != host.mode() & 0o7777 {
+                std::fs::set_permissions(
+                    &self.layer.path,
+                    std::fs::Permissions::from_mode(upper.mode() & 0o7777),
+                )?;
+            }
+            if (upper.mtime(), upper.mtime_nsec()) != (host.mtime(), host.mtime_nsec()) {
+                let _ = keep_times(&self.layer.path, &upper);
+            }
+        }
+        Ok(applied)
     }
+}
+
+/// Gives a layer's upper directory the mode, owner and times of the directory it is a view
+/// of. The overlay's root shows its upper directory's own attributes, not the lower one's:
+/// the task would otherwise see its package with the mode vt made the layer with and the
+/// layer's age (`stat .` said 755 and a moment ago for a package of mode 750 from 2005).
+/// Best effort: where one cannot be set (another user's package, for a vt not root), the
+/// task sees the layer's, as before.
+fn look_like(upper: &Path, dir: &Path) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let _ = std::os::unix::fs::lchown(upper, Some(meta.uid()), Some(meta.gid()));
+    let _ = std::fs::set_permissions(upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777));
+    let _ = keep_times(upper, &meta);
 }
 
 /// A layer's directories, made and locked, not yet given a directory to be a view of.
