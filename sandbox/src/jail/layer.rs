@@ -112,11 +112,18 @@ impl LayerDirs {
 /// Best effort: where one cannot be set (another user's package, for a vt not root), the
 /// task sees the layer's, as before.
 fn look_like(upper: &Path, dir: &Path) {
-    let Ok(meta) = std::fs::metadata(dir) else {
+    let (Ok(meta), Ok(made)) = (std::fs::metadata(dir), std::fs::symlink_metadata(upper)) else {
         return;
     };
-    let _ = std::os::unix::fs::lchown(upper, Some(meta.uid()), Some(meta.gid()));
-    let _ = std::fs::set_permissions(upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777));
+    // Each only where it differs (a package of vt's own user with the usual mode needs
+    // neither): every call costs a write of the inode.
+    if (made.uid(), made.gid()) != (meta.uid(), meta.gid()) {
+        let _ = std::os::unix::fs::lchown(upper, Some(meta.uid()), Some(meta.gid()));
+    }
+    if made.mode() & 0o7777 != meta.mode() & 0o7777 {
+        let _ =
+            std::fs::set_permissions(upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777));
+    }
     let _ = keep_times(upper, &meta);
 }
 

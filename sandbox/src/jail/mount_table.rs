@@ -32,8 +32,23 @@ impl Table {
     fn read() -> std::io::Result<Table> {
         // Opened before it is read: a mount made in between is in the text or polls.
         let mut watch = File::open("/proc/thread-self/mountinfo")?;
-        let mut text = Vec::new();
-        watch.read_to_end(&mut text)?;
+        // In large reads: the kernel makes the text again for each read at an offset, and
+        // `read_to_end` starts with a probe of 32 bytes (the file's size says 0), then
+        // doubles: eight reads of this machine's 21 mounts, 0.4 ms.
+        let mut text = vec![0u8; 64 * 1024];
+        let mut len = 0;
+        loop {
+            if len == text.len() {
+                text.resize(text.len() * 2, 0);
+            }
+            match watch.read(&mut text[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        text.truncate(len);
         Ok(Table {
             watch,
             points: mount_points(&text),
