@@ -69,15 +69,8 @@ impl Tree {
 
     /// Whether a mount or unmount happened in vt's mount namespace since the tree was made.
     fn mounts_changed(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.watch.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd we own, without waiting.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        // An error is taken as a change: the tree is then not trusted.
-        ready < 0 || poll.revents & (libc::POLLPRI | libc::POLLERR) != 0
+        // A change (or an error) and the tree is not trusted.
+        super::mount_table::changed_since(&self.watch)
     }
 }
 

@@ -57,16 +57,22 @@ impl Table {
 
     /// Whether a mount or unmount happened in vt's mount namespace since it was read.
     fn changed(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.watch.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd we own, without waiting.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        // An error is taken as a change: the table is read again.
-        ready < 0 || poll.revents & (libc::POLLPRI | libc::POLLERR) != 0
+        changed_since(&self.watch)
     }
+}
+
+/// Whether a mount or an unmount happened in the mount namespace `watch` was opened in
+/// (`/proc/…/mounts` or `mountinfo`, kept open) since it was opened or last asked. An
+/// error is taken as a change: whatever was read from the namespace is then read again.
+pub(crate) fn changed_since(watch: &File) -> bool {
+    let mut poll = libc::pollfd {
+        fd: watch.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready < 0 || poll.revents & (libc::POLLPRI | libc::POLLERR) != 0
 }
 
 /// A mount point strictly below `dir` (an absolute, normalized path), if there is one.
