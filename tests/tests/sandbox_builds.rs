@@ -619,6 +619,80 @@ fn a_layered_tasks_changes_land_as_without_the_sandbox_when_copied_from_another_
     layered_changes_land_as_without_the_sandbox(&root, tmpdir.path());
 }
 
+/// A tmpfs mounted at a directory (of `size`, if given), unmounted on drop so that a failed
+/// assertion leaves nothing mounted.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(dir: &Path, size: Option<&str>) -> Mounted {
+        let options = size.map(|size| format!("size={size}"));
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            options.as_deref(),
+        )
+        .expect("mount a tmpfs");
+        Mounted(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A layer whose file system fills up (a small tmpfs temp directory, the cache inside the
+/// package) fails its task with `ENOSPC`; vt names the layer's full file system and what
+/// to change. The control: a task that fails for its own reason, with room, gets no such
+/// word.
+#[test]
+fn a_task_whose_layer_ran_out_of_space_is_told_so() {
+    if !vt_tests::root_or_skip("mounting a small tmpfs") {
+        return;
+    }
+    let (_temp, root) = workdir();
+    let tmpdir = root.join("tmp");
+    std::fs::create_dir(&tmpdir).expect("mkdir");
+    let _mounted = Mounted::tmpfs(&tmpdir, Some("256k"));
+    let package = root.join("pkg");
+    let run = |script: &str| {
+        vt_tests::write(
+            &package,
+            "package.json",
+            &format!(r#"{{"name":"full","scripts":{{"t":"{script}"}}}}"#),
+        );
+        Command::new(vt_binary())
+            .current_dir(&package)
+            .env("VT_CACHE_DIR", package.join(".vt-cache"))
+            .env("TMPDIR", &tmpdir)
+            .args(["run", "t", "--sandbox", "--no-cache"])
+            .output()
+            .expect("vt runs")
+    };
+    let full = run("head -c 1048576 /dev/zero > big.bin");
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the sandbox's copy-on-write layer has no space left"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set VT_CACHE_DIR outside the package"),
+        "{stderr}"
+    );
+    assert!(
+        !package.join("big.bin").exists(),
+        "a failed task's write landed"
+    );
+    let own = run("exit 3");
+    let stderr = String::from_utf8_lossy(&own.stderr);
+    assert!(!own.status.success(), "{stderr}");
+    assert!(!stderr.contains("no space left"), "{stderr}");
+}
+
 /// A file system mounted inside a package (a `node_modules` volume, a tmpfs for `dist/`)
 /// is not part of an overlay's lower layer: through a layer the task would find the empty
 /// directory beneath the mount. vt gives such a package no layer and says so; the task
@@ -637,22 +711,7 @@ fn a_package_holding_a_mount_point_is_bound_whole_instead_of_layered() {
     );
     let data = root.join("data");
     std::fs::create_dir(&data).expect("mkdir");
-    /// Unmounts on drop, so a failed assertion leaves nothing mounted.
-    struct Mounted(PathBuf);
-    impl Drop for Mounted {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    nix::mount::mount(
-        Some("tmpfs"),
-        &data,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("mount a tmpfs");
-    let mounted = Mounted(data.clone());
+    let mounted = Mounted::tmpfs(&data, None);
     std::fs::write(data.join("in.txt"), "from the mount\n").expect("write");
     let stderr = succeed(vt(&root, &["run", "t", "--sandbox", "--no-cache"]));
     assert!(

@@ -187,7 +187,21 @@ fn attempt(
         Some((dirs, _)) if succeeded => {
             sandbox::timings::time("sandbox: apply the layer", || apply_layer(plan, dirs))
         }
-        _ => Ok(()),
+        Some((dirs, _)) => {
+            if let Some(full) = dirs.out_of_space() {
+                crate::say!(
+                    "vt: {}: the sandbox's copy-on-write layer has no space left ({} is on a \
+                     full file system): the task's writes in its package go there, so they \
+                     likely failed for that\n  hint: layers are made next to the cache, or in \
+                     TMPDIR when the cache is inside the package: set VT_CACHE_DIR outside the \
+                     package, or TMPDIR to a file system with room",
+                    plan.label,
+                    full.display()
+                );
+            }
+            Ok(())
+        }
+        None => Ok(()),
     };
     // Everything the task wrote was written by now (its dependents' windows open after the
     // moment the run loop notes this task's end).

@@ -63,6 +63,15 @@ impl LayerDirs {
         &self.layer
     }
 
+    /// The layer's file system, if it has no room left (no block or no inode free): a
+    /// task that failed then most likely failed for that (`ENOSPC` on its writes into its
+    /// package), not for anything of its own. A layer in a tmpfs temp directory holds the
+    /// task's whole output in memory until it is applied.
+    pub fn out_of_space(&self) -> Option<&Path> {
+        let fs = nix::sys::statvfs::statvfs(&self.layer.upper).ok()?;
+        (fs.blocks_available() == 0 || fs.files_available() == 0).then_some(self.dir.as_path())
+    }
+
     /// Leaves what the task wrote in place, renamed `kept-…` so no later vt sweeps it;
     /// returns where it is.
     pub fn keep(mut self) -> PathBuf {
