@@ -525,40 +525,12 @@ fn keep_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
 /// system that has no user attributes is not an error: the task's own write there would
 /// have found none either.
 fn copy_own_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let c_string = |bytes: &[u8]| {
-        CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (c_from, c_to) = (
-        c_string(from.as_os_str().as_bytes())?,
-        c_string(to.as_os_str().as_bytes())?,
-    );
     for name in xattr_names(from)?.into_iter().filter(|name| {
         name.starts_with(b"user.") && !OVERLAY_XATTRS.iter().any(|p| name.starts_with(p))
     }) {
-        let c_name = c_string(&name)?;
-        let read = |buffer: &mut [u8]| {
-            // SAFETY: lgetxattr writes at most `buffer.len()` bytes into `buffer` (none for
-            // an empty one: it then returns the size the value needs).
-            let n = unsafe {
-                libc::lgetxattr(
-                    c_from.as_ptr(),
-                    c_name.as_ptr(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            usize::try_from(n).map_err(|_| io::Error::last_os_error())
-        };
-        let mut value = vec![0u8; read(&mut [])?];
-        let n = read(&mut value)?;
-        // SAFETY: NUL-terminated strings and a value of `n` bytes.
-        let set =
-            unsafe { libc::lsetxattr(c_to.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), n, 0) };
-        if set != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                return Err(e);
-            }
+        match set_xattr(to, &name, &xattr_value(from, &name)?) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            set => set?,
         }
     }
     Ok(())
@@ -577,15 +549,14 @@ const OVERLAY_XATTRS: [&[u8]; 2] = [b"user.overlay.", b"trusted.overlay."];
 /// as its own. Best effort: the file's content is in place either way, and a file system
 /// without extended attributes has none of these.
 fn strip_overlay_xattrs(path: &Path) {
-    let (Ok(c_path), Ok(names)) = (CString::new(path.as_os_str().as_bytes()), xattr_names(path))
-    else {
+    let (Ok(c_path), Ok(names)) = (c_string(path.as_os_str().as_bytes()), xattr_names(path)) else {
         return;
     };
     for name in names
         .iter()
         .filter(|name| OVERLAY_XATTRS.iter().any(|prefix| name.starts_with(prefix)))
     {
-        let Ok(c_name) = CString::new(name.as_slice()) else {
+        let Ok(c_name) = c_string(name) else {
             continue;
         };
         // SAFETY: both strings are NUL-terminated.
@@ -596,24 +567,69 @@ fn strip_overlay_xattrs(path: &Path) {
 /// The names of `path`'s extended attributes: the path's own, a symlink's rather than its
 /// target's.
 pub fn xattr_names(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let listed = |buffer: &mut [u8]| {
-        // SAFETY: llistxattr writes at most `buffer.len()` bytes into `buffer` (none for an
-        // empty one: it then only returns the size the list needs).
-        let n =
-            unsafe { libc::llistxattr(c_path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
-    };
-    let mut list = vec![0u8; listed(&mut [])?];
-    // An attribute added in between makes the list too long for the buffer (ERANGE).
-    let n = listed(&mut list)?;
-    list.truncate(n);
+    let c_path = c_string(path.as_os_str().as_bytes())?;
+    let list = read_sized(|buffer| {
+        // SAFETY: llistxattr writes at most `buffer.len()` bytes into `buffer`.
+        unsafe { libc::llistxattr(c_path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) }
+    })?;
     Ok(list
         .split(|b| *b == 0)
         .filter(|name| !name.is_empty())
         .map(<[u8]>::to_vec)
         .collect())
+}
+
+/// The value of `path`'s extended attribute `name` (the path's own, not a link's target's).
+fn xattr_value(path: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
+    let (c_path, c_name) = (c_string(path.as_os_str().as_bytes())?, c_string(name)?);
+    read_sized(|buffer| {
+        // SAFETY: lgetxattr writes at most `buffer.len()` bytes into `buffer`.
+        unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+            )
+        }
+    })
+}
+
+/// Sets `path`'s extended attribute `name` (the path's own, not a link's target's).
+fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let (c_path, c_name) = (c_string(path.as_os_str().as_bytes())?, c_string(name)?);
+    // SAFETY: NUL-terminated strings and a value of `value.len()` bytes.
+    let set = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What a size-then-fill call (`llistxattr`, `lgetxattr`) gives: asked once with an empty
+/// buffer for the size it needs, then with a buffer of that size. A value that grew in
+/// between fails with `ERANGE`.
+fn read_sized(call: impl Fn(&mut [u8]) -> libc::ssize_t) -> io::Result<Vec<u8>> {
+    let filled =
+        |buffer: &mut [u8]| usize::try_from(call(buffer)).map_err(|_| io::Error::last_os_error());
+    let mut bytes = vec![0u8; filled(&mut [])?];
+    let n = filled(&mut bytes)?;
+    bytes.truncate(n);
+    Ok(bytes)
+}
+
+/// `bytes` as a C string; one with a NUL inside is no path or name the kernel takes.
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Removes whatever is at `path`; false if nothing was there.
@@ -799,21 +815,7 @@ mod tests {
         write(&host.join("f.txt"), "old");
         write(&upper.join("f.txt"), "new");
         let set = |name: &str, value: &[u8]| {
-            let (file, name) = (
-                CString::new(upper.join("f.txt").as_os_str().as_bytes()).expect("c"),
-                CString::new(name).expect("c"),
-            );
-            // SAFETY: NUL-terminated strings and a value of the given length.
-            let set = unsafe {
-                libc::lsetxattr(
-                    file.as_ptr(),
-                    name.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    0,
-                )
-            };
-            assert_eq!(set, 0, "lsetxattr: {}", io::Error::last_os_error());
+            set_xattr(&upper.join("f.txt"), name.as_bytes(), value).expect("lsetxattr");
         };
         // What a copy-up leaves (as root, the test can write overlayfs's names itself), and
         // an attribute of the task's own.

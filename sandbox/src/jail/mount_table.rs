@@ -80,9 +80,7 @@ pub(crate) fn changed_since(watch: &File) -> bool {
 /// one: the caller then gives the directory no layer, which is always correct.
 pub fn mount_point_below(dir: &Path) -> Option<PathBuf> {
     static TABLE: Mutex<Option<Table>> = Mutex::new(None);
-    let mut table = TABLE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut table = crate::lock(&TABLE);
     if table.as_ref().is_none_or(Table::changed) {
         *table = Table::read().ok();
     }
