@@ -7,13 +7,26 @@ use std::process::{Command, Output};
 
 use vt_tests::{vt_binary, workdir};
 
+/// `vt ARGS` in `root`, with its cache in `root/.vt-cache`.
 fn vt(root: &Path, args: &[&str]) -> Output {
-    Command::new(vt_binary())
-        .current_dir(root)
-        .env("VT_CACHE_DIR", root.join(".vt-cache"))
-        .args(args)
+    vt_command(root, args).output().expect("vt runs")
+}
+
+/// The same with `TMPDIR` set: where a layer goes when the cache is inside the package.
+fn vt_with_tmpdir(root: &Path, tmpdir: &Path, args: &[&str]) -> Output {
+    vt_command(root, args)
+        .env("TMPDIR", tmpdir)
         .output()
         .expect("vt runs")
+}
+
+fn vt_command(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(vt_binary());
+    command
+        .current_dir(root)
+        .env("VT_CACHE_DIR", root.join(".vt-cache"))
+        .args(args);
+    command
 }
 
 #[track_caller]
@@ -548,14 +561,11 @@ fn layered_changes_land_as_without_the_sandbox(root: &Path, tmpdir: &Path) {
         .status()
         .expect("sh runs");
     assert!(ran.success(), "the script fails without vt");
-    let output = Command::new(vt_binary())
-        .current_dir(&layered)
-        .env("VT_CACHE_DIR", layered.join(".vt-cache"))
-        .env("TMPDIR", tmpdir)
-        .args(["run", "t", "--sandbox", "--no-cache"])
-        .output()
-        .expect("vt runs");
-    let stderr = succeed(output);
+    let stderr = succeed(vt_with_tmpdir(
+        &layered,
+        tmpdir,
+        &["run", "t", "--sandbox", "--no-cache"],
+    ));
     assert!(!stderr.contains("no copy-on-write layer"), "{stderr}");
     assert!(
         std::fs::read_dir(tmpdir)
@@ -664,13 +674,7 @@ fn a_task_whose_layer_ran_out_of_space_is_told_so() {
             "package.json",
             &format!(r#"{{"name":"full","scripts":{{"t":"{script}"}}}}"#),
         );
-        Command::new(vt_binary())
-            .current_dir(&package)
-            .env("VT_CACHE_DIR", package.join(".vt-cache"))
-            .env("TMPDIR", &tmpdir)
-            .args(["run", "t", "--sandbox", "--no-cache"])
-            .output()
-            .expect("vt runs")
+        vt_with_tmpdir(&package, &tmpdir, &["run", "t", "--sandbox", "--no-cache"])
     };
     let full = run("head -c 1048576 /dev/zero > big.bin");
     let stderr = String::from_utf8_lossy(&full.stderr);
@@ -750,15 +754,8 @@ fn a_layer_without_a_cache_outside_the_package_is_made_in_this_users_own_temp_di
         "package.json",
         r#"{"name":"solo","scripts":{"build":"mkdir -p dist && echo built > dist/out.js"}}"#,
     );
-    let run = |tmpdir: &Path| {
-        Command::new(vt_binary())
-            .current_dir(&root)
-            .env("VT_CACHE_DIR", root.join(".vt-cache"))
-            .env("TMPDIR", tmpdir)
-            .args(["run", "build", "--sandbox", "--no-cache"])
-            .output()
-            .expect("vt runs")
-    };
+    let run =
+        |tmpdir: &Path| vt_with_tmpdir(&root, tmpdir, &["run", "build", "--sandbox", "--no-cache"]);
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     let fresh = tempfile::tempdir().expect("tmpdir");
