@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -127,19 +128,17 @@ def main() -> int:
         single[f"{name} exec --sandbox --no-cache -- true"] = (
             [vt, "exec", "--sandbox", "--no-cache", "--", "true"], own)
         single[f"{name} exec -- true (a hit)"] = ([vt, "exec", "--", "true"], own)
-    bwrap = shutil.which("bwrap")
-    if bwrap:
-        single["bwrap, vt's sandbox view, sh -c true"] = (
-            bwrap_command(root, pkg, ["sh", "-c", "true"]), None)
+    boxed = bwrap_command(root, pkg, ["sh", "-c", "true"]) if shutil.which("bwrap") else None
+    if boxed:
+        single["bwrap, vt's sandbox view, sh -c true"] = (boxed, None)
     else:
         print("(no bwrap: the bubblewrap rows are left out; `apt-get install bubblewrap`, or `bash bench/run`)")
     loop = ["sh", "-c", f"for i in $(seq {TASKS}); do sh -c true; done"]
     many = {f"{TASKS}× sh -c true, one after the other": (loop, None)}
-    if bwrap:
+    if boxed:
         # The same loop, each `sh -c true` in its own bubblewrap sandbox.
-        boxed = " ".join(f"'{a}'" for a in bwrap_command(root, pkg, ["sh", "-c", "true"]))
         many[f"{TASKS}× bwrap … sh -c true, one after the other"] = (
-            ["sh", "-c", f"for i in $(seq {TASKS}); do {boxed}; done"], None)
+            ["sh", "-c", f"for i in $(seq {TASKS}); do {shlex.join(boxed)}; done"], None)
     for name, vt in vts.items():
         for jobs in ("1", "2"):
             many[f"{name} run check -r -j{jobs}, cold"] = (
