@@ -1348,3 +1348,24 @@ fn s54_a_fully_cached_run_opens_the_database_read_only_and_its_deferred_memos_ne
     ws.run("build", &[])
         .assert_miss(APP, "src/a.js: content changed");
 }
+
+/// vt's own cache directory in a directory a task lists changes while the task runs (the
+/// store opens it read-write after a read-only lookup): that is not the world moving. A
+/// task that lists its package and overwrites an output there, with `VT_CACHE_DIR` beside
+/// it, misses on a foreign new entry and is stored (it was "not cached: . had entries
+/// added or changed while the task ran", and so on every run after); the control hits.
+#[test]
+fn s55_a_cache_inside_a_listed_directory_does_not_keep_its_lister_from_being_stored() {
+    let ws = Ws::new(&[(
+        "package.json",
+        r#"{"name":"app","scripts":{"build":"ls > /dev/null && echo x > out.txt"}}"#,
+    )]);
+    let cache = ws.path(".vt-cache");
+    let env = [("VT_CACHE_DIR", cache.to_str().expect("utf-8"))];
+    ws.run("build", &env).assert_miss(APP, "no previous run");
+    ws.run("build", &env).assert_hit(APP);
+    ws.write("new.txt", "someone else's\n");
+    ws.run("build", &env)
+        .assert_miss(APP, ".: directory entries changed");
+    ws.run("build", &env).assert_hit(APP);
+}

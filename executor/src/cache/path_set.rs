@@ -314,6 +314,16 @@ pub fn digest(
             .or_default()
             .extend(names);
     }
+    // vt's own cache directory changes while the task runs (the store opens it read-write
+    // after a read-only lookup): in a directory whose entries the task changed too, each of
+    // which the store-time check then looks at on its own (`observe`), that is not the
+    // world moving. Only where the task changed entries: elsewhere the directory's own
+    // ctime is checked, and the cache's inner changes do not move it.
+    if let (Some(dir), Some(name)) = (cache_dir.parent(), cache_dir.file_name())
+        && let Some(names) = digest.own.entries.get_mut(&canonical(dir))
+    {
+        names.insert(name.as_bytes().to_vec());
+    }
     for access in accesses {
         let path = access.path.as_path();
         if is_noise(path, cache_dir) {
